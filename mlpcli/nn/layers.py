@@ -1,0 +1,228 @@
+"""Layers: Dense, Activation, Dropout and Flatten.
+
+Lifecycle, as in Keras: construct from a config dict, ``build(input_shape,
+rng)`` creates the weights and returns the output shape, ``forward(x,
+training)`` computes the output (keeping what backward needs),
+``backward(dy)`` stores the weight gradients in ``grads`` and returns the
+gradient with respect to the input. Shapes exclude the batch axis; arrays are
+float32 ``(batch, *shape)``.
+"""
+
+import numpy as np
+
+from mlpcli.nn import activations, initializers, regularizers
+from mlpcli.nn.registry import lookup
+
+_F = np.float32
+
+
+class Layer:
+    type = ""
+    keras_class = ""
+    defaults = {}
+    weight_names = ()
+
+    def __init__(self, name=None, **config):
+        unknown = set(config) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{self.type}: unknown parameter(s) {sorted(unknown)}")
+        self.config = {**self.defaults, **config}
+        self.name = name
+        self.params = []
+        self.grads = []
+        self.activity_penalty = 0.0
+
+    def build(self, input_shape, rng):
+        return tuple(input_shape)
+
+    def forward(self, x, training):
+        return x
+
+    def backward(self, dy):
+        return dy
+
+    def penalty(self):
+        """Weight-regularization term this layer adds to the loss."""
+        return 0.0
+
+    def get_config(self):
+        """The layer's spec as in a config file: ``{"type": ..., "name": ..., **params}``."""
+        return {"type": self.type, "name": self.name, **self.config}
+
+    def keras_config(self):
+        """The layer's entry in a Keras ``Sequential`` model_config."""
+        return {"class_name": self.keras_class,
+                "config": {"name": self.name, "trainable": True, "dtype": "float32",
+                           **self._keras_params()}}
+
+    def _keras_params(self):
+        return {}
+
+
+class Dense(Layer):
+    """y = activation(x @ kernel + bias); x: (batch, in), kernel: (in, units)."""
+
+    type = "dense"
+    keras_class = "Dense"
+    defaults = {"units": None, "activation": "linear", "use_bias": True,
+                "kernel_initializer": {"type": "glorot_uniform"},
+                "bias_initializer": {"type": "zeros"},
+                "kernel_regularizer": None, "bias_regularizer": None,
+                "activity_regularizer": None}
+
+    def __init__(self, name=None, **config):
+        super().__init__(name, **config)
+        self.activation = activations.get(self.config["activation"])
+        self.need_input_grad = True
+
+    @property
+    def weight_names(self):
+        return ("kernel", "bias") if self.config["use_bias"] else ("kernel",)
+
+    def build(self, input_shape, rng):
+        if len(input_shape) != 1:
+            raise ValueError(f"{self.name}: dense needs a flat input, got shape {tuple(input_shape)}; "
+                             "add a flatten layer first")
+        units = self.config["units"]
+        self.kernel = initializers.initialize(self.config["kernel_initializer"], (input_shape[0], units), rng)
+        self.params = [self.kernel]
+        if self.config["use_bias"]:
+            self.bias = initializers.initialize(self.config["bias_initializer"], (units,), rng)
+            self.params.append(self.bias)
+        self.grads = [np.zeros_like(p) for p in self.params]
+        return (units,)
+
+    def forward(self, x, training):
+        z = x @ self.kernel
+        if self.config["use_bias"]:
+            z += self.bias
+        y = self.activation.forward(z)
+        if training:
+            self.x, self.z, self.y = x, z, y
+            reg = self.config["activity_regularizer"]
+            if reg:
+                self.activity_penalty = regularizers.penalty(reg, y) / x.shape[0]
+        return y
+
+    def backward(self, dy, pre_activation=False):
+        """``pre_activation``: ``dy`` is already the gradient of the pre-activation z."""
+        reg = self.config["activity_regularizer"]
+        if reg and not pre_activation:
+            dy = dy + regularizers.penalty_grad(reg, self.y) / _F(self.x.shape[0])
+        dz = dy if pre_activation else self.activation.backward(self.z, self.y, dy)
+        np.matmul(self.x.T, dz, out=self.grads[0])
+        if self.config["kernel_regularizer"]:
+            self.grads[0] += regularizers.penalty_grad(self.config["kernel_regularizer"], self.kernel)
+        if self.config["use_bias"]:
+            dz.sum(axis=0, out=self.grads[1])
+            if self.config["bias_regularizer"]:
+                self.grads[1] += regularizers.penalty_grad(self.config["bias_regularizer"], self.bias)
+        return dz @ self.kernel.T if self.need_input_grad else None
+
+    def penalty(self):
+        total = 0.0
+        if self.config["kernel_regularizer"]:
+            total += regularizers.penalty(self.config["kernel_regularizer"], self.kernel)
+        if self.config["use_bias"] and self.config["bias_regularizer"]:
+            total += regularizers.penalty(self.config["bias_regularizer"], self.bias)
+        return total
+
+    def _keras_params(self):
+        c = self.config
+
+        def reg(spec):
+            return regularizers.keras_config(spec) if spec else None
+
+        return {"units": c["units"], "activation": self.activation.name, "use_bias": c["use_bias"],
+                "kernel_initializer": initializers.keras_config(c["kernel_initializer"]),
+                "bias_initializer": initializers.keras_config(c["bias_initializer"]),
+                "kernel_regularizer": reg(c["kernel_regularizer"]),
+                "bias_regularizer": reg(c["bias_regularizer"]),
+                "activity_regularizer": reg(c["activity_regularizer"]),
+                "kernel_constraint": None, "bias_constraint": None}
+
+
+class Activation(Layer):
+    type = "activation"
+    keras_class = "Activation"
+    defaults = {"activation": "linear"}
+
+    def __init__(self, name=None, **config):
+        super().__init__(name, **config)
+        self.activation = activations.get(self.config["activation"])
+
+    def forward(self, x, training):
+        y = self.activation.forward(x)
+        if training:
+            self.x, self.y = x, y
+        return y
+
+    def backward(self, dy):
+        return self.activation.backward(self.x, self.y, dy)
+
+    def _keras_params(self):
+        return {"activation": self.activation.name}
+
+
+class Dropout(Layer):
+    """Inverted dropout: zero a share ``rate`` of inputs, scale the rest by 1/(1-rate).
+
+    Active only when ``training``; at inference it is the identity.
+    """
+
+    type = "dropout"
+    keras_class = "Dropout"
+    defaults = {"rate": 0.5, "seed": None}
+
+    def build(self, input_shape, rng):
+        seed = self.config["seed"]
+        self.rng = rng if seed is None else np.random.default_rng(seed)
+        return tuple(input_shape)
+
+    def forward(self, x, training):
+        rate = self.config["rate"]
+        if not training or rate == 0:
+            self.mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32) >= rate
+        self.mask = keep * _F(1.0 / (1.0 - rate))
+        return x * self.mask
+
+    def backward(self, dy):
+        return dy if self.mask is None else dy * self.mask
+
+    def _keras_params(self):
+        return {"rate": self.config["rate"], "seed": self.config["seed"], "noise_shape": None}
+
+
+class Flatten(Layer):
+    """(batch, *shape) -> (batch, prod(shape))."""
+
+    type = "flatten"
+    keras_class = "Flatten"
+
+    def build(self, input_shape, rng):
+        self.input_shape = tuple(input_shape)
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape((dy.shape[0],) + self.input_shape)
+
+    def _keras_params(self):
+        return {"data_format": "channels_last"}
+
+
+LAYERS = {cls.type: cls for cls in [Dense, Activation, Dropout, Flatten]}
+
+
+def get(name):
+    return lookup(LAYERS, name, "layer type")
+
+
+def from_config(spec):
+    """A layer from ``{"type": ..., "name": ..., **params}``."""
+    params = {k: v for k, v in spec.items() if k not in ("type", "name")}
+    return get(spec["type"])(name=spec.get("name"), **params)

@@ -1,0 +1,176 @@
+"""Loss functions with Keras's formulas, each averaged over the batch.
+
+``value(y_true, y_pred) -> float`` and ``grad(y_true, y_pred) -> dL/dy_pred``
+take float32 arrays of shape ``(batch, outputs)`` (``sparse_categorical_
+crossentropy`` takes integer labels ``(batch,)`` as ``y_true``). ``fused``
+names the output activation whose gradient the loss can combine with its own:
+softmax + cross-entropy gives ``(p - y) / batch`` without the Jacobian.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from mlpcli.nn.registry import lookup
+
+EPSILON = 1e-7  # Keras's backend.epsilon(), used to clip probabilities
+HUBER_DELTA = 1.0
+
+
+def _mean(per_sample):
+    return float(per_sample.mean(dtype=np.float64))
+
+
+def mean_squared_error(y_true, y_pred):
+    return _mean(np.square(y_pred - y_true).mean(axis=-1))
+
+
+def mean_squared_error_grad(y_true, y_pred):
+    return (2.0 / y_pred.size) * (y_pred - y_true)
+
+
+def mean_absolute_error(y_true, y_pred):
+    return _mean(np.abs(y_pred - y_true).mean(axis=-1))
+
+
+def mean_absolute_error_grad(y_true, y_pred):
+    return np.sign(y_pred - y_true) / np.float32(y_pred.size)
+
+
+def binary_crossentropy(y_true, y_pred):
+    p = np.clip(y_pred, EPSILON, 1.0 - EPSILON)
+    return _mean(-(y_true * np.log(p) + (1.0 - y_true) * np.log1p(-p)).mean(axis=-1))
+
+
+def binary_crossentropy_grad(y_true, y_pred):
+    p = np.clip(y_pred, EPSILON, 1.0 - EPSILON)
+    inside = (y_pred > EPSILON) & (y_pred < 1.0 - EPSILON)
+    return inside * (p - y_true) / (p * (1.0 - p)) / np.float32(y_pred.size)
+
+
+def sigmoid_binary_crossentropy_grad(y_true, y_pred):
+    """Gradient with respect to the logits when y_pred = sigmoid(logits)."""
+    return (y_pred - y_true) / np.float32(y_pred.size)
+
+
+def categorical_crossentropy(y_true, y_pred):
+    p = y_pred / y_pred.sum(axis=-1, keepdims=True)
+    p = np.clip(p, EPSILON, 1.0 - EPSILON)
+    return _mean(-(y_true * np.log(p)).sum(axis=-1))
+
+
+def categorical_crossentropy_grad(y_true, y_pred):
+    """Through Keras's renormalisation p = y_pred / sum(y_pred); clipped entries pass none."""
+    s = y_pred.sum(axis=-1, keepdims=True)
+    p = y_pred / s
+    inside = ((p > EPSILON) & (p < 1.0 - EPSILON)).astype(y_pred.dtype)
+    dp = -inside * y_true / np.clip(p, EPSILON, 1.0 - EPSILON)
+    # d/dy of y/s: (dp - sum(dp * p)) / s
+    return (dp - (dp * p).sum(axis=-1, keepdims=True)) / s / np.float32(y_pred.shape[0])
+
+
+def softmax_categorical_crossentropy_grad(y_true, y_pred):
+    """Gradient with respect to the logits when y_pred = softmax(logits)."""
+    return (y_pred - y_true) / np.float32(y_pred.shape[0])
+
+
+def _picked(labels, y_pred):
+    return y_pred[np.arange(y_pred.shape[0]), labels]
+
+
+def sparse_categorical_crossentropy(labels, y_pred):
+    p = _picked(labels, y_pred) / y_pred.sum(axis=-1)
+    return _mean(-np.log(np.clip(p, EPSILON, 1.0 - EPSILON)))
+
+
+def _one_hot_like(labels, y_pred):
+    onehot = np.zeros_like(y_pred)
+    onehot[np.arange(y_pred.shape[0]), labels] = 1.0
+    return onehot
+
+
+def sparse_categorical_crossentropy_grad(labels, y_pred):
+    return categorical_crossentropy_grad(_one_hot_like(labels, y_pred), y_pred)
+
+
+def sparse_softmax_categorical_crossentropy_grad(labels, y_pred):
+    grad = y_pred.copy()
+    grad[np.arange(y_pred.shape[0]), labels] -= 1.0
+    grad /= np.float32(y_pred.shape[0])
+    return grad
+
+
+def _signed(y_true):
+    """Keras's hinge maps {0, 1} labels to {-1, 1}."""
+    return np.where(y_true == 0, -1.0, y_true).astype(np.float32)
+
+
+def hinge(y_true, y_pred):
+    return _mean(np.maximum(1.0 - _signed(y_true) * y_pred, 0.0).mean(axis=-1))
+
+
+def hinge_grad(y_true, y_pred):
+    t = _signed(y_true)
+    return -t * (1.0 - t * y_pred > 0) / np.float32(y_pred.size)
+
+
+def huber(y_true, y_pred):
+    err = np.abs(y_pred - y_true)
+    quad = np.minimum(err, HUBER_DELTA)
+    return _mean((0.5 * quad * quad + HUBER_DELTA * (err - quad)).mean(axis=-1))
+
+
+def huber_grad(y_true, y_pred):
+    return np.clip(y_pred - y_true, -HUBER_DELTA, HUBER_DELTA) / np.float32(y_pred.size)
+
+
+@dataclass(frozen=True)
+class Loss:
+    name: str
+    value: Callable
+    grad: Callable
+    target: str  # "onehot" (float, one column per output), "labels" (int) or "as_is"
+    fused_activation: Optional[str] = None
+    fused_grad: Optional[Callable] = None
+
+
+LOSSES = {
+    l.name: l
+    for l in [
+        Loss("mean_squared_error", mean_squared_error, mean_squared_error_grad, "onehot"),
+        Loss("mean_absolute_error", mean_absolute_error, mean_absolute_error_grad, "onehot"),
+        Loss("binary_crossentropy", binary_crossentropy, binary_crossentropy_grad, "onehot",
+             "sigmoid", sigmoid_binary_crossentropy_grad),
+        Loss("categorical_crossentropy", categorical_crossentropy, categorical_crossentropy_grad,
+             "onehot", "softmax", softmax_categorical_crossentropy_grad),
+        Loss("sparse_categorical_crossentropy", sparse_categorical_crossentropy,
+             sparse_categorical_crossentropy_grad, "labels", "softmax",
+             sparse_softmax_categorical_crossentropy_grad),
+        Loss("hinge", hinge, hinge_grad, "onehot"),
+        Loss("huber", huber, huber_grad, "onehot"),
+    ]
+}
+ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+
+
+def get(name):
+    return lookup(LOSSES, ALIASES.get(name, name), "loss")
+
+
+def encode_targets(loss, y, n_outputs):
+    """Turn dataset targets into what ``loss`` compares with the model output.
+
+    ``y``: int labels ``(n,)`` or float targets ``(n, k)``. Returns float32
+    ``(n, n_outputs)``, or int64 ``(n,)`` for sparse losses. A single output
+    with integer labels means binary 0/1 targets.
+    """
+    if loss.target == "labels":
+        return y.astype(np.int64, copy=False)
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+        if n_outputs == 1:
+            return y.astype(np.float32).reshape(-1, 1)
+        onehot = np.zeros((y.shape[0], n_outputs), np.float32)
+        onehot[np.arange(y.shape[0]), y] = 1.0
+        return onehot
+    return y.astype(np.float32, copy=False).reshape(y.shape[0], -1)

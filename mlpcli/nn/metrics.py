@@ -1,0 +1,119 @@
+"""Metrics over a whole epoch or dataset.
+
+Each metric is ``metric(y_true, y_pred, **params) -> float`` where ``y_true``
+holds the dataset's targets (int labels ``(n,)`` for classification, float
+``(n, k)`` for regression) and ``y_pred`` the model output ``(n, outputs)``.
+With one output, classification is binary (threshold 0.5); otherwise the
+predicted class is the arg-max. Precision, recall and F1 are macro averages
+over the classes for multi-class models.
+"""
+
+import numpy as np
+
+from mlpcli.nn.registry import lookup
+
+
+def predicted_classes(y_pred):
+    """(n,) int class indices from (n, outputs) scores."""
+    if y_pred.shape[1] == 1:
+        return (y_pred[:, 0] > 0.5).astype(np.int64)
+    return y_pred.argmax(axis=1)
+
+
+def _labels(y_true):
+    if y_true.ndim == 2:
+        return y_true.argmax(axis=1) if y_true.shape[1] > 1 else (y_true[:, 0] > 0.5).astype(np.int64)
+    return y_true.astype(np.int64, copy=False)
+
+
+def confusion_matrix(labels, predicted, n_classes):
+    """(n_classes, n_classes) counts; row = true class, column = predicted."""
+    return np.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes)
+
+
+def per_class_scores(cm):
+    """Precision, recall, F1 and support per class from a confusion matrix."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(axis=0)
+    support = cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return precision, recall, f1, support
+
+
+def _scores(y_true, y_pred):
+    n_classes = max(y_pred.shape[1], 2)
+    cm = confusion_matrix(_labels(y_true), predicted_classes(y_pred), n_classes)
+    return per_class_scores(cm)
+
+
+def _average(values, binary):
+    # binary models report the positive class, as Keras's Precision/Recall do
+    return float(values[1]) if binary else float(values.mean())
+
+
+def accuracy(y_true, y_pred):
+    return float((predicted_classes(y_pred) == _labels(y_true)).mean())
+
+
+def precision(y_true, y_pred):
+    return _average(_scores(y_true, y_pred)[0], y_pred.shape[1] == 1)
+
+
+def recall(y_true, y_pred):
+    return _average(_scores(y_true, y_pred)[1], y_pred.shape[1] == 1)
+
+
+def f1(y_true, y_pred):
+    return _average(_scores(y_true, y_pred)[2], y_pred.shape[1] == 1)
+
+
+def top_k_accuracy(y_true, y_pred, k=5):
+    """Share of samples whose true class is among the k highest scores."""
+    k = min(k, y_pred.shape[1])
+    top = np.argpartition(-y_pred, k - 1, axis=1)[:, :k]
+    return float((top == _labels(y_true)[:, None]).any(axis=1).mean())
+
+
+def _as_targets(y_true, y_pred):
+    if y_true.ndim == 1 and np.issubdtype(y_true.dtype, np.integer) and y_pred.shape[1] > 1:
+        onehot = np.zeros_like(y_pred)
+        onehot[np.arange(y_pred.shape[0]), y_true] = 1.0
+        return onehot
+    return y_true.reshape(y_pred.shape).astype(np.float32, copy=False)
+
+
+def mse(y_true, y_pred):
+    return float(np.square(y_pred - _as_targets(y_true, y_pred)).mean(dtype=np.float64))
+
+
+def mae(y_true, y_pred):
+    return float(np.abs(y_pred - _as_targets(y_true, y_pred)).mean(dtype=np.float64))
+
+
+METRICS = {f.__name__: f for f in [accuracy, precision, recall, f1, top_k_accuracy, mse, mae]}
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "top_k_accuracy")
+
+
+def higher_is_better(monitor, mode="auto"):
+    """Whether larger values of a monitored quantity (``val_accuracy``, ...) are better.
+
+    ``mode`` is Keras's: "min", "max", or "auto" (accuracy-like metrics go up).
+    """
+    if mode in ("min", "max"):
+        return mode == "max"
+    base = monitor[4:] if monitor.startswith("val_") else monitor
+    return base in CLASSIFICATION_METRICS
+
+
+def get(name):
+    return lookup(METRICS, name, "metric")
+
+
+def compute(specs, y_true, y_pred):
+    """{name: value} for metric specs ``[{"type": name, **params}, ...]``."""
+    return {s["type"]: get(s["type"])(y_true, y_pred, **{k: v for k, v in s.items() if k != "type"})
+            for s in specs}

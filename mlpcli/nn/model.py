@@ -1,0 +1,145 @@
+"""The Sequential model: a stack of layers trained by backpropagation."""
+
+import numpy as np
+
+from mlpcli.nn import layers as layers_mod
+
+
+class Sequential:
+    """Layers applied in order to inputs of shape ``(batch, *input_shape)``.
+
+    ``build(rng)`` draws the weights; ``train_step`` runs one forward and
+    backward pass and one optimizer update; ``predict`` runs inference in
+    batches. Weights are float32 arrays updated in place.
+    """
+
+    def __init__(self, layer_specs, input_shape, name="sequential"):
+        self.name = name
+        self.input_shape = tuple(input_shape)
+        self.layers = [layers_mod.from_config(spec) for spec in layer_specs]
+        _assign_names(self.layers)
+        self.built = False
+
+    def build(self, rng, dropout_rng=None):
+        """Create the weights from ``rng``; dropout masks come from ``dropout_rng``.
+
+        Separate generators keep weight initialisation independent of how many
+        masks were drawn, and let training resume each stream exactly.
+        """
+        dropout_rng = rng if dropout_rng is None else dropout_rng
+        shape = self.input_shape
+        self.shapes = []
+        for layer in self.layers:
+            shape = layer.build(shape, dropout_rng if isinstance(layer, layers_mod.Dropout) else rng)
+            self.shapes.append(shape)
+        # the first layer with weights never needs the gradient of its input
+        for layer in self.layers:
+            if isinstance(layer, layers_mod.Dense):
+                layer.need_input_grad = False
+                break
+        self.built = True
+        return self
+
+    @property
+    def output_shape(self):
+        return self.shapes[-1]
+
+    @property
+    def n_outputs(self):
+        return int(np.prod(self.output_shape))
+
+    @property
+    def params(self):
+        return [p for layer in self.layers for p in layer.params]
+
+    @property
+    def grads(self):
+        return [g for layer in self.layers for g in layer.grads]
+
+    def count_params(self):
+        return int(sum(p.size for p in self.params))
+
+    def set_weights(self, arrays):
+        """Copy ``arrays`` (in ``params`` order) into the model's weights."""
+        for p, a in zip(self.params, arrays, strict=True):
+            if p.shape != a.shape:
+                raise ValueError(f"weight shape {a.shape} does not fit {p.shape}")
+            p[...] = a
+
+    def get_weights(self):
+        return [p.copy() for p in self.params]
+
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def penalty(self):
+        """Regularization terms added to the loss (weights and activities)."""
+        return sum(layer.penalty() + layer.activity_penalty for layer in self.layers)
+
+    def backward(self, loss, y_true, y_pred):
+        """Backpropagate ``loss`` from the output; fills every layer's ``grads``."""
+        last = self.layers[-1]
+        fused = (loss.fused_activation is not None and isinstance(last, layers_mod.Dense)
+                 and last.activation.name == loss.fused_activation
+                 and not last.config["activity_regularizer"])
+        if fused:
+            dy = last.backward(loss.fused_grad(y_true, y_pred), pre_activation=True)
+            rest = self.layers[-2::-1]
+        else:
+            dy = loss.grad(y_true, y_pred)
+            rest = self.layers[::-1]
+        for layer in rest:
+            if dy is None:
+                break
+            dy = layer.backward(dy)
+
+    def train_step(self, x, y_true, loss, optimizer, lr):
+        """One update on a batch; returns (loss including penalties, predictions)."""
+        y_pred = self.forward(x, training=True)
+        value = loss.value(y_true, y_pred) + self.penalty()
+        self.backward(loss, y_true, y_pred)
+        optimizer.apply(self.params, self.grads, lr)
+        return value, y_pred
+
+    def predict(self, x, batch_size=4096):
+        """Outputs for ``x`` of shape (n, *input_shape), computed in large batches."""
+        out = np.empty((x.shape[0],) + self.output_shape, np.float32)
+        for start in range(0, x.shape[0], batch_size):
+            out[start:start + batch_size] = self.forward(x[start:start + batch_size], training=False)
+        return out
+
+    def summary(self):
+        """A Keras-style table: layer (type), output shape, params; then totals."""
+        rows = [(f"{layer.name} ({type(layer).__name__})", str((None,) + tuple(shape)),
+                 sum(p.size for p in layer.params))
+                for layer, shape in zip(self.layers, self.shapes)]
+        widths = [max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2,
+                  max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2, 12]
+        rule = "=" * sum(widths)
+        lines = [f'Model: "{self.name}"', rule,
+                 f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}{'Param #':>{widths[2]}}",
+                 rule]
+        lines += [f"{a:<{widths[0]}}{b:<{widths[1]}}{c:>{widths[2]},}" for a, b, c in rows]
+        total = self.count_params()
+        lines += [rule, f"Total params: {total:,}", f"Trainable params: {total:,}",
+                  "Non-trainable params: 0", rule]
+        return "\n".join(lines)
+
+
+def _assign_names(layers):
+    """Keras's naming: dense, dense_1, dropout, ... for layers without a name."""
+    counts = {}
+    taken = {layer.name for layer in layers if layer.name}
+    for layer in layers:
+        if layer.name:
+            continue
+        while True:
+            n = counts.get(layer.type, 0)
+            counts[layer.type] = n + 1
+            name = layer.type if n == 0 else f"{layer.type}_{n}"
+            if name not in taken:
+                break
+        layer.name = name
+        taken.add(name)

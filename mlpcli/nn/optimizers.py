@@ -1,0 +1,266 @@
+"""Optimizers with Keras 3's update rules, defaults and epsilon placement.
+
+Lifecycle: ``opt = get("adam")(learning_rate=1e-3)``; ``opt.build(params)``
+allocates the slot arrays; ``opt.apply(params, grads, lr)`` clips the
+gradients, applies decoupled weight decay and updates every float32 array in
+``params`` in place. ``get_state``/``set_state`` carry the slots and the step
+counter through checkpoints.
+"""
+
+import numpy as np
+
+from mlpcli.nn.registry import lookup
+
+_F = np.float32
+
+
+class Optimizer:
+    """Base class: gradient clipping, weight decay, step counter and slots."""
+
+    name = ""
+    slot_names = ()
+    defaults = {"learning_rate": 0.001}
+    common = {"weight_decay": None, "clipnorm": None, "clipvalue": None, "global_clipnorm": None}
+
+    def __init__(self, **hyper):
+        unknown = set(hyper) - set(self.defaults) - set(self.common)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown parameter(s) {sorted(unknown)}")
+        self.hyper = {**self.defaults, **self.common, **hyper}
+        for key, value in self.hyper.items():
+            setattr(self, key, value)
+        self.iterations = 0
+        self.slots = {}
+
+    def build(self, params):
+        self.slots = {name: [self._initial_slot(name, p) for p in params] for name in self.slot_names}
+
+    def _initial_slot(self, name, param):
+        return np.zeros_like(param)
+
+    def apply(self, params, grads, lr):
+        """One update of every array in ``params`` (in place) at learning rate ``lr``."""
+        grads = self._clip(grads)
+        if self.weight_decay:
+            for p in params:
+                p *= _F(1.0 - self.weight_decay * lr)
+        self._before_step()
+        for i, (p, g) in enumerate(zip(params, grads)):
+            self.update(i, p, g, _F(lr))
+        self.iterations += 1
+
+    def _before_step(self):
+        """Per-step work shared by all variables (Nadam's momentum product)."""
+
+    def update(self, i, p, g, lr):
+        raise NotImplementedError
+
+    def _clip(self, grads):
+        if self.clipnorm:
+            return [g * _F(self.clipnorm / max(float(np.sqrt(np.square(g).sum())), self.clipnorm))
+                    for g in grads]
+        if self.global_clipnorm:
+            norm = float(np.sqrt(sum(float(np.square(g).sum()) for g in grads)))
+            scale = _F(self.global_clipnorm / max(norm, self.global_clipnorm))
+            return [g * scale for g in grads]
+        if self.clipvalue:
+            return [np.clip(g, -self.clipvalue, self.clipvalue) for g in grads]
+        return grads
+
+    def slot(self, name, i):
+        return self.slots[name][i]
+
+    def get_config(self):
+        """Hyperparameters, under Keras's names."""
+        return {"name": self.name, **self.hyper}
+
+    def get_state(self):
+        """{"iterations": int, "<slot>/<i>": array, ...} for checkpoints."""
+        state = {"iterations": np.int64(self.iterations)}
+        for name, arrays in self.slots.items():
+            for i, a in enumerate(arrays):
+                state[f"{name}/{i}"] = a
+        return state
+
+    def set_state(self, state):
+        self.iterations = int(state["iterations"])
+        for name, arrays in self.slots.items():
+            for i, a in enumerate(arrays):
+                a[...] = state[f"{name}/{i}"]
+
+
+class SGD(Optimizer):
+    name = "sgd"
+    defaults = {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False}
+
+    @property
+    def slot_names(self):
+        return ("momentum",) if self.momentum else ()
+
+    def update(self, i, p, g, lr):
+        if not self.momentum:
+            p -= lr * g
+            return
+        m = self.slot("momentum", i)
+        m *= _F(self.momentum)
+        m -= lr * g
+        if self.nesterov:
+            p += _F(self.momentum) * m - lr * g
+        else:
+            p += m
+
+
+class RMSprop(Optimizer):
+    name = "rmsprop"
+    defaults = {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7,
+                "centered": False}
+
+    @property
+    def slot_names(self):
+        return ("velocity",) + (("momentum",) if self.momentum else ()) + (
+            ("average_gradient",) if self.centered else ())
+
+    def update(self, i, p, g, lr):
+        rho = _F(self.rho)
+        v = self.slot("velocity", i)
+        v *= rho
+        v += (1 - rho) * g * g
+        if self.centered:
+            avg = self.slot("average_gradient", i)
+            avg *= rho
+            avg += (1 - rho) * g
+            denominator = v - avg * avg + _F(self.epsilon)
+        else:
+            denominator = v + _F(self.epsilon)
+        increment = lr * g / np.sqrt(denominator)
+        if self.momentum:
+            m = self.slot("momentum", i)
+            m *= _F(self.momentum)
+            m += increment
+            p -= m
+        else:
+            p -= increment
+
+
+class Adagrad(Optimizer):
+    name = "adagrad"
+    slot_names = ("accumulator",)
+    defaults = {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7}
+
+    def _initial_slot(self, name, param):
+        return np.full_like(param, self.initial_accumulator_value)
+
+    def update(self, i, p, g, lr):
+        acc = self.slot("accumulator", i)
+        acc += g * g
+        p -= lr * g / np.sqrt(acc + _F(self.epsilon))
+
+
+class Adadelta(Optimizer):
+    name = "adadelta"
+    slot_names = ("accumulated_grad", "accumulated_delta_var")
+    defaults = {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7}
+
+    def update(self, i, p, g, lr):
+        rho, eps = _F(self.rho), _F(self.epsilon)
+        acc_g = self.slot("accumulated_grad", i)
+        acc_d = self.slot("accumulated_delta_var", i)
+        acc_g *= rho
+        acc_g += (1 - rho) * g * g
+        delta = -np.sqrt(acc_d + eps) * g / np.sqrt(acc_g + eps)
+        acc_d *= rho
+        acc_d += (1 - rho) * delta * delta
+        p += lr * delta
+
+
+class Adam(Optimizer):
+    name = "adam"
+    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
+                "amsgrad": False}
+
+    @property
+    def slot_names(self):
+        return ("m", "v") + (("v_hat",) if self.amsgrad else ())
+
+    def update(self, i, p, g, lr):
+        t = self.iterations + 1
+        alpha = _F(lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
+        m, v = self.slot("m", i), self.slot("v", i)
+        m += (g - m) * _F(1 - self.beta_1)
+        v += (g * g - v) * _F(1 - self.beta_2)
+        if self.amsgrad:
+            v_hat = self.slot("v_hat", i)
+            np.maximum(v_hat, v, out=v_hat)
+            v = v_hat
+        p -= m * alpha / (np.sqrt(v) + _F(self.epsilon))
+
+
+class AdamW(Adam):
+    name = "adamw"
+    defaults = {**Adam.defaults}
+    common = {**Optimizer.common, "weight_decay": 0.004}
+
+
+class Adamax(Optimizer):
+    name = "adamax"
+    slot_names = ("m", "u")
+    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+
+    def update(self, i, p, g, lr):
+        t = self.iterations + 1
+        m, u = self.slot("m", i), self.slot("u", i)
+        m += (g - m) * _F(1 - self.beta_1)
+        np.maximum(_F(self.beta_2) * u, np.abs(g), out=u)
+        p -= lr * m / (_F(1 - self.beta_1 ** t) * (u + _F(self.epsilon)))
+
+
+class Nadam(Optimizer):
+    name = "nadam"
+    slot_names = ("m", "v")
+    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+
+    def __init__(self, **hyper):
+        super().__init__(**hyper)
+        self.u_product = 1.0
+
+    def _momentum_cache(self, step):
+        return self.beta_1 * (1.0 - 0.5 * 0.96 ** step)
+
+    def _before_step(self):
+        self.u_product *= self._momentum_cache(self.iterations + 1)
+
+    def update(self, i, p, g, lr):
+        t = self.iterations + 1
+        u_t, u_t1 = self._momentum_cache(t), self._momentum_cache(t + 1)
+        u_prod_t1 = self.u_product * u_t1
+        m, v = self.slot("m", i), self.slot("v", i)
+        m += (g - m) * _F(1 - self.beta_1)
+        v += (g * g - v) * _F(1 - self.beta_2)
+        m_hat = _F(u_t1 / (1 - u_prod_t1)) * m + _F((1 - u_t) / (1 - self.u_product)) * g
+        v_hat = v / _F(1 - self.beta_2 ** t)
+        p -= m_hat * lr / (np.sqrt(v_hat) + _F(self.epsilon))
+
+    def get_state(self):
+        return {**super().get_state(), "u_product": np.float64(self.u_product)}
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.u_product = float(state["u_product"])
+
+
+OPTIMIZERS = {cls.name: cls for cls in [SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax, Nadam]}
+# name -> Keras class name, for the model file's training_config
+KERAS_CLASS_NAMES = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad",
+                     "adadelta": "Adadelta", "adam": "Adam", "adamw": "AdamW",
+                     "adamax": "Adamax", "nadam": "Nadam"}
+
+
+def get(name):
+    """The optimizer class called ``name``."""
+    return lookup(OPTIMIZERS, name, "optimizer")
+
+
+def parameters(name):
+    """{parameter: default} accepted by optimizer ``name``."""
+    cls = get(name)
+    return {**cls.defaults, **cls.common}

@@ -1,0 +1,134 @@
+"""Learning-rate schedules.
+
+A schedule gives the learning rate for the next batch from the global step
+(batches done) and the epoch (0-based); ``on_epoch_end`` lets
+reduce-on-plateau react to the epoch's metrics. ``get_state``/``set_state``
+carry what it learned through checkpoints.
+"""
+
+import math
+
+from mlpcli.nn.metrics import higher_is_better
+from mlpcli.nn.registry import lookup
+
+
+class Schedule:
+    name = ""
+    defaults = {}
+    per_step = False  # True: the rate changes within an epoch
+
+    def __init__(self, learning_rate, **params):
+        self.initial = float(learning_rate)
+        self.params = {**self.defaults, **params}
+        for key, value in self.params.items():
+            setattr(self, key, value)
+
+    def __call__(self, step, epoch):
+        return self.initial
+
+    def on_epoch_end(self, epoch, logs):
+        """Called with the epoch's logs; schedules that watch metrics override it."""
+
+    def get_state(self):
+        return {}
+
+    def set_state(self, state):
+        """Restore what ``get_state`` returned."""
+
+    def get_config(self):
+        return {"type": self.name, **self.params}
+
+
+class Constant(Schedule):
+    name = "constant"
+
+
+class ExponentialDecay(Schedule):
+    """lr * decay_rate ** (step / decay_steps), floored when ``staircase``."""
+
+    name = "exponential_decay"
+    defaults = {"decay_steps": 1000, "decay_rate": 0.96, "staircase": False}
+    per_step = True
+
+    def __call__(self, step, epoch):
+        p = step / self.decay_steps
+        return self.initial * self.decay_rate ** (math.floor(p) if self.staircase else p)
+
+
+class StepDecay(Schedule):
+    """lr * factor ** floor(epoch / step_size): drops every ``step_size`` epochs."""
+
+    name = "step_decay"
+    defaults = {"step_size": 10, "factor": 0.5}
+
+    def __call__(self, step, epoch):
+        return self.initial * self.factor ** (epoch // self.step_size)
+
+
+class CosineDecay(Schedule):
+    """Keras's CosineDecay: from lr down to ``alpha * lr`` over ``decay_steps``."""
+
+    name = "cosine_decay"
+    defaults = {"decay_steps": 1000, "alpha": 0.0}
+    per_step = True
+
+    def __call__(self, step, epoch):
+        progress = min(step, self.decay_steps) / self.decay_steps
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.initial * ((1.0 - self.alpha) * cosine + self.alpha)
+
+
+class ReduceOnPlateau(Schedule):
+    """Keras's ReduceLROnPlateau: multiply by ``factor`` after ``patience`` flat epochs."""
+
+    name = "reduce_on_plateau"
+    defaults = {"monitor": "val_loss", "factor": 0.1, "patience": 10, "min_delta": 1e-4,
+                "cooldown": 0, "min_lr": 0.0, "mode": "auto"}
+
+    def __init__(self, learning_rate, **params):
+        super().__init__(learning_rate, **params)
+        self.current = self.initial
+        self.best = None
+        self.wait = 0
+        self.cooldown_left = 0
+
+    def __call__(self, step, epoch):
+        return self.current
+
+    def on_epoch_end(self, epoch, logs):
+        value = logs.get(self.monitor)
+        if value is None:
+            return
+        higher = higher_is_better(self.monitor, self.mode)
+        improved = self.best is None or (
+            value > self.best + self.min_delta if higher else value < self.best - self.min_delta)
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        if improved:
+            self.best = value
+            self.wait = 0
+        elif self.cooldown_left == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.current = max(self.current * self.factor, self.min_lr)
+                self.cooldown_left = self.cooldown
+                self.wait = 0
+
+    def get_state(self):
+        return {"current": self.current, "best": self.best, "wait": self.wait,
+                "cooldown_left": self.cooldown_left}
+
+    def set_state(self, state):
+        self.current = state["current"]
+        self.best = state["best"]
+        self.wait = state["wait"]
+        self.cooldown_left = state["cooldown_left"]
+
+
+SCHEDULES = {cls.name: cls for cls in [Constant, ExponentialDecay, StepDecay, CosineDecay,
+                                       ReduceOnPlateau]}
+
+
+def get(name):
+    return lookup(SCHEDULES, name, "schedule")
