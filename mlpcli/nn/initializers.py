@@ -5,6 +5,7 @@ for a bias), a ``numpy.random.Generator`` and its own parameters, and returns a
 float32 array of that shape.
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -114,6 +115,12 @@ def get(name):
     return lookup(INITIALIZERS, name, "initializer")
 
 
+def parameters(name):
+    """{parameter: default} accepted by initializer ``name`` (``seed`` included)."""
+    params = list(inspect.signature(get(name)).parameters.values())[2:]
+    return {**{p.name: p.default for p in params}, "seed": None}
+
+
 def initialize(spec, shape, rng):
     """Draw weights for ``spec`` = ``{"type": name, **params}``.
 
@@ -129,7 +136,9 @@ def initialize(spec, shape, rng):
 def keras_config(spec):
     """The Keras serialization of an initializer spec."""
     config = {k: v for k, v in spec.items() if k != "type"}
-    if spec["type"] not in ("zeros", "ones", "constant"):
+    if spec["type"] in ("zeros", "ones", "constant"):
+        config.pop("seed", None)  # Keras's constant initializers take no seed
+    else:
         config.setdefault("seed", None)
     return {"module": "keras.initializers", "class_name": KERAS_CLASS_NAMES[spec["type"]],
             "config": config, "registered_name": None}

@@ -155,7 +155,7 @@ ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
 
 
 def get(name):
-    return lookup(LOSSES, ALIASES.get(name, name), "loss")
+    return lookup(LOSSES, ALIASES.get(str(name).lower(), name), "loss")
 
 
 def encode_targets(loss, y, n_outputs):

@@ -79,7 +79,7 @@ class Optimizer:
         state = {"iterations": np.int64(self.iterations)}
         for name, arrays in self.slots.items():
             for i, a in enumerate(arrays):
-                state[f"{name}/{i}"] = a
+                state[f"{name}/{i}"] = a.copy()  # a snapshot, not the live slot
         return state
 
     def set_state(self, state):

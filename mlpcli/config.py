@@ -1,0 +1,467 @@
+"""Config files: load YAML, apply ``--set`` overrides, fill defaults, validate.
+
+``load_config(path, overrides)`` returns the resolved config: a plain dict in
+which every key has its value (defaults filled in, shorthands such as
+``optimizer: adam`` expanded), ready to be written to a run folder and read
+back. Every problem is collected and raised at once as a ``ConfigError`` whose
+lines name the key path, the value given and what is allowed.
+"""
+
+import copy
+import difflib
+import inspect
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from mlpcli.data import DATASETS, SCALINGS
+from mlpcli.errors import ConfigError
+from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
+                       schedules)
+from mlpcli.nn.registry import unknown_name_message
+
+TASKS = ("classification", "regression")
+MODES = ("auto", "min", "max")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+SECTION_DEFAULTS = {
+    "data": {"dataset": "mnist", "path": None, "test_path": None, "validation_path": None,
+             "label_column": "label", "color_mode": "grayscale", "scaling": "auto",
+             "validation_split": 0.2, "max_train_samples": None, "max_test_samples": None},
+    "model": {"name": "sequential", "input_shape": None, "layers": None},
+    "training": {"epochs": 20, "batch_size": 128, "shuffle": True},
+    "checkpoint": {"enabled": True, "filename": "model-{epoch:02d}.h5", "monitor": "val_loss",
+                   "mode": "auto", "save_best_only": False},
+    "early_stopping": {"monitor": "val_loss", "patience": 5, "min_delta": 0.0, "mode": "auto",
+                       "restore_best_weights": False},
+}
+TOP_DEFAULTS = {"name": "mlp", "seed": 42, "task": "classification", "data": {}, "model": {},
+                "loss": "categorical_crossentropy", "optimizer": "adam", "schedule": "constant",
+                "metrics": ["accuracy"], "training": {}, "checkpoint": {}, "early_stopping": None}
+PATH_KEYS = ("path", "test_path", "validation_path")
+IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
+
+# constraints on parameters by name, shared by every component that has them:
+# (low, high, low inclusive, high inclusive)
+RANGES = {
+    "learning_rate": (0, None, False, True), "epsilon": (0, None, False, True),
+    "beta_1": (0, 1, True, False), "beta_2": (0, 1, True, False), "rho": (0, 1, True, False),
+    "momentum": (0, 1, True, False), "weight_decay": (0, None, True, True),
+    "clipnorm": (0, None, False, True), "clipvalue": (0, None, False, True),
+    "global_clipnorm": (0, None, False, True), "initial_accumulator_value": (0, None, True, True),
+    "rate": (0, 1, True, False), "units": (1, None, True, True), "l1": (0, None, True, True),
+    "l2": (0, None, True, True), "stddev": (0, None, False, True),
+    "decay_steps": (1, None, True, True), "decay_rate": (0, None, False, True),
+    "step_size": (1, None, True, True), "factor": (0, 1, False, False),
+    "alpha": (0, 1, True, True), "patience": (0, None, True, True),
+    "min_delta": (0, None, True, True), "cooldown": (0, None, True, True),
+    "min_lr": (0, None, True, True), "k": (1, None, True, True),
+    "epochs": (1, None, True, True), "batch_size": (1, None, True, True),
+    "validation_split": (0, 1, True, False), "max_train_samples": (1, None, True, True),
+    "max_test_samples": (1, None, True, True),
+}
+INTEGER_KEYS = {"units", "decay_steps", "step_size", "patience", "cooldown", "k", "epochs",
+                "batch_size", "max_train_samples", "max_test_samples", "seed"}
+
+
+def load_config(path, overrides=()):
+    """Read the YAML file at ``path``, apply ``KEY=VALUE`` overrides, resolve and validate."""
+    raw = read_yaml(path)
+    base = Path(path).resolve().parent
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in PATH_KEYS:
+            if isinstance(data.get(key), str):
+                data[key] = str((base / os.path.expanduser(data[key])).resolve())
+    for override in overrides:
+        apply_override(raw, override)
+    return resolve(raw)
+
+
+def read_yaml(path):
+    """The mapping in a YAML file; ``yaml.safe_load`` only, errors with line and column."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML at {where}{problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def apply_override(raw, override):
+    """Set ``a.b[2].c=VALUE`` in ``raw``; the value is parsed as YAML (``5``, ``0.1``, ``[1, 2]``)."""
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. training.epochs=5")
+    key, text = override.split("=", 1)
+    parts = [m.group(1) if m.group(1) is not None else int(m.group(2))
+             for m in _PATH_PART.finditer(key.strip())]
+    if not parts or "".join(str(p) for p in parts) != re.sub(r"[.\[\]]", "", key.strip()):
+        raise ConfigError(f"--set {override!r}: malformed key {key!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        where = _format_path(parts[:i + 1])
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ConfigError(f"--set {key}: {where} does not exist")
+            if isinstance(node[part], str):
+                node[part] = {"type": node[part]}
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {_format_path(parts[:i])} is not a mapping")
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif isinstance(child, str) and not isinstance(parts[i + 1], int):
+                child = node[part] = {"type": child}  # `optimizer: adam` -> {type: adam}
+            node = child
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"--set {key}: {key} does not exist")
+    elif not isinstance(node, dict):
+        raise ConfigError(f"--set {key}: {_format_path(parts[:-1])} is not a mapping")
+    node[last] = value
+
+
+def _format_path(parts):
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+class _Checker:
+    """Collects problems while resolving a config."""
+
+    def __init__(self):
+        self.problems = []
+
+    def error(self, path, message):
+        self.problems.append(f"{path}: {message}")
+
+    def mapping(self, path, value, allowed, defaults=None):
+        """Check that ``value`` is a mapping of allowed keys; return it with defaults filled."""
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.error(path, f"must be a mapping, got {_show(value)}")
+            return dict(defaults or {})
+        for key in value:
+            if key not in allowed:
+                self.error(_join(path, key), _unknown_key(key, allowed))
+        out = dict(defaults or {})
+        out.update({k: v for k, v in value.items() if k in allowed})
+        return out
+
+    def number(self, path, value, key=None, nullable=False):
+        key = key or path.rsplit(".", 1)[-1]
+        if value is None and nullable:
+            return None
+        integer = key in INTEGER_KEYS
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            self.error(path, f"must be {'an integer' if integer else 'a number'}"
+                             f"{' or null' if nullable else ''}, got {_show(value)}")
+            return value
+        if key in RANGES:
+            low, high, low_in, high_in = RANGES[key]
+            if ((low is not None and (value < low or (value == low and not low_in)))
+                    or (high is not None and (value > high or (value == high and not high_in)))):
+                self.error(path, f"must be in {_interval(RANGES[key])}, got {value!r}")
+        return value
+
+    def boolean(self, path, value):
+        if not isinstance(value, bool):
+            self.error(path, f"must be true or false, got {_show(value)}")
+        return value
+
+    def choice(self, path, value, allowed, kind="value"):
+        if not isinstance(value, str) or value.lower() not in allowed:
+            if isinstance(value, str):
+                self.error(path, unknown_name_message(value, allowed, kind))
+            else:
+                self.error(path, f"must be one of {', '.join(sorted(allowed))}, got {_show(value)}")
+            return value
+        return value.lower()
+
+    def string(self, path, value, nullable=False):
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str):
+            self.error(path, f"must be a string{' or null' if nullable else ''}, got {_show(value)}")
+        return value
+
+    def by_default(self, path, value, default, key):
+        """Check ``value`` against the type of ``default`` (a parameter's default)."""
+        if isinstance(default, bool):
+            return self.boolean(path, value)
+        if key == "mode":
+            return self.choice(path, value, MODES, "mode")
+        if key == "monitor":
+            return self.string(path, value)
+        return self.number(path, value, key, nullable=default is None)
+
+    def component(self, path, value, registry, kind, params_of, aliases=None):
+        """A ``name`` or ``{type: name, **params}``; returns the full spec with defaults."""
+        if isinstance(value, str):
+            value = {"type": value}
+        if not isinstance(value, dict) or "type" not in value:
+            self.error(path, f"must be a {kind} name or a mapping with 'type', got {_show(value)}")
+            return None
+        name = value["type"]
+        if isinstance(name, str) and aliases:
+            name = aliases.get(name.lower(), name)
+        name = self.choice(_join(path, "type"), name, registry, kind)
+        if name not in registry:
+            return None
+        defaults = params_of(name)
+        spec = self.mapping(path, value, {"type", *defaults}, defaults)
+        spec["type"] = name
+        for key, default in defaults.items():
+            spec[key] = self.by_default(_join(path, key), spec[key], default, key)
+        return spec
+
+
+def _join(path, key):
+    return f"{path}.{key}" if path else key
+
+
+def _show(value):
+    return f"{value!r} ({type(value).__name__})" if value is not None else "null"
+
+
+def _interval(r):
+    low, high, low_in, high_in = r
+    left = ("[" if low_in else "(") + (str(low) if low is not None else "-inf")
+    right = (str(high) if high is not None else "inf") + ("]" if high_in and high is not None else ")")
+    return f"{left}, {right}"
+
+
+def _unknown_key(key, allowed):
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}"
+
+
+def _regularizer(check, path, value):
+    """``l2`` | ``{l2: 1e-4}`` | ``{type: l1_l2, l1: .., l2: ..}`` -> ``{l1: a, l2: b}``."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and "type" not in value:
+        spec = check.mapping(path, value, {"l1", "l2"}, {"l1": 0.0, "l2": 0.0})
+    else:
+        spec = check.component(path, value, regularizers.REGULARIZERS, "regularizer",
+                               lambda n: dict(regularizers.REGULARIZERS[n]))
+        if spec is None:
+            return None
+        spec.pop("type")
+    for key in ("l1", "l2"):
+        spec[key] = check.number(_join(path, key), spec[key], key)
+    return spec
+
+
+def _layer(check, path, value):
+    if not isinstance(value, dict) or "type" not in value:
+        check.error(path, f"must be a mapping with 'type' (one of {', '.join(sorted(layers.LAYERS))}),"
+                          f" got {_show(value)}")
+        return None
+    kind = check.choice(_join(path, "type"), value["type"], layers.LAYERS, "layer type")
+    if kind not in layers.LAYERS:
+        return None
+    defaults = {"name": None, **layers.get(kind).defaults}
+    spec = check.mapping(path, value, {"type", *defaults}, defaults)
+    spec["type"] = kind
+    if spec["name"] is not None and (not isinstance(spec["name"], str)
+                                     or not NAME_PATTERN.match(spec["name"])):
+        check.error(_join(path, "name"), f"must be letters, digits, '.', '_' or '-', got {_show(spec['name'])}")
+    for key in list(spec):
+        p = _join(path, key)
+        if key == "units":
+            if spec[key] is None:
+                check.error(p, "is required for a dense layer (a positive integer)")
+            else:
+                check.number(p, spec[key], key)
+        elif key == "activation":
+            spec[key] = check.choice(p, "linear" if spec[key] is None else spec[key],
+                                     activations.ACTIVATIONS, "activation")
+        elif key in ("rate",):
+            check.number(p, spec[key], key)
+        elif key == "seed":
+            check.number(p, spec[key], key, nullable=True)
+        elif key == "use_bias":
+            check.boolean(p, spec[key])
+        elif key.endswith("_initializer"):
+            spec[key] = check.component(p, spec[key], initializers.INITIALIZERS, "initializer",
+                                        initializers.parameters)
+        elif key.endswith("_regularizer"):
+            spec[key] = _regularizer(check, p, spec[key])
+    return spec
+
+
+def _metric_names(spec_list):
+    return [s["type"] for s in spec_list if s]
+
+
+def resolve(raw):
+    """Fill defaults into a raw config mapping and validate it; raise ConfigError on problems."""
+    check = _Checker()
+    raw = copy.deepcopy(raw)
+    cfg = check.mapping("", raw, set(TOP_DEFAULTS), TOP_DEFAULTS)
+
+    name = cfg["name"]
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        check.error("name", "must be a plain folder name (letters, digits, '.', '_', '-'; no path "
+                            f"separators or '..'), got {_show(name)}")
+    if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
+        check.error("seed", f"must be an integer, got {_show(cfg['seed'])}")
+    cfg["task"] = check.choice("task", cfg["task"], TASKS, "task")
+
+    data = cfg["data"] = check.mapping("data", cfg["data"], set(SECTION_DEFAULTS["data"]),
+                                       SECTION_DEFAULTS["data"])
+    data["dataset"] = check.choice("data.dataset", data["dataset"], DATASETS, "dataset")
+    if data["scaling"] == "auto":
+        data["scaling"] = "unit" if data["dataset"] in IMAGE_DATASETS else "none"
+    data["scaling"] = check.choice("data.scaling", data["scaling"], SCALINGS, "scaling")
+    data["color_mode"] = check.choice("data.color_mode", data["color_mode"], ("grayscale", "rgb"),
+                                      "color mode")
+    for key in PATH_KEYS + ("label_column",):
+        data[key] = check.string(f"data.{key}", data[key], nullable=key != "label_column")
+    if data["dataset"] in ("npz", "csv", "image_folder") and not data["path"]:
+        check.error("data.path", f"is required for dataset '{data['dataset']}' (a file or folder)")
+    for key in ("validation_split", "max_train_samples", "max_test_samples"):
+        data[key] = check.number(f"data.{key}", data[key], key, nullable=key != "validation_split")
+
+    model = cfg["model"] = check.mapping("model", cfg["model"], set(SECTION_DEFAULTS["model"]),
+                                         SECTION_DEFAULTS["model"])
+    shape = model["input_shape"]
+    if shape is None and data["dataset"] in ("mnist", "fashion_mnist"):
+        shape = model["input_shape"] = [784]
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        check.error("model.input_shape", f"must be a list of positive integers, e.g. [784], got {_show(shape)}")
+    if not isinstance(model["layers"], list) or not model["layers"]:
+        check.error("model.layers", f"must be a non-empty list of layers, got {_show(model['layers'])}")
+        model["layers"] = []
+    model["layers"] = [_layer(check, f"model.layers[{i}]", layer) for i, layer in enumerate(model["layers"])]
+    check.string("model.name", model["name"])
+
+    cfg["loss"] = check.choice("loss", losses.ALIASES.get(cfg["loss"], cfg["loss"]), losses.LOSSES, "loss")
+    cfg["optimizer"] = check.component("optimizer", cfg["optimizer"], optimizers.OPTIMIZERS,
+                                       "optimizer", optimizers.parameters)
+    cfg["schedule"] = check.component("schedule", cfg["schedule"], schedules.SCHEDULES, "schedule",
+                                      lambda n: dict(schedules.get(n).defaults))
+    if not isinstance(cfg["metrics"], list):
+        check.error("metrics", f"must be a list of metric names, got {_show(cfg['metrics'])}")
+        cfg["metrics"] = []
+    cfg["metrics"] = [check.component(f"metrics[{i}]", m, metrics.METRICS, "metric", _metric_params)
+                      for i, m in enumerate(cfg["metrics"])]
+    if cfg["task"] == "regression":
+        for i, name in enumerate(_metric_names(cfg["metrics"])):
+            if name in metrics.CLASSIFICATION_METRICS:
+                check.error(f"metrics[{i}]", f"'{name}' needs a classification task; for regression use mse or mae")
+
+    training = cfg["training"] = check.mapping("training", cfg["training"],
+                                               set(SECTION_DEFAULTS["training"]), SECTION_DEFAULTS["training"])
+    for key in ("epochs", "batch_size"):
+        check.number(f"training.{key}", training[key], key)
+    check.boolean("training.shuffle", training["shuffle"])
+
+    ckpt = cfg["checkpoint"] = check.mapping("checkpoint", cfg["checkpoint"],
+                                             set(SECTION_DEFAULTS["checkpoint"]), SECTION_DEFAULTS["checkpoint"])
+    check.boolean("checkpoint.enabled", ckpt["enabled"])
+    check.boolean("checkpoint.save_best_only", ckpt["save_best_only"])
+    ckpt["mode"] = check.choice("checkpoint.mode", ckpt["mode"], MODES, "mode")
+    _check_checkpoint_filename(check, ckpt["filename"])
+
+    if cfg["early_stopping"] is not None:
+        es = cfg["early_stopping"] = check.mapping(
+            "early_stopping", cfg["early_stopping"], set(SECTION_DEFAULTS["early_stopping"]),
+            SECTION_DEFAULTS["early_stopping"])
+        for key in ("patience", "min_delta"):
+            check.number(f"early_stopping.{key}", es[key], key)
+        es["mode"] = check.choice("early_stopping.mode", es["mode"], MODES, "mode")
+        check.boolean("early_stopping.restore_best_weights", es["restore_best_weights"])
+
+    if not check.problems:
+        _check_monitors(check, cfg, has_validation(cfg))
+    if check.problems:
+        raise ConfigError(check.problems)
+    return cfg
+
+
+def _metric_params(name):
+    return {k: v.default for k, v in list(inspect.signature(metrics.get(name)).parameters.items())[2:]}
+
+
+def _check_checkpoint_filename(check, filename):
+    if not isinstance(filename, str) or not filename.endswith(".h5"):
+        check.error("checkpoint.filename", f"must be a file name ending in .h5, got {_show(filename)}")
+        return
+    if "/" in filename or "\\" in filename or filename.startswith("."):
+        check.error("checkpoint.filename", f"must be a plain file name without folders, got {filename!r}")
+        return
+    try:
+        filename.format(epoch=1, **{k: 0.5 for k in ("loss", "val_loss", "accuracy", "val_accuracy")})
+    except (KeyError, IndexError, ValueError) as exc:
+        check.error("checkpoint.filename", f"may use {{epoch}} and the logged metrics, e.g. "
+                                           f"'model-{{epoch:02d}}.h5'; got {filename!r} ({exc})")
+
+
+def monitor_names(cfg, with_validation=True):
+    """Every quantity logged per epoch that can be monitored."""
+    names = ["loss"] + _metric_names(cfg["metrics"])
+    return names + ([f"val_{n}" for n in names] if with_validation else [])
+
+
+def has_validation(cfg):
+    data = cfg["data"]
+    return bool(data["validation_split"]) or bool(data["validation_path"]) or data["dataset"] == "npz"
+
+
+def _check_monitors(check, cfg, with_validation):
+    allowed = monitor_names(cfg, with_validation)
+    watchers = [("checkpoint.monitor", cfg["checkpoint"]["monitor"])]
+    if cfg["early_stopping"]:
+        watchers.append(("early_stopping.monitor", cfg["early_stopping"]["monitor"]))
+    if cfg["schedule"] and cfg["schedule"]["type"] == "reduce_on_plateau":
+        watchers.append(("schedule.monitor", cfg["schedule"]["monitor"]))
+    for path, name in watchers:
+        if name not in allowed:
+            why = "" if with_validation or not str(name).startswith("val_") else \
+                " (there is no validation data: set data.validation_split or data.validation_path)"
+            check.error(path, unknown_name_message(name, allowed, "monitored quantity") + why)
+
+
+def check_monitors(cfg, with_validation):
+    """Raise ConfigError when a monitored quantity will not be logged (e.g. val_* without validation data)."""
+    check = _Checker()
+    _check_monitors(check, cfg, with_validation)
+    if check.problems:
+        raise ConfigError(check.problems)
+
+
+def dump_yaml(cfg):
+    """The resolved config as YAML text, keys in the order they were defined."""
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,293 @@
+"""Model files in Keras's legacy whole-model HDF5 layout.
+
+Written: root attribute ``model_config`` (JSON of a ``Sequential`` whose first
+entry is an ``InputLayer`` with ``batch_input_shape``), ``training_config``,
+group ``model_weights`` (attribute ``layer_names``; per layer a group with
+``weight_names`` and datasets ``<layer>/kernel:0``, ``<layer>/bias:0``) —
+what ``keras.models.load_model`` reads. mlpcli's own extras (resolved config,
+preprocessing, class names, training state, optimizer slots) live in the root
+group ``mlpcli``, which Keras ignores.
+
+Read: any such file, also one written by Keras 2 or 3, as JSON config plus
+numeric arrays and nothing else; anything else is refused with a
+``ModelFileError`` before it is used.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlpcli import __version__
+from mlpcli.errors import ModelFileError
+from mlpcli.nn import activations, initializers, optimizers
+from mlpcli.nn.model import Sequential
+from mlpcli.runs import atomic_path
+
+KERAS_VERSION = "2.15.0"  # the layout version we write: Keras 2's, which Keras 3 reads
+SUPPORTED = ("InputLayer", "Dense", "Activation", "Dropout", "Flatten")
+_INITIALIZER_NAMES = {v: k for k, v in initializers.KERAS_CLASS_NAMES.items()}
+
+
+@dataclass
+class ModelFile:
+    """What a model file holds: the model and, for mlpcli's own files, its extras."""
+
+    model: Sequential
+    loss: str | None = None
+    config: dict | None = None
+    preprocessing: dict | None = None
+    class_names: list | None = None
+    state: dict = field(default_factory=dict)
+    optimizer_state: dict = field(default_factory=dict)
+
+
+def save(path, model, *, loss=None, optimizer=None, metrics=(), config=None,
+         preprocessing=None, class_names=None, state=None):
+    """Atomically write ``model`` (and the extras given) to ``path``."""
+    import h5py
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["keras_version"] = KERAS_VERSION
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["model_config"] = json.dumps(keras_model_config(model))
+        if loss and optimizer is not None:
+            f.attrs["training_config"] = json.dumps(_training_config(loss, optimizer, metrics))
+        weights = f.create_group("model_weights")
+        weights.attrs["keras_version"] = KERAS_VERSION
+        weights.attrs["backend"] = "tensorflow"
+        weights.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        for layer in model.layers:
+            g = weights.create_group(layer.name)
+            names = [f"{layer.name}/{w}:0" for w in layer.weight_names]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for name, value in zip(names, layer.params):
+                g.create_dataset(name, data=value)
+        own = f.create_group("mlpcli")
+        own.attrs["version"] = __version__
+        for key, value in (("config", config), ("preprocessing", preprocessing),
+                           ("class_names", class_names), ("state", state)):
+            if value is not None:
+                own.attrs[key] = json.dumps(value)
+        if optimizer is not None:
+            opt = own.create_group("optimizer")
+            for key, value in optimizer.get_state().items():
+                opt.create_dataset(key, data=value)
+
+
+def keras_model_config(model):
+    """The ``model_config`` JSON object of a Keras ``Sequential``."""
+    input_layer = {"class_name": "InputLayer",
+                   "config": {"batch_input_shape": [None, *model.input_shape], "dtype": "float32",
+                              "sparse": False, "ragged": False, "name": "input_1"}}
+    return {"class_name": "Sequential",
+            "config": {"name": model.name,
+                       "layers": [input_layer] + [layer.keras_config() for layer in model.layers]}}
+
+
+def _training_config(loss, optimizer, metrics):
+    keras_metrics = [m for m in metrics if m == "accuracy"]
+    return {"loss": loss, "metrics": keras_metrics, "weighted_metrics": None, "loss_weights": None,
+            "optimizer_config": {"class_name": optimizers.KERAS_CLASS_NAMES[optimizer.name],
+                                 "config": optimizer.get_config()}}
+
+
+def load(path):
+    """Read a model file; raise ``ModelFileError`` naming the file and the problem."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: not a readable HDF5 file ({_first_line(exc)})") from None
+    try:
+        with f:
+            return _read(f, path)
+    except ModelFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: damaged or not a model file ({_first_line(exc)})") from None
+
+
+def _first_line(exc):
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _json_attr(group, key, path, required=False):
+    if key not in group.attrs:
+        if required:
+            raise ModelFileError(f"{path}: no '{key}' attribute; not a Keras model file")
+        return None
+    value = group.attrs[key]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise ModelFileError(f"{path}: attribute '{key}' is not JSON text")
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: attribute '{key}' is not valid JSON ({exc})") from None
+
+
+def _string_list(group, key):
+    """A list-of-strings attribute, also in Keras's chunked form (key0, key1, ...)."""
+    if key in group.attrs:
+        values = list(group.attrs[key])
+    else:
+        values, chunk = [], 0
+        while f"{key}{chunk}" in group.attrs:
+            values += list(group.attrs[f"{key}{chunk}"])
+            chunk += 1
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _numeric(dataset, path, where):
+    import h5py
+
+    if not isinstance(dataset, h5py.Dataset):
+        raise ModelFileError(f"{path}: {where} is not a dataset")
+    if dataset.dtype.kind not in "fiu":
+        raise ModelFileError(f"{path}: {where} has non-numeric dtype {dataset.dtype}")
+    return np.asarray(dataset[()])
+
+
+def _read(f, path):
+    config = _json_attr(f, "model_config", path, required=True)
+    specs, input_shape, name = layer_specs_from_keras(config, path)
+    model = Sequential(specs, input_shape, name=name).build(np.random.default_rng(0))
+    if "model_weights" not in f:
+        raise ModelFileError(f"{path}: no 'model_weights' group")
+    _load_weights(f["model_weights"], model, path)
+    training = _json_attr(f, "training_config", path)
+    loss = training.get("loss") if isinstance(training, dict) else None
+    out = ModelFile(model=model, loss=loss if isinstance(loss, str) else None)
+    if "mlpcli" in f:
+        own = f["mlpcli"]
+        out.config = _json_attr(own, "config", path)
+        out.preprocessing = _json_attr(own, "preprocessing", path)
+        out.class_names = _json_attr(own, "class_names", path)
+        out.state = _json_attr(own, "state", path) or {}
+        if "optimizer" in own:
+            items = {}
+            own["optimizer"].visititems(lambda key, obj: items.__setitem__(key, obj))
+            out.optimizer_state = {k: _numeric(v, path, f"mlpcli/optimizer/{k}")
+                                   for k, v in items.items() if not hasattr(v, "keys")}
+    return out
+
+
+def _load_weights(group, model, path):
+    names = [n for n in _string_list(group, "layer_names") if _string_list(group[n], "weight_names")]
+    dense = [layer for layer in model.layers if layer.params]
+    if len(names) != len(dense):
+        raise ModelFileError(f"{path}: the config has {len(dense)} layers with weights but "
+                             f"model_weights holds {len(names)}")
+    for name, layer in zip(names, dense):
+        g = group[name]
+        weight_names = _string_list(g, "weight_names")
+        if len(weight_names) != len(layer.params):
+            raise ModelFileError(f"{path}: layer '{name}' has {len(weight_names)} weights, "
+                                 f"expected {len(layer.params)} ({', '.join(layer.weight_names)})")
+        for wname, param in zip(weight_names, layer.params):
+            value = _numeric(g[wname], path, f"model_weights/{name}/{wname}")
+            if value.shape != param.shape:
+                raise ModelFileError(f"{path}: weight '{wname}' has shape {value.shape}, "
+                                     f"the config needs {param.shape}")
+            if not np.all(np.isfinite(value)):
+                raise ModelFileError(f"{path}: weight '{wname}' holds NaN or infinite values")
+            param[...] = value
+
+
+def layer_specs_from_keras(config, path):
+    """(layer specs, input shape, model name) from a Keras ``Sequential`` model_config."""
+    if not isinstance(config, dict) or config.get("class_name") != "Sequential":
+        kind = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+        raise ModelFileError(f"{path}: model is a {kind!r}; mlpcli reads Sequential models only")
+    body = config.get("config")
+    entries = body.get("layers") if isinstance(body, dict) else body
+    if not isinstance(entries, list) or not entries:
+        raise ModelFileError(f"{path}: model_config has no layers")
+    input_shape = None
+    specs = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise ModelFileError(f"{path}: layer {i} of model_config is malformed")
+        kind, lc = entry.get("class_name"), entry["config"]
+        if kind not in SUPPORTED:
+            raise ModelFileError(f"{path}: layer {i} ({lc.get('name', '?')}) is a {kind!r} layer, which "
+                                 f"mlpcli cannot run; supported: {', '.join(SUPPORTED)}")
+        shape = lc.get("batch_input_shape") or lc.get("batch_shape")
+        if shape is not None and input_shape is None:
+            input_shape = _shape(shape, path)
+        if kind != "InputLayer":
+            specs.append(_spec(kind, lc, path, i))
+    if input_shape is None:
+        input_shape = _shape(body.get("build_input_shape"), path) if isinstance(body, dict) else None
+    if input_shape is None:
+        raise ModelFileError(f"{path}: model_config does not give the input shape")
+    name = body.get("name", "sequential") if isinstance(body, dict) else "sequential"
+    return specs, input_shape, str(name)
+
+
+def _shape(shape, path):
+    if (not isinstance(shape, list) or len(shape) < 2
+            or not all(isinstance(d, int) and d > 0 for d in shape[1:])):
+        raise ModelFileError(f"{path}: bad input shape {shape!r}")
+    return tuple(shape[1:])
+
+
+def _activation(value, path, i):
+    if isinstance(value, dict):
+        value = value.get("config", {}).get("name") or value.get("class_name")
+    name = "linear" if value is None else str(value).lower()
+    if name not in activations.ACTIVATIONS:
+        raise ModelFileError(f"{path}: layer {i} uses activation {value!r}, which mlpcli does not "
+                             f"have; supported: {', '.join(sorted(activations.ACTIVATIONS))}")
+    return name
+
+
+def _initializer(value):
+    """Our spec for a Keras initializer config; unknown ones fall back to the defaults
+    (they only matter for training from scratch, not for the loaded weights)."""
+    if isinstance(value, dict):
+        name = _INITIALIZER_NAMES.get(value.get("class_name"))
+        params = value.get("config") or {}
+        if name:
+            allowed = initializers.parameters(name)
+            return {"type": name, **{k: v for k, v in params.items() if k in allowed}}
+    if isinstance(value, str) and value in initializers.INITIALIZERS:
+        return {"type": value}
+    return None
+
+
+def _regularizer(value):
+    if isinstance(value, dict) and value.get("class_name") in ("L1L2", "L1", "L2"):
+        c = value.get("config") or {}
+        return {"l1": float(c.get("l1", 0.0) or 0.0), "l2": float(c.get("l2", 0.0) or 0.0)}
+    return None
+
+
+def _spec(kind, lc, path, i):
+    name = lc.get("name")
+    spec = {"type": kind.lower(), "name": name if isinstance(name, str) else None}
+    if kind == "Dense":
+        units = lc.get("units")
+        if not isinstance(units, int) or units < 1:
+            raise ModelFileError(f"{path}: layer {i} has bad units {units!r}")
+        spec.update(units=units, activation=_activation(lc.get("activation"), path, i),
+                    use_bias=bool(lc.get("use_bias", True)))
+        for key in ("kernel_initializer", "bias_initializer"):
+            init = _initializer(lc.get(key))
+            if init:
+                spec[key] = init
+        for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"):
+            spec[key] = _regularizer(lc.get(key))
+    elif kind == "Activation":
+        spec["activation"] = _activation(lc.get("activation"), path, i)
+    elif kind == "Dropout":
+        rate = lc.get("rate", 0.5)
+        if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ModelFileError(f"{path}: layer {i} has bad dropout rate {rate!r}")
+        spec["rate"] = float(rate)
+    return spec

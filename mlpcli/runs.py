@@ -1,0 +1,122 @@
+"""Run folders and atomic file writes.
+
+A run folder is ``<runs root>/<name>-<YYYYmmdd-HHMMSS>/``; ``<runs
+root>/latest`` points at the newest. Every file is written to a temporary
+name in its final folder, flushed, fsynced and renamed into place, so a file
+under its final name is always complete.
+"""
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from mlpcli.errors import MlpError
+
+TMP_PREFIX = ".tmp-"
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; final files get the usual 0666 & ~umask
+FILE_MODE = 0o666 & ~_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``.
+
+    The caller writes the whole file to the yielded path. On any error the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, FILE_MODE)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text(path, text):
+    """Atomically replace ``path`` with ``text`` (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _fsync_dir(folder):
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def new_run_dir(runs_root, name, run_dir=None):
+    """Create and return a fresh run folder.
+
+    ``run_dir`` (the user's explicit choice) may be anywhere but must be new
+    or empty; otherwise ``<runs_root>/<name>-<timestamp>`` is created, with a
+    numeric suffix when two runs start in the same second.
+    """
+    if run_dir is not None:
+        path = Path(run_dir)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise MlpError(f"{path}: already exists and is not empty; choose a new --run-dir "
+                           "(nothing in it was changed)")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    root = Path(runs_root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        path = root / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise MlpError(f"{root}: could not create a new run folder for {name}-{stamp}")
+
+
+def point_latest(runs_root, run_dir):
+    """Make ``<runs_root>/latest`` a symlink to ``run_dir`` (replaced atomically)."""
+    root = Path(runs_root)
+    run_dir = Path(run_dir)
+    if run_dir.resolve().parent != root.resolve():
+        return
+    tmp = root / f"{TMP_PREFIX}latest-{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        tmp.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(tmp, root / "latest")
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def latest_run(runs_root):
+    """The newest run folder under ``runs_root`` (``latest`` link, else newest by name)."""
+    root = Path(runs_root)
+    link = root / "latest"
+    if link.is_dir():
+        return link.resolve()
+    runs = sorted((p for p in root.glob("*") if p.is_dir() and (p / "config.yaml").exists()),
+                  key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise MlpError(f"{root}: no runs found; train one with `mlp train CONFIG`")
+    return runs[-1]
