@@ -8,7 +8,6 @@ lines name the key path, the value given and what is allowed.
 """
 
 import copy
-import difflib
 import inspect
 import os
 import re
@@ -20,7 +19,7 @@ from mlpcli.data import DATASETS, SCALINGS
 from mlpcli.errors import ConfigError
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
                        schedules)
-from mlpcli.nn.registry import unknown_name_message
+from mlpcli.nn.registry import did_you_mean, unknown_name_message
 
 TASKS = ("classification", "regression")
 MODES = ("auto", "min", "max")
@@ -260,9 +259,7 @@ def _interval(r):
 
 
 def _unknown_key(key, allowed):
-    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}"
+    return f"unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(sorted(allowed))}"
 
 
 def _regularizer(check, path, value):

@@ -239,7 +239,8 @@ def _shape(shape, path):
 
 def _activation(value, path, i):
     if isinstance(value, dict):
-        value = value.get("config", {}).get("name") or value.get("class_name")
+        inner = value.get("config")
+        value = (inner.get("name") if isinstance(inner, dict) else None) or value.get("class_name")
     name = "linear" if value is None else str(value).lower()
     if name not in activations.ACTIVATIONS:
         raise ModelFileError(f"{path}: layer {i} uses activation {value!r}, which mlpcli does not "
@@ -253,7 +254,7 @@ def _initializer(value):
     if isinstance(value, dict):
         name = _INITIALIZER_NAMES.get(value.get("class_name"))
         params = value.get("config") or {}
-        if name:
+        if name and isinstance(params, dict):
             allowed = initializers.parameters(name)
             return {"type": name, **{k: v for k, v in params.items() if k in allowed}}
     if isinstance(value, str) and value in initializers.INITIALIZERS:
@@ -264,6 +265,8 @@ def _initializer(value):
 def _regularizer(value):
     if isinstance(value, dict) and value.get("class_name") in ("L1L2", "L1", "L2"):
         c = value.get("config") or {}
+        if not isinstance(c, dict):
+            raise ValueError(f"malformed regularizer config {c!r}")
         return {"l1": float(c.get("l1", 0.0) or 0.0), "l2": float(c.get("l2", 0.0) or 0.0)}
     return None
 

@@ -187,7 +187,7 @@ def _fit(cfg, model, streams, data, folder, report, train_set, val_set, test_set
                         f"at epoch {stopper.monitor.best_epoch})")
             break
     restored = stopper.restore() if stopper else False
-    if restored:
+    if restored and stopper.monitor.best_epoch != history[-1]["epoch"]:
         report.line(f"Restored the weights of epoch {stopper.monitor.best_epoch}")
     modelfile.save(folder / "model.h5", model, loss=cfg["loss"], optimizer=trainer.optimizer,
                    metrics=[m["type"] for m in cfg["metrics"]],

@@ -1,0 +1,224 @@
+"""Loader for CSV files with a header row: one label column, numeric features.
+
+Errors give the file's line number (the header is line 1) and the column
+name, as a person would look the cell up in an editor or spreadsheet.
+"""
+
+import csv
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlpcli.data.labels import encode_strings, string_class_names
+from mlpcli.data.raw import RawData
+from mlpcli.errors import DataError
+
+_INTEGER = re.compile(r"[+-]?\d{1,18}")
+
+
+@dataclass
+class _Table:
+    """A CSV file's header and data rows; lines[i] is the file line of rows[i]."""
+
+    path: Path
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+
+    def cells(self, column: str) -> list[str]:
+        """The stripped cells of one column, one per row."""
+        j = self.header.index(column)
+        return [row[j].strip() for row in self.rows]
+
+
+def _read_table(path: Path) -> _Table:
+    """Read a CSV file; blank lines are skipped, every row must match the header."""
+    header, header_line, rows, lines = None, 0, [], []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            try:
+                for record in reader:
+                    if not record or (len(record) == 1 and not record[0].strip()):
+                        continue
+                    if header is None:
+                        header, header_line = [name.strip() for name in record], reader.line_num
+                        _check_header(header, f"{path}: line {header_line}")
+                    elif len(record) != len(header):
+                        raise DataError(
+                            f"{path}: line {reader.line_num}: {len(record)} fields, "
+                            f"but the header (line {header_line}) has {len(header)}"
+                        )
+                    else:
+                        rows.append(record)
+                        lines.append(reader.line_num)
+            except csv.Error as e:
+                raise DataError(f"{path}: line {reader.line_num}: malformed CSV: {e}") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    if header is None:
+        raise DataError(f"{path}: the file is empty; expected a header row and data rows")
+    if not rows:
+        raise DataError(f"{path}: has a header but no data rows")
+    return _Table(path, header, rows, lines)
+
+
+def _check_header(header: list[str], where: str) -> None:
+    """Every column needs a distinct, non-empty name; ``where`` is "file: line N"."""
+    seen = set()
+    for j, name in enumerate(header):
+        if not name:
+            raise DataError(f"{where}: column {j + 1} of the header has no name")
+        if name in seen:
+            raise DataError(f"{where}: column name {name!r} appears more than once")
+        seen.add(name)
+
+
+def _numbers(table: _Table, columns: list[str]) -> np.ndarray:
+    """Parse the named columns of every row: float32 (n, len(columns)), all finite."""
+    idx = [table.header.index(c) for c in columns]
+    cells = [[row[j] for j in idx] for row in table.rows]
+    try:
+        with np.errstate(over="ignore"):
+            values = np.array(cells, dtype=np.float32)
+        if np.isfinite(values).all():
+            return values
+    except ValueError:
+        pass
+    # Only for bad input: find the first offending cell to name it.
+    i, j, problem = next(
+        (i, j, p)
+        for i, row in enumerate(cells)
+        for j, cell in enumerate(row)
+        if (p := _cell_problem(cell))
+    )
+    raise DataError(f"{table.path}: line {table.lines[i]}, column {columns[j]!r}: {problem}")
+
+
+def _cell_problem(cell: str) -> str | None:
+    """Why a cell is not a usable number, or None."""
+    if not cell.strip():
+        return "missing value"
+    try:
+        with np.errstate(over="ignore"):
+            value = np.float32(cell)
+    except ValueError:
+        return f"not a number: {cell.strip()!r}"
+    if not np.isfinite(value):
+        return f"not a finite float32 number: {cell.strip()!r}"
+    return None
+
+
+def _align(table: _Table, reference: _Table) -> None:
+    """Check that ``table`` has exactly the columns of ``reference`` (any order)."""
+    missing = [c for c in reference.header if c not in table.header]
+    extra = [c for c in table.header if c not in reference.header]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"lacks column(s) {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"has unexpected column(s) {', '.join(map(repr, extra))}")
+        raise DataError(
+            f"{table.path}: {' and '.join(parts)}; it must have the columns of {reference.path}"
+        )
+
+
+def _label_cells(table: _Table, column: str) -> list[str]:
+    cells = table.cells(column)
+    for i, cell in enumerate(cells):
+        if not cell:
+            raise DataError(
+                f"{table.path}: line {table.lines[i]}, column {column!r}: missing label"
+            )
+    return cells
+
+
+def _class_labels(tables: list[_Table], column: str) -> tuple[list[np.ndarray], list[str] | None]:
+    """Encode the label column of each table (training first) as int64 (n,) class ids.
+
+    Integer labels are class indices as written, and class_names is None.
+    Otherwise labels are names: class_names are the training file's sorted
+    distinct labels, and the other files may use only those.
+    """
+    cells = [_label_cells(t, column) for t in tables]
+    if all(_INTEGER.fullmatch(c) for labels in cells for c in labels):
+        encoded = [np.array([int(c) for c in labels], dtype=np.int64) for labels in cells]
+        for table, ids in zip(tables, encoded, strict=True):
+            if ids.min() < 0:
+                i = int(np.argmin(ids))
+                raise DataError(
+                    f"{table.path}: line {table.lines[i]}, column {column!r}: "
+                    f"class labels must be >= 0, found {ids[i]}"
+                )
+        return encoded, None
+    class_names = string_class_names(np.array(cells[0], dtype=str))
+    encoded = []
+    for table, labels in zip(tables, cells, strict=True):
+        ids = encode_strings(np.array(labels, dtype=str), class_names)
+        if (ids < 0).any():
+            i = int(np.argmax(ids < 0))
+            raise DataError(
+                f"{table.path}: line {table.lines[i]}, column {column!r}: label "
+                f"{labels[i]!r} does not occur in the training file {tables[0].path}"
+            )
+        encoded.append(ids)
+    return encoded, class_names
+
+
+def load_csv(
+    path,
+    label_column: str = "label",
+    *,
+    task: str = "classification",
+    test_path=None,
+    validation_path=None,
+) -> RawData:
+    """Load a CSV training file and optional validation and test files.
+
+    Every column but ``label_column`` is a numeric feature: x float32
+    (n, n_features) in the training file's column order. Labels are int64
+    (n,) class ids (see ``_class_labels``) or, for task "regression",
+    float32 (n, 1) targets.
+    """
+    train = _read_table(Path(path))
+    if label_column not in train.header:
+        close = difflib.get_close_matches(label_column, train.header, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(
+            f"{train.path}: no label column named {label_column!r}{hint}; "
+            f"the columns are: {', '.join(train.header)}"
+        )
+    features = [c for c in train.header if c != label_column]
+    if not features:
+        raise DataError(f"{train.path}: has only the label column {label_column!r}, no features")
+
+    splits = {"train": train}
+    for split, other_path in (("val", validation_path), ("test", test_path)):
+        if other_path is not None:
+            splits[split] = _read_table(Path(other_path))
+            _align(splits[split], train)
+
+    xs = {s: _numbers(t, features) for s, t in splits.items()}
+    if task == "regression":
+        ys = {s: _numbers(t, [label_column]) for s, t in splits.items()}
+        class_names = None
+    else:
+        encoded, class_names = _class_labels(list(splits.values()), label_column)
+        ys = dict(zip(splits, encoded, strict=True))
+    return RawData(
+        x_train=xs["train"],
+        y_train=ys["train"],
+        x_val=xs.get("val"),
+        y_val=ys.get("val"),
+        x_test=xs.get("test"),
+        y_test=ys.get("test"),
+        class_names=class_names,
+    )

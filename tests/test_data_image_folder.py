@@ -1,0 +1,131 @@
+"""The PNG image-folder loader."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlpcli.data import load_dataset
+from mlpcli.data.image_folder import load_image_folder
+from mlpcli.errors import DataError
+
+
+def png(path, pixels, mode=None, fmt="PNG"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8), mode).save(path, format=fmt)
+    return path
+
+
+def pixels(seed, shape=(4, 5)):
+    return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """train/<cat|dog>/*.png of 4x5 (H x W) grayscale images; returns (root, {file: pixels})."""
+    root = tmp_path / "train"
+    images = {}
+    for i, name in enumerate(["dog/a.png", "dog/b.png", "cat/x.png", "dog/c.PNG", "cat/y.png"]):
+        images[name] = pixels(i)
+        png(root / name, images[name])
+    return root, images
+
+
+def test_two_classes(folder):
+    root, images = folder
+    raw = load_image_folder(root)
+    assert raw.class_names == ["cat", "dog"]
+    assert raw.x_train.shape == (5, 4, 5) and raw.x_train.dtype == np.uint8
+    # Class folders in sorted order, files sorted within each.
+    order = ["cat/x.png", "cat/y.png", "dog/a.png", "dog/b.png", "dog/c.PNG"]
+    np.testing.assert_array_equal(raw.x_train, np.stack([images[n] for n in order]))
+    assert raw.y_train.tolist() == [0, 0, 1, 1, 1] and raw.y_train.dtype == np.int64
+    assert raw.x_test is None
+
+
+def test_rgb_mode(tmp_path):
+    color = np.random.default_rng(0).integers(0, 256, (3, 2, 3)).astype(np.uint8)
+    png(tmp_path / "d" / "red" / "1.png", color, "RGB")
+    png(tmp_path / "d" / "blue" / "1.png", pixels(1, (3, 2)))
+    raw = load_image_folder(tmp_path / "d", color_mode="rgb")
+    assert raw.x_train.shape == (2, 3, 2, 3)
+    np.testing.assert_array_equal(raw.x_train[1], color)  # "red" sorts after "blue"
+    # A grayscale image becomes three equal channels.
+    assert (raw.x_train[0, ..., 0] == raw.x_train[0, ..., 2]).all()
+
+
+def test_load_dataset_scales_to_unit_and_reads_test_folder(folder, tmp_path):
+    root, images = folder
+    png(tmp_path / "test" / "dog" / "t.png", pixels(9))
+    data = load_dataset(
+        {"dataset": "image_folder", "path": str(root), "test_path": str(tmp_path / "test")}
+    )
+    assert data.x_train.dtype == np.float32 and data.x_train.max() <= 1.0
+    np.testing.assert_allclose(data.x_train[0], images["cat/x.png"] / 255, atol=1e-6)
+    # The test folder may lack classes; its labels are training class indices.
+    assert data.y_test.tolist() == [1]
+    np.testing.assert_allclose(data.x_test[0], pixels(9) / 255, atol=1e-6)
+    assert data.name == "train"
+
+
+def test_hidden_files_are_ignored(folder):
+    root, _ = folder
+    (root / ".DS_Store").write_bytes(b"junk")
+    (root / "cat" / ".thumbs").write_bytes(b"junk")
+    assert len(load_image_folder(root).x_train) == 5
+
+
+def test_non_png_file_is_refused(folder):
+    root, _ = folder
+    (root / "dog" / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match=r"dog/notes\.txt: not a PNG file"):
+        load_image_folder(root)
+
+
+def test_jpeg_named_png_is_refused(folder):
+    root, _ = folder
+    png(root / "cat" / "z.png", pixels(3), fmt="JPEG")
+    with pytest.raises(DataError, match=r"cat/z\.png: is a JPEG image, not a PNG"):
+        load_image_folder(root)
+
+
+def test_corrupt_png_is_refused(folder):
+    root, _ = folder
+    data = (root / "cat" / "x.png").read_bytes()
+    (root / "cat" / "x.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cat/x\.png: not a readable PNG image"):
+        load_image_folder(root)
+
+
+def test_inconsistent_size_is_refused(folder):
+    root, _ = folder
+    png(root / "dog" / "d.png", pixels(0, (4, 6)))
+    with pytest.raises(DataError, match=r"dog/d\.png: image is 6x4 pixels, but the others are 5x4"):
+        load_image_folder(root)
+
+
+def test_test_folder_size_must_match_training(folder, tmp_path):
+    root, _ = folder
+    png(tmp_path / "test" / "cat" / "t.png", pixels(0, (5, 5)))
+    with pytest.raises(DataError, match=r"t\.png: image is 5x5 pixels, but the others are 5x4"):
+        load_image_folder(root, test_path=tmp_path / "test")
+
+
+def test_unknown_class_in_test_folder(folder, tmp_path):
+    png(tmp_path / "test" / "cow" / "t.png", pixels(0))
+    with pytest.raises(DataError, match="class 'cow' is not one of the training classes"):
+        load_image_folder(folder[0], test_path=tmp_path / "test")
+
+
+def test_stray_file_and_empty_folders(tmp_path):
+    png(tmp_path / "d" / "cat" / "a.png", pixels(0))
+    (tmp_path / "d" / "readme.md").write_text("hi")
+    with pytest.raises(DataError, match=r"readme\.md: unexpected file"):
+        load_image_folder(tmp_path / "d")
+    (tmp_path / "e" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="class folder holds no images"):
+        load_image_folder(tmp_path / "e")
+    (tmp_path / "f").mkdir()
+    with pytest.raises(DataError, match="no class sub-folders"):
+        load_image_folder(tmp_path / "f")
+    with pytest.raises(DataError, match="folder not found"):
+        load_image_folder(tmp_path / "nope")
