@@ -66,7 +66,7 @@ def train(config_path, overrides=(), *, runs_root="runs", run_dir=None, dry_run=
         echo(summary)
         return TrainResult(None, [], {})
 
-    data = load_dataset(cfg["data"], task=cfg["task"])
+    data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line)
     x_train, y_train, x_val, y_val = _split(cfg, data, streams["split"])
     x_train, x_val, x_test = (_fit_input(x, model, cfg, part) for x, part in
                               ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
