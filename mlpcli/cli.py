@@ -59,3 +59,75 @@ def train(config, overrides, run_dir, runs_root, dry_run, quiet):
 
     run_train(config, overrides, runs_root=runs_root, run_dir=run_dir, dry_run=dry_run,
               quiet=quiet, echo=click.echo)
+
+
+@main.command()
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
+              help="Which of the run's models: model.h5 (default), best, last, an epoch number or a checkpoint file name.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Any Keras-layout .h5 MLP instead of a run's model.")
+@click.option("--data", default=None, metavar="DATASET|FILE",
+              help="Evaluate on mnist, fashion_mnist, or a .npz/.csv file or image folder instead of the run's test split.")
+@click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@clean_errors
+def evaluate(run_dir, checkpoint, model_path, data, runs_root):
+    """Score a model on test data: loss, metrics, per-class precision/recall/F1, confusion matrix.
+
+    RUN_DIR defaults to the newest run. Writes evaluation.json (or
+    evaluation-<checkpoint>.json) into the run folder.
+
+    \b
+    Examples:
+      mlp evaluate                       # the newest run's model.h5
+      mlp evaluate runs/mnist-mlp-20261129-212900 --checkpoint best
+      mlp evaluate --model keras_model.h5 --data mnist
+    """
+    from mlpcli.evaluate import evaluate as run_evaluate
+    from mlpcli.evaluate import format_report
+
+    result = run_evaluate(run_dir, checkpoint=checkpoint, model_path=model_path, data=data,
+                          runs_root=runs_root)
+    click.echo(format_report(result.report))
+    click.echo(f"\nWrote {result.path}")
+
+
+@main.command()
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None,
+              help="Use this run's model.h5 (default: the newest run).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Use this Keras-layout .h5 model.")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many classes to list per input.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
+@click.option("--npy", type=click.Path(dir_okay=False), default=None,
+              help="Predict every row of this .npy array (raw features, scaled as in training).")
+@click.option("--save-preprocessed", type=click.Path(file_okay=False), default=None,
+              help="Write the 28x28 image the model saw for each PNG into this folder.")
+@click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@clean_errors
+def predict(images, run_dir, model_path, top_k, as_json, npy, save_preprocessed, runs_root):
+    """Predict the class of PNG images (files or folders of PNGs) or of .npy rows.
+
+    A PNG of any size, grayscale or colour, dark ink on light paper or light on
+    dark, is cropped, scaled and centred the way MNIST digits were.
+
+    \b
+    Examples:
+      mlp predict digit.png
+      mlp predict my_digits/ --run runs/latest --top-k 5 --json
+      mlp predict --npy samples.npy --model model.h5
+    """
+    import json
+
+    from mlpcli.predict import format_predictions
+    from mlpcli.predict import predict as run_predict
+
+    results = run_predict(images, run_dir=run_dir, model_path=model_path, npy=npy, top_k=top_k,
+                          save_preprocessed=save_preprocessed, runs_root=runs_root)
+    if as_json:
+        for r in results:
+            click.echo(json.dumps(r.as_dict()))
+    else:
+        click.echo(format_predictions(results))

@@ -27,6 +27,7 @@ __all__ = [
     "apply_preprocessing",
     "fit_preprocessing",
     "load_dataset",
+    "load_raw",
     "stratified_split",
 ]
 
@@ -164,6 +165,21 @@ def _load_raw(
     return load_image_folder(path, color_mode=color_mode, **others), path.name
 
 
+def load_raw(
+    data_cfg: dict,
+    *,
+    task: str = "classification",
+    progress: Callable[[str], None] | None = None,
+) -> tuple[RawData, str]:
+    """The unscaled, checked arrays of the configured dataset and a name for it."""
+    kind = data_cfg.get("dataset")
+    if kind not in DATASETS:
+        raise ConfigError(f"data.dataset: must be one of {', '.join(DATASETS)}, got {kind!r}")
+    raw, name = _load_raw(kind, data_cfg, task, progress)
+    raw.check(name)
+    return raw, name
+
+
 def load_dataset(
     data_cfg: dict,
     *,
@@ -188,8 +204,7 @@ def load_dataset(
     max_train = _max_rows(data_cfg, "max_train_samples")
     max_test = _max_rows(data_cfg, "max_test_samples")
 
-    raw, name = _load_raw(kind, data_cfg, task, progress)
-    raw.check(name)
+    raw, name = load_raw(data_cfg, task=task, progress=progress)
     x_train, y_train = raw.x_train[:max_train], raw.y_train[:max_train]
     preprocessing = fit_preprocessing(x_train, scaling)
 

@@ -1,0 +1,249 @@
+"""The ``evaluate`` stage: score a model on a test split and write ``evaluation*.json``.
+
+The model is a run's ``model.h5``, one of its checkpoints (``best``, ``last``
+or an epoch number) or any Keras-layout ``.h5`` MLP. The data is the test
+split of the run's dataset, or ``--data``: a dataset name or a file/folder of
+the same kind as the training data.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mlpcli import modelfile, runs
+from mlpcli.data import apply_preprocessing, load_raw
+from mlpcli.errors import DataError, MlpError
+from mlpcli.nn import losses, metrics
+from mlpcli.nn.metrics import confusion_matrix, higher_is_better, per_class_scores, predicted_classes
+
+MISCLASSIFIED_KEPT = 100
+UNIT_SCALING = {"scale": 1.0 / 255.0, "offset": 0.0}
+NO_SCALING = {"scale": 1.0, "offset": 0.0}
+IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
+
+
+@dataclass
+class Evaluation:
+    report: dict  # what evaluation*.json holds
+    path: Path  # where it was written
+
+
+def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_root="runs"):
+    """Evaluate a model and write its report; see the module docstring."""
+    if model_path is not None and checkpoint is not None:
+        raise MlpError("give either --checkpoint or --model, not both")
+    if model_path is None or run_dir is not None:
+        run_dir = Path(run_dir) if run_dir is not None else runs.latest_run(runs_root)
+        if not (run_dir / "config.yaml").exists():
+            raise MlpError(f"{run_dir}: not a run folder (no config.yaml)")
+    model_path = Path(model_path) if model_path is not None else choose_checkpoint(run_dir, checkpoint)
+    loaded = modelfile.load(model_path)
+    cfg = loaded.config or (_run_config(run_dir) if run_dir else None)
+    x_raw, y, class_names, source, kind = _test_data(cfg, loaded, data)
+    # a foreign Keras file does not say how it scaled its inputs: assume Keras's usual x / 255 for images
+    preprocessing = loaded.preprocessing or (UNIT_SCALING if kind in IMAGE_DATASETS else NO_SCALING)
+    x = apply_preprocessing(x_raw, preprocessing)
+    model = loaded.model
+    if int(np.prod(x.shape[1:])) != int(np.prod(model.input_shape)):
+        raise DataError(f"{source}: samples have {int(np.prod(x.shape[1:]))} values but the model "
+                        f"expects input shape {list(model.input_shape)}")
+    x = x.reshape((len(x),) + model.input_shape)
+    report = score(model, x, y, loss_name=_loss_name(cfg, loaded),
+                   metric_specs=cfg["metrics"] if cfg else [{"type": "accuracy"}],
+                   task=cfg["task"] if cfg else _guess_task(loaded),
+                   class_names=loaded.class_names or class_names)
+    report = {"checkpoint": model_path.name, "model_file": str(model_path.resolve()),
+              "data": source, **report}
+    out = _report_path(run_dir, model_path)
+    runs.write_text(out, json.dumps(report, indent=2) + "\n")
+    return Evaluation(report, out)
+
+
+def choose_checkpoint(run_dir, checkpoint):
+    """The model file for ``--checkpoint``: None/"model.h5", "best", "last", an epoch number or a file name."""
+    if checkpoint in (None, "model.h5"):
+        path = run_dir / "model.h5"
+        if not path.exists():
+            raise MlpError(f"{run_dir}: no model.h5 yet (is the run still training?); "
+                           "use --checkpoint last")
+        return path
+    files = _checkpoints_by_epoch(run_dir)
+    if checkpoint == "last":
+        if not files:
+            raise MlpError(f"{run_dir}: no checkpoints")
+        return files[max(files)]
+    if checkpoint == "best":
+        epoch = _best_epoch(run_dir)
+        if epoch in files:
+            return files[epoch]
+        raise MlpError(f"{run_dir}: no checkpoint of the best epoch ({epoch}) was kept")
+    if str(checkpoint).isdigit():
+        if int(checkpoint) in files:
+            return files[int(checkpoint)]
+        raise MlpError(f"{run_dir}: no checkpoint of epoch {checkpoint}; there are epochs "
+                       f"{', '.join(map(str, sorted(files))) or 'none'}")
+    path = run_dir / "checkpoints" / checkpoint
+    if path.exists():
+        return path
+    raise MlpError(f"--checkpoint {checkpoint}: use model.h5, best, last, an epoch number or a file "
+                   f"in {run_dir / 'checkpoints'}")
+
+
+def _checkpoints_by_epoch(run_dir):
+    """{epoch: path} of the run's checkpoints, read from each file's own record."""
+    found = {}
+    for path in sorted((run_dir / "checkpoints").glob("*.h5")):
+        try:
+            epoch = modelfile.load(path).state.get("epoch")
+        except MlpError:
+            continue  # a damaged checkpoint is simply not offered
+        if isinstance(epoch, int):
+            found[epoch] = path
+    return found
+
+
+def _best_epoch(run_dir):
+    """The epoch with the best value of the run's checkpoint monitor, from history.csv."""
+    import csv
+
+    cfg = _run_config(run_dir)
+    monitor, mode = cfg["checkpoint"]["monitor"], cfg["checkpoint"]["mode"]
+    try:
+        rows = list(csv.DictReader((run_dir / "history.csv").open(encoding="utf-8")))
+    except OSError as exc:
+        raise MlpError(f"{run_dir / 'history.csv'}: cannot read ({exc.strerror})") from None
+    scored = [(float(r[monitor]), int(r["epoch"])) for r in rows if r.get(monitor) not in (None, "")]
+    if not scored:
+        raise MlpError(f"{run_dir / 'history.csv'}: no values of {monitor}")
+    best = max if higher_is_better(monitor, mode) else min
+    return best(scored, key=lambda pair: pair[0])[1]
+
+
+def _run_config(run_dir):
+    try:
+        return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise MlpError(f"{run_dir / 'config.yaml'}: cannot read ({exc})") from None
+
+
+def _test_data(cfg, loaded, data):
+    """(raw features, targets, class names, description, dataset kind) of the evaluation data."""
+    task = cfg["task"] if cfg else _guess_task(loaded)
+    if data is None:
+        if cfg is None:
+            if int(np.prod(loaded.model.input_shape)) == 784 and loaded.model.n_outputs == 10:
+                data_cfg = {"dataset": "mnist"}
+            else:
+                raise MlpError("this model file carries no mlpcli config; pass --data (a dataset "
+                               "name or a file) to say what to evaluate it on")
+        else:
+            data_cfg = dict(cfg["data"])
+    elif data in ("mnist", "fashion_mnist"):
+        data_cfg = {"dataset": data}
+    else:
+        kind = _kind_of(Path(data), cfg)
+        data_cfg = {**(cfg["data"] if cfg else {}), "dataset": kind, "path": str(data),
+                    "test_path": None, "validation_path": None, "max_test_samples": None}
+    raw, name = load_raw(data_cfg, task=task)
+    kind = data_cfg["dataset"]
+    if raw.x_test is not None:
+        x, y = raw.x_test[:data_cfg.get("max_test_samples")], raw.y_test[:data_cfg.get("max_test_samples")]
+        return x, y, raw.class_names, f"{name} test split ({len(x)} samples)", kind
+    if data is not None:
+        return raw.x_train, raw.y_train, raw.class_names, f"{name} ({len(raw.x_train)} samples)", kind
+    raise MlpError(f"the run's dataset ({name}) has no test split; pass --data FILE to evaluate on")
+
+
+def _kind_of(path, cfg):
+    if path.is_dir():
+        return "image_folder"
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".csv"):
+        return suffix[1:]
+    if cfg:
+        return cfg["data"]["dataset"]
+    raise MlpError(f"--data {path}: expected mnist, fashion_mnist, a .npz or .csv file, or a folder of images")
+
+
+def _guess_task(loaded):
+    last = loaded.model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "name", "linear")
+    return "classification" if activation in ("softmax", "sigmoid") else "regression"
+
+
+def _loss_name(cfg, loaded):
+    if cfg:
+        return cfg["loss"]
+    if loaded.loss in losses.LOSSES or loaded.loss in losses.ALIASES:
+        return loaded.loss
+    if _guess_task(loaded) == "regression":
+        return "mean_squared_error"
+    return "binary_crossentropy" if loaded.model.n_outputs == 1 else "categorical_crossentropy"
+
+
+def score(model, x, y, *, loss_name, metric_specs, task, class_names=None):
+    """Loss, metrics and, for classification, the per-class report of ``model`` on (x, y)."""
+    loss = losses.get(loss_name)
+    y_pred = model.predict(x).reshape(len(x), -1)
+    report = {"samples": int(len(x)),
+              "loss": loss.value(losses.encode_targets(loss, y, model.n_outputs), y_pred) + model.penalty(),
+              "metrics": metrics.compute(metric_specs, y, y_pred)}
+    if task != "classification":
+        return report
+    n_classes = max(model.n_outputs, 2)
+    names = list(class_names) if class_names and len(class_names) == n_classes else \
+        [str(i) for i in range(n_classes)]
+    predicted = predicted_classes(y_pred)
+    cm = confusion_matrix(y.astype(np.int64), predicted, n_classes)
+    precision, recall, f1, support = per_class_scores(cm)
+    total = support.sum()
+    report["class_names"] = names
+    report["per_class"] = [{"class": names[i], "precision": float(precision[i]), "recall": float(recall[i]),
+                            "f1": float(f1[i]), "support": int(support[i])} for i in range(n_classes)]
+    report["macro_avg"] = {"precision": float(precision.mean()), "recall": float(recall.mean()),
+                           "f1": float(f1.mean()), "support": int(total)}
+    weights = support / max(total, 1)
+    report["weighted_avg"] = {"precision": float(precision @ weights), "recall": float(recall @ weights),
+                              "f1": float(f1 @ weights), "support": int(total)}
+    report["confusion_matrix"] = cm.tolist()
+    wrong = np.flatnonzero(predicted != y)[:MISCLASSIFIED_KEPT]
+    confidence = y_pred.max(axis=1) if model.n_outputs > 1 else np.abs(y_pred[:, 0] - 0.5) + 0.5
+    report["misclassified"] = [{"index": int(i), "true": int(y[i]), "predicted": int(predicted[i]),
+                                "probability": float(confidence[i])} for i in wrong]
+    return report
+
+
+def _report_path(run_dir, model_path):
+    """evaluation.json for a run's model.h5, evaluation-<checkpoint>.json otherwise."""
+    folder = run_dir if run_dir is not None else model_path.parent
+    if run_dir is not None and model_path.resolve() == (run_dir / "model.h5").resolve():
+        return folder / "evaluation.json"
+    return folder / f"evaluation-{model_path.stem}.json"
+
+
+def format_report(report):
+    """The report as aligned text tables for the terminal."""
+    lines = [f"Model: {report['model_file']}", f"Data:  {report['data']}", "",
+             f"loss: {report['loss']:.4f}"]
+    lines += [f"{k}: {v:.4f}" for k, v in report["metrics"].items()]
+    if "per_class" not in report:
+        return "\n".join(lines)
+    names = report["class_names"]
+    width = max(12, *(len(n) for n in names)) + 2
+    lines += ["", f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    rows = [(r["class"], r) for r in report["per_class"]] + [("macro avg", report["macro_avg"]),
+                                                              ("weighted avg", report["weighted_avg"])]
+    for i, (name, r) in enumerate(rows):
+        if i == len(report["per_class"]):
+            lines.append("")
+        lines.append(f"{name:<{width}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}"
+                     f"{r['support']:>10}")
+    cm = np.array(report["confusion_matrix"])
+    cell = max(5, len(str(cm.max())) + 1, *(len(n) + 1 for n in names))
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
+              " " * width + "".join(f"{n:>{cell}}" for n in names)]
+    lines += [f"{names[i]:<{width}}" + "".join(f"{v:>{cell}}" for v in row) for i, row in enumerate(cm)]
+    return "\n".join(lines)

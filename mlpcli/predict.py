@@ -1,0 +1,134 @@
+"""The ``predict`` stage: classes and probabilities for PNG images or rows of a .npy array.
+
+Images are brought to MNIST's form (see ``mlpcli.images``), then scaled as the
+model's training data was (the scaling stored in the model file); ``.npy``
+rows are raw features, scaled the same way.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlpcli import modelfile, runs
+from mlpcli.data import apply_preprocessing
+from mlpcli.errors import DataError, MlpError
+
+IMAGE_SIZE = 28
+UNIT_SCALING = {"scale": 1.0 / 255.0, "offset": 0.0}
+
+
+@dataclass
+class Prediction:
+    source: str  # file name, or "<file>[row]"
+    label: str
+    probability: float
+    top: list  # [(label, probability), ...], best first
+
+    def as_dict(self):
+        return {"source": self.source, "class": self.label, "probability": self.probability,
+                "top_k": [{"class": c, "probability": p} for c, p in self.top]}
+
+
+def open_model(run_dir=None, model_path=None, runs_root="runs"):
+    """The model file of ``--model``, else of ``--run`` (default: the newest run)."""
+    if model_path is not None:
+        return modelfile.load(model_path)
+    run_dir = Path(run_dir) if run_dir is not None else runs.latest_run(runs_root)
+    path = run_dir / "model.h5"
+    if not path.exists():
+        raise MlpError(f"{run_dir}: no model.h5 (is the run still training?)")
+    return modelfile.load(path)
+
+
+def predict(inputs=(), *, run_dir=None, model_path=None, npy=None, top_k=3,
+            save_preprocessed=None, runs_root="runs"):
+    """Predictions for every PNG in ``inputs`` (files or folders) and every row of ``npy``."""
+    if not inputs and npy is None:
+        raise MlpError("nothing to predict: give PNG files or folders, or --npy FILE")
+    loaded = open_model(run_dir, model_path, runs_root)
+    model = loaded.model
+    preprocessing = loaded.preprocessing or UNIT_SCALING
+    names = _class_names(loaded)
+    batches = []
+    if inputs:
+        _require_image_model(model)
+        from mlpcli import images
+
+        paths = images.list_pngs(inputs)
+        digits = np.stack([images.load_digit(p) for p in paths])
+        if save_preprocessed is not None:
+            _save_digits(Path(save_preprocessed), paths, digits)
+        batches.append(([p.name for p in paths], digits))
+    if npy is not None:
+        rows = _load_npy(Path(npy), model)
+        batches.append(([f"{Path(npy).name}[{i}]" for i in range(len(rows))], rows))
+    results = []
+    for sources, raw in batches:
+        x = apply_preprocessing(raw, preprocessing).reshape((len(raw),) + model.input_shape)
+        results += _decode(sources, model.predict(x).reshape(len(raw), -1), names, top_k)
+    return results
+
+
+def _require_image_model(model):
+    if int(np.prod(model.input_shape)) != IMAGE_SIZE * IMAGE_SIZE:
+        raise MlpError(f"the model's input shape is {list(model.input_shape)}, not a 28x28 image "
+                       "(784 values); predict on arrays with --npy instead")
+
+
+def _class_names(loaded):
+    n = loaded.model.n_outputs
+    count = 2 if n == 1 else n
+    if loaded.class_names and len(loaded.class_names) == count:
+        return list(loaded.class_names)
+    return [str(i) for i in range(count)]
+
+
+def _decode(sources, outputs, names, top_k):
+    """Predictions from model outputs (n, outputs): softmax rows, or one sigmoid column."""
+    if outputs.shape[1] == 1:  # binary: P(class 1) = output
+        outputs = np.hstack([1.0 - outputs, outputs])
+    k = max(1, min(top_k, outputs.shape[1]))
+    order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]
+    return [Prediction(src, names[o[0]], float(row[o[0]]), [(names[j], float(row[j])) for j in o])
+            for src, row, o in zip(sources, outputs, order)]
+
+
+def _load_npy(path, model):
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    if rows.dtype.kind not in "fiub":
+        raise DataError(f"{path}: holds {rows.dtype} values, not numbers")
+    want = int(np.prod(model.input_shape))
+    if rows.ndim == len(model.input_shape):  # a single sample
+        rows = rows[None]
+    if rows.ndim < 2 or int(np.prod(rows.shape[1:])) != want:
+        raise DataError(f"{path}: shape {rows.shape} does not give rows of {want} values "
+                        f"(the model's input shape is {list(model.input_shape)})")
+    return rows.reshape(len(rows), *model.input_shape)
+
+
+def _save_digits(folder, paths, digits):
+    """Write each 28x28 the model saw as a PNG named after its source."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = [folder / f"{path.stem}-28x28.png" for path in paths]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing:
+        raise MlpError(f"--save-preprocessed: would overwrite {', '.join(existing[:3])}; "
+                       "choose an empty folder")
+    for target, digit in zip(targets, digits):
+        with runs.atomic_path(target) as tmp:
+            Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+
+
+def format_predictions(results):
+    """One line per input: the class, its probability and the top-k."""
+    width = max(len(r.source) for r in results)
+    return "\n".join(f"{r.source:<{width}}  {r.label} ({r.probability:.1%})   top: "
+                     + ", ".join(f"{c} {p:.1%}" for c, p in r.top) for r in results)
