@@ -8,6 +8,7 @@ Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
 import csv
 import io
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -44,13 +45,14 @@ class Reporter:
             self.log.write(text + "\n")
             self.log.flush()
 
-    def progress(self, epoch, epochs):
+    def progress(self, epoch, epochs, batches):
         """A tqdm bar for one epoch, or None when output is not a terminal."""
         if self.quiet or not sys.stderr.isatty():
             return None
         from tqdm import tqdm
 
-        return tqdm(desc=f"Epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
+        return tqdm(total=batches, desc=f"Epoch {epoch}/{epochs}", unit="batch", leave=False,
+                    dynamic_ncols=True)
 
 
 def train(config_path, overrides=(), *, runs_root="runs", run_dir=None, dry_run=False,
@@ -150,17 +152,15 @@ def _fit(cfg, model, streams, data, folder, report, train_set, val_set, test_set
     for epoch in range(1, epochs + 1):
         lr = trainer.learning_rate
         t0 = time.perf_counter()
-        bar = report.progress(epoch, epochs)
+        bar = report.progress(epoch, epochs, math.ceil(len(x) / trainer.batch_size))
 
-        def on_batch(done, total, mean_loss, bar=bar):
-            if bar is not None:
-                bar.total = total
-                bar.update(1)
-                if done % 20 == 0 or done == total:
-                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+        def on_batch(done, total, running, bar=bar):
+            bar.update(1)
+            if done % 10 == 0 or done == total:
+                bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
 
         try:
-            logs = trainer.run_epoch(x, y, on_batch)
+            logs = trainer.run_epoch(x, y, on_batch if bar is not None else None)
         finally:
             if bar is not None:
                 bar.close()

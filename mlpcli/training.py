@@ -61,7 +61,8 @@ class Trainer:
     def run_epoch(self, x, y, on_batch=None):
         """Train one epoch on x (n, *input_shape) and raw targets y; return its logs.
 
-        ``on_batch(done, total, mean_loss)`` is called after every batch.
+        ``on_batch(done, total, running)`` is called after every batch with the
+        running mean loss (and accuracy, when it is a metric) of the epoch so far.
         """
         n = x.shape[0]
         order = self.shuffle_rng.permutation(n) if self.shuffle else np.arange(n)
@@ -69,6 +70,8 @@ class Trainer:
         outputs = np.empty((n, self.model.n_outputs), np.float32)
         n_batches = math.ceil(n / self.batch_size)
         total_loss = 0.0
+        correct = 0
+        track_accuracy = on_batch is not None and any(m["type"] == "accuracy" for m in self.metric_specs)
         for b in range(n_batches):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             value, y_pred = self.model.train_step(x[idx], y_enc[idx], self.loss, self.optimizer,
@@ -80,7 +83,13 @@ class Trainer:
             total_loss += value * len(idx)
             self.step += 1
             if on_batch:
-                on_batch(b + 1, n_batches, total_loss / min(n, (b + 1) * self.batch_size))
+                seen = min(n, (b + 1) * self.batch_size)
+                running = {"loss": total_loss / seen}
+                if track_accuracy:
+                    correct += int((metrics_mod.predicted_classes(y_pred.reshape(len(idx), -1))
+                                    == y[idx]).sum())
+                    running["accuracy"] = correct / seen
+                on_batch(b + 1, n_batches, running)
         logs = {"loss": total_loss / n}
         logs.update(metrics_mod.compute(self.metric_specs, y[order], outputs))
         return logs

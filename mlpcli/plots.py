@@ -1,0 +1,574 @@
+"""The ``plot`` stage: figures of training curves and evaluations from run folders.
+
+``plot_runs(run_dirs, out_dir, fmt)`` reads what ``mlp train`` and ``mlp
+evaluate`` left in each run folder and writes:
+
+* ``accuracy.<fmt>``: training vs validation accuracy per epoch (skipped for
+  runs without an ``accuracy`` column, e.g. regression runs);
+* ``loss.<fmt>``: training vs validation loss per epoch;
+* ``learning_rate.<fmt>``: the learning rate per epoch;
+* for every ``evaluation*.json``: ``confusion_matrix<suffix>.<fmt>`` (counts,
+  true class = rows, predicted = columns) and ``misclassified<suffix>.<fmt>``
+  (up to 25 misclassified test images), where ``evaluation-model-03.json``
+  gives the suffix ``-model-03`` and ``evaluation.json`` none.
+
+On the accuracy and loss plots the best epoch by the checkpoint's monitored
+quantity is marked with a dashed vertical line, and the epochs from the onset
+of overfitting (see ``overfitting_onset``) to the end are shaded.
+
+With one run the figures go to ``<run>/plots/`` (or ``out_dir``). With several,
+each run's figures go to ``<run>/plots/`` (or ``out_dir/<run folder name>/``)
+and ``compare-accuracy.<fmt>`` / ``compare-loss.<fmt>``, overlaying the
+validation curves (training curves for runs without validation) of every run,
+go to ``out_dir`` (default: the first run's ``plots/`` folder).
+
+Nothing a run folder lacks raises: what cannot be drawn is listed, with the
+reason, in ``PlotReport.skipped``. matplotlib is imported only when drawing,
+so importing this module stays cheap.
+"""
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FORMATS = ("png", "svg", "pdf")
+FIGSIZE = (6.4, 4.8)
+DPI = 100
+MAX_MISCLASSIFIED = 25
+GRID_COLUMNS = 5
+# below this many epochs the curves get point markers (one epoch is a single point)
+MARKER_EPOCHS = 25
+
+
+@dataclass
+class PlotReport:
+    written: list[Path] = field(default_factory=list)  # files written
+    skipped: list[str] = field(default_factory=list)  # what was not drawn and why, one line each
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def overfitting_onset(train_loss, val_loss) -> int | None:
+    """The epoch (1-based position in the curves) at which overfitting set in, or None.
+
+    Let ``m`` be the epoch of the lowest validation loss (the first one on a
+    tie). The onset is the first epoch ``e`` after ``m`` such that
+
+    * the validation loss stays strictly above its minimum from ``e`` to the
+      last epoch, and
+    * the training loss at the last epoch is lower than at ``e`` (training
+      kept improving while validation got worse).
+
+    So the last epoch is never an onset (the training loss must fall after
+    it), curves whose validation loss is lowest at the end give None, and
+    fewer than 3 epochs always give None. Non-finite values are ignored for
+    the minimum and never satisfy a condition; curves of different lengths
+    are compared over the common length.
+    """
+    n = min(len(train_loss), len(val_loss))
+    train = [float(v) if _finite(v) else math.nan for v in train_loss[:n]]
+    val = [float(v) if _finite(v) else math.nan for v in val_loss[:n]]
+    finite_val = [(v, i) for i, v in enumerate(val) if not math.isnan(v)]
+    if n < 3 or not finite_val or math.isnan(train[-1]):
+        return None
+    low, m = min(finite_val)  # ties: the smallest index
+    # stays_above[i]: val[j] > low for every j >= i
+    stays_above = [False] * n
+    ok = True
+    for i in range(n - 1, -1, -1):
+        ok = ok and val[i] > low  # NaN > low is False
+        stays_above[i] = ok
+    for e in range(m + 1, n):
+        if stays_above[e] and train[-1] < train[e]:
+            return e + 1
+    return None
+
+
+def _columns(history):
+    """History as {column: [values]}; accepts that or a list of per-epoch row dicts."""
+    if isinstance(history, dict):
+        return history
+    names = []
+    for row in history:
+        names += [k for k in row if k not in names]
+    return {k: [row.get(k, math.nan) for row in history] for k in names}
+
+
+def _epochs(cols):
+    n = max((len(v) for v in cols.values()), default=0)
+    epochs = cols.get("epoch")
+    if epochs and len(epochs) == n and all(_finite(e) for e in epochs):
+        return [int(e) if float(e).is_integer() else e for e in epochs]
+    return list(range(1, n + 1))
+
+
+def _has(cols, name):
+    return name in cols and any(_finite(v) for v in cols[name])
+
+
+def monitored_column(history, monitor):
+    """The column that best-epoch marking uses: ``monitor`` when logged, else ``loss`` (or None)."""
+    cols = _columns(history)
+    if monitor and _has(cols, monitor):
+        return monitor
+    return "loss" if _has(cols, "loss") else None
+
+
+def best_epoch(history, monitor="val_loss", mode="auto"):
+    """The epoch with the best value of ``monitor``, or None when nothing is logged.
+
+    ``history`` is ``{column: [values per epoch]}`` (as read from
+    history.csv; an ``epoch`` column gives the epoch numbers, else 1, 2, ...)
+    or a list of per-epoch row dicts. ``mode`` is "min", "max" or "auto"
+    (see ``mlpcli.nn.metrics.higher_is_better``). When ``monitor`` is not
+    logged, the training ``loss`` is used instead (lower is better, whatever
+    ``mode`` says). Ties go to the earliest epoch, as Keras checkpoints do.
+    """
+    from mlpcli.nn.metrics import higher_is_better
+
+    cols = _columns(history)
+    column = monitored_column(cols, monitor)
+    if column is None:
+        return None
+    higher = higher_is_better(column, mode if column == monitor else "auto")
+    values = cols[column]
+    best = None
+    for i, v in enumerate(values):
+        if _finite(v) and (best is None or (v > values[best] if higher else v < values[best])):
+            best = i
+    return None if best is None else _epochs(cols)[best]
+
+
+def evaluation_suffix(path):
+    """``evaluation.json`` -> "", ``evaluation-model-03.json`` -> "-model-03"."""
+    rest = Path(path).stem[len("evaluation"):]
+    return rest if not rest or rest.startswith("-") else f"-{rest}"
+
+
+# ---------------------------------------------------------------- reading a run
+
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_history(path):
+    """history.csv as {column: [float per epoch]} (missing or non-numeric cells are NaN).
+
+    Raises OSError, UnicodeDecodeError, csv.Error or ValueError when the file
+    cannot be read or has no header.
+    """
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise ValueError("no header line")
+        names = [h.strip() for h in header]
+        cols = {name: [] for name in names if name}
+        for row in reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            for i, name in enumerate(names):
+                if name:
+                    cols[name].append(_number(row[i]) if i < len(row) else math.nan)
+    return cols
+
+
+def _read_config(run, report, label):
+    """The run's config.yaml as a dict ({} with a note when it is missing or unreadable)."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        report.skipped.append(f"{label}: no config.yaml; best epoch uses val_loss, "
+                              "misclassified images are not drawn")
+        return {}
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        cfg, why = None, (str(exc).splitlines() or [type(exc).__name__])[0]
+    else:
+        why = f"top level is {type(cfg).__name__}, not a mapping"
+    if not isinstance(cfg, dict):
+        report.skipped.append(f"{label}: config.yaml unreadable ({why}); using defaults")
+        return {}
+    return cfg
+
+
+def _section(cfg, key):
+    value = cfg.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+# ---------------------------------------------------------------- drawing
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _new_figure(figsize=FIGSIZE):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=figsize, dpi=DPI)
+    return fig, ax
+
+
+def _save(fig, path, fmt, report, label):
+    """Tight-layout, write atomically, close; record the file or the failure."""
+    import warnings
+
+    from mlpcli.runs import atomic_path
+
+    plt = _pyplot()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "tight_layout not applied" etc.
+            fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=DPI)
+        report.written.append(path)
+    except OSError as exc:
+        report.skipped.append(f"{label}: {path.name}: could not be written ({exc})")
+    finally:
+        plt.close(fig)
+
+
+def _integer_epochs(ax):
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _curve_style(n):
+    return {"marker": "o", "markersize": 4} if n <= MARKER_EPOCHS else {}
+
+
+def _curve_plot(cols, epochs, metric, title, path, fmt, report, label, best, onset):
+    """Train (and validation) curve of ``metric`` with best-epoch line and overfitting shade."""
+    fig, ax = _new_figure()
+    style = _curve_style(len(epochs))
+    if _has(cols, metric):
+        ax.plot(epochs, cols[metric], label="train", **style)
+    if _has(cols, f"val_{metric}"):
+        ax.plot(epochs, cols[f"val_{metric}"], label="validation", **style)
+    if onset is not None:
+        ax.axvspan(epochs[onset - 1], epochs[-1], color="tab:red", alpha=0.12,
+                   label=f"overfitting from epoch {epochs[onset - 1]}")
+    if best is not None:
+        ax.axvline(best, color="0.35", linestyle="--", linewidth=1, label=f"best epoch {best}")
+    ax.set_title(f"model {title} ({label})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(title)
+    _integer_epochs(ax)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best")
+    _save(fig, path, fmt, report, label)
+
+
+def _lr_plot(cols, epochs, path, fmt, report, label):
+    values = cols["lr"]
+    fig, ax = _new_figure()
+    ax.plot(epochs, values, color="tab:green", **_curve_style(len(epochs)))
+    finite = [v for v in values if _finite(v)]
+    if finite and min(finite) > 0 and max(finite) / min(finite) >= 10:
+        ax.set_yscale("log")
+    ax.set_title(f"learning rate ({label})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    _integer_epochs(ax)
+    ax.grid(True, alpha=0.3)
+    _save(fig, path, fmt, report, label)
+
+
+def _plot_history(cols, cfg, folder, fmt, report, label):
+    if not cols or not any(cols.values()):
+        report.skipped.append(f"{label}: history.csv has no epochs; no curves drawn")
+        return
+    epochs = _epochs(cols)
+    ckpt = _section(cfg, "checkpoint")
+    monitor = ckpt.get("monitor") if isinstance(ckpt.get("monitor"), str) else "val_loss"
+    mode = ckpt.get("mode") if ckpt.get("mode") in ("auto", "min", "max") else "auto"
+    best = best_epoch(cols, monitor, mode)
+    column = monitored_column(cols, monitor)
+    if column is not None and column != monitor:
+        report.skipped.append(f"{label}: {monitor} not in history; best epoch marked by {column}")
+    onset = None
+    if _has(cols, "loss") and _has(cols, "val_loss"):
+        onset = overfitting_onset(cols["loss"], cols["val_loss"])
+    if not any(name.startswith("val_") and _has(cols, name) for name in cols):
+        report.skipped.append(f"{label}: no validation columns in history; "
+                              "accuracy and loss show training curves only")
+
+    for metric, title, missing in (
+            ("accuracy", "accuracy", "no accuracy in history (regression run?)"),
+            ("loss", "loss", "no loss in history")):
+        name = f"{metric}.{fmt}"
+        if not (_has(cols, metric) or _has(cols, f"val_{metric}")):
+            report.skipped.append(f"{label}: {name}: {missing}")
+            continue
+        _curve_plot(cols, epochs, metric, title, folder / name, fmt, report, label, best, onset)
+
+    name = f"learning_rate.{fmt}"
+    if _has(cols, "lr"):
+        _lr_plot(cols, epochs, folder / name, fmt, report, label)
+    else:
+        report.skipped.append(f"{label}: {name}: no lr in history")
+
+
+def _confusion_plot(ev, path, fmt, report, label, source):
+    cm = ev.get("confusion_matrix")
+    n = len(cm) if isinstance(cm, list) else 0
+    if not n or not all(isinstance(row, list) and len(row) == n and all(_finite(v) for v in row)
+                        for row in cm):
+        report.skipped.append(f"{label}: {path.name}: {source} has no square confusion_matrix")
+        return
+    names = ev.get("class_names")
+    if not (isinstance(names, list) and len(names) == n):
+        names = [str(i) for i in range(n)]
+    names = [str(c) for c in names]
+    fig, ax = _new_figure()
+    image = ax.imshow(cm, cmap="Blues", interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    peak = max(max(row) for row in cm)
+    if n <= 30:
+        size = 9 if n <= 10 else max(4, int(90 / n))
+        for i, row in enumerate(cm):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=size,
+                        color="white" if peak and v > peak / 2 else "black")
+    ticks = list(range(n))
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    small = 9 if n <= 10 else max(4, int(100 / n))
+    ax.set_xticklabels(names, fontsize=small, rotation=45 if max(map(len, names)) > 2 else 0,
+                       ha="right" if max(map(len, names)) > 2 else "center")
+    ax.set_yticklabels(names, fontsize=small)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = ev.get("metrics", {}).get("accuracy") if isinstance(ev.get("metrics"), dict) else None
+    extra = f", accuracy {accuracy:.4f}" if _finite(accuracy) else ""
+    ax.set_title(f"confusion matrix ({label}{extra})")
+    _save(fig, path, fmt, report, label)
+
+
+def _image_shape(sample_shape, input_shape):
+    """The (h, w) or (h, w, c) to show a sample as, or None when it is not image-like."""
+    size = math.prod(sample_shape)
+    if size == 784:
+        return (28, 28)
+    if (isinstance(input_shape, list) and all(isinstance(d, int) and d > 0 for d in input_shape)
+            and math.prod(input_shape) == size):
+        if len(input_shape) == 2 or (len(input_shape) == 3 and input_shape[2] in (1, 3, 4)):
+            return tuple(input_shape)
+    if len(sample_shape) == 2 or (len(sample_shape) == 3 and sample_shape[2] in (1, 3, 4)):
+        return tuple(sample_shape)
+    return None
+
+
+def _misclassified_plot(ev, cfg, path, fmt, report, label, source, cache):
+    wrong = ev.get("misclassified")
+    if not isinstance(wrong, list) or not wrong:
+        report.skipped.append(f"{label}: {path.name}: {source} lists no misclassified samples")
+        return
+    data_cfg = _section(cfg, "data")
+    if not data_cfg:
+        report.skipped.append(f"{label}: {path.name}: no data section in config.yaml to load "
+                              "the test images from")
+        return
+    if "data" not in cache:
+        from mlpcli.errors import MlpError
+
+        try:
+            from mlpcli.data import load_dataset
+
+            cache["data"] = load_dataset(data_cfg, task=cfg.get("task") or "classification")
+        except (MlpError, OSError, ValueError) as exc:
+            cache["data"] = f"cannot load the test data ({exc})"
+    data = cache["data"]
+    if isinstance(data, str):
+        report.skipped.append(f"{label}: {path.name}: {data}")
+        return
+    if data.x_test is None or not len(data.x_test):
+        report.skipped.append(f"{label}: {path.name}: the run's dataset has no test split")
+        return
+    shape = _image_shape(tuple(data.x_test.shape[1:]), _section(cfg, "model").get("input_shape"))
+    if shape is None:
+        report.skipped.append(f"{label}: {path.name}: test inputs of shape "
+                              f"{tuple(data.x_test.shape[1:])} are not image-like")
+        return
+    names = ev.get("class_names") if isinstance(ev.get("class_names"), list) else data.class_names
+
+    def name_of(k):
+        if isinstance(k, bool) or not isinstance(k, int):
+            return str(k)
+        return str(names[k]) if names and 0 <= k < len(names) else str(k)
+
+    items = [w for w in wrong if isinstance(w, dict) and isinstance(w.get("index"), int)
+             and not isinstance(w.get("index"), bool) and 0 <= w["index"] < len(data.x_test)]
+    if len(items) < len(wrong):
+        report.skipped.append(f"{label}: {path.name}: {len(wrong) - len(items)} misclassified "
+                              f"entries have no valid test index (test split has {len(data.x_test)})")
+    if not items:
+        return
+    items = items[:MAX_MISCLASSIFIED]
+    cols = min(GRID_COLUMNS, len(items))
+    rows = math.ceil(len(items) / cols)
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(rows, cols, figsize=(FIGSIZE[0], 0.4 + 1.45 * rows), dpi=DPI,
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, items):
+        image = np.asarray(data.x_test[item["index"]], dtype=np.float32).reshape(shape)
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        if image.ndim == 3:  # colour: stretch to [0, 1] for imshow
+            low, high = float(image.min()), float(image.max())
+            image = (image - low) / (high - low) if high > low else np.zeros_like(image)
+            ax.imshow(image, interpolation="nearest")
+        else:
+            ax.imshow(image, cmap="gray", interpolation="nearest")
+        ax.set_title(f"true {name_of(item.get('true'))} / pred {name_of(item.get('predicted'))}",
+                     fontsize=7)
+    fig.suptitle(f"misclassified test images ({len(items)} of {len(wrong)}, {label})", fontsize=9)
+    _save(fig, path, fmt, report, label)
+
+
+def _plot_evaluations(run, cfg, folder, fmt, report, label):
+    cache = {}
+    for source in sorted(run.glob("evaluation*.json")):
+        suffix = evaluation_suffix(source)
+        try:
+            ev = json.loads(source.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            report.skipped.append(f"{label}: {source.name} unreadable ({exc}); no evaluation plots")
+            continue
+        if not isinstance(ev, dict):
+            report.skipped.append(f"{label}: {source.name} is not a JSON object; no evaluation plots")
+            continue
+        if "confusion_matrix" not in ev:
+            report.skipped.append(f"{label}: {source.name} has no confusion matrix "
+                                  "(regression evaluation?); no evaluation plots")
+            continue
+        _confusion_plot(ev, folder / f"confusion_matrix{suffix}.{fmt}", fmt, report, label,
+                        source.name)
+        _misclassified_plot(ev, cfg, folder / f"misclassified{suffix}.{fmt}", fmt, report, label,
+                            source.name, cache)
+
+
+def _compare_plot(runs, metric, path, fmt, report):
+    """Overlay each run's validation curve of ``metric`` (training when no validation)."""
+    fig, ax = _new_figure()
+    drawn = 0
+    longest = 0
+    for label, cols in runs:
+        if _has(cols, f"val_{metric}"):
+            values, name = cols[f"val_{metric}"], label
+        elif _has(cols, metric):
+            values, name = cols[metric], f"{label} (train)"
+        else:
+            report.skipped.append(f"{label}: {path.name}: no {metric} in history; not compared")
+            continue
+        epochs = _epochs(cols)
+        longest = max(longest, len(epochs))
+        ax.plot(epochs, values, label=name, linestyle=("-", "--", ":", "-.")[(drawn // 10) % 4],
+                **_curve_style(len(epochs)))
+        drawn += 1
+    if not drawn:
+        _pyplot().close(fig)
+        report.skipped.append(f"{path.name}: no run has {metric} in its history")
+        return
+    ax.set_title(f"{metric} by run (validation where available)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    _integer_epochs(ax)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8 if drawn <= 8 else 6)
+    _save(fig, path, fmt, report, "compare")
+
+
+# ---------------------------------------------------------------- entry point
+
+def _labels(run_dirs):
+    """A distinct display name per run folder (its folder name, resolved through links)."""
+    labels, seen = [], {}
+    for run in run_dirs:
+        try:
+            name = run.resolve().name or str(run)
+        except OSError:
+            name = run.name or str(run)
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return labels
+
+
+def plot_runs(run_dirs: list[Path], out_dir: Path | None = None, fmt: str = "png") -> PlotReport:
+    """Draw the figures of one or more run folders; return what was written and skipped.
+
+    ``run_dirs``: run folders made by ``mlp train``. ``out_dir``: where to
+    write (see the module docstring for the layout with several runs).
+    ``fmt``: "png", "svg" or "pdf" (else ValueError). Problems with a run
+    (no history.csv, no validation data, a regression run, ...) never raise;
+    they are listed in ``PlotReport.skipped``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"plot format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    run_dirs = [Path(r) for r in run_dirs]
+    if not run_dirs:
+        raise ValueError("no run folders given")
+    out_dir = None if out_dir is None else Path(out_dir)
+    several = len(run_dirs) > 1
+    report = PlotReport()
+    histories = []  # (label, columns) of runs with a readable history, for comparison
+    first_existing = None
+    for run, label in zip(run_dirs, _labels(run_dirs)):
+        if not run.is_dir():
+            report.skipped.append(f"{label}: {run} is not a run folder; nothing drawn")
+            continue
+        if first_existing is None:
+            first_existing = run
+        if out_dir is None:
+            folder = run / "plots"
+        else:
+            folder = out_dir / label if several else out_dir
+        cfg = _read_config(run, report, label)
+        history_path = run / "history.csv"
+        if not history_path.is_file():
+            report.skipped.append(f"{label}: no history.csv; no curves drawn")
+        else:
+            try:
+                cols = read_history(history_path)
+            except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+                report.skipped.append(f"{label}: history.csv unreadable ({exc}); no curves drawn")
+            else:
+                _plot_history(cols, cfg, folder, fmt, report, label)
+                if cols and any(cols.values()):
+                    histories.append((label, cols))
+        _plot_evaluations(run, cfg, folder, fmt, report, label)
+
+    if several:
+        target = out_dir if out_dir is not None else (
+            first_existing / "plots" if first_existing is not None else None)
+        if target is None:
+            report.skipped.append("no run folder exists; no comparison plots drawn")
+        elif not histories:
+            report.skipped.append("no run has a readable history; no comparison plots drawn")
+        else:
+            _compare_plot(histories, "accuracy", target / f"compare-accuracy.{fmt}", fmt, report)
+            _compare_plot(histories, "loss", target / f"compare-loss.{fmt}", fmt, report)
+    return report
