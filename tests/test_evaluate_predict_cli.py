@@ -1,0 +1,216 @@
+"""`mlp evaluate` and `mlp predict` through CliRunner, on a run trained in the test."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mlpcli import modelfile
+from mlpcli.cli import main
+from mlpcli.data.builtin import load_builtin
+
+
+def invoke(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    """configs/mnist.yaml trained on all 48,000 training images for 6 epochs."""
+    root = tmp_path_factory.mktemp("runs")
+    result = invoke(["train", "configs/mnist.yaml", "--runs-root", root, "-q",
+                     "--set", "training.epochs=6"])
+    assert result.exit_code == 0, result.output
+    return (root / "latest").resolve()
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    raw = load_builtin("mnist")
+    return raw.x_test, raw.y_test
+
+
+def test_evaluate_prints_tables_and_writes_json(mnist_run):
+    result = invoke(["evaluate", mnist_run])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "accuracy:" in out and "macro avg" in out and "weighted avg" in out
+    assert "confusion matrix (rows: true class, columns: predicted)" in out
+    report = json.loads((mnist_run / "evaluation.json").read_text())
+    assert report["checkpoint"] == "model.h5" and report["samples"] == 10000
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 10000
+    assert report["metrics"]["accuracy"] == pytest.approx(np.trace(cm) / 10000)
+    assert report["metrics"]["accuracy"] > 0.97
+    supports = [c["support"] for c in report["per_class"]]
+    assert supports == cm.sum(axis=1).tolist()
+    recall_3 = report["per_class"][3]["recall"]
+    assert recall_3 == pytest.approx(cm[3, 3] / cm[3].sum())
+    assert len(report["misclassified"]) == min(100, 10000 - np.trace(cm))
+    wrong = report["misclassified"][0]
+    assert wrong["true"] != wrong["predicted"]
+
+
+def test_evaluate_checkpoints_never_overwrite_each_other(mnist_run):
+    assert invoke(["evaluate", mnist_run, "--checkpoint", "2"]).exit_code == 0
+    assert invoke(["evaluate", mnist_run, "--checkpoint", "last"]).exit_code == 0
+    first = json.loads((mnist_run / "evaluation-model-02.json").read_text())
+    last = json.loads((mnist_run / "evaluation-model-06.json").read_text())
+    assert first["checkpoint"] == "model-02.h5" and last["checkpoint"] == "model-06.h5"
+    assert first["loss"] != last["loss"]
+    result = invoke(["evaluate", mnist_run, "--checkpoint", "best"])
+    assert result.exit_code == 0, result.output
+    history = (mnist_run / "history.csv").read_text().splitlines()
+    header = history[0].split(",")
+    val_loss = [float(r.split(",")[header.index("val_loss")]) for r in history[1:]]
+    best = int(np.argmin(val_loss)) + 1
+    assert (mnist_run / f"evaluation-model-{best:02d}.json").exists()
+
+
+def test_evaluate_bad_checkpoint_and_missing_run(mnist_run, tmp_path):
+    result = invoke(["evaluate", mnist_run, "--checkpoint", "99"])
+    assert result.exit_code == 2 and "no checkpoint of epoch 99" in result.output
+    result = invoke(["evaluate", tmp_path / "nothing"])
+    assert result.exit_code == 2 and "not a run folder" in result.output
+    result = invoke(["evaluate", "--runs-root", tmp_path])
+    assert result.exit_code == 2 and "no runs found" in result.output
+
+
+def test_evaluate_foreign_model_file(mnist_run, tmp_path):
+    """A model file without mlpcli's extras (as Keras writes) is evaluated on --data mnist."""
+    import h5py
+
+    foreign = tmp_path / "foreign.h5"
+    foreign.write_bytes((mnist_run / "model.h5").read_bytes())
+    with h5py.File(foreign, "a") as f:
+        del f["mlpcli"]
+    result = invoke(["evaluate", "--model", foreign, "--data", "mnist"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "evaluation-foreign.json").read_text())
+    ours = json.loads((mnist_run / "evaluation.json").read_text())
+    assert report["metrics"]["accuracy"] == pytest.approx(ours["metrics"]["accuracy"])
+
+
+def _save_png(path, array, mode):
+    Image.fromarray(array, mode=mode).save(path)
+
+
+def _styled_pngs(folder, images, labels):
+    """MNIST test digits as a person's PNGs: inverted, scaled up, RGB, RGBA, off-centre."""
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i, (img, label) in enumerate(zip(images, labels)):
+        style = i % 5
+        name = f"{i:03d}.png"
+        big = np.asarray(Image.fromarray(img).resize((int(rng.integers(200, 301)),) * 2, Image.BILINEAR))
+        if style == 0:  # black ink on white paper, enlarged
+            _save_png(folder / name, 255 - big, "L")
+        elif style == 1:  # white on black, enlarged
+            _save_png(folder / name, big, "L")
+        elif style == 2:  # RGB, dark blue ink on white
+            rgb = np.stack([255 - big, 255 - big, 255 - big // 2], axis=-1).astype(np.uint8)
+            _save_png(folder / name, rgb, "RGB")
+        elif style == 3:  # RGBA: black ink, transparent background
+            rgba = np.zeros(big.shape + (4,), np.uint8)
+            rgba[..., 3] = big
+            _save_png(folder / name, rgba, "RGBA")
+        else:  # off-centre on a large white canvas
+            canvas = np.full((700, 900), 255, np.uint8)
+            y, x = rng.integers(0, 700 - big.shape[0]), rng.integers(0, 900 - big.shape[1])
+            canvas[y:y + big.shape[0], x:x + big.shape[1]] = 255 - big
+            _save_png(folder / name, canvas, "L")
+        truth[name] = str(label)
+    return truth
+
+
+def test_predict_gets_95_percent_of_styled_pngs(mnist_run, mnist_test, tmp_path):
+    images, labels = mnist_test
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    truth = _styled_pngs(folder, images[:300], labels[:300])
+    result = invoke(["predict", folder, "--run", mnist_run, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert len(rows) == 300
+    correct = sum(r["class"] == truth[r["source"]] for r in rows)
+    assert correct / 300 >= 0.95, correct
+
+
+def test_predict_output_top_k_and_saved_preprocessed(mnist_run, mnist_test, tmp_path):
+    images, labels = mnist_test
+    png = tmp_path / "digit.png"
+    _save_png(png, 255 - images[0], "L")
+    result = invoke(["predict", png, "--run", mnist_run, "--top-k", "5",
+                     "--save-preprocessed", tmp_path / "seen"])
+    assert result.exit_code == 0, result.output
+    line = result.output.strip()
+    assert line.startswith(f"digit.png  {labels[0]} (")
+    assert line.count("%") == 6  # the probability and five top-k entries
+    seen = np.asarray(Image.open(tmp_path / "seen" / "digit-28x28.png"))
+    assert seen.shape == (28, 28)
+    assert np.corrcoef(seen.ravel().astype(float), images[0].ravel().astype(float))[0, 1] > 0.8
+    again = invoke(["predict", png, "--run", mnist_run, "--save-preprocessed", tmp_path / "seen"])
+    assert again.exit_code == 2 and "would overwrite" in again.output
+
+
+def test_predict_json_probabilities(mnist_run, mnist_test, tmp_path):
+    images, _ = mnist_test
+    _save_png(tmp_path / "a.png", images[1], "L")
+    result = invoke(["predict", tmp_path / "a.png", "--run", mnist_run, "--json", "--top-k", "10"])
+    row = json.loads(result.output)
+    probs = [t["probability"] for t in row["top_k"]]
+    assert probs == sorted(probs, reverse=True)
+    assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+    assert row["class"] == row["top_k"][0]["class"]
+
+
+def test_predict_npy_rows_match_model(mnist_run, mnist_test, tmp_path):
+    images, labels = mnist_test
+    np.save(tmp_path / "x.npy", images[:50])
+    result = invoke(["predict", "--npy", tmp_path / "x.npy", "--run", mnist_run, "--json", "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    model = modelfile.load(mnist_run / "model.h5").model
+    expected = model.predict(images[:50].reshape(50, 784).astype(np.float32) / 255).argmax(axis=1)
+    assert [int(r["class"]) for r in rows] == expected.tolist()
+    assert rows[7]["source"] == "x.npy[7]"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    (b"", "empty"),
+    (b"hello, not an image", "not a PNG"),
+])
+def test_predict_bad_files_exit_2(mnist_run, tmp_path, content, message):
+    path = tmp_path / "bad.png"
+    if content is not None:
+        path.write_bytes(content)
+    result = invoke(["predict", path, "--run", mnist_run])
+    assert result.exit_code == 2, result.output
+    assert message.lower() in result.output.lower() and "Traceback" not in result.output
+
+
+def test_predict_refuses_non_image_model(tmp_path):
+    result = invoke(["train", "configs/diabetes-regression.yaml", "--run-dir", tmp_path / "r", "-q",
+                     "--set", "training.epochs=1"])
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "d.png"
+    _save_png(png, np.eye(28, dtype=np.uint8) * 255, "L")
+    result = invoke(["predict", png, "--run", tmp_path / "r"])
+    assert result.exit_code == 2 and "not a 28x28 image" in result.output
+
+
+def test_evaluate_regression_run_and_csv_data(tmp_path):
+    result = invoke(["train", "configs/diabetes-regression.yaml", "--run-dir", tmp_path / "r", "-q",
+                     "--set", "training.epochs=3"])
+    assert result.exit_code == 0, result.output
+    result = invoke(["evaluate", tmp_path / "r"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "evaluation.json").read_text())
+    assert set(report["metrics"]) == {"mae"} and report["samples"] == 88
+    assert "per_class" not in report and "confusion matrix" not in result.output
+    result = invoke(["evaluate", tmp_path / "r", "--data", "configs/data/diabetes_train.csv"])
+    assert result.exit_code == 0, result.output
+    assert "diabetes_train.csv (354 samples)" in result.output
