@@ -45,8 +45,9 @@ def main():
               help="Folder holding the run folders.")
 @click.option("--dry-run", is_flag=True, help="Validate, print the resolved config and the model summary; train nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--no-plots", is_flag=True, help="Skip drawing the curves into plots/ at the end.")
 @clean_errors
-def train(config, overrides, run_dir, runs_root, dry_run, quiet):
+def train(config, overrides, run_dir, runs_root, dry_run, quiet, no_plots):
     """Train the model described by CONFIG (a YAML file) into a new run folder.
 
     \b
@@ -58,7 +59,7 @@ def train(config, overrides, run_dir, runs_root, dry_run, quiet):
     from mlpcli.train import train as run_train
 
     run_train(config, overrides, runs_root=runs_root, run_dir=run_dir, dry_run=dry_run,
-              quiet=quiet, echo=click.echo)
+              quiet=quiet, plots=not no_plots, echo=click.echo)
 
 
 @main.command()
@@ -131,3 +132,35 @@ def predict(images, run_dir, model_path, top_k, as_json, npy, save_preprocessed,
             click.echo(json.dumps(r.as_dict()))
     else:
         click.echo(format_predictions(results))
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write the figures here instead of each run's plots/ folder.")
+@click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True)
+@click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@clean_errors
+def plot(run_dirs, out_dir, fmt, runs_root):
+    """Draw accuracy, loss and learning-rate curves, confusion matrices and misclassified digits.
+
+    RUN_DIRS default to the newest run. With several runs, compare-accuracy
+    and compare-loss overlay their validation curves.
+
+    \b
+    Examples:
+      mlp plot
+      mlp plot runs/mnist-mlp-20261129-212900 --format svg
+      mlp plot runs/a runs/b --out comparison/
+    """
+    from pathlib import Path
+
+    from mlpcli.plots import plot_runs
+    from mlpcli.runs import latest_run
+
+    dirs = [Path(d) for d in run_dirs] or [latest_run(runs_root)]
+    report = plot_runs(dirs, Path(out_dir) if out_dir else None, fmt)
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    for line in report.skipped:
+        click.echo(f"skipped {line}")

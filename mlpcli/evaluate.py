@@ -56,7 +56,7 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_
                    task=cfg["task"] if cfg else _guess_task(loaded),
                    class_names=loaded.class_names or class_names)
     report = {"checkpoint": model_path.name, "model_file": str(model_path.resolve()),
-              "data": source, **report}
+              "data": source, "run_test_split": data is None and loaded.config is not None, **report}
     out = _report_path(run_dir, model_path)
     runs.write_text(out, json.dumps(report, indent=2) + "\n")
     return Evaluation(report, out)

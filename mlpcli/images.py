@@ -51,25 +51,21 @@ def read_image(path) -> np.ndarray:
 
     path = Path(path)
     _check_signature(path)
+    too_large = f"{path}: image is too large (more than {MAX_PIXELS:,} pixels)"
     try:
-        # Pillow warns from 89M pixels and fails from 179M when opening; both
-        # count as too large, but usually our own, lower limit applies first.
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's own check, when opening, warns from 89M pixels (our
+            # lower limit refuses those just below) and fails from 179M.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path, formats=["PNG"]) as image:
                 width, height = image.size  # from the header only: nothing decoded yet
                 if width * height > MAX_PIXELS:
-                    raise DataError(
-                        f"{path}: image is too large ({width}x{height} = {width * height:,} "
-                        f"pixels); the limit is {MAX_PIXELS:,} pixels"
-                    )
+                    raise DataError(f"{too_large}: {width}x{height} = {width * height:,} pixels")
                 image.load()
                 return _gray(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(
-            f"{path}: image is too large ({e}); the limit is {MAX_PIXELS:,} pixels"
-        ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except Image.DecompressionBombError:
+        raise DataError(too_large) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: truncated or corrupt PNG ({e})") from None
 
 

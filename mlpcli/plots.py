@@ -30,6 +30,7 @@ so importing this module stays cheap.
 import csv
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,8 @@ class PlotReport:
 # ---------------------------------------------------------------- pure helpers
 
 def _finite(value):
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    """A finite real number (numpy scalars such as float32 included; bools are not numbers)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def overfitting_onset(train_loss, val_loss) -> int | None:
@@ -246,10 +248,15 @@ def _save(fig, path, fmt, report, label):
         plt.close(fig)
 
 
-def _integer_epochs(ax):
+def _integer_epochs(ax, epochs):
+    """Whole-number epoch ticks; a single epoch gets one tick in the middle, not 0.945..1.05."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs and min(epochs) == max(epochs):
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        ax.set_xticks([epochs[0]])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _curve_style(n):
@@ -272,7 +279,7 @@ def _curve_plot(cols, epochs, metric, title, path, fmt, report, label, best, ons
     ax.set_title(f"model {title} ({label})")
     ax.set_xlabel("epoch")
     ax.set_ylabel(title)
-    _integer_epochs(ax)
+    _integer_epochs(ax, epochs)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     _save(fig, path, fmt, report, label)
@@ -288,7 +295,7 @@ def _lr_plot(cols, epochs, path, fmt, report, label):
     ax.set_title(f"learning rate ({label})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
-    _integer_epochs(ax)
+    _integer_epochs(ax, epochs)
     ax.grid(True, alpha=0.3)
     _save(fig, path, fmt, report, label)
 
@@ -383,6 +390,10 @@ def _misclassified_plot(ev, cfg, path, fmt, report, label, source, cache):
     if not isinstance(wrong, list) or not wrong:
         report.skipped.append(f"{label}: {path.name}: {source} lists no misclassified samples")
         return
+    if ev.get("run_test_split") is False:
+        report.skipped.append(f"{label}: {path.name}: {source} scored other data (--data), whose "
+                              "images are not at hand")
+        return
     data_cfg = _section(cfg, "data")
     if not data_cfg:
         report.skipped.append(f"{label}: {path.name}: no data section in config.yaml to load "
@@ -475,7 +486,7 @@ def _compare_plot(runs, metric, path, fmt, report):
     """Overlay each run's validation curve of ``metric`` (training when no validation)."""
     fig, ax = _new_figure()
     drawn = 0
-    longest = 0
+    all_epochs = []
     for label, cols in runs:
         if _has(cols, f"val_{metric}"):
             values, name = cols[f"val_{metric}"], label
@@ -485,7 +496,7 @@ def _compare_plot(runs, metric, path, fmt, report):
             report.skipped.append(f"{label}: {path.name}: no {metric} in history; not compared")
             continue
         epochs = _epochs(cols)
-        longest = max(longest, len(epochs))
+        all_epochs += epochs
         ax.plot(epochs, values, label=name, linestyle=("-", "--", ":", "-.")[(drawn // 10) % 4],
                 **_curve_style(len(epochs)))
         drawn += 1
@@ -496,7 +507,7 @@ def _compare_plot(runs, metric, path, fmt, report):
     ax.set_title(f"{metric} by run (validation where available)")
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    _integer_epochs(ax)
+    _integer_epochs(ax, all_epochs)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8 if drawn <= 8 else 6)
     _save(fig, path, fmt, report, "compare")

@@ -1,8 +1,8 @@
 """The ``train`` stage: config -> data -> model -> epochs -> run folder.
 
 Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
-``history.csv``, ``checkpoints/*.h5``, ``model.h5``, ``results.json`` and
-``train.log``.
+``history.csv``, ``checkpoints/*.h5``, ``model.h5``, ``results.json``,
+``train.log`` and the curves in ``plots/``.
 """
 
 import csv
@@ -56,7 +56,7 @@ class Reporter:
 
 
 def train(config_path, overrides=(), *, runs_root="runs", run_dir=None, dry_run=False,
-          quiet=False, echo=print):
+          quiet=False, plots=True, echo=print):
     """Train the model described by the config file; return what it made."""
     cfg = config_mod.load_config(config_path, overrides)
     report = Reporter(echo, quiet)
@@ -88,7 +88,7 @@ def train(config_path, overrides=(), *, runs_root="runs", run_dir=None, dry_run=
         report.line(f"Training on {len(x_train)} samples, validating on "
                     f"{0 if x_val is None else len(x_val)}")
         history, results = _fit(cfg, model, streams, data, folder, report,
-                                (x_train, y_train), (x_val, y_val), (x_test, data.y_test))
+                                (x_train, y_train), (x_val, y_val), (x_test, data.y_test), plots)
     return TrainResult(folder, history, results)
 
 
@@ -136,7 +136,7 @@ def _check_targets(y, model, cfg, part):
                             f"{outputs} output(s)")
 
 
-def _fit(cfg, model, streams, data, folder, report, train_set, val_set, test_set):
+def _fit(cfg, model, streams, data, folder, report, train_set, val_set, test_set, plots):
     trainer = Trainer(model, cfg, streams)
     (x, y), (x_val, y_val), (x_test, y_test) = train_set, val_set, test_set
     epochs = cfg["training"]["epochs"]
@@ -201,6 +201,11 @@ def _fit(cfg, model, streams, data, folder, report, train_set, val_set, test_set
         report.line("Test: " + " - ".join(f"{k}: {v:.4f}" for k, v in results["test"].items()))
     runs.write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
     report.line(f"Saved {folder / 'model.h5'}")
+    if plots:
+        from mlpcli.plots import plot_runs
+
+        drawn = plot_runs([folder])
+        report.line(f"Plots: {len(drawn.written)} figures in {folder / 'plots'}")
     return history, results
 
 
