@@ -33,9 +33,10 @@ BORDER = 2
 # Ink must stand out from the paper by this many grey levels (of 255);
 # anything fainter is scanner or compression noise, not a digit.
 MIN_CONTRAST = 16.0
-# For the bounding box only: pixels below this fraction of the darkest
-# ink are noise or antialiasing fringe, which would otherwise shrink the digit.
-BOX_THRESHOLD = 0.05
+# For the bounding box only: pixels below this fraction of the strongest
+# ink are paper noise or a faint antialiasing fringe; counting them would
+# widen the box and so shrink the digit.
+BOX_THRESHOLD = 0.1
 
 
 def read_image(path) -> np.ndarray:
@@ -106,7 +107,7 @@ def _gray(image) -> np.ndarray:
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:
-    """Normalize a grayscale digit image like MNIST: float32 (28, 28) in [0, 255], white ink on black.
+    """A grayscale digit image normalized like MNIST: float32 (28, 28) in [0, 255], white on black.
 
     ``gray`` is a (H, W) array in [0, 255], dark ink on light paper or
     light ink on dark. The paper (the median of the border ring) becomes
@@ -130,10 +131,10 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     height, width = crop.shape
     scale = DIGIT_BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # Shrinking averages each output pixel's area, the antialiasing that gave
-    # MNIST its grey edges (it matched MNIST best of Pillow's filters);
-    # enlarging interpolates smoothly instead of making blocks. Neither filter
-    # has negative weights, so the ink stays >= 0 and its maximum > 0.
+    # Shrinking averages each output pixel's area (the antialiasing that gave
+    # MNIST its grey edges) instead of sampling, which would drop or double
+    # thin strokes; enlarging interpolates instead of making blocks. Neither
+    # filter has negative weights, so the ink stays >= 0 and its maximum > 0.
     resample = Image.BOX if scale < 1 else Image.BILINEAR
     fitted = np.asarray(Image.fromarray(crop, mode="F").resize(size, resample))
     return _centre(fitted) * (255 / fitted.max())
