@@ -55,8 +55,8 @@ def read_image(path) -> np.ndarray:
     too_large = f"{path}: image is too large (more than {MAX_PIXELS:,} pixels)"
     try:
         with warnings.catch_warnings():
-            # Pillow's own check, when opening, warns from 89M pixels (our
-            # lower limit refuses those just below) and fails from 179M.
+            # Pillow's own check, when opening, fails from 179M pixels and
+            # warns from 89M; those are over our lower limit, checked next.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path, formats=["PNG"]) as image:
                 width, height = image.size  # from the header only: nothing decoded yet
@@ -91,7 +91,7 @@ def _gray(image) -> np.ndarray:
     """A decoded Pillow image as float32 (H, W) grayscale in [0, 255], alpha composited on white."""
     from PIL import Image
 
-    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+    if image.mode in ("I", "I;16"):
         # 16-bit grayscale (mode "I" in Pillow < 10): Pillow's convert("L")
         # clips at 255 instead of scaling, so scale here.
         raw = np.asarray(image)
@@ -124,8 +124,9 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise DataError("no digit found: the image is blank")
-    rows = np.flatnonzero((ink > BOX_THRESHOLD * peak).any(axis=1))
-    cols = np.flatnonzero((ink > BOX_THRESHOLD * peak).any(axis=0))
+    marked = ink > BOX_THRESHOLD * peak
+    rows = np.flatnonzero(marked.any(axis=1))
+    cols = np.flatnonzero(marked.any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
     height, width = crop.shape

@@ -231,6 +231,12 @@ def test_to_mnist_wants_a_2d_array():
         to_mnist(np.zeros((28, 28, 3), np.float32))
 
 
+def keyed(image, transparent):
+    """``image`` with the pixel value ``transparent`` marked transparent when saved."""
+    image.info["transparency"] = transparent
+    return image
+
+
 @pytest.mark.parametrize(
     "image, expected",
     [
@@ -244,8 +250,15 @@ def test_to_mnist_wants_a_2d_array():
             Image.fromarray(np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [255, 0, 0, 255]]], np.uint8)),
             [255, 0, 76],
         ),
+        # A tRNS chunk: one grey level, colour or palette index is transparent.
+        (keyed(Image.fromarray(np.array([[0, 100, 255]], np.uint8)), 0), [255, 100, 255]),
+        (keyed(Image.fromarray(np.array([[[0, 0, 0], [0, 0, 9]]], np.uint8)), (0, 0, 0)), [255, 1]),
+        (
+            keyed(Image.fromarray(np.array([[0, 100, 200]], np.uint8)).convert("P"), 100),
+            [0, 255, 200],
+        ),
     ],
-    ids=["L", "I;16", "1", "RGB", "LA", "RGBA"],
+    ids=["L", "I;16", "1", "RGB", "LA", "RGBA", "L-tRNS", "RGB-tRNS", "P-tRNS"],
 )
 def test_read_image_gray_levels(image, expected, tmp_path):
     path = tmp_path / "x.png"
