@@ -214,3 +214,30 @@ def test_evaluate_regression_run_and_csv_data(tmp_path):
     result = invoke(["evaluate", tmp_path / "r", "--data", "configs/data/diabetes_train.csv"])
     assert result.exit_code == 0, result.output
     assert "diabetes_train.csv (354 samples)" in result.output
+
+
+def test_evaluation_numbers_match_a_direct_numpy_computation(mnist_run, mnist_test):
+    assert invoke(["evaluate", mnist_run]).exit_code == 0
+    report = json.loads((mnist_run / "evaluation.json").read_text())
+    images, labels = mnist_test
+    loaded = modelfile.load(mnist_run / "model.h5")
+    p = loaded.model.predict(images.reshape(-1, 784).astype(np.float32) / np.float32(255))
+    predicted = p.argmax(axis=1)
+    cm = np.zeros((10, 10), int)
+    np.add.at(cm, (labels, predicted), 1)
+    assert report["confusion_matrix"] == cm.tolist()
+    assert report["metrics"]["accuracy"] == pytest.approx((predicted == labels).mean())
+    cross_entropy = -np.log(np.clip(p[np.arange(len(labels)), labels], 1e-7, 1)).mean()
+    assert report["loss"] == pytest.approx(cross_entropy, rel=1e-4)
+    for k in range(10):
+        tp = np.sum((predicted == k) & (labels == k))
+        precision, recall = tp / np.sum(predicted == k), tp / np.sum(labels == k)
+        row = report["per_class"][k]
+        assert row["precision"] == pytest.approx(precision)
+        assert row["recall"] == pytest.approx(recall)
+        assert row["f1"] == pytest.approx(2 * precision * recall / (precision + recall))
+    f1s = [r["f1"] for r in report["per_class"]]
+    assert report["macro_avg"]["f1"] == pytest.approx(np.mean(f1s))
+    assert report["weighted_avg"]["f1"] == pytest.approx(np.average(f1s, weights=np.bincount(labels)))
+    wrong = np.flatnonzero(predicted != labels)[:100]
+    assert [m["index"] for m in report["misclassified"]] == wrong.tolist()

@@ -223,3 +223,30 @@ def test_lambda_layer_is_refused_without_running_it(tmp_path):
     assert str(path) in str(info.value)
     assert "Lambda" in str(info.value)
     assert not marker.exists()
+
+
+def test_keras_written_model_through_mlp_predict_and_evaluate(tmp_path):
+    """A Keras-saved .h5 used by the CLI: predictions equal Keras's, evaluation runs on MNIST."""
+    from click.testing import CliRunner
+
+    from mlpcli.cli import main
+    from mlpcli.data.builtin import load_builtin
+
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dropout(0.2), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    path = tmp_path / "keras_mlp.h5"
+    model.save(path)
+    raw = load_builtin("mnist").x_test[:20]
+    np.save(tmp_path / "rows.npy", raw)
+    result = CliRunner().invoke(main, ["predict", "--npy", str(tmp_path / "rows.npy"), "--model", str(path),
+                                       "--json", "--top-k", "10"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    expected = model.predict(raw.reshape(20, 784).astype(np.float32) / 255.0, verbose=0)
+    for row, probs in zip(rows, expected):
+        got = {int(t["class"]): t["probability"] for t in row["top_k"]}
+        np.testing.assert_allclose([got[k] for k in range(10)], probs, atol=1e-5)
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(path), "--data", "mnist"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "evaluation-keras_mlp.json").exists()

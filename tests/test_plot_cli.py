@@ -27,10 +27,20 @@ def two_runs(tmp_path_factory):
     return root / "a", root / "b"
 
 
+def assert_png(path, size=(640, 480)):
+    from PIL import Image
+
+    assert path.read_bytes().startswith(PNG)
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.size == size
+
+
 def test_train_leaves_curves_in_plots(two_runs):
     plots = two_runs[0] / "plots"
     for name in ("accuracy.png", "loss.png", "learning_rate.png"):
-        assert (plots / name).read_bytes().startswith(PNG)
+        assert_png(plots / name)
 
 
 def test_plot_after_evaluate_draws_confusion_and_misclassified(two_runs):
@@ -38,9 +48,11 @@ def test_plot_after_evaluate_draws_confusion_and_misclassified(two_runs):
     assert invoke(["evaluate", run]).exit_code == 0
     result = invoke(["plot", run])
     assert result.exit_code == 0, result.output
-    for name in ("confusion_matrix.png", "misclassified.png", "accuracy.png"):
+    for name in ("confusion_matrix.png", "accuracy.png"):
         assert f"wrote {run / 'plots' / name}" in result.output
-        assert (run / "plots" / name).read_bytes().startswith(PNG)
+        assert_png(run / "plots" / name)
+    assert f"wrote {run / 'plots' / 'misclassified.png'}" in result.output
+    assert_png(run / "plots" / "misclassified.png", size=(640, 765))
 
 
 def test_plot_several_runs_compares_them(two_runs, tmp_path):
