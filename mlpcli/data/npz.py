@@ -84,15 +84,7 @@ def load_npz(path, *, task: str = "classification") -> RawData:
     else:
         ys = {s: class_indices(y, f"{path}: y_{s}") for s, y in ys.items()}
 
-    return RawData(
-        x_train=xs["train"],
-        y_train=ys["train"],
-        x_val=xs.get("val"),
-        y_val=ys.get("val"),
-        x_test=xs.get("test"),
-        y_test=ys.get("test"),
-        class_names=class_names,
-    )
+    return RawData.from_splits(xs, ys, class_names)
 
 
 def _encode(y: np.ndarray, class_names: list[str], where: str) -> np.ndarray:

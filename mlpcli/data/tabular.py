@@ -213,12 +213,4 @@ def load_csv(
     else:
         encoded, class_names = _class_labels(list(splits.values()), label_column)
         ys = dict(zip(splits, encoded, strict=True))
-    return RawData(
-        x_train=xs["train"],
-        y_train=ys["train"],
-        x_val=xs.get("val"),
-        y_val=ys.get("val"),
-        x_test=xs.get("test"),
-        y_test=ys.get("test"),
-        class_names=class_names,
-    )
+    return RawData.from_splits(xs, ys, class_names)
