@@ -18,8 +18,11 @@ def clean_errors(fn):
         try:
             return fn(*args, **kwargs)
         except MlpError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"{exc.label}: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted", err=True)
+            sys.exit(130)
 
     return wrapper
 
@@ -36,7 +39,9 @@ def main():
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--resume", type=click.Path(file_okay=False), default=None, metavar="RUN_DIR",
+              help="Continue this run from its newest valid checkpoint (weights, optimizer, schedule, RNG).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set training.epochs=5 (repeatable).")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
@@ -47,19 +52,24 @@ def main():
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--no-plots", is_flag=True, help="Skip drawing the curves into plots/ at the end.")
 @clean_errors
-def train(config, overrides, run_dir, runs_root, dry_run, quiet, no_plots):
+def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plots):
     """Train the model described by CONFIG (a YAML file) into a new run folder.
+
+    Ctrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and
+    exits; --resume continues exactly where it stopped.
 
     \b
     Examples:
       mlp train configs/mnist.yaml
       mlp train configs/mnist.yaml --set training.epochs=5 --set optimizer.learning_rate=0.01
       mlp train configs/mnist.yaml --dry-run
+      mlp train --resume runs/mnist-mlp-20261129-212900
+      mlp train --resume runs/mnist-mlp-20261129-212900 --set training.epochs=30
     """
     from mlpcli.train import train as run_train
 
-    run_train(config, overrides, runs_root=runs_root, run_dir=run_dir, dry_run=dry_run,
-              quiet=quiet, plots=not no_plots, echo=click.echo)
+    run_train(config, overrides, resume=resume, runs_root=runs_root, run_dir=run_dir,
+              dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=click.echo)
 
 
 @main.command()

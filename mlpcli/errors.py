@@ -10,6 +10,7 @@ class MlpError(Exception):
     """A problem the user can fix; the message says what and where."""
 
     exit_code = 2
+    label = "Error"
 
 
 class ConfigError(MlpError):
@@ -41,3 +42,19 @@ class TrainingError(MlpError):
     """Training had to stop (non-finite loss, ...)."""
 
     exit_code = 1
+
+
+class DiskFullError(MlpError):
+    """No space left while saving; the file's previous version is untouched."""
+
+    exit_code = 1
+
+
+class Interrupted(MlpError):
+    """Training stopped by SIGINT or SIGTERM after writing a checkpoint."""
+
+    label = "Interrupted"
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.exit_code = 128 + signum

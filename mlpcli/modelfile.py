@@ -40,11 +40,16 @@ class ModelFile:
     class_names: list | None = None
     state: dict = field(default_factory=dict)
     optimizer_state: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)
 
 
 def save(path, model, *, loss=None, optimizer=None, metrics=(), config=None,
-         preprocessing=None, class_names=None, state=None):
-    """Atomically write ``model`` (and the extras given) to ``path``."""
+         preprocessing=None, class_names=None, state=None, arrays=None):
+    """Atomically write ``model`` (and the extras given) to ``path``.
+
+    ``state`` is JSON-able training state; ``arrays`` maps names to numeric
+    arrays that go with it (best weights, the epoch's shuffled order, ...).
+    """
     import h5py
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -69,10 +74,12 @@ def save(path, model, *, loss=None, optimizer=None, metrics=(), config=None,
                            ("class_names", class_names), ("state", state)):
             if value is not None:
                 own.attrs[key] = json.dumps(value)
-        if optimizer is not None:
-            opt = own.create_group("optimizer")
-            for key, value in optimizer.get_state().items():
-                opt.create_dataset(key, data=value)
+        for group, values in (("optimizer", optimizer.get_state() if optimizer else None),
+                              ("arrays", arrays)):
+            if values:
+                g = own.create_group(group)
+                for key, value in values.items():
+                    g.create_dataset(key, data=value)
 
 
 def keras_model_config(model):
@@ -169,12 +176,19 @@ def _read(f, path):
         out.preprocessing = _json_attr(own, "preprocessing", path)
         out.class_names = _json_attr(own, "class_names", path)
         out.state = _json_attr(own, "state", path) or {}
-        if "optimizer" in own:
-            items = {}
-            own["optimizer"].visititems(lambda key, obj: items.__setitem__(key, obj))
-            out.optimizer_state = {k: _numeric(v, path, f"mlpcli/optimizer/{k}")
-                                   for k, v in items.items() if not hasattr(v, "keys")}
+        out.optimizer_state = _datasets(own, "optimizer", path)
+        out.arrays = _datasets(own, "arrays", path)
     return out
+
+
+def _datasets(own, group, path):
+    """{relative name: numeric array} of every dataset below ``mlpcli/<group>``."""
+    if group not in own:
+        return {}
+    items = {}
+    own[group].visititems(lambda key, obj: items.__setitem__(key, obj))
+    return {k: _numeric(v, path, f"mlpcli/{group}/{k}") for k, v in items.items()
+            if not hasattr(v, "keys")}
 
 
 def _load_weights(group, model, path):

@@ -7,12 +7,14 @@ under its final name is always complete.
 """
 
 import contextlib
+import errno
+import fcntl
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from mlpcli.errors import MlpError
+from mlpcli.errors import DiskFullError, MlpError
 
 TMP_PREFIX = ".tmp-"
 
@@ -43,11 +45,60 @@ def atomic_path(path):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _is_disk_full(exc):
+            raise DiskFullError(f"{path}: no space left on the device while writing it; "
+                                "its previous version (if any) is untouched") from None
         raise
     _fsync_dir(path.parent)
+
+
+def _is_disk_full(exc):
+    """ENOSPC, also when a library (h5py) wraps it in its own exception."""
+    while exc is not None:
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def remove_stale_temporaries(folder):
+    """Delete temporary files a killed process left under ``folder``; return how many."""
+    stale = [p for p in Path(folder).rglob(f"{TMP_PREFIX}*") if p.is_file() or p.is_symlink()]
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return len(stale)
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a training process writes into it.
+
+    ``flock`` is released by the kernel when the process dies, even by SIGKILL,
+    so a crashed run never leaves the folder locked.
+    """
+
+    def __init__(self, folder):
+        self.path = Path(folder) / ".lock"
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise MlpError(f"{self.path.parent}: another `mlp train` (pid {holder}) is writing to "
+                           "this run; wait for it to finish or stop it first") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
 
 
 def write_text(path, text):

@@ -7,6 +7,7 @@ checkpointed as a whole. It never prints: progress goes through callbacks.
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,6 +33,25 @@ def build_model(cfg, streams):
     return model.build(streams["init"], streams["dropout"])
 
 
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: its shuffled order and what the done batches gave."""
+
+    order: np.ndarray  # int64 (n,)
+    outputs: np.ndarray  # float32 (n, outputs); rows of done batches are filled
+    batch: int = 0  # batches done
+    total_loss: float = 0.0
+    correct: int = 0
+
+
+class EpochPaused(Exception):
+    """The epoch stopped between batches because a stop was requested."""
+
+    def __init__(self, done, total):
+        super().__init__(f"paused after batch {done} of {total}")
+        self.done, self.total = done, total
+
+
 class Trainer:
     """Trains ``model`` on (x, y) one epoch at a time."""
 
@@ -50,6 +70,7 @@ class Trainer:
         self.shuffle_rng = streams["shuffle"]
         self.epoch = 0  # epochs completed
         self.step = 0  # batches completed
+        self.progress = None  # the epoch under way, when paused
 
     @property
     def learning_rate(self):
@@ -58,41 +79,80 @@ class Trainer:
     def targets(self, y):
         return losses_mod.encode_targets(self.loss, y, self.model.n_outputs)
 
-    def run_epoch(self, x, y, on_batch=None):
+    def run_epoch(self, x, y, on_batch=None, stop_requested=None):
         """Train one epoch on x (n, *input_shape) and raw targets y; return its logs.
 
         ``on_batch(done, total, running)`` is called after every batch with the
         running mean loss (and accuracy, when it is a metric) of the epoch so far.
+        When ``stop_requested()`` turns true, the epoch pauses after the current
+        batch (``self.progress`` keeps its place) and ``EpochPaused`` is raised;
+        the next call continues where it stopped.
         """
         n = x.shape[0]
-        order = self.shuffle_rng.permutation(n) if self.shuffle else np.arange(n)
-        y_enc = self.targets(y)
-        outputs = np.empty((n, self.model.n_outputs), np.float32)
         n_batches = math.ceil(n / self.batch_size)
-        total_loss = 0.0
-        correct = 0
+        if self.progress is None:
+            order = self.shuffle_rng.permutation(n) if self.shuffle else np.arange(n)
+            self.progress = EpochProgress(order, np.empty((n, self.model.n_outputs), np.float32))
+        p = self.progress
+        y_enc = self.targets(y)
         track_accuracy = on_batch is not None and any(m["type"] == "accuracy" for m in self.metric_specs)
-        for b in range(n_batches):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+        for b in range(p.batch, n_batches):
+            start = b * self.batch_size
+            idx = p.order[start:start + self.batch_size]
             value, y_pred = self.model.train_step(x[idx], y_enc[idx], self.loss, self.optimizer,
                                                   self.learning_rate)
             if not math.isfinite(value):
                 raise TrainingError(f"loss became {value} in epoch {self.epoch + 1}, batch {b + 1}; "
                                     "training stopped (try a lower learning rate or gradient clipping)")
-            outputs[b * self.batch_size:b * self.batch_size + len(idx)] = y_pred.reshape(len(idx), -1)
-            total_loss += value * len(idx)
+            y_pred = y_pred.reshape(len(idx), -1)
+            p.outputs[start:start + len(idx)] = y_pred
+            p.total_loss += value * len(idx)
+            p.batch = b + 1
             self.step += 1
             if on_batch:
-                seen = min(n, (b + 1) * self.batch_size)
-                running = {"loss": total_loss / seen}
+                seen = min(n, p.batch * self.batch_size)
+                running = {"loss": p.total_loss / seen}
                 if track_accuracy:
-                    correct += int((metrics_mod.predicted_classes(y_pred.reshape(len(idx), -1))
-                                    == y[idx]).sum())
-                    running["accuracy"] = correct / seen
-                on_batch(b + 1, n_batches, running)
-        logs = {"loss": total_loss / n}
-        logs.update(metrics_mod.compute(self.metric_specs, y[order], outputs))
+                    p.correct += int((metrics_mod.predicted_classes(y_pred) == y[idx]).sum())
+                    running["accuracy"] = p.correct / seen
+                on_batch(p.batch, n_batches, running)
+            if stop_requested is not None and stop_requested() and p.batch < n_batches:
+                raise EpochPaused(p.batch, n_batches)
+        logs = {"loss": p.total_loss / n}
+        logs.update(metrics_mod.compute(self.metric_specs, y[p.order], p.outputs))
+        self.progress = None
         return logs
+
+    def get_state(self):
+        """(JSON-able state, arrays) of everything but the weights and optimizer slots."""
+        state = {"epoch": self.epoch, "step": self.step,
+                 "shuffle_rng": self.shuffle_rng.bit_generator.state,
+                 "dropout_rngs": [layer.rng.bit_generator.state for layer in self._dropouts()],
+                 "schedule": self.schedule.get_state(), "progress": None}
+        arrays = {}
+        if self.progress is not None:
+            p = self.progress
+            state["progress"] = {"batch": p.batch, "total_loss": p.total_loss, "correct": p.correct}
+            arrays = {"progress/order": p.order, "progress/outputs": p.outputs[:p.batch * self.batch_size]}
+        return state, arrays
+
+    def set_state(self, state, arrays):
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.shuffle_rng.bit_generator.state = state["shuffle_rng"]
+        for layer, rng_state in zip(self._dropouts(), state["dropout_rngs"], strict=True):
+            layer.rng.bit_generator.state = rng_state
+        self.schedule.set_state(state["schedule"])
+        progress = state.get("progress")
+        if progress:
+            order = arrays["progress/order"].astype(np.int64)
+            outputs = np.empty((len(order), self.model.n_outputs), np.float32)
+            done = arrays["progress/outputs"]
+            outputs[:len(done)] = done
+            self.progress = EpochProgress(order, outputs, progress["batch"], progress["total_loss"],
+                                          progress["correct"])
+
+    def _dropouts(self):
+        return [layer for layer in self.model.layers if hasattr(layer, "rng")]
 
     def evaluate(self, x, y):
         """Loss (with penalties) and metrics on (x, y), dropout off."""
@@ -134,6 +194,12 @@ class Monitor:
         self.best, self.best_epoch = value, epoch
         return True
 
+    def get_state(self):
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def set_state(self, state):
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
 
 class EarlyStopping:
     """Stop after ``patience`` epochs without improvement; optionally keep the best weights."""
@@ -156,16 +222,20 @@ class EarlyStopping:
         self.wait += 1
         return self.wait >= self.patience
 
+    def get_state(self):
+        """(JSON-able state, arrays): the wait, the monitor and the best weights kept."""
+        arrays = {f"best_weights/{i}": w for i, w in enumerate(self.best_weights or [])}
+        return {"wait": self.wait, "monitor": self.monitor.get_state()}, arrays
+
+    def set_state(self, state, arrays):
+        self.wait = state["wait"]
+        self.monitor.set_state(state["monitor"])
+        kept = sorted((int(k.split("/")[1]), v) for k, v in arrays.items() if k.startswith("best_weights/"))
+        self.best_weights = [v.astype(np.float32) for _, v in kept] or None
+
     def restore(self):
         """Put the best epoch's weights back (when asked for and known)."""
         if self.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
             return True
         return False
-
-
-def timed(fn, *args, **kwargs):
-    """(result, seconds) of calling fn."""
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start

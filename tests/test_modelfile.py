@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlpcli import modelfile
-from mlpcli.errors import ModelFileError
+from mlpcli.errors import DiskFullError, ModelFileError
 from mlpcli.nn import optimizers
 from mlpcli.nn.model import Sequential
 
@@ -506,9 +506,9 @@ def test_failed_save_leaves_the_old_file(tmp_path, monkeypatch, fail):
     fail_at = 1 if fail == "first" else len(calls)
     with monkeypatch.context() as m:
         _create_dataset_calls(m, fail_at=fail_at)
-        with pytest.raises(OSError) as info:
+        with pytest.raises(DiskFullError) as info:
             save_full(path, new, new_opt)
-    assert info.value.errno == 28
+    assert str(path) in str(info.value) and "no space left" in str(info.value)
 
     assert path.read_bytes() == before
     mf = modelfile.load(path)
@@ -521,6 +521,6 @@ def test_failed_save_leaves_the_old_file(tmp_path, monkeypatch, fail):
 def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
     path = tmp_path / "model.h5"
     _create_dataset_calls(monkeypatch, fail_at=2)
-    with pytest.raises(OSError):
+    with pytest.raises(DiskFullError):
         modelfile.save(path, build())
     assert os.listdir(tmp_path) == []
