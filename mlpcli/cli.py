@@ -51,8 +51,10 @@ def main():
 @click.option("--dry-run", is_flag=True, help="Validate, print the resolved config and the model summary; train nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--no-plots", is_flag=True, help="Skip drawing the curves into plots/ at the end.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="BLAS threads for this run (same as --set training.threads=N; default: all cores).")
 @clean_errors
-def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plots):
+def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plots, threads):
     """Train the model described by CONFIG (a YAML file) into a new run folder.
 
     Ctrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and
@@ -68,6 +70,8 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
     """
     from mlpcli.train import train as run_train
 
+    if threads is not None:
+        overrides = (*overrides, f"training.threads={threads}")
     run_train(config, overrides, resume=resume, runs_root=runs_root, run_dir=run_dir,
               dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=click.echo)
 

@@ -9,8 +9,11 @@ lines name the key path, the value given and what is allowed.
 
 import copy
 import inspect
+import math
 import os
 import re
+import reprlib
+import string
 from pathlib import Path
 
 import yaml
@@ -30,7 +33,7 @@ SECTION_DEFAULTS = {
              "label_column": "label", "color_mode": "grayscale", "scaling": "auto",
              "validation_split": 0.2, "max_train_samples": None, "max_test_samples": None},
     "model": {"name": "sequential", "input_shape": None, "layers": None},
-    "training": {"epochs": 20, "batch_size": 128, "shuffle": True},
+    "training": {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None},
     "checkpoint": {"enabled": True, "filename": "model-{epoch:02d}.h5", "monitor": "val_loss",
                    "mode": "auto", "save_best_only": False},
     "early_stopping": {"monitor": "val_loss", "patience": 5, "min_delta": 0.0, "mode": "auto",
@@ -59,9 +62,9 @@ RANGES = {
     "min_lr": (0, None, True, True), "k": (1, None, True, True),
     "epochs": (1, None, True, True), "batch_size": (1, None, True, True),
     "validation_split": (0, 1, True, False), "max_train_samples": (1, None, True, True),
-    "max_test_samples": (1, None, True, True),
+    "max_test_samples": (1, None, True, True), "threads": (1, None, True, True),
 }
-INTEGER_KEYS = {"units", "decay_steps", "step_size", "patience", "cooldown", "k", "epochs",
+INTEGER_KEYS = {"threads", "units", "decay_steps", "step_size", "patience", "cooldown", "k", "epochs",
                 "batch_size", "max_train_samples", "max_test_samples", "seed"}
 
 
@@ -94,6 +97,10 @@ def read_yaml(path):
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: invalid YAML at {where}{problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
+    except ValueError as exc:  # e.g. a 5000-digit integer, a date like 2001-13-45
+        raise ConfigError(f"{path}: a value cannot be read ({_first_line(exc)})") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -101,7 +108,7 @@ def read_yaml(path):
     return raw
 
 
-_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[([0-9]{1,9})\]")
 
 
 def apply_override(raw, override):
@@ -115,8 +122,10 @@ def apply_override(raw, override):
         raise ConfigError(f"--set {override!r}: malformed key {key!r}")
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):
         value = text
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value is nested too deeply") from None
     node = raw
     for i, part in enumerate(parts[:-1]):
         where = _format_path(parts[:i + 1])
@@ -184,11 +193,14 @@ class _Checker:
             self.error(path, f"must be {'an integer' if integer else 'a number'}"
                              f"{' or null' if nullable else ''}, got {_show(value)}")
             return value
+        if isinstance(value, float) and not math.isfinite(value):
+            self.error(path, f"must be a finite number, got {value!r}")
+            return value
         if key in RANGES:
             low, high, low_in, high_in = RANGES[key]
             if ((low is not None and (value < low or (value == low and not low_in)))
                     or (high is not None and (value > high or (value == high and not high_in)))):
-                self.error(path, f"must be in {_interval(RANGES[key])}, got {value!r}")
+                self.error(path, f"must be in {_interval(RANGES[key])}, got {_brief(value)}")
         return value
 
     def boolean(self, path, value):
@@ -199,7 +211,7 @@ class _Checker:
     def choice(self, path, value, allowed, kind="value"):
         if not isinstance(value, str) or value.lower() not in allowed:
             if isinstance(value, str):
-                self.error(path, unknown_name_message(value, allowed, kind))
+                self.error(path, _unknown_name(value, allowed, kind))
             else:
                 self.error(path, f"must be one of {', '.join(sorted(allowed))}, got {_show(value)}")
             return value
@@ -233,7 +245,7 @@ class _Checker:
         if isinstance(name, str) and aliases:
             name = aliases.get(name.lower(), name)
         name = self.choice(_join(path, "type"), name, registry, kind)
-        if name not in registry:
+        if not isinstance(name, str) or name not in registry:
             return None
         defaults = params_of(name)
         spec = self.mapping(path, value, {"type", *defaults}, defaults)
@@ -247,8 +259,36 @@ def _join(path, key):
     return f"{path}.{key}" if path else key
 
 
+class _BriefRepr(reprlib.Repr):
+    """repr() cut short: a YAML alias bomb or a 5000-digit integer stays a short message."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict, self.maxtuple, self.maxset = 3, 6, 6, 6, 6
+        self.maxstring, self.maxother, self.maxlong = 80, 80, 40
+
+    def repr_int(self, x, level):
+        if abs(x) >= 10 ** self.maxlong:
+            return f"{'-' if x < 0 else ''}<an integer of {len(hex(abs(x))) - 2} hex digits>"
+        return repr(x)
+
+
+_brief = _BriefRepr().repr
+
+
 def _show(value):
-    return f"{value!r} ({type(value).__name__})" if value is not None else "null"
+    return f"{_brief(value)} ({type(value).__name__})" if value is not None else "null"
+
+
+def _first_line(exc):
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _unknown_name(name, allowed, kind):
+    """``unknown_name_message`` without the edit-distance suggestion for very long names."""
+    if len(name) > 64:
+        return f"unknown {kind} {_brief(name)}; allowed: {', '.join(sorted(allowed))}"
+    return unknown_name_message(name, allowed, kind)
 
 
 def _interval(r):
@@ -259,7 +299,8 @@ def _interval(r):
 
 
 def _unknown_key(key, allowed):
-    return f"unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(sorted(allowed))}"
+    hint = did_you_mean(key, allowed) if len(str(key)) <= 64 else ""
+    return f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}"
 
 
 def _regularizer(check, path, value):
@@ -285,7 +326,7 @@ def _layer(check, path, value):
                           f" got {_show(value)}")
         return None
     kind = check.choice(_join(path, "type"), value["type"], layers.LAYERS, "layer type")
-    if kind not in layers.LAYERS:
+    if not isinstance(kind, str) or kind not in layers.LAYERS:
         return None
     defaults = {"name": None, **layers.get(kind).defaults}
     spec = check.mapping(path, value, {"type", *defaults}, defaults)
@@ -324,7 +365,10 @@ def _metric_names(spec_list):
 def resolve(raw):
     """Fill defaults into a raw config mapping and validate it; raise ConfigError on problems."""
     check = _Checker()
-    raw = copy.deepcopy(raw)
+    try:
+        raw = copy.deepcopy(raw)
+    except RecursionError:
+        raise ConfigError("the config is nested too deeply") from None
     cfg = check.mapping("", raw, set(TOP_DEFAULTS), TOP_DEFAULTS)
 
     name = cfg["name"]
@@ -364,7 +408,9 @@ def resolve(raw):
     model["layers"] = [_layer(check, f"model.layers[{i}]", layer) for i, layer in enumerate(model["layers"])]
     check.string("model.name", model["name"])
 
-    cfg["loss"] = check.choice("loss", losses.ALIASES.get(cfg["loss"], cfg["loss"]), losses.LOSSES, "loss")
+    loss = cfg["loss"]
+    cfg["loss"] = check.choice("loss", losses.ALIASES.get(loss, loss) if isinstance(loss, str) else loss,
+                               losses.LOSSES, "loss")
     cfg["optimizer"] = check.component("optimizer", cfg["optimizer"], optimizers.OPTIMIZERS,
                                        "optimizer", optimizers.parameters)
     cfg["schedule"] = check.component("schedule", cfg["schedule"], schedules.SCHEDULES, "schedule",
@@ -383,6 +429,7 @@ def resolve(raw):
                                                set(SECTION_DEFAULTS["training"]), SECTION_DEFAULTS["training"])
     for key in ("epochs", "batch_size"):
         check.number(f"training.{key}", training[key], key)
+    check.number("training.threads", training["threads"], "threads", nullable=True)
     check.boolean("training.shuffle", training["shuffle"])
 
     ckpt = cfg["checkpoint"] = check.mapping("checkpoint", cfg["checkpoint"],
@@ -390,6 +437,7 @@ def resolve(raw):
     check.boolean("checkpoint.enabled", ckpt["enabled"])
     check.boolean("checkpoint.save_best_only", ckpt["save_best_only"])
     ckpt["mode"] = check.choice("checkpoint.mode", ckpt["mode"], MODES, "mode")
+    check.string("checkpoint.monitor", ckpt["monitor"])
     _check_checkpoint_filename(check, ckpt["filename"])
 
     if cfg["early_stopping"] is not None:
@@ -399,6 +447,7 @@ def resolve(raw):
         for key in ("patience", "min_delta"):
             check.number(f"early_stopping.{key}", es[key], key)
         es["mode"] = check.choice("early_stopping.mode", es["mode"], MODES, "mode")
+        check.string("early_stopping.monitor", es["monitor"])
         check.boolean("early_stopping.restore_best_weights", es["restore_best_weights"])
 
     if not check.problems:
@@ -420,8 +469,12 @@ def _check_checkpoint_filename(check, filename):
         check.error("checkpoint.filename", f"must be a plain file name without folders, got {filename!r}")
         return
     try:
+        specs = [spec for _, _, spec, _ in string.Formatter().parse(filename) if spec]
+        if any(int(digits) > 64 for spec in specs for digits in re.findall(r"[0-9]+", spec)):
+            check.error("checkpoint.filename", f"a field is too wide (at most 64 characters), got {filename!r}")
+            return
         filename.format(epoch=1, **{k: 0.5 for k in ("loss", "val_loss", "accuracy", "val_accuracy")})
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
         check.error("checkpoint.filename", f"may use {{epoch}} and the logged metrics, e.g. "
                                            f"'model-{{epoch:02d}}.h5'; got {filename!r} ({exc})")
 

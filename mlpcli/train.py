@@ -23,7 +23,8 @@ from mlpcli import config as config_mod
 from mlpcli import modelfile, runs
 from mlpcli.data import load_dataset, stratified_split
 from mlpcli.errors import DataError, Interrupted, MlpError, ModelFileError, TrainingError
-from mlpcli.training import EarlyStopping, EpochPaused, Monitor, Trainer, build_model, random_streams
+from mlpcli.training import (EarlyStopping, EpochPaused, Monitor, Trainer, blas_threads, build_model,
+                             random_streams)
 
 RESUME_DIR = "resume"
 
@@ -76,6 +77,11 @@ def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_
         echo(summary)
         return TrainResult(None, [], {})
 
+    with blas_threads(cfg["training"]["threads"]):
+        return _train(cfg, model, streams, summary, report, resume, runs_root, run_dir, plots)
+
+
+def _train(cfg, model, streams, summary, report, resume, runs_root, run_dir, plots):
     data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line)
     x_train, y_train, x_val, y_val = _split(cfg, data, streams["split"])
     x_train, x_val, x_test = (_fit_input(x, model, cfg, part) for x, part in

@@ -5,6 +5,7 @@ slots, schedule, step and epoch counters, random streams) so that it can be
 checkpointed as a whole. It never prints: progress goes through callbacks.
 """
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -18,6 +19,19 @@ from mlpcli.nn import optimizers as optimizers_mod
 from mlpcli.nn import schedules as schedules_mod
 from mlpcli.nn.metrics import higher_is_better
 from mlpcli.nn.model import Sequential
+
+
+def blas_threads(n):
+    """A context in which BLAS uses at most ``n`` threads (``None``: the library's default).
+
+    threadpoolctl is the one portable way to change this once numpy (and its
+    OpenBLAS or MKL) is loaded; environment variables only work before that.
+    """
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")
 
 
 def random_streams(seed):

@@ -169,3 +169,23 @@ def test_python_m_mlpcli_works():
 
     out = subprocess.run([sys.executable, "-m", "mlpcli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "train" in out.stdout
+
+
+def test_threads_option_limits_blas_during_training(tmp_path, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    import mlpcli.training as training
+
+    seen = []
+    real = training.Trainer.run_epoch
+
+    def spy(self, *args, **kwargs):
+        seen.append({i["internal_api"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.Trainer, "run_epoch", spy)
+    result = run(["train", "configs/quick.yaml", "--run-dir", str(tmp_path / "r"), "-q", "--no-plots",
+                  "--threads", "1", "--set", "data.max_train_samples=300", "--set", "training.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert seen and all(set(s.values()) == {1} for s in seen)
+    assert "threads: 1" in (tmp_path / "r" / "config.yaml").read_text()
