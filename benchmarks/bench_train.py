@@ -1,53 +1,247 @@
-"""Benchmark: train configs/mnist.yaml and report time per epoch, throughput and memory.
+"""Training speed and memory of configs/mnist.yaml, side by side with PyTorch and scikit-learn.
 
-    python benchmarks/bench_train.py [--epochs 3] [--config configs/mnist.yaml]
+    python benchmarks/bench_train.py                       # mlpcli alone
+    python benchmarks/bench_train.py --compare torch,sklearn --repeats 3
 
-Prints, per epoch, the wall time of the training pass and of validation,
-samples per second, and at the end the process's peak resident memory.
+Each measurement runs in a fresh process (so each has its own peak memory),
+alternating mlpcli, PyTorch and scikit-learn, and the medians over repeats are
+compared. Reported per system: wall time per epoch (training pass plus
+validation, as `mlp train` does), training samples per second, the share of the
+machine's float32 matrix-multiply peak that the epoch's matrix products reach
+(the peak is measured in the same run with a large numpy matmul), and peak RSS.
+For scikit-learn's MLPClassifier (no dropout) the comparison is with mlpcli on
+the same model without dropout, training pass only (MLPClassifier validates
+nothing per epoch). The memory comparison is of whole `mlp train` processes.
+
+PyTorch (`pip install torch==2.13.0`, the CPU build) and scikit-learn are needed
+only for --compare; neither is a dependency of mlpcli.
 """
 
 import argparse
-import resource
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 
-from mlpcli.config import load_config
-from mlpcli.data import load_dataset, stratified_split
-from mlpcli.training import Trainer, build_model, random_streams
+HERE = os.path.dirname(os.path.abspath(__file__))
+BATCH, HIDDEN, DROPOUT, LR = 128, 128, 0.3, 1e-3
+
+
+def matmul_peak(size=2048, repeats=5):
+    """float32 GFLOP/s of the best of several size x size matrix products."""
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    b = np.random.default_rng(1).random((size, size), dtype=np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def epoch_flops(n_train, n_val, sizes=(784, HIDDEN, HIDDEN, 10)):
+    """Matrix-product FLOPs of one epoch: forward, weight and input gradients, validation."""
+    forward = sum(2 * a * b for a, b in zip(sizes, sizes[1:]))
+    input_grads = sum(2 * a * b for a, b in zip(sizes[1:], sizes[2:]))  # none for the first layer
+    return n_train * (2 * forward + input_grads) + n_val * forward
+
+
+def mnist_split():
+    """The training and validation arrays `mlp train configs/mnist.yaml` uses."""
+    from mlpcli.config import load_config
+    from mlpcli.data import load_dataset, stratified_split
+    from mlpcli.training import random_streams
+
+    cfg = load_config(os.path.join(HERE, "..", "configs", "mnist.yaml"))
+    data = load_dataset(cfg["data"])
+    train_idx, val_idx = stratified_split(data.y_train, cfg["data"]["validation_split"],
+                                          random_streams(cfg["seed"])["split"])
+    x = data.x_train.reshape(len(data.x_train), -1)
+    return cfg, x[train_idx], data.y_train[train_idx], x[val_idx], data.y_train[val_idx]
+
+
+# -- workers: each runs in its own process and prints one JSON line ------------------------
+
+def work_ours(epochs, dropout=True, validate=True):
+    from mlpcli.training import Trainer, build_model, random_streams
+
+    cfg, x, y, x_val, y_val = mnist_split()
+    if not dropout:
+        cfg["model"]["layers"] = [l for l in cfg["model"]["layers"] if l["type"] != "dropout"]
+    streams = random_streams(cfg["seed"])
+    trainer = Trainer(build_model(cfg, streams), cfg, streams)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        logs = trainer.run_epoch(x, y)
+        if validate:
+            trainer.evaluate(x_val, y_val)
+        trainer.end_epoch(logs)
+        times.append(time.perf_counter() - t0)
+    return {"epoch_seconds": times, "n_train": len(x), "n_val": len(x_val) if validate else 0}
+
+
+def work_torch(epochs):
+    import torch
+    from torch import nn
+
+    _, x, y, x_val, y_val = mnist_split()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
+                          nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
+                          nn.Linear(HIDDEN, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, eps=1e-7)
+    loss_fn = nn.CrossEntropyLoss()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+        batch_size=BATCH, shuffle=True)
+    xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.train()
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            (model(xv).argmax(1) == yv).float().mean().item()
+        times.append(time.perf_counter() - t0)
+    return {"epoch_seconds": times, "n_train": len(x), "n_val": len(x_val)}
+
+
+def work_sklearn(epochs):
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    _, x, y, _, _ = mnist_split()
+    clf = MLPClassifier(hidden_layer_sizes=(HIDDEN, HIDDEN), solver="adam", batch_size=BATCH,
+                        learning_rate_init=LR, alpha=0.0, shuffle=True, random_state=0)
+    classes = np.arange(10)
+    times = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(epochs):
+            times.append(_timed(lambda: clf.partial_fit(x, y, classes=classes)))
+    return {"epoch_seconds": times, "n_train": len(x), "n_val": 0}
+
+
+def work_mlp_train(epochs):
+    """A whole `mlp train configs/mnist.yaml` (for its peak memory)."""
+    import tempfile
+
+    from mlpcli.train import train
+
+    with tempfile.TemporaryDirectory() as folder:
+        t0 = time.perf_counter()
+        train(os.path.join(HERE, "..", "configs", "mnist.yaml"), [f"training.epochs={epochs}"],
+              run_dir=os.path.join(folder, "run"), quiet=True, plots=False)
+        return {"seconds": time.perf_counter() - t0}
+
+
+def work_torch_whole(epochs):
+    """The PyTorch loop as a whole process (for its peak memory)."""
+    t0 = time.perf_counter()
+    work_torch(epochs)
+    return {"seconds": time.perf_counter() - t0}
+
+
+WORKERS = {
+    "ours": lambda e: work_ours(e),
+    "ours_nodropout_train": lambda e: work_ours(e, dropout=False, validate=False),
+    "torch": work_torch,
+    "sklearn": work_sklearn,
+    "mlp_train": work_mlp_train,
+    "torch_whole": work_torch_whole,
+}
+
+
+def run_worker(name, epochs, threads):
+    """Run one worker in a fresh process; its JSON result plus its own peak RSS in MiB."""
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads))
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", name, "--epochs", str(epochs)],
+                            stdout=subprocess.PIPE, env=env, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"worker {name} failed")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/mnist.yaml")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (the first is warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating rounds; medians are reported")
+    parser.add_argument("--compare", default="", help="comma-separated: torch, sklearn")
+    parser.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: all cores)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args.epochs)))
+        return
 
-    cfg = load_config(args.config)
-    streams = random_streams(cfg["seed"])
-    data = load_dataset(cfg["data"])
-    train_idx, val_idx = stratified_split(data.y_train, cfg["data"]["validation_split"], streams["split"])
-    model = build_model(cfg, streams)
-    shape = (-1, *model.input_shape)
-    x, y = data.x_train[train_idx].reshape(shape), data.y_train[train_idx]
-    x_val, y_val = data.x_train[val_idx].reshape(shape), data.y_train[val_idx]
-    trainer = Trainer(model, cfg, streams)
-    print(f"{args.config}: {model.count_params():,} params, {len(x):,} training and "
-          f"{len(x_val):,} validation samples, batch {trainer.batch_size}")
-    times = []
-    for epoch in range(1, args.epochs + 1):
-        t0 = time.perf_counter()
-        logs = trainer.run_epoch(x, y)
-        t1 = time.perf_counter()
-        val = trainer.evaluate(x_val, y_val)
-        t2 = time.perf_counter()
-        trainer.end_epoch(logs)
-        times.append(t2 - t0)
-        print(f"epoch {epoch}: {t2 - t0:6.2f} s (train {t1 - t0:.2f} s, validation {t2 - t1:.2f} s), "
-              f"{len(x) / (t1 - t0):,.0f} samples/s, loss {logs['loss']:.4f}, "
-              f"val_accuracy {val['accuracy']:.4f}")
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"median epoch {np.median(times):.2f} s; peak RSS {peak_mib:,.0f} MiB")
+    others = [c for c in args.compare.split(",") if c]
+    plan = ["ours"] + [{"torch": "torch", "sklearn": "sklearn"}[c] for c in others]
+    if "sklearn" in others:
+        plan.insert(plan.index("sklearn"), "ours_nodropout_train")
+    if "torch" in others:
+        plan += ["mlp_train", "torch_whole"]
+    peak = matmul_peak()
+    print(f"machine: {os.cpu_count()} cores, float32 matmul peak {peak:.1f} GFLOP/s (2048x2048, best of 5)")
+    results = {name: [] for name in plan}
+    for r in range(args.repeats):
+        for name in plan:
+            res = run_worker(name, args.epochs, args.threads)
+            results[name].append(res)
+            if "epoch_seconds" in res:
+                steady = res["epoch_seconds"][1:] or res["epoch_seconds"]
+                print(f"  round {r + 1} {name:<22} epoch {statistics.median(steady):6.3f} s   "
+                      f"peak RSS {res['peak_rss_mib']:6.0f} MiB")
+            else:
+                print(f"  round {r + 1} {name:<22} whole run {res['seconds']:6.2f} s   "
+                      f"peak RSS {res['peak_rss_mib']:6.0f} MiB")
+
+    def epoch(name):
+        return statistics.median(t for res in results[name] for t in (res["epoch_seconds"][1:] or res["epoch_seconds"]))
+
+    def rss(name):
+        return statistics.median(res["peak_rss_mib"] for res in results[name])
+
+    print(f"\nmedians over {args.repeats} round(s), {args.epochs - 1 if args.epochs > 1 else 1} "
+          f"timed epoch(s) each:")
+    print(f"{'system':<24}{'s/epoch':>9}{'samples/s':>12}{'% of peak':>11}{'peak RSS MiB':>14}")
+    for name in plan:
+        res = results[name][0]
+        if "epoch_seconds" not in res:
+            print(f"{name:<24}{'':>9}{'':>12}{'':>11}{rss(name):>14.0f}")
+            continue
+        e = epoch(name)
+        share = epoch_flops(res["n_train"], res["n_val"]) / e / 1e9 / peak if name != "sklearn" else \
+            epoch_flops(res["n_train"], 0) / e / 1e9 / peak
+        print(f"{name:<24}{e:>9.3f}{res['n_train'] / e:>12,.0f}{share:>10.1%}{rss(name):>14.0f}")
+    if "torch" in others:
+        print(f"\nmlpcli / PyTorch epoch time:        {epoch('ours') / epoch('torch'):.2f}  (target <= 0.5)")
+        print(f"mlp train / PyTorch loop peak RSS:  {rss('mlp_train') / rss('torch_whole'):.2f}  (target <= 0.6)")
+    if "sklearn" in others:
+        print(f"mlpcli / scikit-learn epoch time:   {epoch('ours_nodropout_train') / epoch('sklearn'):.2f}  "
+              "(target <= 0.7; both without dropout, training pass only)")
+    e = epoch("ours")
+    print(f"mlpcli share of matmul peak:        {epoch_flops(results['ours'][0]['n_train'], results['ours'][0]['n_val']) / e / 1e9 / peak:.1%}  (target >= 40%)")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from mlpcli import config as config_mod
 from mlpcli import modelfile, runs
 from mlpcli.data import apply_preprocessing, load_raw
-from mlpcli.errors import DataError, MlpError
+from mlpcli.errors import ConfigError, DataError, MlpError, ModelFileError
 from mlpcli.nn import losses, metrics
 from mlpcli.nn.metrics import confusion_matrix, higher_is_better, per_class_scores, predicted_classes
 
@@ -41,7 +41,10 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_
             raise MlpError(f"{run_dir}: not a run folder (no config.yaml)")
     model_path = Path(model_path) if model_path is not None else choose_checkpoint(run_dir, checkpoint)
     loaded = modelfile.load(model_path)
-    cfg = loaded.config or (_run_config(run_dir) if run_dir else None)
+    if loaded.config:
+        cfg = _checked_config(loaded.config, model_path)
+    else:
+        cfg = _run_config(run_dir) if run_dir else None
     x_raw, y, class_names, source, kind = _test_data(cfg, loaded, data)
     # a foreign Keras file does not say how it scaled its inputs: assume Keras's usual x / 255 for images
     preprocessing = loaded.preprocessing or (UNIT_SCALING if kind in IMAGE_DATASETS else NO_SCALING)
@@ -113,9 +116,11 @@ def _best_epoch(run_dir):
     monitor, mode = cfg["checkpoint"]["monitor"], cfg["checkpoint"]["mode"]
     try:
         rows = list(csv.DictReader((run_dir / "history.csv").open(encoding="utf-8")))
+        scored = [(float(r[monitor]), int(r["epoch"])) for r in rows if r.get(monitor) not in (None, "")]
     except OSError as exc:
         raise MlpError(f"{run_dir / 'history.csv'}: cannot read ({exc.strerror})") from None
-    scored = [(float(r[monitor]), int(r["epoch"])) for r in rows if r.get(monitor) not in (None, "")]
+    except (KeyError, TypeError, ValueError, csv.Error) as exc:
+        raise MlpError(f"{run_dir / 'history.csv'}: damaged ({exc})") from None
     if not scored:
         raise MlpError(f"{run_dir / 'history.csv'}: no values of {monitor}")
     best = max if higher_is_better(monitor, mode) else min
@@ -123,10 +128,22 @@ def _best_epoch(run_dir):
 
 
 def _run_config(run_dir):
+    """The run's config.yaml, checked as ``mlp train`` checks a config."""
+    path = run_dir / "config.yaml"
+    raw = config_mod.read_yaml(path)
     try:
-        return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise MlpError(f"{run_dir / 'config.yaml'}: cannot read ({exc})") from None
+        return config_mod.resolve(raw)
+    except ConfigError as exc:
+        raise ConfigError([f"{path}: {p}" for p in exc.problems]) from None
+
+
+def _checked_config(cfg, model_path):
+    """The mlpcli config stored in a model file, checked as ``mlp train`` checks a config."""
+    try:
+        return config_mod.resolve(cfg)
+    except ConfigError as exc:
+        raise ModelFileError(f"{model_path}: the mlpcli config stored in the file is not valid: "
+                             + "; ".join(exc.problems)) from None
 
 
 def _test_data(cfg, loaded, data):

@@ -14,6 +14,8 @@ numeric arrays and nothing else; anything else is refused with a
 """
 
 import json
+import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,12 +124,25 @@ def _first_line(exc):
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _text_attr(group, key, path):
+    """The value of attribute ``key``, read only when its HDF5 type is a string type:
+    libhdf5 can crash the process (not raise) when it reads a damaged non-string one."""
+    from h5py import h5t
+
+    if group.attrs.get_id(key).get_type().get_class() != h5t.STRING:
+        raise ModelFileError(f"{path}: attribute '{key}' is not text")
+    return group.attrs[key]
+
+
 def _json_attr(group, key, path, required=False):
     if key not in group.attrs:
         if required:
             raise ModelFileError(f"{path}: no '{key}' attribute; not a Keras model file")
         return None
-    value = group.attrs[key]
+    try:
+        value = _text_attr(group, key, path)
+    except ModelFileError:
+        raise ModelFileError(f"{path}: attribute '{key}' is not JSON text") from None
     if isinstance(value, bytes):
         value = value.decode("utf-8")
     if not isinstance(value, str):
@@ -138,31 +153,42 @@ def _json_attr(group, key, path, required=False):
         raise ModelFileError(f"{path}: attribute '{key}' is not valid JSON ({exc})") from None
 
 
-def _string_list(group, key):
+def _string_list(group, key, path):
     """A list-of-strings attribute, also in Keras's chunked form (key0, key1, ...)."""
     if key in group.attrs:
-        values = list(group.attrs[key])
+        values = list(_text_attr(group, key, path))
     else:
         values, chunk = [], 0
         while f"{key}{chunk}" in group.attrs:
-            values += list(group.attrs[f"{key}{chunk}"])
+            values += list(_text_attr(group, f"{key}{chunk}", path))
             chunk += 1
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _numeric(dataset, path, where):
+def _numeric(dataset, path, where, shape=None):
+    """The numeric array stored in ``dataset``; with ``shape``, only when it has that shape.
+
+    Shapes are checked before reading: a dataset can declare a huge shape
+    without storing data, and would be filled out to it when read.
+    """
     import h5py
 
     if not isinstance(dataset, h5py.Dataset):
         raise ModelFileError(f"{path}: {where} is not a dataset")
     if dataset.dtype.kind not in "fiu":
         raise ModelFileError(f"{path}: {where} has non-numeric dtype {dataset.dtype}")
+    if shape is not None and dataset.shape != shape:
+        raise ModelFileError(f"{path}: {where} has shape {dataset.shape}, the config needs {shape}")
+    if dataset.shape is None or math.prod(dataset.shape) > os.path.getsize(path):
+        raise ModelFileError(f"{path}: {where} declares shape {dataset.shape}, more values than "
+                             f"the file holds bytes")
     return np.asarray(dataset[()])
 
 
 def _read(f, path):
     config = _json_attr(f, "model_config", path, required=True)
     specs, input_shape, name = layer_specs_from_keras(config, path)
+    _check_weight_count(specs, input_shape, path)
     model = Sequential(specs, input_shape, name=name).build(np.random.default_rng(0))
     if "model_weights" not in f:
         raise ModelFileError(f"{path}: no 'model_weights' group")
@@ -172,10 +198,12 @@ def _read(f, path):
     out = ModelFile(model=model, loss=loss if isinstance(loss, str) else None)
     if "mlpcli" in f:
         own = f["mlpcli"]
-        out.config = _json_attr(own, "config", path)
-        out.preprocessing = _json_attr(own, "preprocessing", path)
-        out.class_names = _json_attr(own, "class_names", path)
-        out.state = _json_attr(own, "state", path) or {}
+        out.config = _typed(_json_attr(own, "config", path), dict, "config", path)
+        out.preprocessing = _typed(_json_attr(own, "preprocessing", path), dict, "preprocessing", path)
+        out.class_names = _typed(_json_attr(own, "class_names", path), list, "class_names", path)
+        if out.class_names is not None and not all(isinstance(c, str) for c in out.class_names):
+            raise ModelFileError(f"{path}: attribute 'class_names' must be a list of strings")
+        out.state = _typed(_json_attr(own, "state", path), dict, "state", path) or {}
         out.optimizer_state = _datasets(own, "optimizer", path)
         out.arrays = _datasets(own, "arrays", path)
     return out
@@ -191,25 +219,52 @@ def _datasets(own, group, path):
             if not hasattr(v, "keys")}
 
 
+def _typed(value, kind, key, path):
+    """``value`` (a JSON attribute of the mlpcli group) when it is None or a ``kind``."""
+    if value is not None and not isinstance(value, kind):
+        raise ModelFileError(f"{path}: attribute 'mlpcli/{key}' must be a JSON "
+                             f"{'object' if kind is dict else 'array'}, got {type(value).__name__}")
+    return value
+
+
+def _check_weight_count(specs, input_shape, path):
+    """Refuse a config with more weights than the file has bytes, before building it:
+    every stored weight takes at least a byte, and a small file must not make us
+    allocate a huge model."""
+    count, width = 0, math.prod(input_shape)
+    for spec in specs:
+        if spec["type"] == "dense":
+            count += (width + (1 if spec.get("use_bias", True) else 0)) * spec["units"]
+            width = spec["units"]
+    size = os.path.getsize(path)
+    if count > size:
+        raise ModelFileError(f"{path}: model_config describes more weights than the "
+                             f"{size:,}-byte file can hold; damaged or not a model file")
+
+
 def _load_weights(group, model, path):
-    names = [n for n in _string_list(group, "layer_names") if _string_list(group[n], "weight_names")]
+    names = [n for n in _string_list(group, "layer_names", path) if _string_list(group[n], "weight_names", path)]
     dense = [layer for layer in model.layers if layer.params]
     if len(names) != len(dense):
         raise ModelFileError(f"{path}: the config has {len(dense)} layers with weights but "
                              f"model_weights holds {len(names)}")
     for name, layer in zip(names, dense):
         g = group[name]
-        weight_names = _string_list(g, "weight_names")
+        weight_names = _string_list(g, "weight_names", path)
         if len(weight_names) != len(layer.params):
             raise ModelFileError(f"{path}: layer '{name}' has {len(weight_names)} weights, "
                                  f"expected {len(layer.params)} ({', '.join(layer.weight_names)})")
         for wname, param in zip(weight_names, layer.params):
-            value = _numeric(g[wname], path, f"model_weights/{name}/{wname}")
-            if value.shape != param.shape:
-                raise ModelFileError(f"{path}: weight '{wname}' has shape {value.shape}, "
+            dataset = g[wname]
+            if getattr(dataset, "shape", param.shape) != param.shape:
+                raise ModelFileError(f"{path}: weight '{wname}' has shape {dataset.shape}, "
                                      f"the config needs {param.shape}")
+            value = _numeric(dataset, path, f"model_weights/{name}/{wname}", param.shape)
+            with np.errstate(over="ignore", invalid="ignore"):
+                value = value.astype(param.dtype)  # 1e300 (float64) becomes inf here
             if not np.all(np.isfinite(value)):
-                raise ModelFileError(f"{path}: weight '{wname}' holds NaN or infinite values")
+                raise ModelFileError(f"{path}: weight '{wname}' holds NaN or infinite values "
+                                     f"(or values too large for {param.dtype})")
             param[...] = value
 
 

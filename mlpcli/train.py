@@ -2,7 +2,7 @@
 
 Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
 ``history.csv``, ``checkpoints/*.h5``, ``model.h5``, ``results.json``,
-``train.log`` and the curves in ``plots/``.
+``diagnostics.json``, ``train.log`` and the curves in ``plots/``.
 """
 
 import csv
@@ -21,7 +21,8 @@ import numpy as np
 
 from mlpcli import config as config_mod
 from mlpcli import modelfile, runs
-from mlpcli.data import load_dataset, stratified_split
+from mlpcli.data import apply_preprocessing, load_dataset, stratified_split
+from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import DataError, Interrupted, MlpError, ModelFileError, TrainingError
 from mlpcli.training import (EarlyStopping, EpochPaused, Monitor, Trainer, blas_threads, build_model,
                              random_streams)
@@ -82,10 +83,12 @@ def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_
 
 
 def _train(cfg, model, streams, summary, report, resume, runs_root, run_dir, plots):
-    data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line)
+    # split the features as stored (uint8 for images) and scale only the parts, to keep memory low
+    data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line, scale=False)
     x_train, y_train, x_val, y_val = _split(cfg, data, streams["split"])
-    x_train, x_val, x_test = (_fit_input(x, model, cfg, part) for x, part in
+    x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
                               ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
+    data.x_train = data.x_val = data.x_test = None
     for y, part in ((y_train, "training"), (y_val, "validation"), (data.y_test, "test")):
         _check_targets(y, model, cfg, part)
     config_mod.check_monitors(cfg, x_val is not None)
@@ -132,8 +135,8 @@ def _split(cfg, data, rng):
     return data.x_train[train_idx], data.y_train[train_idx], data.x_train[val_idx], data.y_train[val_idx]
 
 
-def _fit_input(x, model, cfg, part):
-    """Reshape features to the model's input_shape, or explain why they do not fit."""
+def _fit_input(x, model, preprocessing, part):
+    """Scale features and reshape them to the model's input_shape, or explain why they do not fit."""
     if x is None:
         return None
     if len(x) == 0:
@@ -143,7 +146,7 @@ def _fit_input(x, model, cfg, part):
         raise DataError(f"the {part} data has samples of shape {tuple(x.shape[1:])} "
                         f"({int(np.prod(x.shape[1:]))} values) but model.input_shape is "
                         f"{list(want)}; set model.input_shape to match the data")
-    return np.ascontiguousarray(x.reshape((len(x),) + want), dtype=np.float32)
+    return apply_preprocessing(x, preprocessing).reshape((len(x),) + want)
 
 
 def _check_targets(y, model, cfg, part):
@@ -305,6 +308,7 @@ class Session:
             results["test"] = trainer.evaluate(x_test, y_test)
             report.line("Test: " + " - ".join(f"{k}: {v:.4f}" for k, v in results["test"].items()))
         runs.write_text(self.folder / "results.json", json.dumps(results, indent=2) + "\n")
+        report_diagnostics(self.folder, self.history, cfg, report.line)
         report.line(f"Saved {self.folder / 'model.h5'}")
         if plots:
             from mlpcli.plots import plot_runs

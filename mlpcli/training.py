@@ -110,11 +110,16 @@ class Trainer:
         p = self.progress
         y_enc = self.targets(y)
         track_accuracy = on_batch is not None and any(m["type"] == "accuracy" for m in self.metric_specs)
+        # batches are gathered into the same two buffers every step: no allocation per batch
+        x_buf = np.empty((self.batch_size,) + x.shape[1:], np.float32)
+        y_buf = np.empty((self.batch_size,) + y_enc.shape[1:], y_enc.dtype)
         for b in range(p.batch, n_batches):
             start = b * self.batch_size
             idx = p.order[start:start + self.batch_size]
-            value, y_pred = self.model.train_step(x[idx], y_enc[idx], self.loss, self.optimizer,
-                                                  self.learning_rate)
+            xb, yb = x_buf[:len(idx)], y_buf[:len(idx)]
+            np.take(x, idx, axis=0, out=xb)
+            np.take(y_enc, idx, axis=0, out=yb)
+            value, y_pred = self.model.train_step(xb, yb, self.loss, self.optimizer, self.learning_rate)
             if not math.isfinite(value):
                 raise TrainingError(f"loss became {value} in epoch {self.epoch + 1}, batch {b + 1}; "
                                     "training stopped (try a lower learning rate or gradient clipping)")

@@ -73,7 +73,9 @@ def parse_idx(data: bytes, source: str) -> np.ndarray:
             f"of {dtype.name}, found {actual}"
         )
     values = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
-    # astype copies into native order, so the result is writable and owns its data.
+    if values.dtype.itemsize == 1:
+        # uint8/int8 have no byte order: use the bytes as they are (read-only), not a second copy
+        return values
     return values.astype(dtype.newbyteorder("="))
 
 

@@ -138,7 +138,8 @@ def gelu_grad(x, y, dy):
 
 def softmax(x):
     """Row-wise softmax over the last axis; x: (batch, classes)."""
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    e = x - x.max(axis=-1, keepdims=True)
+    np.exp(e, out=e)
     e /= e.sum(axis=-1, keepdims=True)
     return e
 

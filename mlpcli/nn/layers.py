@@ -184,12 +184,21 @@ class Dropout(Layer):
         if not training or rate == 0:
             self.mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=np.float32) >= rate
-        self.mask = keep * _F(1.0 / (1.0 - rate))
-        return x * self.mask
+        if getattr(self, "_noise", None) is None or self._noise.shape != x.shape:
+            self._noise = np.empty(x.shape, np.float32)
+            self.mask = np.empty(x.shape, bool)
+        self.rng.random(out=self._noise, dtype=np.float32)  # one draw per unit, no new array
+        np.greater_equal(self._noise, rate, out=self.mask)
+        y = np.multiply(x, self.mask)
+        y *= _F(1.0 / (1.0 - rate))
+        return y
 
     def backward(self, dy):
-        return dy if self.mask is None else dy * self.mask
+        if self.mask is None:
+            return dy
+        dx = np.multiply(dy, self.mask)
+        dx *= _F(1.0 / (1.0 - self.config["rate"]))
+        return dx
 
     def _keras_params(self):
         return {"rate": self.config["rate"], "seed": self.config["seed"], "noise_shape": None}

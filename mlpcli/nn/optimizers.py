@@ -34,6 +34,8 @@ class Optimizer:
 
     def build(self, params):
         self.slots = {name: [self._initial_slot(name, p) for p in params] for name in self.slot_names}
+        # scratch space per variable, so updates allocate nothing in the training loop
+        self.scratch = [np.empty_like(p) for p in params]
 
     def _initial_slot(self, name, param):
         return np.zeros_like(param)
@@ -185,14 +187,23 @@ class Adam(Optimizer):
     def update(self, i, p, g, lr):
         t = self.iterations + 1
         alpha = _F(lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
-        m, v = self.slot("m", i), self.slot("v", i)
-        m += (g - m) * _F(1 - self.beta_1)
-        v += (g * g - v) * _F(1 - self.beta_2)
+        m, v, tmp = self.slot("m", i), self.slot("v", i), self.scratch[i]
+        np.subtract(g, m, out=tmp)  # m += (g - m) * (1 - beta_1)
+        tmp *= _F(1 - self.beta_1)
+        m += tmp
+        np.multiply(g, g, out=tmp)  # v += (g*g - v) * (1 - beta_2)
+        tmp -= v
+        tmp *= _F(1 - self.beta_2)
+        v += tmp
         if self.amsgrad:
             v_hat = self.slot("v_hat", i)
             np.maximum(v_hat, v, out=v_hat)
             v = v_hat
-        p -= m * alpha / (np.sqrt(v) + _F(self.epsilon))
+        np.sqrt(v, out=tmp)  # p -= alpha * m / (sqrt(v) + epsilon)
+        tmp += _F(self.epsilon)
+        np.divide(m, tmp, out=tmp)
+        tmp *= alpha
+        p -= tmp
 
 
 class AdamW(Adam):

@@ -1,0 +1,370 @@
+"""The ``compare`` stage: rank runs (and a sweep's trials) by a validation metric.
+
+``compare(paths)`` reads run folders made by ``mlp train`` and sweep folders
+made by ``mlp sweep`` (each of their trials is a run folder) and ranks every
+run by the best value of one monitored quantity over its epochs (by default
+the runs' ``checkpoint.monitor``, usually ``val_loss``). It recommends the
+run with the fewest parameters whose score is within a tolerance of the best
+(see ``recommend``), notes each run's diagnostics (``mlpcli.diagnostics``)
+and overlays the runs' validation curves (``compare-accuracy`` and
+``compare-loss``, drawn by the plot code).
+"""
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlpcli.errors import MlpError
+
+# default tolerance: absolute for quantities that go up (accuracy), relative for the rest (loss)
+TOLERANCE_HIGHER = 0.002
+TOLERANCE_LOWER = 0.02
+_EPS = 1e-12
+
+
+@dataclass
+class Entry:
+    """One compared run (or a sweep trial that did not finish)."""
+
+    label: str
+    path: Path | None = None
+    status: str = "ok"  # ok | failed | pending | interrupted (as in a sweep's results.csv)
+    values: dict = field(default_factory=dict)  # a sweep trial's overridden keys
+    params: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    history: dict | None = None  # {column: [values per epoch]}
+    cfg: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)  # diagnostics, a few words each
+    score: float | None = None  # best value of the monitor over the epochs
+    best_epoch: int | None = None
+    other: float | None = None  # the other validation quantity at the best epoch
+
+
+@dataclass
+class Comparison:
+    monitor: str
+    higher: bool
+    tolerance: float
+    ranked: list  # entries with a score, best first
+    unranked: list  # failed or unfinished trials, runs without the monitor
+    other: str | None = None  # the column shown besides the monitor
+    varied: list = field(default_factory=list)  # sweep keys shown as columns
+    best: Entry | None = None
+    recommended: Entry | None = None
+    plots: object = None  # a PlotReport, or None when not drawn
+
+
+def tolerance_text(higher, tolerance):
+    return f"{tolerance:g}" if higher else f"{tolerance * 100:g}%"
+
+
+def within(score, best, higher, tolerance):
+    """Whether ``score`` is close enough to ``best``: ``best - tol`` for quantities that go
+    up (absolute), ``best + tol * |best|`` for those that go down (relative)."""
+    if higher:
+        return score >= best - tolerance - _EPS
+    return score <= best + tolerance * abs(best) + _EPS
+
+
+def recommend(scores, params, higher, tolerance=None):
+    """(index of the best score, index of the recommended run); (None, None) without scores.
+
+    The recommended run has the fewest parameters among the runs whose score is
+    within the tolerance of the best (``within``); ties go to the better score,
+    then to the earlier run. A run with an unknown parameter count (None) is
+    recommended only when no run within the tolerance has a known one.
+    ``tolerance`` defaults to 0.002 (absolute) when higher is better, else 0.02 (2%).
+    """
+    if tolerance is None:
+        tolerance = TOLERANCE_HIGHER if higher else TOLERANCE_LOWER
+    scored = [i for i, s in enumerate(scores) if s is not None and math.isfinite(s)]
+    if not scored:
+        return None, None
+    sign = -1 if higher else 1
+    best = min(scored, key=lambda i: (sign * scores[i], i))
+    close = [i for i in scored if within(scores[i], scores[best], higher, tolerance)]
+    recommended = min(close, key=lambda i: (params[i] is None, params[i] or 0, sign * scores[i], i))
+    return best, recommended
+
+
+# ---------------------------------------------------------------- reading folders
+
+def param_count(folder):
+    """The total parameter count in a run's ``summary.txt``, or None."""
+    try:
+        text = (Path(folder) / "summary.txt").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = re.search(r"Total params:\s*([0-9,]+)", text)
+    return int(match.group(1).replace(",", "")) if match else None
+
+
+def _read_yaml(path):
+    import yaml
+
+    try:
+        value = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_run(folder, label=None):
+    """An Entry for a run folder from its history.csv, config.yaml, results.json, summary.txt."""
+    from mlpcli.diagnostics import diagnose
+    from mlpcli.plots import read_history
+
+    folder = Path(folder)
+    entry = Entry(label or folder.resolve().name, folder)
+    entry.cfg = _read_yaml(folder / "config.yaml") or {}
+    try:
+        entry.history = read_history(folder / "history.csv")
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        entry.status, entry.error = "failed", f"no readable history.csv ({exc})"
+        return entry
+    entry.params = param_count(folder)
+    try:
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        results = {}
+    seconds = results.get("seconds") if isinstance(results, dict) else None
+    if not isinstance(seconds, (int, float)):
+        seconds = sum(s for s in entry.history.get("seconds", []) if math.isfinite(s)) or None
+    entry.seconds = seconds
+    entry.notes = diagnose(entry.history, entry.cfg)["notes"]
+    return entry
+
+
+def read_sweep_entries(folder):
+    """Entries for every trial of a sweep folder, in trial order (unfinished ones too)."""
+    from mlpcli.sweep import load_sweep_file, read_results
+
+    folder = Path(folder)
+    spec = load_sweep_file(folder)
+    rows = {row.get("trial"): row for row in read_results(folder)}
+    entries = []
+    for trial in spec["trials"]:
+        name = trial["name"]
+        row = rows.get(name) or {}
+        status = row.get("status") or "pending"
+        if status == "ok" and (folder / name / "history.csv").is_file():
+            entry = read_run(folder / name, label=name)
+            if entry.seconds is not None and _float(row.get("seconds")) is not None:
+                entry.seconds = _float(row.get("seconds"))
+        else:
+            entry = Entry(name, folder / name, status=status if status != "ok" else "failed",
+                          error=row.get("error") or (None if status != "ok" else "history.csv missing"))
+        entry.values = dict(trial.get("overrides") or {})
+        entries.append(entry)
+    return entries
+
+
+def _float(text):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _collect(paths):
+    entries, sweeps = [], []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise MlpError(f"{path}: no such run or sweep folder")
+        if (path / "sweep.yaml").is_file():
+            trials = read_sweep_entries(path)
+            if len(paths) > 1:
+                for t in trials:
+                    t.label = f"{path.resolve().name}/{t.label}"
+            entries += trials
+            sweeps.append(path)
+        elif path.is_dir() and ((path / "history.csv").is_file() or (path / "config.yaml").is_file()):
+            entries.append(read_run(path))
+        else:
+            raise MlpError(f"{path}: not a run folder (no history.csv) or a sweep folder (no sweep.yaml)")
+    seen = {}
+    for e in entries:
+        seen[e.label] = seen.get(e.label, 0) + 1
+        if seen[e.label] > 1:
+            e.label = f"{e.label}-{seen[e.label]}"
+    return entries, sweeps
+
+
+# ---------------------------------------------------------------- scoring
+
+def _monitor_of(entry):
+    ckpt = entry.cfg.get("checkpoint") if isinstance(entry.cfg.get("checkpoint"), dict) else {}
+    monitor = ckpt.get("monitor")
+    mode = ckpt.get("mode") if ckpt.get("mode") in ("auto", "min", "max") else "auto"
+    return (monitor, mode) if isinstance(monitor, str) else (None, "auto")
+
+
+def _choose_monitor(entries, monitor):
+    with_history = [e for e in entries if e.history]
+    if monitor is not None:
+        if with_history and not any(monitor in e.history for e in with_history):
+            raise MlpError(f"--monitor {monitor}: no compared run logged it; logged: "
+                           f"{', '.join(sorted({c for e in with_history for c in e.history}))}")
+        modes = {_monitor_of(e)[1] for e in with_history if _monitor_of(e)[0] == monitor}
+        return monitor, modes.pop() if len(modes) == 1 else "auto"
+    found = {_monitor_of(e) for e in with_history if _monitor_of(e)[0]}
+    if len(found) == 1:
+        monitor, mode = found.pop()
+    else:
+        monitor, mode = "val_loss", "auto"
+    if with_history and not any(monitor in e.history for e in with_history):
+        monitor, mode = "loss", "auto"
+    return monitor, mode
+
+
+def _score(entry, monitor, higher, other):
+    from mlpcli.plots import _epochs
+
+    values = entry.history.get(monitor) if entry.history else None
+    if not values:
+        return
+    best = None
+    for i, v in enumerate(values):
+        if math.isfinite(v) and (best is None or (v > values[best] if higher else v < values[best])):
+            best = i
+    if best is None:
+        return
+    entry.score = values[best]
+    entry.best_epoch = _epochs(entry.history)[best]
+    column = entry.history.get(other) if other else None
+    if column and best < len(column) and math.isfinite(column[best]):
+        entry.other = column[best]
+
+
+def _short_key(key, keys):
+    short = re.split(r"\.(?![^\[]*\])", key)[-1]
+    clash = sum(1 for k in keys if re.split(r"\.(?![^\[]*\])", k)[-1] == short) > 1
+    return key if clash else short
+
+
+def _plot(comparison, out_dir, fmt):
+    """compare-accuracy and compare-loss: the runs' validation curves, overlaid."""
+    from mlpcli.plots import PlotReport, _compare_plot
+
+    report = PlotReport()
+    curves = []
+    for e in comparison.ranked:
+        values = " ".join(f"{_short_key(k, comparison.varied)}={_show(e.values[k])}"
+                          for k in comparison.varied if k in e.values)
+        curves.append((f"{e.label} {values}".strip(), e.history))
+    if not curves:
+        report.skipped.append("no run has a history to compare")
+        return report
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for metric in ("accuracy", "loss"):
+        _compare_plot(curves, metric, out_dir / f"compare-{metric}.{fmt}", fmt, report)
+    return report
+
+
+def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=True):
+    """Rank the runs in ``paths`` (run or sweep folders); see the module docstring."""
+    from mlpcli.nn.metrics import higher_is_better
+
+    if not paths:
+        raise MlpError("give one or more run or sweep folders to compare")
+    entries, sweeps = _collect(paths)
+    monitor, mode = _choose_monitor(entries, monitor)
+    higher = higher_is_better(monitor, mode)
+    if tolerance is None:
+        tolerance = TOLERANCE_HIGHER if higher else TOLERANCE_LOWER
+    elif not math.isfinite(tolerance) or tolerance < 0:
+        raise MlpError(f"--tolerance must be a number >= 0, got {tolerance}")
+    base = monitor[4:] if monitor.startswith("val_") else monitor
+    prefix = "val_" if monitor.startswith("val_") else ""
+    other = f"{prefix}loss" if base != "loss" else f"{prefix}accuracy"
+    for e in entries:
+        if e.status == "ok":
+            _score(e, monitor, higher, other)
+    ranked = sorted((e for e in entries if e.score is not None),
+                    key=lambda e: -e.score if higher else e.score)
+    unranked = [e for e in entries if e.score is None]
+    varied = []
+    for e in entries:
+        varied += [k for k in e.values if k not in varied]
+    result = Comparison(monitor, higher, tolerance, ranked, unranked, varied=varied,
+                        other=other if any(e.other is not None for e in ranked) else None)
+    best, rec = recommend([e.score for e in ranked], [e.params for e in ranked], higher, tolerance)
+    if best is not None:
+        result.best, result.recommended = ranked[best], ranked[rec]
+    if plots:
+        if out_dir is None:
+            first = Path(paths[0])
+            out_dir = first if first in sweeps else first / "plots"
+        result.plots = _plot(result, Path(out_dir), fmt)
+    return result
+
+
+# ---------------------------------------------------------------- the table
+
+def _show(value):
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _table(header, rows, right):
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def format_comparison(c):
+    """The ranked table, the recommendation and what the notes mean, as text."""
+    direction = "higher" if c.higher else "lower"
+    lines = [f"Ranked by the best {c.monitor} over the epochs ({direction} is better)", ""]
+    shown = [_short_key(k, c.varied) for k in c.varied]
+    header = ["rank", "run", *shown, "params", "best epoch", c.monitor]
+    header += [f"{c.other} @best"] if c.other else []
+    header += ["seconds", "notes"]
+    rows = []
+    for rank, e in enumerate(c.ranked, 1):
+        row = [rank, e.label, *(_show(e.values[k]) if k in e.values else "" for k in c.varied),
+               f"{e.params:,}" if e.params is not None else "?", e.best_epoch, f"{e.score:.4f}"]
+        row += [f"{e.other:.4f}" if e.other is not None else ""] if c.other else []
+        notes = list(e.notes) + (["<- recommended"] if e is c.recommended else [])
+        row += [f"{e.seconds:.1f}" if e.seconds is not None else "", "; ".join(notes)]
+        rows.append(row)
+    for e in c.unranked:
+        why = e.error or (f"no {c.monitor} logged" if e.status == "ok" else "")
+        row = [e.status, e.label, *(_show(e.values[k]) if k in e.values else "" for k in c.varied),
+               "", "", "", *([""] if c.other else []), "", why.splitlines()[0] if why else ""]
+        rows.append(row)
+    n = 2 + len(shown)
+    lines += _table(header, rows, right={0, *range(2, n + 4 + (1 if c.other else 0))})
+    if c.recommended is not None:
+        r, b = c.recommended, c.best
+        params = f"{r.params:,} parameters" if r.params is not None else "unknown parameters"
+        if r is b:
+            lines += ["", f"Recommended: {r.label} ({params}, {c.monitor} {r.score:.4f}): the best "
+                          f"score, and no run within {tolerance_text(c.higher, c.tolerance)} of it "
+                          "has fewer parameters"]
+        else:
+            lines += ["", f"Recommended: {r.label} ({params}, {c.monitor} {r.score:.4f}): the fewest "
+                          f"parameters within {tolerance_text(c.higher, c.tolerance)} of the best "
+                          f"({b.score:.4f}, {b.label})"]
+    notes = {n.split(" from ")[0] for e in c.ranked for n in e.notes}
+    if "overfits" in notes:
+        lines.append("overfits from epoch N: validation loss rose from epoch N on while training "
+                     "loss kept falling; use early stopping or more regularization")
+    if "train acc < val acc" in notes:
+        lines.append("train acc < val acc: under-trained, or dropout/regularization too strong "
+                     "(dropout is off when validation is measured)")
+    if c.plots is not None:
+        lines += [""] + [f"wrote {p}" for p in c.plots.written]
+    return "\n".join(lines)

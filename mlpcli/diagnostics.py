@@ -1,0 +1,131 @@
+"""What the curves of a finished run say: overfitting onset and a training/validation gap.
+
+``diagnose(history, cfg)`` looks at a run's per-epoch history and returns a
+JSON-able dict, written by ``mlp train`` as ``diagnostics.json``::
+
+    {"overfitting": {"onset_epoch": 8, "lowest_val_loss_epoch": 7, "lowest_val_loss": 0.081,
+                     "final_val_loss": 0.093, "hint": "..."} or null,
+     "train_below_validation": {"accuracy": 0.91, "val_accuracy": 0.93,
+                                "dropout_rates": [0.3], "warning": "..."} or null,
+     "messages": ["...", ...],   # what mlp train prints, one line each
+     "notes": ["...", ...]}      # the same in a few words, for mlp compare's table
+
+* Overfitting: the epoch from which validation loss stayed above its minimum
+  while training loss kept falling (``mlpcli.plots.overfitting_onset``, the
+  same rule that shades the loss plot), with a hint to stop early or
+  regularize more.
+* Training accuracy below validation accuracy at the last epoch: the model is
+  under-trained, or dropout/regularization is too strong. Dropout is on while
+  training accuracy is measured (and that accuracy is averaged over an epoch
+  in which the weights kept changing) but off when validation is measured,
+  so the message says so.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+from mlpcli.plots import _columns, _epochs, _has, overfitting_onset, read_history
+
+FILENAME = "diagnostics.json"
+
+
+def _dropout_rates(cfg):
+    layers = ((cfg or {}).get("model") or {}).get("layers") or []
+    return [layer.get("rate") for layer in layers
+            if isinstance(layer, dict) and layer.get("type") == "dropout" and layer.get("rate")]
+
+
+def _regularized(cfg):
+    layers = ((cfg or {}).get("model") or {}).get("layers") or []
+    return any(isinstance(layer, dict) and layer.get(key) for layer in layers
+               for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"))
+
+
+def _overfitting(cols, epochs, cfg):
+    if not (_has(cols, "loss") and _has(cols, "val_loss")):
+        return None
+    onset = overfitting_onset(cols["loss"], cols["val_loss"])
+    if onset is None:
+        return None
+    val = cols["val_loss"][:onset]
+    finite = [(v, i) for i, v in enumerate(val) if v == v]  # NaN != NaN
+    low, low_index = min(finite)
+    es = (cfg or {}).get("early_stopping")
+    if isinstance(es, dict) and es.get("restore_best_weights") and es.get("monitor") == "val_loss":
+        hint = (f"early stopping already keeps epoch {epochs[low_index]}'s weights; more "
+                "regularization (dropout, an l2 kernel_regularizer) may lower the minimum itself")
+    elif isinstance(es, dict):
+        hint = (f"early stopping is on (patience {es.get('patience')}); set "
+                "early_stopping.restore_best_weights: true to keep the best epoch's weights, "
+                "or add regularization (dropout, an l2 kernel_regularizer)")
+    else:
+        hint = ("use early stopping (early_stopping: {monitor: val_loss, patience: 3, "
+                "restore_best_weights: true}) or more regularization (dropout, an l2 "
+                "kernel_regularizer)")
+    return {"onset_epoch": epochs[onset - 1], "lowest_val_loss_epoch": epochs[low_index],
+            "lowest_val_loss": low, "final_val_loss": cols["val_loss"][-1], "hint": hint}
+
+
+def _train_below_validation(cols, cfg):
+    if not (_has(cols, "accuracy") and _has(cols, "val_accuracy")):
+        return None
+    train, val = cols["accuracy"][-1], cols["val_accuracy"][-1]
+    if not (train == train and val == val) or train >= val:
+        return None
+    rates = _dropout_rates(cfg)
+    causes = []
+    if rates:
+        causes.append(f"dropout ({', '.join(f'{r:g}' for r in rates)})")
+    if _regularized(cfg):
+        causes.append("weight penalties")
+    too_strong = " or ".join(causes) if causes else "regularization"
+    why = ("dropout is on while training accuracy is measured and off when validation is "
+           "measured, and training accuracy is averaged over an epoch in which the weights "
+           "were still improving" if rates else
+           "training accuracy is averaged over an epoch in which the weights were still improving")
+    warning = (f"final training accuracy {train:.4f} is below validation accuracy {val:.4f}: the "
+               f"model may be under-trained (train more epochs, raise the learning rate) or "
+               f"{too_strong} too strong; part of the gap is expected because {why}")
+    return {"accuracy": train, "val_accuracy": val, "dropout_rates": rates, "warning": warning}
+
+
+def diagnose(history, cfg=None):
+    """The diagnostics of a run's history (rows or ``{column: values}``) and resolved config."""
+    cols = _columns(history or [])
+    epochs = _epochs(cols) if cols else []
+    over = _overfitting(cols, epochs, cfg) if epochs else None
+    gap = _train_below_validation(cols, cfg) if epochs else None
+    messages, notes = [], []
+    if over:
+        messages.append(f"Overfitting: validation loss rose from epoch {over['onset_epoch']} on "
+                        f"(lowest {over['lowest_val_loss']:.4f} at epoch "
+                        f"{over['lowest_val_loss_epoch']}) while training loss kept falling; "
+                        f"{over['hint']}")
+        notes.append(f"overfits from epoch {over['onset_epoch']}")
+    if gap:
+        messages.append(f"Warning: {gap['warning']}")
+        notes.append("train acc < val acc")
+    return {"overfitting": over, "train_below_validation": gap, "messages": messages,
+            "notes": notes}
+
+
+def report_diagnostics(folder, history, cfg, line):
+    """Diagnose a finished run, write ``<folder>/diagnostics.json`` and ``line()`` each message."""
+    from mlpcli.runs import write_text
+
+    result = diagnose(history, cfg)
+    write_text(Path(folder) / FILENAME, json.dumps(result, indent=2) + "\n")
+    for message in result["messages"]:
+        line(message)
+    return result
+
+
+def diagnose_run(folder, cfg=None):
+    """The diagnostics of a run folder from its ``history.csv`` (None when it has none)."""
+    path = Path(folder) / "history.csv"
+    try:
+        cols = read_history(path)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError):
+        return None
+    return diagnose(cols, cfg)

@@ -1,0 +1,238 @@
+"""Running a sweep's trials: one trial, and the executors that run many.
+
+A trial is an ordinary ``mlp train`` run of the sweep's base config with the
+trial's overrides, written into ``trial-NNN/``. ``run_trial`` never raises:
+an error (a bad value, a NaN loss, anything else) becomes a row with status
+``failed`` and the error text.
+
+* ``run_local``: a pool of ``spawn``ed processes on this machine; each trial
+  writes straight into its folder.
+* ``run_dask``: each trial is a task on a Dask distributed cluster; the task
+  trains in a temporary folder on the worker and returns the folder's files as
+  bytes with the row, and the client writes them into ``trial-NNN/``, so no
+  shared filesystem is needed.
+
+This module imports neither numpy nor Dask at import time, so a worker
+process can limit its BLAS threads before numpy loads.
+"""
+
+import os
+import signal
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlpcli.errors import MlpError
+
+DASK_HINT = "pip install 'mlpcli[dask]'"
+SKIP_FILES = {".lock"}
+
+
+@dataclass
+class Trial:
+    name: str  # trial-001, ...
+    overrides: dict  # {dotted key: value}
+    sets: list  # the KEY=VALUE strings passed to train, the trial's overrides last
+
+
+def available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _with_threads(sets, threads):
+    if threads is None or any(s.split("=", 1)[0].strip() == "training.threads" for s in sets):
+        return list(sets)
+    return [*sets, f"training.threads={threads}"]
+
+
+def summary_row(folder):
+    """What results.csv keeps of a finished run: params, best epoch and value, final metrics."""
+    import json
+
+    from mlpcli.compare import param_count
+
+    results = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
+    row = {"params": param_count(folder), "best_epoch": results.get("best_epoch"),
+           "monitor": results.get("monitor"), "best_value": results.get("best_value")}
+    row.update({f"final_{k}": v for k, v in (results.get("final") or {}).items()})
+    return row
+
+
+def run_trial(config_path, trial, run_dir, plots=True, threads=None):
+    """Train one trial into ``run_dir``; return its row (status ok or failed, seconds, error)."""
+    from mlpcli.train import train
+
+    started = time.perf_counter()
+    row = {"trial": trial.name, "status": "ok"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # overflow on the way to a NaN loss
+            train(config_path, _with_threads(trial.sets, threads), run_dir=run_dir, quiet=True,
+                  plots=plots, echo=lambda *a, **k: None)
+        row.update(summary_row(run_dir))
+    except MlpError as exc:
+        row.update(status="interrupted" if exc.label == "Interrupted" else "failed",
+                   error=str(exc).replace("\n", " | "))
+    except Exception as exc:  # noqa: BLE001 - one trial's crash must not stop the sweep
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}".replace("\n", " | "))
+    row["seconds"] = round(time.perf_counter() - started, 3)
+    return row
+
+
+def failed_row(trial, error, status="failed"):
+    return {"trial": trial.name, "status": status, "error": str(error).replace("\n", " | ")}
+
+
+# ---------------------------------------------------------------- local processes
+
+def _init_worker(threads):
+    """In each pool process: BLAS threads limited before numpy loads; Ctrl-C left to the parent
+    (a trial under way still stops cleanly: training installs its own handler)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads):
+    """Run ``trials`` in ``workers`` processes; call ``on_done(trial, row)`` as each finishes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    workers = max(1, min(workers, len(trials)))
+    threads = max(1, available_cores() // workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads,))
+    futures = {pool.submit(run_trial, str(config_path), t, str(folder / t.name), plots,
+                           threads if auto_threads else None): t for t in trials}
+    try:
+        for future in as_completed(futures):
+            trial = futures[future]
+            try:
+                row = future.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. a worker process killed
+                row = failed_row(trial, f"worker process failed: {type(exc).__name__}: {exc}")
+            on_done(trial, row)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future, trial in futures.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                on_done(trial, future.result())
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- Dask
+
+def import_dask():
+    """(Client, LocalCluster, as_completed) from dask.distributed, or an MlpError saying how
+    to install it."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise MlpError(f"--executor dask needs Dask's distributed scheduler, which is not "
+                       f"installed ({exc}); install it with: {DASK_HINT}") from None
+    return Client, LocalCluster, as_completed
+
+
+def dask_trial(config_text, trial, plots, host_slots, auto_threads):
+    """A Dask task: train ``trial`` in a temporary folder on the worker; return
+    ``{"row": row, "files": {relative path: bytes}}``."""
+    threads = None
+    if auto_threads:
+        slots = 1
+        try:
+            from urllib.parse import urlparse
+
+            from distributed import get_worker
+
+            worker = get_worker()
+            slots = host_slots.get(urlparse(worker.address).hostname) or worker.state.nthreads
+        except Exception:  # noqa: BLE001 - not on a worker (tests), or an API change: 1 slot
+            pass
+        threads = max(1, available_cores() // max(1, slots))
+    with tempfile.TemporaryDirectory(prefix="mlp-trial-") as tmp:
+        config_path = Path(tmp) / "base-config.yaml"
+        config_path.write_text(config_text, encoding="utf-8")
+        run_dir = Path(tmp) / trial.name
+        row = run_trial(config_path, trial, run_dir, plots, threads)
+        files = {}
+        if run_dir.is_dir():
+            for path in sorted(run_dir.rglob("*")):
+                if path.is_file() and path.name not in SKIP_FILES and not path.name.startswith(".tmp-"):
+                    files[path.relative_to(run_dir).as_posix()] = path.read_bytes()
+    return {"row": row, "files": files}
+
+
+def write_files(folder, files):
+    """Write ``{relative path: bytes}`` under ``folder``, each atomically; refuse paths that leave it."""
+    from mlpcli.runs import atomic_path
+
+    root = Path(folder).resolve()
+    for rel, data in files.items():
+        target = (root / rel).resolve()
+        if root not in target.parents:
+            raise MlpError(f"a trial returned the file {rel!r}, which is outside {root}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+
+
+def _host_slots(client):
+    """{host: tasks that run there at once}: the sum of its workers' threads."""
+    from urllib.parse import urlparse
+
+    slots = {}
+    for address, info in client.scheduler_info().get("workers", {}).items():
+        host = urlparse(address).hostname
+        slots[host] = slots.get(host, 0) + int(info.get("nthreads") or 1)
+    return slots
+
+
+def run_dask(config_text, trials, folder, workers, plots, on_done, auto_threads, scheduler=None):
+    """Run ``trials`` on the Dask cluster at ``scheduler`` (or a LocalCluster of ``workers``
+    single-threaded processes on 127.0.0.1); write each trial's files into its folder."""
+    import shutil
+
+    Client, LocalCluster, as_completed = import_dask()
+    cluster = None
+    try:
+        if scheduler:
+            client = Client(scheduler, timeout="20s")
+        else:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None)
+            client = Client(cluster)
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        where = f"the Dask scheduler at {scheduler}" if scheduler else "a local Dask cluster"
+        raise MlpError(f"cannot connect to {where}: {exc}") from None
+    try:
+        slots = _host_slots(client)
+        futures = {client.submit(dask_trial, config_text, t, plots, slots, auto_threads, pure=False,
+                                 key=f"mlp-{folder.name}-{t.name}-{os.getpid()}-{time.time_ns()}"): t
+                   for t in trials}
+        for future in as_completed(list(futures)):
+            trial = futures[future]
+            try:
+                result = future.result()
+                target = folder / trial.name
+                if target.exists():
+                    shutil.rmtree(target)
+                write_files(target, result["files"])
+                row = result["row"]
+            except MlpError as exc:
+                row = failed_row(trial, exc)
+            except Exception as exc:  # noqa: BLE001 - a task that died with its worker, ...
+                row = failed_row(trial, f"Dask task failed: {type(exc).__name__}: {exc}")
+            on_done(trial, row)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
