@@ -570,3 +570,14 @@ def test_stateless_schedules_state_and_config():
     assert s.get_config() == {"type": "step_decay", "step_size": 4, "factor": 0.5}
     with pytest.raises(ValueError, match="did you mean 'cosine_decay'"):
         schedules.get("cosine_decy")
+
+
+def test_dropout_trains_again_after_inference():
+    layer = layers.Dropout(rate=0.5, seed=3)
+    layer.build((40,), None)
+    x = np.ones((8, 40), np.float32)
+    layer.forward(x, training=True)
+    assert layer.forward(x, training=False) is x
+    again = layer.forward(x, training=True)
+    assert (again == 0).any() and (again == 2).any()
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), again)

@@ -186,9 +186,9 @@ class Dropout(Layer):
             return x
         if getattr(self, "_noise", None) is None or self._noise.shape != x.shape:
             self._noise = np.empty(x.shape, np.float32)
-            self.mask = np.empty(x.shape, bool)
+            self._keep = np.empty(x.shape, bool)
         self.rng.random(out=self._noise, dtype=np.float32)  # one draw per unit, no new array
-        np.greater_equal(self._noise, rate, out=self.mask)
+        self.mask = np.greater_equal(self._noise, rate, out=self._keep)
         y = np.multiply(x, self.mask)
         y *= _F(1.0 / (1.0 - rate))
         return y
