@@ -19,7 +19,7 @@ HUBER_DELTA = 1.0
 
 
 def _mean(per_sample):
-    return float(per_sample.mean(dtype=np.float64))
+    return float(per_sample.mean())
 
 
 def mean_squared_error(y_true, y_pred):

@@ -14,9 +14,9 @@ def penalty(spec, w):
     """l1 * sum(|w|) + l2 * sum(w**2), as Keras's L1L2."""
     total = 0.0
     if spec.get("l1"):
-        total += spec["l1"] * float(np.abs(w).sum(dtype=np.float64))
+        total += spec["l1"] * float(np.abs(w).sum())
     if spec.get("l2"):
-        total += spec["l2"] * float(np.square(w).sum(dtype=np.float64))
+        total += spec["l2"] * float(np.square(w).sum())
     return total
 
 
