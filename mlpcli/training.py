@@ -74,7 +74,9 @@ class Trainer:
         self.loss = losses_mod.get(cfg["loss"])
         opt_spec = dict(cfg["optimizer"])
         self.optimizer = optimizers_mod.get(opt_spec.pop("type"))(**opt_spec)
-        self.optimizer.build(model.params)
+        # clipnorm clips each weight array by its own norm, so it needs them one by one
+        self.flat = not self.optimizer.clipnorm
+        self.optimizer.build([model.flat_params] if self.flat else model.params)
         sched_spec = dict(cfg["schedule"])
         self.schedule = schedules_mod.get(sched_spec.pop("type"))(
             self.optimizer.learning_rate, **sched_spec)
@@ -119,7 +121,8 @@ class Trainer:
             xb, yb = x_buf[:len(idx)], y_buf[:len(idx)]
             np.take(x, idx, axis=0, out=xb)
             np.take(y_enc, idx, axis=0, out=yb)
-            value, y_pred = self.model.train_step(xb, yb, self.loss, self.optimizer, self.learning_rate)
+            value, y_pred = self.model.train_step(xb, yb, self.loss, self.optimizer, self.learning_rate,
+                                                  flat=self.flat)
             if not math.isfinite(value):
                 raise TrainingError(f"loss became {value} in epoch {self.epoch + 1}, batch {b + 1}; "
                                     "training stopped (try a lower learning rate or gradient clipping)")

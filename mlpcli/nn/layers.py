@@ -45,6 +45,10 @@ class Layer:
         """Weight-regularization term this layer adds to the loss."""
         return 0.0
 
+    def rebind(self, attribute, arrays):
+        """Use ``arrays`` (same shapes, e.g. views of a shared buffer) as ``params`` or ``grads``."""
+        setattr(self, attribute, list(arrays))
+
     def get_config(self):
         """The layer's spec as in a config file: ``{"type": ..., "name": ..., **params}``."""
         return {"type": self.type, "name": self.name, **self.config}
@@ -118,6 +122,13 @@ class Dense(Layer):
             if self.config["bias_regularizer"]:
                 self.grads[1] += regularizers.penalty_grad(self.config["bias_regularizer"], self.bias)
         return dz @ self.kernel.T if self.need_input_grad else None
+
+    def rebind(self, attribute, arrays):
+        super().rebind(attribute, arrays)
+        if attribute == "params":
+            self.kernel = self.params[0]
+            if self.config["use_bias"]:
+                self.bias = self.params[1]
 
     def penalty(self):
         total = 0.0

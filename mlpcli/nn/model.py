@@ -37,6 +37,8 @@ class Sequential:
             if isinstance(layer, layers_mod.Dense):
                 layer.need_input_grad = False
                 break
+        self.flat_params = _pack([layer for layer in self.layers], "params")
+        self.flat_grads = _pack([layer for layer in self.layers], "grads")
         self.built = True
         return self
 
@@ -95,12 +97,19 @@ class Sequential:
                 break
             dy = layer.backward(dy)
 
-    def train_step(self, x, y_true, loss, optimizer, lr):
-        """One update on a batch; returns (loss including penalties, predictions)."""
+    def train_step(self, x, y_true, loss, optimizer, lr, flat=False):
+        """One update on a batch; returns (loss including penalties, predictions).
+
+        ``flat``: the optimizer was built on ``[flat_params]`` and updates all
+        weights as one array (fewer, larger numpy calls per step).
+        """
         y_pred = self.forward(x, training=True)
         value = loss.value(y_true, y_pred) + self.penalty()
         self.backward(loss, y_true, y_pred)
-        optimizer.apply(self.params, self.grads, lr)
+        if flat:
+            optimizer.apply([self.flat_params], [self.flat_grads], lr)
+        else:
+            optimizer.apply(self.params, self.grads, lr)
         return value, y_pred
 
     def predict(self, x, batch_size=4096):
@@ -126,6 +135,26 @@ class Sequential:
         lines += [rule, f"Total params: {total:,}", f"Trainable params: {total:,}",
                   "Non-trainable params: 0", rule]
         return "\n".join(lines)
+
+
+def _pack(layers, attribute):
+    """Move every layer's ``params`` (or ``grads``) into one float32 buffer; return it.
+
+    Each layer keeps views into the buffer, so layers and optimizer see the
+    same memory: per array, or all at once through the returned 1-D buffer.
+    """
+    arrays = [a for layer in layers for a in getattr(layer, attribute)]
+    flat = np.empty(sum(a.size for a in arrays), np.float32)
+    start = 0
+    for layer in layers:
+        views = []
+        for a in getattr(layer, attribute):
+            view = flat[start:start + a.size].reshape(a.shape)
+            view[...] = a
+            views.append(view)
+            start += a.size
+        layer.rebind(attribute, views)
+    return flat
 
 
 def _assign_names(layers):
