@@ -178,3 +178,83 @@ def plot(run_dirs, out_dir, fmt, runs_root):
         click.echo(f"wrote {path}")
     for line in report.skipped:
         click.echo(f"skipped {line}")
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2,...",
+              help="Try every combination of these values (repeatable), e.g. --grid training.batch_size=64,128.")
+@click.option("--random", "random_trials", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Run N trials with values drawn from the --range options.")
+@click.option("--range", "ranges", multiple=True, metavar="KEY=LO:HI[:log]",
+              help="A range for --random (repeatable); ':log' draws log-uniformly.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Fix a config key for every trial, as in mlp train (repeatable).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Trials at once (local processes, or the LocalCluster's workers); default 1.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default=None,
+              help="local processes (default) or a Dask distributed cluster.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="The Dask scheduler, e.g. tcp://host:8786 (default: start a LocalCluster).")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, metavar="SWEEP_DIR",
+              help="Run again the trials of this sweep that did not finish.")
+@click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="Folder in which the sweep folder is made.")
+@click.option("--no-plots", is_flag=True, help="Skip each trial's plots/ (the comparison plot is still drawn).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@clean_errors
+def sweep(config, grid, random_trials, ranges, overrides, workers, executor, scheduler, resume,
+          runs_root, no_plots, quiet):
+    """Train CONFIG once per trial over a grid or random ranges of config keys; rank the trials.
+
+    Each trial is a run folder runs/<sweep>-<timestamp>/trial-NNN/; the sweep
+    folder also holds sweep.yaml, results.csv and compare-*.png. A failed
+    trial is recorded and the sweep goes on. Keys are those of --set; a
+    sweep: section in CONFIG can say the same.
+
+    \b
+    Examples:
+      mlp sweep configs/mnist-batch-sweep.yaml --workers 2
+      mlp sweep configs/mnist.yaml --grid training.batch_size=64,128,256 --set training.epochs=5
+      mlp sweep configs/mnist.yaml --random 8 --range optimizer.learning_rate=1e-4:1e-2:log
+      mlp sweep configs/mnist.yaml --grid 'model.layers[2].rate=0.1,0.3,0.5' --executor dask --scheduler tcp://host:8786
+      mlp sweep --resume runs/mnist-batch-sweep-20261129-212900
+    """
+    from mlpcli.sweep import sweep as run_sweep
+
+    run_sweep(config, grid, random_trials, ranges, overrides, workers=workers, executor=executor,
+              scheduler=scheduler, resume=resume, runs_root=runs_root, plots=not no_plots,
+              quiet=quiet, echo=click.echo)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--monitor", default=None, metavar="NAME",
+              help="Rank by this logged quantity (default: the runs' checkpoint.monitor, e.g. val_loss).")
+@click.option("--tolerance", type=float, default=None,
+              help="How close to the best counts as as good: absolute for accuracy-like metrics "
+                   "(default 0.002), relative for losses (default 0.02, i.e. 2%).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write compare-accuracy and compare-loss here (default: the sweep folder, "
+                   "or the first run's plots/).")
+@click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True)
+@click.option("--no-plots", is_flag=True, help="Print the table only.")
+@clean_errors
+def compare(paths, monitor, tolerance, out_dir, fmt, no_plots):
+    """Rank runs and sweep trials by their best validation score; recommend the smallest good one.
+
+    The recommended run has the fewest parameters among those within
+    --tolerance of the best score. Notes flag overfitting and a training
+    accuracy below the validation accuracy.
+
+    \b
+    Examples:
+      mlp compare runs/mnist-batch-sweep-20261129-212900
+      mlp compare runs/mnist-mlp-20261129-212900 runs/quick-20261129-213000 --monitor val_accuracy
+    """
+    from mlpcli.compare import compare as run_compare
+    from mlpcli.compare import format_comparison
+
+    result = run_compare(paths, monitor=monitor, tolerance=tolerance, out_dir=out_dir, fmt=fmt,
+                         plots=not no_plots)
+    click.echo(format_comparison(result))

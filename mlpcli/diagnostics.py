@@ -74,19 +74,19 @@ def _train_below_validation(cols, cfg):
     if not (train == train and val == val) or train >= val:
         return None
     rates = _dropout_rates(cfg)
-    causes = []
-    if rates:
-        causes.append(f"dropout ({', '.join(f'{r:g}' for r in rates)})")
-    if _regularized(cfg):
-        causes.append("weight penalties")
-    too_strong = " or ".join(causes) if causes else "regularization"
-    why = ("dropout is on while training accuracy is measured and off when validation is "
-           "measured, and training accuracy is averaged over an epoch in which the weights "
-           "were still improving" if rates else
-           "training accuracy is averaged over an epoch in which the weights were still improving")
+    causes = ([f"dropout ({', '.join(f'{r:g}' for r in rates)})"] if rates else []) + \
+        (["weight penalties"] if _regularized(cfg) else [])
     warning = (f"final training accuracy {train:.4f} is below validation accuracy {val:.4f}: the "
-               f"model may be under-trained (train more epochs, raise the learning rate) or "
-               f"{too_strong} too strong; part of the gap is expected because {why}")
+               "model may be under-trained (train more epochs or raise the learning rate)")
+    if causes:
+        warning += f" or {' and '.join(causes)} too strong"
+    if rates:
+        warning += ("; dropout is on while training accuracy is measured and off when validation "
+                    "is measured, so some gap is expected")
+    else:
+        warning += ("; there is no dropout" + ("" if causes else " or weight penalty") +
+                    ", so the gap comes from training accuracy being averaged over an epoch in "
+                    "which the weights were still improving (or from a small validation set)")
     return {"accuracy": train, "val_accuracy": val, "dropout_rates": rates, "warning": warning}
 
 

@@ -16,18 +16,23 @@ This module imports neither numpy nor Dask at import time, so a worker
 process can limit its BLAS threads before numpy loads.
 """
 
+import contextlib
 import os
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlpcli.errors import MlpError
+from mlpcli.errors import Interrupted, MlpError
 
 DASK_HINT = "pip install 'mlpcli[dask]'"
 SKIP_FILES = {".lock"}
+# one trial at a time per Dask worker process, whatever its --nthreads: BLAS limits and
+# matplotlib are process-wide, so trials in threads of one process would interfere
+_TRIAL_LOCK = threading.Lock()
 
 
 @dataclass
@@ -59,7 +64,7 @@ def summary_row(folder):
     results = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
     row = {"params": param_count(folder), "best_epoch": results.get("best_epoch"),
            "monitor": results.get("monitor"), "best_value": results.get("best_value")}
-    row.update({f"final_{k}": v for k, v in (results.get("final") or {}).items()})
+    row.update({f"final_{k}": v for k, v in (results.get("final") or {}).items() if k != "lr"})
     return row
 
 
@@ -75,9 +80,10 @@ def run_trial(config_path, trial, run_dir, plots=True, threads=None):
             train(config_path, _with_threads(trial.sets, threads), run_dir=run_dir, quiet=True,
                   plots=plots, echo=lambda *a, **k: None)
         row.update(summary_row(run_dir))
+    except Interrupted as exc:  # Ctrl-C: `mlp sweep --resume` runs the trial again
+        row.update(status="interrupted", error=str(exc).split(";")[0])
     except MlpError as exc:
-        row.update(status="interrupted" if exc.label == "Interrupted" else "failed",
-                   error=str(exc).replace("\n", " | "))
+        row.update(status="failed", error=str(exc).replace("\n", " | "))
     except Exception as exc:  # noqa: BLE001 - one trial's crash must not stop the sweep
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}".replace("\n", " | "))
     row["seconds"] = round(time.perf_counter() - started, 3)
@@ -103,12 +109,15 @@ def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    workers = max(1, min(workers, len(trials)))
+    # BLAS threads by --workers alone, not by how many trials are left: a resumed sweep's
+    # trials then compute exactly as they would have in the first run
     threads = max(1, available_cores() // workers)
+    workers = max(1, min(workers, len(trials)))
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(threads,))
     futures = {pool.submit(run_trial, str(config_path), t, str(folder / t.name), plots,
                            threads if auto_threads else None): t for t in trials}
+    reported = set()
     try:
         for future in as_completed(futures):
             trial = futures[future]
@@ -116,11 +125,14 @@ def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads
                 row = future.result()
             except Exception as exc:  # noqa: BLE001 - e.g. a worker process killed
                 row = failed_row(trial, f"worker process failed: {type(exc).__name__}: {exc}")
+            reported.add(future)
             on_done(trial, row)
     except KeyboardInterrupt:
+        # the trials under way got the Ctrl-C too: they stop after their batch, saving their state
         pool.shutdown(wait=True, cancel_futures=True)
         for future, trial in futures.items():
-            if future.done() and not future.cancelled() and future.exception() is None:
+            if (future not in reported and future.done() and not future.cancelled()
+                    and future.exception() is None):
                 on_done(trial, future.result())
         raise
     finally:
@@ -151,12 +163,11 @@ def dask_trial(config_text, trial, plots, host_slots, auto_threads):
 
             from distributed import get_worker
 
-            worker = get_worker()
-            slots = host_slots.get(urlparse(worker.address).hostname) or worker.state.nthreads
-        except Exception:  # noqa: BLE001 - not on a worker (tests), or an API change: 1 slot
+            slots = host_slots.get(urlparse(get_worker().address).hostname) or 1
+        except Exception:  # noqa: BLE001 - not on a worker, or an API change: 1 slot
             pass
-        threads = max(1, available_cores() // max(1, slots))
-    with tempfile.TemporaryDirectory(prefix="mlp-trial-") as tmp:
+        threads = max(1, available_cores() // slots)
+    with _TRIAL_LOCK, tempfile.TemporaryDirectory(prefix="mlp-trial-") as tmp:
         config_path = Path(tmp) / "base-config.yaml"
         config_path.write_text(config_text, encoding="utf-8")
         run_dir = Path(tmp) / trial.name
@@ -184,26 +195,25 @@ def write_files(folder, files):
 
 
 def _host_slots(client):
-    """{host: tasks that run there at once}: the sum of its workers' threads."""
+    """{host: trials that run there at once}: its worker processes (one trial each at a time)."""
     from urllib.parse import urlparse
 
     slots = {}
-    for address, info in client.scheduler_info().get("workers", {}).items():
+    for address in client.scheduler_info().get("workers", {}):
         host = urlparse(address).hostname
-        slots[host] = slots.get(host, 0) + int(info.get("nthreads") or 1)
+        slots[host] = slots.get(host, 0) + 1
     return slots
 
 
-def run_dask(config_text, trials, folder, workers, plots, on_done, auto_threads, scheduler=None):
-    """Run ``trials`` on the Dask cluster at ``scheduler`` (or a LocalCluster of ``workers``
-    single-threaded processes on 127.0.0.1); write each trial's files into its folder."""
-    import shutil
-
-    Client, LocalCluster, as_completed = import_dask()
+@contextlib.contextmanager
+def dask_client(scheduler, workers):
+    """A Client of the Dask scheduler at ``scheduler``, or of a new LocalCluster of ``workers``
+    single-threaded worker processes on 127.0.0.1 (closed on exit)."""
+    Client, LocalCluster, _ = import_dask()
     cluster = None
     try:
         if scheduler:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout="10s")
         else:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                    host="127.0.0.1", dashboard_address=None)
@@ -214,25 +224,34 @@ def run_dask(config_text, trials, folder, workers, plots, on_done, auto_threads,
         where = f"the Dask scheduler at {scheduler}" if scheduler else "a local Dask cluster"
         raise MlpError(f"cannot connect to {where}: {exc}") from None
     try:
-        slots = _host_slots(client)
-        futures = {client.submit(dask_trial, config_text, t, plots, slots, auto_threads, pure=False,
-                                 key=f"mlp-{folder.name}-{t.name}-{os.getpid()}-{time.time_ns()}"): t
-                   for t in trials}
-        for future in as_completed(list(futures)):
-            trial = futures[future]
-            try:
-                result = future.result()
-                target = folder / trial.name
-                if target.exists():
-                    shutil.rmtree(target)
-                write_files(target, result["files"])
-                row = result["row"]
-            except MlpError as exc:
-                row = failed_row(trial, exc)
-            except Exception as exc:  # noqa: BLE001 - a task that died with its worker, ...
-                row = failed_row(trial, f"Dask task failed: {type(exc).__name__}: {exc}")
-            on_done(trial, row)
+        yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def run_dask(client, config_text, trials, folder, plots, on_done, auto_threads):
+    """Run ``trials`` as tasks through ``client``; write each trial's returned files into its
+    folder and call ``on_done(trial, row)`` as each finishes."""
+    import shutil
+
+    _, _, as_completed = import_dask()
+    slots = _host_slots(client)
+    futures = {client.submit(dask_trial, config_text, t, plots, slots, auto_threads, pure=False,
+                             key=f"mlp-{folder.name}-{t.name}-{os.getpid()}-{time.time_ns()}"): t
+               for t in trials}
+    for future in as_completed(list(futures)):
+        trial = futures[future]
+        try:
+            result = future.result()
+            target = folder / trial.name
+            if target.exists():
+                shutil.rmtree(target)
+            write_files(target, result["files"])
+            row = result["row"]
+        except MlpError as exc:
+            row = failed_row(trial, exc)
+        except Exception as exc:  # noqa: BLE001 - a task that died with its worker, ...
+            row = failed_row(trial, f"Dask task failed: {type(exc).__name__}: {exc}")
+        on_done(trial, row)

@@ -1,0 +1,251 @@
+"""`mlp sweep` end to end on tiny MNIST trials: local processes, a real Dask LocalCluster,
+failed trials, --resume, and the expansion of grids, random ranges and sweep: sections."""
+
+import csv
+import shutil
+import sys
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mlpcli.cli import main
+from mlpcli.errors import ConfigError, MlpError
+from mlpcli.sweep_spec import format_value, plan_sweep, random_trials
+
+TINY = ["--set", "data.max_train_samples=600", "--set", "data.max_test_samples=200",
+        "--set", "training.epochs=2", "--set", "training.threads=1"]
+GRID = ["--grid", "training.batch_size=32,64", "--grid", "optimizer.learning_rate=0.001,0.01"]
+METRICS = ("params", "best_epoch", "monitor", "best_value", "final_loss", "final_accuracy",
+           "final_val_loss", "final_val_accuracy")
+RUN_FILES = {"config.yaml", "summary.txt", "history.csv", "model.h5", "results.json",
+             "diagnostics.json", "train.log", "checkpoints", "resume"}
+
+
+def invoke(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def sweep_dir(root):
+    (folder,) = [p for p in root.iterdir() if p.is_dir()]
+    return folder
+
+
+def read_rows(folder):
+    with open(folder / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local")
+    result = invoke(["sweep", "configs/quick.yaml", *GRID, *TINY, "--workers", 2, "--no-plots",
+                     "--runs-root", root])
+    assert result.exit_code == 0, result.output
+    return sweep_dir(root), result.output
+
+
+@pytest.fixture(scope="module")
+def dask_sweep(tmp_path_factory):
+    pytest.importorskip("dask.distributed")
+    root = tmp_path_factory.mktemp("dask")
+    result = invoke(["sweep", "configs/quick.yaml", *GRID, *TINY, "--workers", 2, "--no-plots",
+                     "--executor", "dask", "--runs-root", root])
+    assert result.exit_code == 0, result.output
+    return sweep_dir(root), result.output
+
+
+def test_local_grid_makes_one_run_folder_per_trial(local_sweep):
+    folder, output = local_sweep
+    assert folder.name.startswith("quick-sweep-")
+    rows = read_rows(folder)
+    assert [r["trial"] for r in rows] == ["trial-001", "trial-002", "trial-003", "trial-004"]
+    assert [(r["training.batch_size"], r["optimizer.learning_rate"]) for r in rows] == [
+        ("32", "0.001"), ("32", "0.01"), ("64", "0.001"), ("64", "0.01")]
+    assert all(r["status"] == "ok" and r["error"] == "" for r in rows)
+    assert {r["params"] for r in rows} == {"50890"} and {r["monitor"] for r in rows} == {"val_loss"}
+    for row in rows:
+        assert row["best_epoch"] in ("1", "2") and float(row["seconds"]) > 0
+        assert float(row["best_value"]) <= float(row["final_val_loss"]) + 1e-12
+        trial = folder / row["trial"]
+        assert RUN_FILES <= {p.name for p in trial.iterdir()}
+        cfg = yaml.safe_load((trial / "config.yaml").read_text())
+        assert cfg["training"]["batch_size"] == int(row["training.batch_size"])
+        assert cfg["optimizer"]["learning_rate"] == float(row["optimizer.learning_rate"])
+        assert cfg["seed"] == 0 and cfg["training"]["threads"] == 1 and cfg["training"]["epochs"] == 2
+    # different learning rates really trained differently
+    assert rows[0]["final_loss"] != rows[1]["final_loss"]
+    spec = yaml.safe_load((folder / "sweep.yaml").read_text())
+    assert spec["grid"] == {"training.batch_size": [32, 64], "optimizer.learning_rate": [0.001, 0.01]}
+    assert "training.epochs=2" in spec["set"] and spec["executor"] == "local" and spec["workers"] == 2
+    assert (folder / "compare-loss.png").read_bytes().startswith(b"\x89PNG")
+    assert (folder / "compare-accuracy.png").is_file()
+    for n in range(1, 5):
+        assert f"[{n}/4] trial-00" in output
+    assert "Recommended: trial-00" in output and "<- recommended" in output
+
+
+def test_dask_local_cluster_gives_the_same_metrics(local_sweep, dask_sweep):
+    local_rows, dask_rows = read_rows(local_sweep[0]), read_rows(dask_sweep[0])
+    assert len(dask_rows) == 4
+    for a, b in zip(local_rows, dask_rows):
+        assert b["status"] == "ok", b
+        assert {k: a[k] for k in ("trial", *METRICS)} == {k: b[k] for k in ("trial", *METRICS)}
+    for row in dask_rows:
+        trial = dask_sweep[0] / row["trial"]
+        assert RUN_FILES <= {p.name for p in trial.iterdir()}
+        # the run was trained in a temporary folder on the worker and its files shipped back
+        assert "mlp-trial-" in (trial / "train.log").read_text().splitlines()[0]
+        assert (trial / "checkpoints" / "model-02.h5").stat().st_size > 0
+        local = local_sweep[0] / row["trial"] / "history.csv"
+        strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # noqa: E731
+        assert strip((trial / "history.csv").read_text()) == strip(local.read_text())
+    assert "Dask LocalCluster of 2 worker(s)" in dask_sweep[1]
+
+
+def test_dask_scheduler_address(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        result = invoke(["sweep", "configs/quick.yaml", "--grid", "seed=1,2", *TINY, "--no-plots",
+                         "--executor", "dask", "--scheduler", address, "--runs-root", tmp_path])
+    assert result.exit_code == 0, result.output
+    assert f"on Dask scheduler {address}" in result.output
+    rows = read_rows(sweep_dir(tmp_path))
+    assert [(r["seed"], r["status"]) for r in rows] == [("1", "ok"), ("2", "ok")]
+    assert rows[0]["final_loss"] != rows[1]["final_loss"]  # the grid varies the seed
+    assert yaml.safe_load((sweep_dir(tmp_path) / "sweep.yaml").read_text())["scheduler"] == address
+
+
+def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+    result = invoke(["sweep", "configs/quick.yaml", "--grid", "training.batch_size=64,0",
+                     "--grid", "optimizer.learning_rate=0.001,1.0e+30", *TINY, "--no-plots",
+                     "--runs-root", tmp_path])
+    assert result.exit_code == 0, result.output
+    rows = {r["trial"]: r for r in read_rows(sweep_dir(tmp_path))}
+    assert rows["trial-001"]["status"] == "ok" and float(rows["trial-001"]["best_value"]) > 0
+    assert rows["trial-002"]["status"] == "failed" and "nan" in rows["trial-002"]["error"]
+    for name in ("trial-003", "trial-004"):  # batch_size 0: a bad value, refused before training
+        assert rows[name]["status"] == "failed"
+        assert "training.batch_size: must be in [1, inf), got 0" in rows[name]["error"]
+    assert "trial-002 FAILED" in result.output and "Traceback" not in result.output
+
+
+def test_resume_runs_only_the_unfinished_trials(local_sweep, tmp_path):
+    folder = tmp_path / local_sweep[0].name
+    shutil.copytree(local_sweep[0], folder)
+    before = read_rows(folder)
+    rows = [dict(r, status="pending") if r["trial"] == "trial-002" else r
+            for r in before if r["trial"] != "trial-004"]  # trial-004 never started
+    with open(folder / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(before[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.rmtree(folder / "trial-004")
+    (folder / "trial-002" / "results.json").unlink()  # as if killed mid-run
+    kept = {n: (folder / n / "model.h5").stat().st_mtime_ns for n in ("trial-001", "trial-003")}
+
+    result = invoke(["sweep", "--resume", folder, "--workers", 1])
+    assert result.exit_code == 0, result.output
+    assert "2 of 4 trial(s) to run" in result.output
+    assert "trial-002 ok" in result.output and "trial-004 ok" in result.output
+    assert "trial-001 ok" not in result.output and "trial-003 ok" not in result.output
+    assert {n: (folder / n / "model.h5").stat().st_mtime_ns for n in kept} == kept
+    after = read_rows(folder)
+    assert all(r["status"] == "ok" for r in after)
+    for a, b in zip(before, after):  # the same seeds give the same numbers again
+        assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}
+    assert (folder / "trial-004" / "model.h5").is_file()
+
+
+def test_bad_sweeps_are_refused_cleanly(tmp_path, monkeypatch):
+    cases = [
+        (["--grid", "training.batchsize=32,64"], "training.batchsize: unknown key (did you mean 'batch_size'?)"),
+        (["--grid", "training.batch_size=0,-1"], "training.batch_size: must be in [1, inf), got -1"),
+        ([], "nothing to sweep"),
+        (["--random", 3], "--random N needs one or more --range"),
+        (["--random", 3, "--range", "optimizer.learning_rate=0:0.1:log"], "log range needs a low end above 0"),
+        (["--grid", "training.epochs=1", "--random", 2, "--range", "seed=1:5"], "not both"),
+        (["--grid", "training.epochs=1", "--scheduler", "tcp://127.0.0.1:8786"], "use it with --executor dask"),
+    ]
+    for args, message in cases:
+        result = invoke(["sweep", "configs/quick.yaml", *args, "--runs-root", tmp_path])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output, (args, result.output)
+    result = invoke(["sweep", "--resume", tmp_path / "nope"])
+    assert result.exit_code == 2 and "no such sweep folder" in result.output
+    result = invoke(["sweep", "--resume", tmp_path, "--grid", "seed=1,2"])
+    assert result.exit_code == 2 and "give no CONFIG, --grid" in result.output
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "sweep.yaml").write_text("trials: [{name: ../../victim, overrides: {}}]\n")
+    result = invoke(["sweep", "--resume", hostile])
+    assert result.exit_code == 2 and "each with a name trial-NNN" in result.output
+    shutil.rmtree(hostile)
+    # without Dask installed, --executor dask says how to get it
+    for name in ("dask", "dask.distributed", "distributed"):
+        monkeypatch.setitem(sys.modules, name, None)
+    result = invoke(["sweep", "configs/quick.yaml", "--grid", "seed=1,2", "--executor", "dask",
+                     "--runs-root", tmp_path])
+    assert result.exit_code == 2 and "pip install 'mlpcli[dask]'" in result.output
+    assert not any(tmp_path.iterdir())  # nothing was created by any refused sweep
+
+
+def test_sweep_section_in_the_config(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({
+        **yaml.safe_load(open("configs/quick.yaml")),
+        "data": {"dataset": "csv", "path": "data.csv"},
+        "sweep": {"name": "lr-sweep", "grid": {"optimizer.learning_rate": ["1e-4", 0.01]},
+                  "set": {"training.epochs": 4}, "workers": 3}}))
+    plan = plan_sweep(config, sets=["training.batch_size=16"])
+    assert plan.name == "lr-sweep" and plan.workers == 3
+    assert [t["overrides"] for t in plan.trials] == [{"optimizer.learning_rate": 0.0001},
+                                                     {"optimizer.learning_rate": 0.01}]
+    base = yaml.safe_load(plan.base_text)
+    assert "sweep" not in base and base["training"] == {"epochs": 4, "batch_size": 16}
+    assert base["data"]["path"] == str(tmp_path / "data.csv")  # relative to the config file
+    # the command line replaces the section's grid
+    plan = plan_sweep(config, grid_items=["seed=1,2,3"])
+    assert [t["name"] for t in plan.trials] == ["trial-001", "trial-002", "trial-003"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {layers: [{type: dense, units: 1}]}\nsweep: {grid: {training.epochs: 3}, "
+                   "colour: red}\n")
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(bad)
+    assert "sweep.grid.training.epochs: must be a non-empty list" in str(err.value)
+    assert "sweep.colour: unknown key" in str(err.value)
+
+
+def test_mnist_batch_sweep_config():
+    plan = plan_sweep("configs/mnist-batch-sweep.yaml")
+    assert [t["overrides"] for t in plan.trials] == [{"training.batch_size": b} for b in (64, 128, 256)]
+    base = yaml.safe_load(plan.base_text)
+    assert base["model"] == yaml.safe_load(open("configs/mnist.yaml"))["model"]
+
+
+def test_random_trials_are_reproducible_and_log_uniform():
+    ranges = {"optimizer.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+              "training.batch_size": {"low": 16, "high": 256, "log": False},
+              "model.layers[2].rate": {"low": 0.1, "high": 0.5, "log": False}}
+    trials = random_trials(ranges, 400, seed=0)
+    assert trials == random_trials(ranges, 400, seed=0) != random_trials(ranges, 400, seed=1)
+    lrs = [t["optimizer.learning_rate"] for t in trials]
+    assert all(1e-4 <= v <= 1e-2 for v in lrs)
+    # log-uniform: about half below the geometric middle 1e-3 (uniform would put ~9% there)
+    assert 0.4 < sum(v < 1e-3 for v in lrs) / len(lrs) < 0.6
+    assert all(isinstance(t["training.batch_size"], int) and 16 <= t["training.batch_size"] <= 256
+               for t in trials)
+    assert all(isinstance(t["model.layers[2].rate"], float) for t in trials)
+
+
+def test_override_values_read_back_as_given():
+    for value in (1e-30, 0.001, 2.5e+20, 64, -3, "relu", "1e-4", [1, 2.5e-05], True, None,
+                  {"type": "l2", "l2": 1e-05}):
+        assert yaml.safe_load(format_value(value)) == value, value
+
+
+def test_grid_option_errors_name_the_key():
+    with pytest.raises(MlpError, match="--grid training.epochs: no values given"):
+        plan_sweep("configs/quick.yaml", grid_items=["training.epochs="])
