@@ -41,7 +41,8 @@ SECTION_DEFAULTS = {
 }
 TOP_DEFAULTS = {"name": "mlp", "seed": 42, "task": "classification", "data": {}, "model": {},
                 "loss": "categorical_crossentropy", "optimizer": "adam", "schedule": "constant",
-                "metrics": ["accuracy"], "training": {}, "checkpoint": {}, "early_stopping": None}
+                "metrics": ["accuracy"], "training": {}, "checkpoint": {}, "early_stopping": None,
+                "sweep": None}
 PATH_KEYS = ("path", "test_path", "validation_path")
 IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 
@@ -82,6 +83,21 @@ def load_config(path, overrides=()):
     return resolve(raw)
 
 
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads ``1e-4`` as a number (YAML 1.2; 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def safe_load(text):
+    """Parse YAML text as plain data (``yaml.SafeLoader``: no tags that build objects)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
+
+
 def read_yaml(path):
     """The mapping in a YAML file; ``yaml.safe_load`` only, errors with line and column."""
     try:
@@ -91,7 +107,7 @@ def read_yaml(path):
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -121,7 +137,7 @@ def apply_override(raw, override):
     if not parts or "".join(str(p) for p in parts) != re.sub(r"[.\[\]]", "", key.strip()):
         raise ConfigError(f"--set {override!r}: malformed key {key!r}")
     try:
-        value = yaml.safe_load(text)
+        value = safe_load(text)
     except (yaml.YAMLError, ValueError):
         value = text
     except RecursionError:
@@ -371,6 +387,9 @@ def resolve(raw):
         raise ConfigError("the config is nested too deeply") from None
     cfg = check.mapping("", raw, set(TOP_DEFAULTS), TOP_DEFAULTS)
 
+    # `sweep:` is read by `mlp sweep` (mlpcli.sweep_spec); a single run carries it along unused
+    if cfg["sweep"] is not None and not isinstance(cfg["sweep"], dict):
+        check.error("sweep", f"must be a mapping (grid, random, ranges, ...), got {_show(cfg['sweep'])}")
     name = cfg["name"]
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
         check.error("name", "must be a plain folder name (letters, digits, '.', '_', '-'; no path "

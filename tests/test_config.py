@@ -239,3 +239,16 @@ def test_apply_override_turns_shorthand_into_mapping():
     raw = {"optimizer": "sgd"}
     apply_override(raw, "optimizer.momentum=0.9")
     assert raw == {"optimizer": {"type": "sgd", "momentum": 0.9}}
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL + "optimizer: {type: adam, learning_rate: 1e-4}\n"),
+                      ["optimizer.epsilon=1E-8"])
+    assert cfg["optimizer"]["learning_rate"] == 1e-4 and cfg["optimizer"]["epsilon"] == 1e-8
+    assert load_config(write(tmp_path, MINIMAL + "name: 1e3x\n"))["name"] == "1e3x"
+
+
+def test_sweep_section_is_allowed_in_a_training_config(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL + "sweep: {grid: {training.batch_size: [64, 128]}}\n"))
+    assert cfg["sweep"] == {"grid": {"training.batch_size": [64, 128]}}
+    assert problems(tmp_path, MINIMAL + "sweep: [1, 2]\n")[0].startswith("sweep: must be a mapping")
