@@ -116,7 +116,7 @@ def _read_yaml(path):
 def read_run(folder, label=None):
     """An Entry for a run folder from its history.csv, config.yaml, results.json, summary.txt."""
     from mlpcli.diagnostics import diagnose
-    from mlpcli.plots import read_history
+    from mlpcli.history import read_history
 
     folder = Path(folder)
     entry = Entry(label or folder.resolve().name, folder)
@@ -223,7 +223,7 @@ def _choose_monitor(entries, monitor):
 
 
 def _score(entry, monitor, higher, other):
-    from mlpcli.plots import _epochs
+    from mlpcli.history import epoch_numbers
 
     values = entry.history.get(monitor) if entry.history else None
     if not values:
@@ -235,7 +235,7 @@ def _score(entry, monitor, higher, other):
     if best is None:
         return
     entry.score = values[best]
-    entry.best_epoch = _epochs(entry.history)[best]
+    entry.best_epoch = epoch_numbers(entry.history)[best]
     column = entry.history.get(other) if other else None
     if column and best < len(column) and math.isfinite(column[best]):
         entry.other = column[best]

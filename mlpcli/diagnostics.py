@@ -25,7 +25,7 @@ import csv
 import json
 from pathlib import Path
 
-from mlpcli.plots import _columns, _epochs, _has, overfitting_onset, read_history
+from mlpcli.history import as_columns, epoch_numbers, has_values, overfitting_onset, read_history
 
 FILENAME = "diagnostics.json"
 
@@ -43,7 +43,7 @@ def _regularized(cfg):
 
 
 def _overfitting(cols, epochs, cfg):
-    if not (_has(cols, "loss") and _has(cols, "val_loss")):
+    if not (has_values(cols, "loss") and has_values(cols, "val_loss")):
         return None
     onset = overfitting_onset(cols["loss"], cols["val_loss"])
     if onset is None:
@@ -68,7 +68,7 @@ def _overfitting(cols, epochs, cfg):
 
 
 def _train_below_validation(cols, cfg):
-    if not (_has(cols, "accuracy") and _has(cols, "val_accuracy")):
+    if not (has_values(cols, "accuracy") and has_values(cols, "val_accuracy")):
         return None
     train, val = cols["accuracy"][-1], cols["val_accuracy"][-1]
     if not (train == train and val == val) or train >= val:
@@ -92,8 +92,8 @@ def _train_below_validation(cols, cfg):
 
 def diagnose(history, cfg=None):
     """The diagnostics of a run's history (rows or ``{column: values}``) and resolved config."""
-    cols = _columns(history or [])
-    epochs = _epochs(cols) if cols else []
+    cols = as_columns(history or [])
+    epochs = epoch_numbers(cols) if cols else []
     over = _overfitting(cols, epochs, cfg) if epochs else None
     gap = _train_below_validation(cols, cfg) if epochs else None
     messages, notes = [], []

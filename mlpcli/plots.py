@@ -30,9 +30,15 @@ so importing this module stays cheap.
 import csv
 import json
 import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mlpcli.history import (best_epoch, epoch_numbers, evaluation_suffix, finite, has_values,
+                            monitored_column, overfitting_onset, read_history)
+
+# the history helpers are part of this module's interface too
+__all__ = ["FORMATS", "PlotReport", "best_epoch", "evaluation_suffix", "monitored_column",
+           "overfitting_onset", "plot_runs", "read_history"]
 
 FORMATS = ("png", "svg", "pdf")
 FIGSIZE = (6.4, 4.8)
@@ -47,141 +53,6 @@ MARKER_EPOCHS = 25
 class PlotReport:
     written: list[Path] = field(default_factory=list)  # files written
     skipped: list[str] = field(default_factory=list)  # what was not drawn and why, one line each
-
-
-# ---------------------------------------------------------------- pure helpers
-
-def _finite(value):
-    """A finite real number (numpy scalars such as float32 included; bools are not numbers)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def overfitting_onset(train_loss, val_loss) -> int | None:
-    """The epoch (1-based position in the curves) at which overfitting set in, or None.
-
-    Let ``m`` be the epoch of the lowest validation loss (the first one on a
-    tie). The onset is the first epoch ``e`` after ``m`` such that
-
-    * the validation loss stays strictly above its minimum from ``e`` to the
-      last epoch, and
-    * the training loss at the last epoch is lower than at ``e`` (training
-      kept improving while validation got worse).
-
-    So the last epoch is never an onset (the training loss must fall after
-    it), curves whose validation loss is lowest at the end give None, and
-    fewer than 3 epochs always give None. Non-finite values are ignored for
-    the minimum and never satisfy a condition; curves of different lengths
-    are compared over the common length.
-    """
-    n = min(len(train_loss), len(val_loss))
-    train = [float(v) if _finite(v) else math.nan for v in train_loss[:n]]
-    val = [float(v) if _finite(v) else math.nan for v in val_loss[:n]]
-    finite_val = [(v, i) for i, v in enumerate(val) if not math.isnan(v)]
-    if n < 3 or not finite_val or math.isnan(train[-1]):
-        return None
-    low, m = min(finite_val)  # ties: the smallest index
-    # stays_above[i]: val[j] > low for every j >= i
-    stays_above = [False] * n
-    ok = True
-    for i in range(n - 1, -1, -1):
-        ok = ok and val[i] > low  # NaN > low is False
-        stays_above[i] = ok
-    for e in range(m + 1, n):
-        if stays_above[e] and train[-1] < train[e]:
-            return e + 1
-    return None
-
-
-def _columns(history):
-    """History as {column: [values]}; accepts that or a list of per-epoch row dicts."""
-    if isinstance(history, dict):
-        return history
-    names = []
-    for row in history:
-        names += [k for k in row if k not in names]
-    return {k: [row.get(k, math.nan) for row in history] for k in names}
-
-
-def _epochs(cols):
-    n = max((len(v) for v in cols.values()), default=0)
-    epochs = cols.get("epoch")
-    if epochs and len(epochs) == n and all(_finite(e) for e in epochs):
-        return [int(e) if float(e).is_integer() else e for e in epochs]
-    return list(range(1, n + 1))
-
-
-def _has(cols, name):
-    return name in cols and any(_finite(v) for v in cols[name])
-
-
-def monitored_column(history, monitor):
-    """The column that best-epoch marking uses: ``monitor`` when logged, else ``loss`` (or None)."""
-    cols = _columns(history)
-    if monitor and _has(cols, monitor):
-        return monitor
-    return "loss" if _has(cols, "loss") else None
-
-
-def best_epoch(history, monitor="val_loss", mode="auto"):
-    """The epoch with the best value of ``monitor``, or None when nothing is logged.
-
-    ``history`` is ``{column: [values per epoch]}`` (as read from
-    history.csv; an ``epoch`` column gives the epoch numbers, else 1, 2, ...)
-    or a list of per-epoch row dicts. ``mode`` is "min", "max" or "auto"
-    (see ``mlpcli.nn.metrics.higher_is_better``). When ``monitor`` is not
-    logged, the training ``loss`` is used instead (lower is better, whatever
-    ``mode`` says). Ties go to the earliest epoch, as Keras checkpoints do.
-    """
-    from mlpcli.nn.metrics import higher_is_better
-
-    cols = _columns(history)
-    column = monitored_column(cols, monitor)
-    if column is None:
-        return None
-    higher = higher_is_better(column, mode if column == monitor else "auto")
-    values = cols[column]
-    best = None
-    for i, v in enumerate(values):
-        if _finite(v) and (best is None or (v > values[best] if higher else v < values[best])):
-            best = i
-    return None if best is None else _epochs(cols)[best]
-
-
-def evaluation_suffix(path):
-    """``evaluation.json`` -> "", ``evaluation-model-03.json`` -> "-model-03"."""
-    rest = Path(path).stem[len("evaluation"):]
-    return rest if not rest or rest.startswith("-") else f"-{rest}"
-
-
-# ---------------------------------------------------------------- reading a run
-
-def _number(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def read_history(path):
-    """history.csv as {column: [float per epoch]} (missing or non-numeric cells are NaN).
-
-    Raises OSError, UnicodeDecodeError, csv.Error or ValueError when the file
-    cannot be read or has no header.
-    """
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or not any(h.strip() for h in header):
-            raise ValueError("no header line")
-        names = [h.strip() for h in header]
-        cols = {name: [] for name in names if name}
-        for row in reader:
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            for i, name in enumerate(names):
-                if name:
-                    cols[name].append(_number(row[i]) if i < len(row) else math.nan)
-    return cols
 
 
 def _read_config(run, report, label):
@@ -267,9 +138,9 @@ def _curve_plot(cols, epochs, metric, title, path, fmt, report, label, best, ons
     """Train (and validation) curve of ``metric`` with best-epoch line and overfitting shade."""
     fig, ax = _new_figure()
     style = _curve_style(len(epochs))
-    if _has(cols, metric):
+    if has_values(cols, metric):
         ax.plot(epochs, cols[metric], label="train", **style)
-    if _has(cols, f"val_{metric}"):
+    if has_values(cols, f"val_{metric}"):
         ax.plot(epochs, cols[f"val_{metric}"], label="validation", **style)
     if onset is not None:
         ax.axvspan(epochs[onset - 1], epochs[-1], color="tab:red", alpha=0.12,
@@ -289,8 +160,8 @@ def _lr_plot(cols, epochs, path, fmt, report, label):
     values = cols["lr"]
     fig, ax = _new_figure()
     ax.plot(epochs, values, color="tab:green", **_curve_style(len(epochs)))
-    finite = [v for v in values if _finite(v)]
-    if finite and min(finite) > 0 and max(finite) / min(finite) >= 10:
+    kept = [v for v in values if finite(v)]
+    if kept and min(kept) > 0 and max(kept) / min(kept) >= 10:
         ax.set_yscale("log")
     ax.set_title(f"learning rate ({label})")
     ax.set_xlabel("epoch")
@@ -304,7 +175,7 @@ def _plot_history(cols, cfg, folder, fmt, report, label):
     if not cols or not any(cols.values()):
         report.skipped.append(f"{label}: history.csv has no epochs; no curves drawn")
         return
-    epochs = _epochs(cols)
+    epochs = epoch_numbers(cols)
     ckpt = _section(cfg, "checkpoint")
     monitor = ckpt.get("monitor") if isinstance(ckpt.get("monitor"), str) else "val_loss"
     mode = ckpt.get("mode") if ckpt.get("mode") in ("auto", "min", "max") else "auto"
@@ -313,9 +184,9 @@ def _plot_history(cols, cfg, folder, fmt, report, label):
     if column is not None and column != monitor:
         report.skipped.append(f"{label}: {monitor} not in history; best epoch marked by {column}")
     onset = None
-    if _has(cols, "loss") and _has(cols, "val_loss"):
+    if has_values(cols, "loss") and has_values(cols, "val_loss"):
         onset = overfitting_onset(cols["loss"], cols["val_loss"])
-    if not any(name.startswith("val_") and _has(cols, name) for name in cols):
+    if not any(name.startswith("val_") and has_values(cols, name) for name in cols):
         report.skipped.append(f"{label}: no validation columns in history; "
                               "accuracy and loss show training curves only")
 
@@ -323,13 +194,13 @@ def _plot_history(cols, cfg, folder, fmt, report, label):
             ("accuracy", "accuracy", "no accuracy in history (regression run?)"),
             ("loss", "loss", "no loss in history")):
         name = f"{metric}.{fmt}"
-        if not (_has(cols, metric) or _has(cols, f"val_{metric}")):
+        if not (has_values(cols, metric) or has_values(cols, f"val_{metric}")):
             report.skipped.append(f"{label}: {name}: {missing}")
             continue
         _curve_plot(cols, epochs, metric, title, folder / name, fmt, report, label, best, onset)
 
     name = f"learning_rate.{fmt}"
-    if _has(cols, "lr"):
+    if has_values(cols, "lr"):
         _lr_plot(cols, epochs, folder / name, fmt, report, label)
     else:
         report.skipped.append(f"{label}: {name}: no lr in history")
@@ -338,7 +209,7 @@ def _plot_history(cols, cfg, folder, fmt, report, label):
 def _confusion_plot(ev, path, fmt, report, label, source):
     cm = ev.get("confusion_matrix")
     n = len(cm) if isinstance(cm, list) else 0
-    if not n or not all(isinstance(row, list) and len(row) == n and all(_finite(v) for v in row)
+    if not n or not all(isinstance(row, list) and len(row) == n and all(finite(v) for v in row)
                         for row in cm):
         report.skipped.append(f"{label}: {path.name}: {source} has no square confusion_matrix")
         return
@@ -366,7 +237,7 @@ def _confusion_plot(ev, path, fmt, report, label, source):
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     accuracy = ev.get("metrics", {}).get("accuracy") if isinstance(ev.get("metrics"), dict) else None
-    extra = f", accuracy {accuracy:.4f}" if _finite(accuracy) else ""
+    extra = f", accuracy {accuracy:.4f}" if finite(accuracy) else ""
     ax.set_title(f"confusion matrix ({label}{extra})")
     _save(fig, path, fmt, report, label)
 
@@ -488,14 +359,14 @@ def _compare_plot(runs, metric, path, fmt, report):
     drawn = 0
     all_epochs = []
     for label, cols in runs:
-        if _has(cols, f"val_{metric}"):
+        if has_values(cols, f"val_{metric}"):
             values, name = cols[f"val_{metric}"], label
-        elif _has(cols, metric):
+        elif has_values(cols, metric):
             values, name = cols[metric], f"{label} (train)"
         else:
             report.skipped.append(f"{label}: {path.name}: no {metric} in history; not compared")
             continue
-        epochs = _epochs(cols)
+        epochs = epoch_numbers(cols)
         all_epochs += epochs
         ax.plot(epochs, values, label=name, linestyle=("-", "--", ":", "-.")[(drawn // 10) % 4],
                 **_curve_style(len(epochs)))

@@ -125,13 +125,17 @@ def new_run_dir(runs_root, name, run_dir=None):
     """
     if run_dir is not None:
         path = Path(run_dir)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise MlpError(f"{path}: is a file, not a folder; choose a new --run-dir")
+        if path.exists() and any(path.iterdir()):
             raise MlpError(f"{path}: already exists and is not empty; choose a new --run-dir "
                            "(nothing in it was changed)")
-        path.mkdir(parents=True, exist_ok=True)
+        _make_folder(path)
         return path
     root = Path(runs_root)
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise MlpError(f"{root}: is a file, not a folder for runs; choose another --runs-root")
+    _make_folder(root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1, 1000):
         path = root / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
@@ -141,6 +145,13 @@ def new_run_dir(runs_root, name, run_dir=None):
         except FileExistsError:
             continue
     raise MlpError(f"{root}: could not create a new run folder for {name}-{stamp}")
+
+
+def _make_folder(path):
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MlpError(f"{path}: cannot create this folder ({exc.strerror or exc})") from None
 
 
 def point_latest(runs_root, run_dir):

@@ -7,7 +7,6 @@ checkpointed as a whole. It never prints: progress goes through callbacks.
 
 import contextlib
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
