@@ -7,11 +7,12 @@ checkpointed as a whole. It never prints: progress goes through callbacks.
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from mlpcli.errors import TrainingError
+from mlpcli.errors import ConfigError, TrainingError
 from mlpcli.nn import losses as losses_mod
 from mlpcli.nn import metrics as metrics_mod
 from mlpcli.nn import optimizers as optimizers_mod
@@ -40,10 +41,37 @@ def random_streams(seed):
             (("init", init), ("dropout", dropout), ("shuffle", shuffle), ("split", split))}
 
 
+# bytes per weight while training: the weight, its gradient, two optimizer slots, scratch
+TRAINING_BYTES_PER_WEIGHT = 5 * 4
+
+
 def build_model(cfg, streams):
-    """The Sequential model described by a resolved config, with fresh weights."""
+    """The Sequential model described by a resolved config, with fresh weights.
+
+    A model that could not fit in this machine's memory is refused before
+    anything is allocated.
+    """
+    count = count_weights(cfg["model"]["layers"], cfg["model"]["input_shape"])
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if count * TRAINING_BYTES_PER_WEIGHT > memory:
+        raise ConfigError(f"model.layers: the model is too large: {count:,} weights need about "
+                          f"{count * TRAINING_BYTES_PER_WEIGHT / 2**30:,.1f} GiB to train, and this "
+                          f"machine has {memory / 2**30:,.1f} GiB")
     model = Sequential(cfg["model"]["layers"], cfg["model"]["input_shape"], name=cfg["model"]["name"])
-    return model.build(streams["init"], streams["dropout"])
+    try:
+        return model.build(streams["init"], streams["dropout"])
+    except MemoryError:
+        raise ConfigError(f"model.layers: the model is too large to allocate ({count:,} weights)") from None
+
+
+def count_weights(layer_specs, input_shape):
+    """How many weights the layers will have, worked out from the specs alone."""
+    width, count = math.prod(input_shape), 0
+    for spec in layer_specs:
+        if spec["type"] == "dense":
+            count += width * spec["units"] + (spec["units"] if spec.get("use_bias", True) else 0)
+            width = spec["units"]
+    return count
 
 
 @dataclass

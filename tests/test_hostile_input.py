@@ -142,6 +142,14 @@ def test_hostile_overrides_are_config_errors(tmp_path, override, words):
     refused(invoke(["train", "configs/quick.yaml", "--dry-run", "--set", override]), *words)
 
 
+@pytest.mark.parametrize("override", ["model.layers[0].units=1000000000000", "model.input_shape=[1000000000000]"])
+def test_model_too_large_to_allocate_is_a_clean_error(override):
+    result = invoke(["train", "configs/quick.yaml", "--dry-run", "--set", override])
+    if not isinstance(result.exception, SystemExit):
+        raise result.exception
+    refused(result, "too large")
+
+
 # ------------------------------------------------------------------ paths
 
 
