@@ -60,7 +60,7 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_
                    class_names=loaded.class_names or class_names)
     report = {"checkpoint": model_path.name, "model_file": str(model_path.resolve()),
               "data": source, "run_test_split": data is None and loaded.config is not None, **report}
-    out = _report_path(run_dir, model_path)
+    out = _report_path(run_dir, model_path, data)
     runs.write_text(out, json.dumps(report, indent=2) + "\n")
     return Evaluation(report, out)
 
@@ -233,12 +233,14 @@ def score(model, x, y, *, loss_name, metric_specs, task, class_names=None):
     return report
 
 
-def _report_path(run_dir, model_path):
-    """evaluation.json for a run's model.h5, evaluation-<checkpoint>.json otherwise."""
+def _report_path(run_dir, model_path, data):
+    """evaluation.json for a run's model.h5, evaluation-<checkpoint>.json otherwise;
+    ``-on-<data>`` is added for other data than the run's, so no report replaces another's."""
     folder = run_dir if run_dir is not None else model_path.parent
+    on = f"-on-{Path(str(data)).stem}" if data is not None else ""
     if run_dir is not None and model_path.resolve() == (run_dir / "model.h5").resolve():
-        return folder / "evaluation.json"
-    return folder / f"evaluation-{model_path.stem}.json"
+        return folder / f"evaluation{on}.json"
+    return folder / f"evaluation-{model_path.stem}{on}.json"
 
 
 def format_report(report):

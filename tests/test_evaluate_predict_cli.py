@@ -88,7 +88,7 @@ def test_evaluate_foreign_model_file(mnist_run, tmp_path):
         del f["mlpcli"]
     result = invoke(["evaluate", "--model", foreign, "--data", "mnist"])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "evaluation-foreign.json").read_text())
+    report = json.loads((tmp_path / "evaluation-foreign-on-mnist.json").read_text())
     ours = json.loads((mnist_run / "evaluation.json").read_text())
     assert report["metrics"]["accuracy"] == pytest.approx(ours["metrics"]["accuracy"])
 
@@ -214,6 +214,9 @@ def test_evaluate_regression_run_and_csv_data(tmp_path):
     result = invoke(["evaluate", tmp_path / "r", "--data", "configs/data/diabetes_train.csv"])
     assert result.exit_code == 0, result.output
     assert "diabetes_train.csv (354 samples)" in result.output
+    other = json.loads((tmp_path / "r" / "evaluation-on-diabetes_train.json").read_text())
+    assert other["samples"] == 354
+    assert json.loads((tmp_path / "r" / "evaluation.json").read_text()) == report
 
 
 def test_evaluation_numbers_match_a_direct_numpy_computation(mnist_run, mnist_test):

@@ -249,4 +249,4 @@ def test_keras_written_model_through_mlp_predict_and_evaluate(tmp_path):
         np.testing.assert_allclose([got[k] for k in range(10)], probs, atol=1e-5)
     result = CliRunner().invoke(main, ["evaluate", "--model", str(path), "--data", "mnist"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "evaluation-keras_mlp.json").exists()
+    assert (tmp_path / "evaluation-keras_mlp-on-mnist.json").exists()
