@@ -6,6 +6,7 @@ split of the run's dataset, or ``--data``: a dataset name or a file/folder of
 the same kind as the training data.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,11 +234,20 @@ def score(model, x, y, *, loss_name, metric_specs, task, class_names=None):
     return report
 
 
+def _data_tag(data):
+    """A name for ``--data`` in a file name: the dataset, or the file's stem and a hash of its
+    full path (two different test.csv files get two reports)."""
+    if data in ("mnist", "fashion_mnist"):
+        return data
+    path = str(Path(data).resolve())
+    return f"{Path(data).stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
 def _report_path(run_dir, model_path, data):
     """evaluation.json for a run's model.h5, evaluation-<checkpoint>.json otherwise;
     ``-on-<data>`` is added for other data than the run's, so no report replaces another's."""
     folder = run_dir if run_dir is not None else model_path.parent
-    on = f"-on-{Path(str(data)).stem}" if data is not None else ""
+    on = f"-on-{_data_tag(data)}" if data is not None else ""
     if run_dir is not None and model_path.resolve() == (run_dir / "model.h5").resolve():
         return folder / f"evaluation{on}.json"
     return folder / f"evaluation-{model_path.stem}{on}.json"

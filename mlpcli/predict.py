@@ -65,9 +65,21 @@ def predict(inputs=(), *, run_dir=None, model_path=None, npy=None, top_k=3,
         batches.append(([f"{Path(npy).name}[{i}]" for i in range(len(rows))], rows))
     results = []
     for sources, raw in batches:
-        x = apply_preprocessing(raw, preprocessing).reshape((len(raw),) + model.input_shape)
+        x = _scaled(raw, preprocessing).reshape((len(raw),) + model.input_shape)
         results += _decode(sources, model.predict(x).reshape(len(raw), -1), names, top_k)
     return results
+
+
+def _scaled(raw, preprocessing):
+    """Scale raw samples as in training: per-feature scaling applies in the training data's
+    own feature shape, which may differ from the model's input shape."""
+    shape = np.shape(preprocessing["scale"])
+    if shape and raw.shape[1:] != shape:
+        if int(np.prod(raw.shape[1:])) != int(np.prod(shape)):
+            raise DataError(f"samples of shape {raw.shape[1:]} do not fit the training data's "
+                            f"feature shape {shape}")
+        raw = raw.reshape((len(raw),) + shape)
+    return apply_preprocessing(raw, preprocessing)
 
 
 def _require_image_model(model):

@@ -357,7 +357,7 @@ class Session:
                              epoch=epoch)
         if self.stopper and self.stopper.should_stop(epoch, logs):
             es = self.cfg["early_stopping"]
-            self.report.line(f"Early stopping: {es['monitor']} did not improve for {es['patience']} "
+            self.report.line(f"Early stopping: {es['monitor']} did not improve for {self.stopper.wait} "
                              f"epochs (best {self.stopper.monitor.best:.4f} at epoch "
                              f"{self.stopper.monitor.best_epoch})")
             self.finished = True

@@ -1,6 +1,7 @@
 """`mlp evaluate` and `mlp predict` through CliRunner, on a run trained in the test."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,8 +215,14 @@ def test_evaluate_regression_run_and_csv_data(tmp_path):
     result = invoke(["evaluate", tmp_path / "r", "--data", "configs/data/diabetes_train.csv"])
     assert result.exit_code == 0, result.output
     assert "diabetes_train.csv (354 samples)" in result.output
-    other = json.loads((tmp_path / "r" / "evaluation-on-diabetes_train.json").read_text())
+    [other_path] = (tmp_path / "r").glob("evaluation-on-diabetes_train-*.json")
+    other = json.loads(other_path.read_text())
     assert other["samples"] == 354
+    copy = tmp_path / "elsewhere" / "diabetes_train.csv"
+    copy.parent.mkdir()
+    copy.write_text(Path("configs/data/diabetes_train.csv").read_text())
+    assert invoke(["evaluate", tmp_path / "r", "--data", copy]).exit_code == 0
+    assert len(list((tmp_path / "r").glob("evaluation-on-diabetes_train-*.json"))) == 2
     assert json.loads((tmp_path / "r" / "evaluation.json").read_text()) == report
 
 
@@ -244,3 +251,25 @@ def test_evaluation_numbers_match_a_direct_numpy_computation(mnist_run, mnist_te
     assert report["weighted_avg"]["f1"] == pytest.approx(np.average(f1s, weights=np.bincount(labels)))
     wrong = np.flatnonzero(predicted != labels)[:100]
     assert [m["index"] for m in report["misclassified"]] == wrong.tolist()
+
+
+def test_predict_npy_on_a_model_with_per_feature_scaling_of_another_shape(tmp_path):
+    """Training data of shape (4, 5), standardized per feature, model input [20]."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(50, 10, (300, 4, 5)).astype(np.float32)
+    y = (x[:, 0, 0] > 50).astype(np.int64)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
+    (tmp_path / "c.yaml").write_text(
+        "data: {dataset: npz, path: d.npz, scaling: standardize, validation_split: 0}\n"
+        "model: {input_shape: [20], layers: [{type: dense, units: 1, activation: sigmoid}]}\n"
+        "loss: binary_crossentropy\noptimizer: {type: adam, learning_rate: 0.05}\n"
+        "training: {epochs: 40}\ncheckpoint: {monitor: loss, save_best_only: true}\n")
+    assert invoke(["train", tmp_path / "c.yaml", "--run-dir", tmp_path / "r", "-q", "--no-plots"]).exit_code == 0
+    np.save(tmp_path / "rows.npy", x[:50])
+    result = invoke(["predict", "--npy", tmp_path / "rows.npy", "--run", tmp_path / "r", "--json", "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    predicted = [int(json.loads(line)["class"]) for line in result.output.splitlines()]
+    assert np.mean(np.array(predicted) == y[:50]) > 0.9
+    np.save(tmp_path / "flat.npy", x[:50].reshape(50, 20))
+    flat = invoke(["predict", "--npy", tmp_path / "flat.npy", "--run", tmp_path / "r", "--json", "--top-k", "1"])
+    assert [int(json.loads(line)["class"]) for line in flat.output.splitlines()] == predicted

@@ -581,3 +581,13 @@ def test_dropout_trains_again_after_inference():
     again = layer.forward(x, training=True)
     assert (again == 0).any() and (again == 2).any()
     np.testing.assert_array_equal(layer.backward(np.ones_like(x)), again)
+
+
+def test_top_k_accuracy_of_a_single_sigmoid_output():
+    from mlpcli.nn.metrics import top_k_accuracy
+
+    y = np.array([1, 1, 0, 0])
+    perfect = np.array([[0.9], [0.8], [0.1], [0.3]], np.float32)
+    assert top_k_accuracy(y, perfect, k=1) == 1.0
+    assert top_k_accuracy(y, 1 - perfect, k=1) == 0.0
+    assert top_k_accuracy(y, 1 - perfect, k=2) == 1.0

@@ -73,6 +73,8 @@ def f1(y_true, y_pred):
 
 def top_k_accuracy(y_true, y_pred, k=5):
     """Share of samples whose true class is among the k highest scores."""
+    if y_pred.shape[1] == 1:  # one sigmoid output: the scores of classes 0 and 1
+        y_pred = np.hstack([1.0 - y_pred, y_pred])
     k = min(k, y_pred.shape[1])
     top = np.argpartition(-y_pred, k - 1, axis=1)[:, :k]
     return float((top == _labels(y_true)[:, None]).any(axis=1).mean())
