@@ -223,15 +223,12 @@ def _choose_monitor(entries, monitor):
 
 
 def _score(entry, monitor, higher, other):
-    from mlpcli.history import epoch_numbers
+    from mlpcli.history import best_index, epoch_numbers
 
     values = entry.history.get(monitor) if entry.history else None
     if not values:
         return
-    best = None
-    for i, v in enumerate(values):
-        if math.isfinite(v) and (best is None or (v > values[best] if higher else v < values[best])):
-            best = i
+    best = best_index(values, higher)
     if best is None:
         return
     entry.score = values[best]

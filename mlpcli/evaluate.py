@@ -15,14 +15,12 @@ import numpy as np
 
 from mlpcli import config as config_mod
 from mlpcli import modelfile, runs
-from mlpcli.data import apply_preprocessing, load_raw
+from mlpcli.data import apply_preprocessing, fit_preprocessing, load_raw
 from mlpcli.errors import ConfigError, DataError, MlpError, ModelFileError
 from mlpcli.nn import losses, metrics
-from mlpcli.nn.metrics import confusion_matrix, higher_is_better, per_class_scores, predicted_classes
+from mlpcli.nn.metrics import confusion_matrix, per_class_scores, predicted_classes
 
 MISCLASSIFIED_KEPT = 100
-UNIT_SCALING = {"scale": 1.0 / 255.0, "offset": 0.0}
-NO_SCALING = {"scale": 1.0, "offset": 0.0}
 IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 
 
@@ -48,7 +46,7 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_
         cfg = _run_config(run_dir) if run_dir else None
     x_raw, y, class_names, source, kind = _test_data(cfg, loaded, data)
     # a foreign Keras file does not say how it scaled its inputs: assume Keras's usual x / 255 for images
-    preprocessing = loaded.preprocessing or (UNIT_SCALING if kind in IMAGE_DATASETS else NO_SCALING)
+    preprocessing = loaded.preprocessing or fit_preprocessing(None, "unit" if kind in IMAGE_DATASETS else "none")
     x = apply_preprocessing(x_raw, preprocessing)
     model = loaded.model
     if int(np.prod(x.shape[1:])) != int(np.prod(model.input_shape)):
@@ -113,19 +111,21 @@ def _best_epoch(run_dir):
     """The epoch with the best value of the run's checkpoint monitor, from history.csv."""
     import csv
 
+    from mlpcli.history import best_epoch, read_history
+
     cfg = _run_config(run_dir)
-    monitor, mode = cfg["checkpoint"]["monitor"], cfg["checkpoint"]["mode"]
+    monitor = cfg["checkpoint"]["monitor"]
+    path = run_dir / "history.csv"
     try:
-        rows = list(csv.DictReader((run_dir / "history.csv").open(encoding="utf-8")))
-        scored = [(float(r[monitor]), int(r["epoch"])) for r in rows if r.get(monitor) not in (None, "")]
-    except OSError as exc:
-        raise MlpError(f"{run_dir / 'history.csv'}: cannot read ({exc.strerror})") from None
-    except (KeyError, TypeError, ValueError, csv.Error) as exc:
-        raise MlpError(f"{run_dir / 'history.csv'}: damaged ({exc})") from None
-    if not scored:
-        raise MlpError(f"{run_dir / 'history.csv'}: no values of {monitor}")
-    best = max if higher_is_better(monitor, mode) else min
-    return best(scored, key=lambda pair: pair[0])[1]
+        history = read_history(path)
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+        raise MlpError(f"{path}: cannot read ({exc})") from None
+    if monitor not in history:
+        raise MlpError(f"{path}: no values of {monitor}")
+    epoch = best_epoch(history, monitor, cfg["checkpoint"]["mode"])
+    if epoch is None:
+        raise MlpError(f"{path}: no values of {monitor}")
+    return int(epoch)
 
 
 def _run_config(run_dir):

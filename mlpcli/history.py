@@ -98,13 +98,17 @@ def best_epoch(history, monitor="val_loss", mode="auto"):
     column = monitored_column(cols, monitor)
     if column is None:
         return None
-    higher = higher_is_better(column, mode if column == monitor else "auto")
-    values = cols[column]
+    best = best_index(cols[column], higher_is_better(column, mode if column == monitor else "auto"))
+    return None if best is None else epoch_numbers(cols)[best]
+
+
+def best_index(values, higher):
+    """Position of the best finite value (the first on a tie), or None when there is none."""
     best = None
     for i, v in enumerate(values):
         if finite(v) and (best is None or (v > values[best] if higher else v < values[best])):
             best = i
-    return None if best is None else epoch_numbers(cols)[best]
+    return best
 
 
 def evaluation_suffix(path):

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import modelfile, runs
-from mlpcli.data import apply_preprocessing
+from mlpcli.data import apply_preprocessing, fit_preprocessing
 from mlpcli.errors import DataError, MlpError
 
 IMAGE_SIZE = 28
-UNIT_SCALING = {"scale": 1.0 / 255.0, "offset": 0.0}
 
 
 @dataclass
@@ -48,7 +47,8 @@ def predict(inputs=(), *, run_dir=None, model_path=None, npy=None, top_k=3,
         raise MlpError("nothing to predict: give PNG files or folders, or --npy FILE")
     loaded = open_model(run_dir, model_path, runs_root)
     model = loaded.model
-    preprocessing = loaded.preprocessing or UNIT_SCALING
+    # a foreign Keras file does not say how it scaled its inputs: assume Keras's usual x / 255
+    preprocessing = loaded.preprocessing or fit_preprocessing(None, "unit")
     names = _class_names(loaded)
     batches = []
     if inputs:

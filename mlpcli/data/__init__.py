@@ -83,6 +83,8 @@ def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def fit_preprocessing(x_train: np.ndarray, scaling: str) -> dict:
     """The {"scale", "offset"} that ``scaling`` gives for training features x_train (n, ...).
 
+    "unit" and "none" need no data (``x_train`` may be None).
+
     "standardize" is per feature: scale and offset are nested lists of the
     feature shape; a feature that never varies is only centred.
     """
