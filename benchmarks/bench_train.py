@@ -54,17 +54,20 @@ def epoch_flops(n_train, n_val, sizes=(784, HIDDEN, HIDDEN, 10)):
 
 
 def mnist_split():
-    """The training and validation arrays `mlp train configs/mnist.yaml` uses."""
+    """The training and validation features (``Features``: uint8, scaled per batch) and
+    labels that `mlp train configs/mnist.yaml` uses."""
     from mlpcli.config import load_config
     from mlpcli.data import load_dataset, stratified_split
+    from mlpcli.data.features import Features
     from mlpcli.training import random_streams
 
     cfg = load_config(os.path.join(HERE, "..", "configs", "mnist.yaml"))
-    data = load_dataset(cfg["data"])
+    data = load_dataset(cfg["data"], scale=False)
     train_idx, val_idx = stratified_split(data.y_train, cfg["data"]["validation_split"],
                                           random_streams(cfg["seed"])["split"])
-    x = data.x_train.reshape(len(data.x_train), -1)
-    return cfg, x[train_idx], data.y_train[train_idx], x[val_idx], data.y_train[val_idx]
+    shape = cfg["model"]["input_shape"]
+    return (cfg, Features(data.x_train[train_idx], data.preprocessing, shape), data.y_train[train_idx],
+            Features(data.x_train[val_idx], data.preprocessing, shape), data.y_train[val_idx])
 
 
 # -- workers: each runs in its own process and prints one JSON line ------------------------
@@ -93,6 +96,7 @@ def work_torch(epochs):
     from torch import nn
 
     _, x, y, x_val, y_val = mnist_split()
+    x, x_val = x[:], x_val[:]  # float32 arrays
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
                           nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
@@ -125,6 +129,7 @@ def work_sklearn(epochs):
     from sklearn.neural_network import MLPClassifier
 
     _, x, y, _, _ = mnist_split()
+    x = x[:]
     clf = MLPClassifier(hidden_layer_sizes=(HIDDEN, HIDDEN), solver="adam", batch_size=BATCH,
                         learning_rate_init=LR, alpha=0.0, shuffle=True, random_state=0)
     classes = np.arange(10)

@@ -21,7 +21,8 @@ import numpy as np
 
 from mlpcli import config as config_mod
 from mlpcli import modelfile, runs
-from mlpcli.data import apply_preprocessing, load_dataset, stratified_split
+from mlpcli.data import load_dataset, stratified_split
+from mlpcli.data.features import Features
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import DataError, Interrupted, MlpError, ModelFileError, TrainingError
 from mlpcli.training import (EarlyStopping, EpochPaused, Monitor, Trainer, blas_threads, build_model,
@@ -83,7 +84,7 @@ def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_
 
 
 def _train(cfg, model, streams, summary, report, resume, runs_root, run_dir, plots):
-    # split the features as stored (uint8 for images) and scale only the parts, to keep memory low
+    # features stay as stored (uint8 for images) and are scaled a batch at a time, to keep memory low
     data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line, scale=False)
     x_train, y_train, x_val, y_val = _split(cfg, data, streams["split"])
     x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
@@ -136,7 +137,8 @@ def _split(cfg, data, rng):
 
 
 def _fit_input(x, model, preprocessing, part):
-    """Scale features and reshape them to the model's input_shape, or explain why they do not fit."""
+    """The features as the model sees them (scaled a batch at a time, in the model's
+    input_shape), or an explanation of why they do not fit."""
     if x is None:
         return None
     if len(x) == 0:
@@ -146,7 +148,7 @@ def _fit_input(x, model, preprocessing, part):
         raise DataError(f"the {part} data has samples of shape {tuple(x.shape[1:])} "
                         f"({int(np.prod(x.shape[1:]))} values) but model.input_shape is "
                         f"{list(want)}; set model.input_shape to match the data")
-    return apply_preprocessing(x, preprocessing).reshape((len(x),) + want)
+    return Features(x, preprocessing, want)
 
 
 def _check_targets(y, model, cfg, part):
