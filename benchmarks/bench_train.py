@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BATCH, HIDDEN, DROPOUT, LR = 128, 128, 0.3, 1e-3
+BATCH, HIDDEN, DROPOUT = 128, 128, 0.3
 
 
 def matmul_peak(size=2048, repeats=5):
@@ -95,13 +95,15 @@ def work_torch(epochs):
     import torch
     from torch import nn
 
-    _, x, y, x_val, y_val = mnist_split()
+    cfg, x, y, x_val, y_val = mnist_split()
     x, x_val = x[:], x_val[:]  # float32 arrays
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
                           nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
                           nn.Linear(HIDDEN, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR, eps=1e-7)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optimizer"]["learning_rate"], eps=1e-7)
+    # the config's cosine decay, stepped per batch as mlpcli does
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["schedule"]["decay_steps"])
     loss_fn = nn.CrossEntropyLoss()
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
@@ -116,6 +118,7 @@ def work_torch(epochs):
             loss = loss_fn(model(xb), yb)
             loss.backward()
             optimizer.step()
+            schedule.step()
         model.eval()
         with torch.no_grad():
             (model(xv).argmax(1) == yv).float().mean().item()
@@ -128,10 +131,11 @@ def work_sklearn(epochs):
 
     from sklearn.neural_network import MLPClassifier
 
-    _, x, y, _, _ = mnist_split()
+    cfg, x, y, _, _ = mnist_split()
     x = x[:]
     clf = MLPClassifier(hidden_layer_sizes=(HIDDEN, HIDDEN), solver="adam", batch_size=BATCH,
-                        learning_rate_init=LR, alpha=0.0, shuffle=True, random_state=0)
+                        learning_rate_init=cfg["optimizer"]["learning_rate"], alpha=0.0, shuffle=True,
+                        random_state=0)
     classes = np.arange(10)
     times = []
     with warnings.catch_warnings():
