@@ -134,7 +134,10 @@ class Trainer:
         batch (``self.progress`` keeps its place) and ``EpochPaused`` is raised;
         the next call continues where it stopped.
         """
-        x = Features.wrap(x)
+        with flush_denormals():  # see nn/denormals.py: subnormal Adam moments cost ~20% per epoch
+            return self._run_epoch(Features.wrap(x), y, on_batch, stop_requested)
+
+    def _run_epoch(self, x, y, on_batch, stop_requested):
         n = len(x)
         n_batches = math.ceil(n / self.batch_size)
         if self.progress is None:
@@ -146,32 +149,31 @@ class Trainer:
         # batches are gathered into the same two buffers every step: no allocation per batch
         x_buf = np.empty((self.batch_size,) + x.shape[1:], np.float32)
         y_buf = np.empty((self.batch_size,) + y_enc.shape[1:], y_enc.dtype)
-        with flush_denormals():  # see nn/denormals.py: subnormal Adam moments cost ~20% per epoch
-            for b in range(p.batch, n_batches):
-                start = b * self.batch_size
-                idx = p.order[start:start + self.batch_size]
-                xb, yb = x_buf[:len(idx)], y_buf[:len(idx)]
-                x.take(idx, xb)
-                np.take(y_enc, idx, axis=0, out=yb)
-                value, y_pred = self.model.train_step(xb, yb, self.loss, self.optimizer, self.learning_rate,
-                                                      flat=self.flat)
-                if not math.isfinite(value):
-                    raise TrainingError(f"loss became {value} in epoch {self.epoch + 1}, batch {b + 1}; "
-                                        "training stopped (try a lower learning rate or gradient clipping)")
-                y_pred = y_pred.reshape(len(idx), -1)
-                p.outputs[start:start + len(idx)] = y_pred
-                p.total_loss += value * len(idx)
-                p.batch = b + 1
-                self.step += 1
-                if on_batch:
-                    seen = min(n, p.batch * self.batch_size)
-                    running = {"loss": p.total_loss / seen}
-                    if track_accuracy:
-                        p.correct += int((metrics_mod.predicted_classes(y_pred) == y[idx]).sum())
-                        running["accuracy"] = p.correct / seen
-                    on_batch(p.batch, n_batches, running)
-                if stop_requested is not None and stop_requested() and p.batch < n_batches:
-                    raise EpochPaused(p.batch, n_batches)
+        for b in range(p.batch, n_batches):
+            start = b * self.batch_size
+            idx = p.order[start:start + self.batch_size]
+            xb, yb = x_buf[:len(idx)], y_buf[:len(idx)]
+            x.take(idx, xb)
+            np.take(y_enc, idx, axis=0, out=yb)
+            value, y_pred = self.model.train_step(xb, yb, self.loss, self.optimizer, self.learning_rate,
+                                                  flat=self.flat)
+            if not math.isfinite(value):
+                raise TrainingError(f"loss became {value} in epoch {self.epoch + 1}, batch {b + 1}; "
+                                    "training stopped (try a lower learning rate or gradient clipping)")
+            y_pred = y_pred.reshape(len(idx), -1)
+            p.outputs[start:start + len(idx)] = y_pred
+            p.total_loss += value * len(idx)
+            p.batch = b + 1
+            self.step += 1
+            if on_batch:
+                seen = min(n, p.batch * self.batch_size)
+                running = {"loss": p.total_loss / seen}
+                if track_accuracy:
+                    p.correct += int((metrics_mod.predicted_classes(y_pred) == y[idx]).sum())
+                    running["accuracy"] = p.correct / seen
+                on_batch(p.batch, n_batches, running)
+            if stop_requested is not None and stop_requested() and p.batch < n_batches:
+                raise EpochPaused(p.batch, n_batches)
         logs = {"loss": p.total_loss / n}
         logs.update(metrics_mod.compute(self.metric_specs, y[p.order], p.outputs))
         self.progress = None

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli.data.builtin import BUILTINS, load_builtin
+from mlpcli.data.features import preprocessing_arrays, scale_into
 from mlpcli.data.image_folder import COLOR_MODES, load_image_folder
 from mlpcli.data.npz import load_npz
 from mlpcli.data.raw import RawData
@@ -105,22 +106,14 @@ def apply_preprocessing(x_raw, preprocessing: dict) -> np.ndarray:
 
     scale and offset are numbers, or arrays of the feature shape (per-feature standardization).
     """
-    try:
-        scale = np.asarray(preprocessing["scale"], dtype=np.float32)
-        offset = np.asarray(preprocessing["offset"], dtype=np.float32)
-    except (KeyError, TypeError, ValueError):
-        raise DataError(
-            f"preprocessing must be {{'scale': ..., 'offset': ...}} numbers or arrays, got {preprocessing!r}"
-        ) from None
+    scale, offset = preprocessing_arrays(preprocessing)
     try:
         x = np.array(x_raw, dtype=np.float32)
     except (TypeError, ValueError) as e:
         raise DataError(f"input features are not numeric: {e}") from None
     if scale.ndim and scale.shape != x.shape[1:]:
         raise DataError(f"the features have shape {x.shape[1:]}, the preprocessing expects {scale.shape}")
-    x *= scale
-    x += offset
-    return x
+    return scale_into(x, x, scale, offset)
 
 
 def _path(data_cfg: dict, key: str, kind: str, required: bool) -> Path | None:

@@ -2,11 +2,34 @@
 
 MNIST's pixels are uint8: kept that way they take a quarter of float32's
 memory, and gathering a shuffled batch moves a quarter of the bytes. Each
-batch is scaled (``raw * scale + offset`` in float32, exactly as
-``apply_preprocessing`` does for a whole array) into a buffer the caller owns.
+batch is scaled (``raw * scale + offset`` in float32, by the same ``scale_into``
+that ``apply_preprocessing`` uses for a whole array) into a buffer the caller owns.
 """
 
 import numpy as np
+
+from mlpcli.errors import DataError
+
+
+def preprocessing_arrays(preprocessing):
+    """``{"scale", "offset"}`` (numbers, or nested lists of the feature shape) as float32 arrays."""
+    try:
+        return (np.asarray(preprocessing["scale"], dtype=np.float32),
+                np.asarray(preprocessing["offset"], dtype=np.float32))
+    except (KeyError, TypeError, ValueError):
+        raise DataError(
+            f"preprocessing must be {{'scale': ..., 'offset': ...}} numbers or arrays, got {preprocessing!r}"
+        ) from None
+
+
+def scale_into(raw, out, scale, offset):
+    """out = raw * scale + offset, in float32; ``out`` may be ``raw`` itself."""
+    if out is not raw:
+        np.copyto(out, raw, casting="unsafe")  # exact for uint8; a plain cast beats a mixed multiply
+    out *= scale
+    if offset.any():
+        out += offset
+    return out
 
 
 class Features:
@@ -21,15 +44,11 @@ class Features:
         input_shape = tuple(input_shape)
         self.raw = raw.reshape((len(raw),) + input_shape)
         self.shape = self.raw.shape
-        self.scale = np.asarray(preprocessing["scale"], np.float32).reshape(-1)
-        self.offset = np.asarray(preprocessing["offset"], np.float32).reshape(-1)
-        if self.scale.size > 1:  # per feature: broadcast over the input shape
-            self.scale = self.scale.reshape(input_shape)
-            self.offset = self.offset.reshape(input_shape)
-        else:
-            self.scale, self.offset = self.scale[0], self.offset[0]
-        self._has_offset = bool(np.any(self.offset))
-        self.identity = self.raw.dtype == np.float32 and np.all(self.scale == 1) and not self._has_offset
+        scale, offset = preprocessing_arrays(preprocessing)
+        # per-feature arrays are given in the data's feature shape: broadcast them over the input shape
+        self.scale, self.offset = (a.reshape(input_shape) if a.size > 1 else a.reshape(())
+                                   for a in (scale, offset))
+        self.identity = self.raw.dtype == np.float32 and (scale == 1).all() and not offset.any()
         self._gathered = None
 
     @classmethod
@@ -44,9 +63,7 @@ class Features:
 
     def __getitem__(self, rows):
         raw = self.raw[rows]
-        out = np.empty(raw.shape, np.float32)
-        self._scale_into(raw, out)
-        return out
+        return scale_into(raw, np.empty(raw.shape, np.float32), self.scale, self.offset)
 
     def take(self, idx, out):
         """Rows ``idx`` (k,), scaled, into ``out`` float32 (k, *input_shape)."""
@@ -57,11 +74,4 @@ class Features:
             self._gathered = np.empty((len(idx),) + self.shape[1:], self.raw.dtype)
         raw = self._gathered[:len(idx)]
         np.take(self.raw, idx, axis=0, out=raw)
-        self._scale_into(raw, out)
-        return out
-
-    def _scale_into(self, raw, out):
-        np.copyto(out, raw, casting="unsafe")  # exact for uint8; a plain cast is faster than a mixed multiply
-        out *= self.scale
-        if self._has_offset:
-            out += self.offset
+        return scale_into(raw, out, self.scale, self.offset)
