@@ -31,13 +31,13 @@ def test_adam_moment_of_an_idle_weight_never_becomes_subnormal():
     p, g = np.ones(4, np.float32), np.zeros(4, np.float32)
     opt = optimizers.get("adam")()
     opt.build([p])
-    opt.slots["m"][0][:] = 1e-30  # multiplied by beta_1 = 0.9 per step: subnormal after ~190 steps
+    opt.slots["m"][0][:] = 1e-30  # decays by beta_1 = 0.9 per step: subnormal after ~190 steps
     with flush_denormals():
         for _ in range(400):
             opt.apply([p], [g], 1e-3)
     m = opt.slots["m"][0]
-    # with flushing, m * 0.9 becomes 0 once it would be subnormal; without, m decays through
-    # the slow subnormal range and rounds to the smallest subnormal for good
+    # with flushing, (g - m) * 0.1 drops to 0 once it would be subnormal, so m stops at a
+    # small normal number; without, m decays through the slow subnormal range
     subnormal = (m != 0) & (np.abs(m) < np.finfo(np.float32).tiny)
     assert subnormal.all() != SUPPORTED
     assert (np.abs(m) < 1e-36).all()

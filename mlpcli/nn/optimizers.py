@@ -76,25 +76,19 @@ class Optimizer:
         """Hyperparameters, under Keras's names."""
         return {"name": self.name, **self.hyper}
 
-    def slot_scale(self, name):
-        """Keras's value of slot ``name`` is the stored array times this."""
-        return 1.0
-
     def get_state(self):
-        """{"iterations": int, "<slot>/<i>": array, ...} for checkpoints, in Keras's terms."""
+        """{"iterations": int, "<slot>/<i>": array, ...} for checkpoints."""
         state = {"iterations": np.int64(self.iterations)}
         for name, arrays in self.slots.items():
-            scale = _F(self.slot_scale(name))
             for i, a in enumerate(arrays):
-                state[f"{name}/{i}"] = a * scale  # a snapshot, not the live slot
+                state[f"{name}/{i}"] = a.copy()  # a snapshot, not the live slot
         return state
 
     def set_state(self, state):
         self.iterations = int(state["iterations"])
         for name, arrays in self.slots.items():
-            scale = _F(self.slot_scale(name))
             for i, a in enumerate(arrays):
-                np.divide(state[f"{name}/{i}"], scale, out=a, casting="unsafe")
+                a[...] = state[f"{name}/{i}"]
 
 
 class SGD(Optimizer):
@@ -182,16 +176,6 @@ class Adadelta(Optimizer):
 
 
 class Adam(Optimizer):
-    """Keras's Adam: m and v are running averages of g and g*g, and
-    ``p -= lr * sqrt(1 - beta_2**t) / (1 - beta_1**t) * m / (sqrt(v) + epsilon)``.
-
-    The slots keep ``m / (1 - beta_1)`` and ``v / (1 - beta_2)`` instead, so that
-    each is updated by one multiply and one add (``m' = beta_1 * m' + g``); the
-    constant factors move into the step size and epsilon. That is two passes
-    over the weights fewer per step than the averages; ``get_state`` and
-    ``set_state`` speak in Keras's m and v.
-    """
-
     name = "adam"
     defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
                 "amsgrad": False}
@@ -200,25 +184,23 @@ class Adam(Optimizer):
     def slot_names(self):
         return ("m", "v") + (("v_hat",) if self.amsgrad else ())
 
-    def slot_scale(self, name):
-        return 1 - self.beta_1 if name == "m" else 1 - self.beta_2
-
     def update(self, i, p, g, lr):
         t = self.iterations + 1
-        root = np.sqrt(1 - self.beta_2)  # sqrt(v) = root * sqrt(v')
-        alpha = _F(lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t) * (1 - self.beta_1) / root)
+        alpha = _F(lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
         m, v, tmp = self.slot("m", i), self.slot("v", i), self.scratch[i]
-        m *= _F(self.beta_1)
-        m += g
-        v *= _F(self.beta_2)
-        np.multiply(g, g, out=tmp)
+        np.subtract(g, m, out=tmp)  # m += (g - m) * (1 - beta_1)
+        tmp *= _F(1 - self.beta_1)
+        m += tmp
+        np.multiply(g, g, out=tmp)  # v += (g*g - v) * (1 - beta_2)
+        tmp -= v
+        tmp *= _F(1 - self.beta_2)
         v += tmp
         if self.amsgrad:
             v_hat = self.slot("v_hat", i)
             np.maximum(v_hat, v, out=v_hat)
             v = v_hat
-        np.sqrt(v, out=tmp)  # p -= alpha * m' / (sqrt(v') + epsilon / root)
-        tmp += _F(self.epsilon / root)
+        np.sqrt(v, out=tmp)  # p -= alpha * m / (sqrt(v) + epsilon)
+        tmp += _F(self.epsilon)
         np.divide(m, tmp, out=tmp)
         tmp *= alpha
         p -= tmp
