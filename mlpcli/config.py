@@ -33,7 +33,7 @@ SECTION_DEFAULTS = {
              "label_column": "label", "color_mode": "grayscale", "scaling": "auto",
              "validation_split": 0.2, "max_train_samples": None, "max_test_samples": None},
     "model": {"name": "sequential", "input_shape": None, "layers": None},
-    "training": {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None},
+    "training": {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None, "processes": 1},
     "checkpoint": {"enabled": True, "filename": "model-{epoch:02d}.h5", "monitor": "val_loss",
                    "mode": "auto", "save_best_only": False},
     "early_stopping": {"monitor": "val_loss", "patience": 5, "min_delta": 0.0, "mode": "auto",
@@ -64,8 +64,9 @@ RANGES = {
     "epochs": (1, None, True, True), "batch_size": (1, None, True, True),
     "validation_split": (0, 1, True, False), "max_train_samples": (1, None, True, True),
     "max_test_samples": (1, None, True, True), "threads": (1, None, True, True),
+    "processes": (1, None, True, True),
 }
-INTEGER_KEYS = {"threads", "units", "decay_steps", "step_size", "patience", "cooldown", "k", "epochs",
+INTEGER_KEYS = {"threads", "processes", "units", "decay_steps", "step_size", "patience", "cooldown", "k", "epochs",
                 "batch_size", "max_train_samples", "max_test_samples", "seed"}
 
 
@@ -449,6 +450,12 @@ def resolve(raw):
     for key in ("epochs", "batch_size"):
         check.number(f"training.{key}", training[key], key)
     check.number("training.threads", training["threads"], "threads", nullable=True)
+    check.number("training.processes", training["processes"], "processes")
+    clipping = [k for k in ("clipnorm", "global_clipnorm") if isinstance(cfg["optimizer"], dict)
+                and cfg["optimizer"].get(k)]
+    if isinstance(training["processes"], int) and training["processes"] > 1 and clipping:
+        check.error("training.processes", f"got {training['processes']}, but optimizer.{clipping[0]} needs the "
+                    "whole gradient, which no one process has; use processes: 1 (or clipvalue)")
     check.boolean("training.shuffle", training["shuffle"])
 
     ckpt = cfg["checkpoint"] = check.mapping("checkpoint", cfg["checkpoint"],

@@ -21,6 +21,7 @@ from mlpcli.nn import schedules as schedules_mod
 from mlpcli.nn.denormals import flush_denormals
 from mlpcli.nn.metrics import higher_is_better
 from mlpcli.nn.model import Sequential
+from mlpcli.parallel import DataParallel, shared_empty_like, usable_processes
 
 
 def blas_threads(n):
@@ -105,12 +106,20 @@ class Trainer:
         self.optimizer = optimizers_mod.get(opt_spec.pop("type"))(**opt_spec)
         # clipnorm clips each weight array by its own norm, so it needs them one by one
         self.flat = not self.optimizer.clipnorm
-        self.optimizer.build([model.flat_params] if self.flat else model.params)
+        self.batch_size = cfg["training"]["batch_size"]
+        # the clipping norms need the whole gradient, which no one process of several has
+        processes = 1 if self.optimizer.clipnorm or self.optimizer.global_clipnorm else \
+            usable_processes(cfg["training"]["processes"])
+        self.parallel = None
+        if processes > 1:
+            self.parallel = DataParallel(model, processes, self.batch_size, model.n_outputs)
+            self.optimizer.build([model.flat_params], empty_like=shared_empty_like)
+        else:
+            self.optimizer.build([model.flat_params] if self.flat else model.params)
         sched_spec = dict(cfg["schedule"])
         self.schedule = schedules_mod.get(sched_spec.pop("type"))(
             self.optimizer.learning_rate, **sched_spec)
         self.metric_specs = cfg["metrics"]
-        self.batch_size = cfg["training"]["batch_size"]
         self.shuffle = cfg["training"]["shuffle"]
         self.shuffle_rng = streams["shuffle"]
         self.epoch = 0  # epochs completed
@@ -135,33 +144,57 @@ class Trainer:
         the next call continues where it stopped.
         """
         with flush_denormals():  # see nn/denormals.py: subnormal Adam moments cost ~20% per epoch
-            return self._run_epoch(Features.wrap(x), y, on_batch, stop_requested)
+            x = Features.wrap(x)
+            if self.progress is None:
+                n = len(x)
+                order = self.shuffle_rng.permutation(n) if self.shuffle else np.arange(n)
+                self.progress = EpochProgress(order, np.empty((n, self.model.n_outputs), np.float32))
+            y_enc = self.targets(y)
+            if self.parallel is None:
+                return self._run_epoch(x, y, y_enc, on_batch, stop_requested)
+            # one BLAS thread per process: the processes are the parallelism
+            with blas_threads(1), self.parallel.running(lambda rank: self._helper_epoch(rank, x, y_enc)):
+                return self._run_epoch(x, y, y_enc, on_batch, stop_requested)
 
-    def _run_epoch(self, x, y, on_batch, stop_requested):
+    def _batches(self):
+        """(batch number, its rows) of the epoch's batches not done yet."""
+        p = self.progress
+        for b in range(p.batch, math.ceil(len(p.order) / self.batch_size)):
+            yield b, p.order[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def _buffers(self, x, y_enc):
+        """Float32 arrays a batch is gathered into, reused every step."""
+        return (np.empty((self.batch_size,) + x.shape[1:], np.float32),
+                np.empty((self.batch_size,) + y_enc.shape[1:], y_enc.dtype))
+
+    def _helper_epoch(self, rank, x, y_enc):
+        """A helper process's part of the epoch (see mlpcli/parallel.py)."""
+        buffers = self._buffers(x, y_enc)
+        for _, idx in self._batches():
+            self.parallel.step(rank, x, y_enc, idx, self.loss, self.optimizer, buffers)
+
+    def _run_epoch(self, x, y, y_enc, on_batch, stop_requested):
+        p = self.progress
         n = len(x)
         n_batches = math.ceil(n / self.batch_size)
-        if self.progress is None:
-            order = self.shuffle_rng.permutation(n) if self.shuffle else np.arange(n)
-            self.progress = EpochProgress(order, np.empty((n, self.model.n_outputs), np.float32))
-        p = self.progress
-        y_enc = self.targets(y)
         track_accuracy = on_batch is not None and any(m["type"] == "accuracy" for m in self.metric_specs)
-        # batches are gathered into the same two buffers every step: no allocation per batch
-        x_buf = np.empty((self.batch_size,) + x.shape[1:], np.float32)
-        y_buf = np.empty((self.batch_size,) + y_enc.shape[1:], y_enc.dtype)
-        for b in range(p.batch, n_batches):
+        x_buf, y_buf = buffers = self._buffers(x, y_enc)
+        for b, idx in self._batches():
             start = b * self.batch_size
-            idx = p.order[start:start + self.batch_size]
-            xb, yb = x_buf[:len(idx)], y_buf[:len(idx)]
-            x.take(idx, xb)
-            np.take(y_enc, idx, axis=0, out=yb)
-            value, y_pred = self.model.train_step(xb, yb, self.loss, self.optimizer, self.learning_rate,
-                                                  flat=self.flat)
+            y_pred = p.outputs[start:start + len(idx)]
+            if self.parallel is None:
+                xb, yb = x_buf[:len(idx)], y_buf[:len(idx)]
+                x.take(idx, xb)
+                np.take(y_enc, idx, axis=0, out=yb)
+                value, out = self.model.train_step(xb, yb, self.loss, self.optimizer, self.learning_rate,
+                                                   flat=self.flat)
+                y_pred[...] = out.reshape(len(idx), -1)
+            else:
+                value = self.parallel.step(0, x, y_enc, idx, self.loss, self.optimizer, buffers,
+                                           self.learning_rate, y_pred)
             if not math.isfinite(value):
                 raise TrainingError(f"loss became {value} in epoch {self.epoch + 1}, batch {b + 1}; "
                                     "training stopped (try a lower learning rate or gradient clipping)")
-            y_pred = y_pred.reshape(len(idx), -1)
-            p.outputs[start:start + len(idx)] = y_pred
             p.total_loss += value * len(idx)
             p.batch = b + 1
             self.step += 1

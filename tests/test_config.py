@@ -38,7 +38,8 @@ def test_defaults_are_filled(tmp_path):
     assert dense["kernel_initializer"] == {"type": "glorot_uniform", "seed": None}
     assert dense["bias_initializer"] == {"type": "zeros", "seed": None}
     assert dense["use_bias"] is True
-    assert cfg["training"] == {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None}
+    assert cfg["training"] == {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None,
+                               "processes": 1}
     assert cfg["metrics"] == [{"type": "accuracy"}]
     assert cfg["early_stopping"] is None
 

@@ -184,6 +184,11 @@ class Dropout(Layer):
     kept when a uniform 32-bit draw is at least ``rate * 2**32`` (Keras: a
     uniform float at least ``rate``; 32 bits resolve ``rate`` finer than float32's
     24). The mask holds 0 or 1/(1-rate), so forward and backward are one multiply each.
+
+    ``rows = (start, stop, total)`` says the input is rows start:stop of a batch of
+    ``total`` (one process's share, see ``mlpcli/parallel.py``): the mask is then
+    those rows of the whole batch's mask, and the generator ends where drawing
+    the whole batch's mask leaves it.
     """
 
     type = "dropout"
@@ -197,6 +202,7 @@ class Dropout(Layer):
         self._threshold = np.uint32(min(math.ceil(rate * 2.0 ** 32), 2 ** 32 - 1))
         self._scale = _F(1.0 / (1.0 - rate))  # rate < 1: config and model-file checks
         self._mask = None
+        self.rows = None
         return tuple(input_shape)
 
     def forward(self, x, training):
@@ -205,11 +211,20 @@ class Dropout(Layer):
             return x
         if self._mask is None or self._mask.shape != x.shape:
             self._mask = np.empty(x.shape, np.float32)
-        # random_raw gives 64 bits per draw: half as many draws as units, no float conversion
-        bits = self.rng.bit_generator.random_raw((x.size + 1) // 2).view(np.uint32)[:x.size]
+        if self.rows is None:
+            bits = uint32_draws(self.rng.bit_generator, 0, x.size, x.size)
+        else:
+            start, stop, total = self.rows
+            per_row = math.prod(x.shape[1:])
+            bits = uint32_draws(self.rng.bit_generator, start * per_row, x.size, total * per_row)
         self.mask = np.greater_equal(bits.reshape(x.shape), self._threshold, out=self._mask, casting="unsafe")
         self.mask *= self._scale  # 1.0 -> 1/(1-rate), 0.0 stays
         return np.multiply(x, self.mask)
+
+    def skip(self, n_rows, units):
+        """Move the generator past the mask of a batch of ``n_rows`` rows of ``units``, drawing nothing."""
+        if self.config["rate"] != 0:
+            self.rng.bit_generator.advance((n_rows * units + 1) // 2)
 
     def backward(self, dy):
         if self.mask is None:
@@ -218,6 +233,22 @@ class Dropout(Layer):
 
     def _keras_params(self):
         return {"rate": self.config["rate"], "seed": self.config["seed"], "noise_shape": None}
+
+
+def uint32_draws(bit_generator, start, count, total):
+    """uint32 values start:start+count (count,) of a stream of ``total`` of them, leaving the
+    generator at the stream's end.
+
+    The stream is ``random_raw`` 64-bit draws seen as uint32 pairs (half as many draws
+    as values, no float conversion); a part of it is reached by ``advance``.
+    """
+    if start == 0 and count == total:
+        return bit_generator.random_raw((total + 1) // 2).view(np.uint32)[:total]
+    first, last = start // 2, (start + count + 1) // 2
+    bit_generator.advance(first)
+    raw = bit_generator.random_raw(last - first).view(np.uint32)
+    bit_generator.advance((total + 1) // 2 - last)
+    return raw[start - 2 * first:start - 2 * first + count]
 
 
 class Flatten(Layer):

@@ -97,20 +97,47 @@ class Sequential:
                 break
             dy = layer.backward(dy)
 
+    def gradients(self, x, y_true, loss, rows=None):
+        """Forward and backward on a batch: fills every layer's ``grads``; returns
+        (loss including penalties, predictions).
+
+        ``rows = (start, stop, total)``: the batch is rows start:stop of a batch of
+        ``total`` that several processes share (dropout draws those rows of its mask).
+        """
+        for layer in self.layers:
+            if isinstance(layer, layers_mod.Dropout):
+                layer.rows = rows
+        y_pred = self.forward(x, training=True)
+        value = loss.value(y_true, y_pred) + self.penalty()
+        self.backward(loss, y_true, y_pred)
+        return value, y_pred
+
+    def skip_dropout(self, n_rows):
+        """Move every dropout generator past a batch of ``n_rows`` rows, as ``gradients`` would."""
+        for layer, shape_in in zip(self.layers, [self.input_shape] + self.shapes):
+            if isinstance(layer, layers_mod.Dropout):
+                layer.skip(n_rows, int(np.prod(shape_in)))
+
     def train_step(self, x, y_true, loss, optimizer, lr, flat=False):
         """One update on a batch; returns (loss including penalties, predictions).
 
         ``flat``: the optimizer was built on ``[flat_params]`` and updates all
         weights as one array (fewer, larger numpy calls per step).
         """
-        y_pred = self.forward(x, training=True)
-        value = loss.value(y_true, y_pred) + self.penalty()
-        self.backward(loss, y_true, y_pred)
+        value, y_pred = self.gradients(x, y_true, loss)
         if flat:
             optimizer.apply([self.flat_params], [self.flat_grads], lr)
         else:
             optimizer.apply(self.params, self.grads, lr)
         return value, y_pred
+
+    def use_buffers(self, params=None, grads=None):
+        """Move the weights (and/or gradients) into the given 1-D float32 buffers (e.g.
+        shared memory), keeping their values; layers see them through new views."""
+        if params is not None:
+            self.flat_params = _pack(self.layers, "params", params)
+        if grads is not None:
+            self.flat_grads = _pack(self.layers, "grads", grads)
 
     def predict(self, x, batch_size=4096):
         """Outputs for ``x`` of shape (n, *input_shape), computed in large batches."""
@@ -137,14 +164,16 @@ class Sequential:
         return "\n".join(lines)
 
 
-def _pack(layers, attribute):
-    """Move every layer's ``params`` (or ``grads``) into one float32 buffer; return it.
+def _pack(layers, attribute, flat=None):
+    """Move every layer's ``params`` (or ``grads``) into one float32 buffer (``flat``, or a
+    new one); return it.
 
     Each layer keeps views into the buffer, so layers and optimizer see the
     same memory: per array, or all at once through the returned 1-D buffer.
     """
     arrays = [a for layer in layers for a in getattr(layer, attribute)]
-    flat = np.empty(sum(a.size for a in arrays), np.float32)
+    if flat is None:
+        flat = np.empty(sum(a.size for a in arrays), np.float32)
     start = 0
     for layer in layers:
         views = []

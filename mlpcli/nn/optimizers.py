@@ -31,21 +31,32 @@ class Optimizer:
             setattr(self, key, value)
         self.iterations = 0
         self.slots = {}
+        self.part = None
 
-    def build(self, params):
-        self.slots = {name: [self._initial_slot(name, p) for p in params] for name in self.slot_names}
+    def build(self, params, empty_like=np.empty_like):
+        """Slots for ``params``, allocated by ``empty_like`` (e.g. in shared memory)."""
+        self.slots = {name: [self._initial_slot(name, p, empty_like) for p in params]
+                      for name in self.slot_names}
         # scratch space per variable, so updates allocate nothing in the training loop
         self.scratch = [np.empty_like(p) for p in params]
+        self.part = None
 
-    def _initial_slot(self, name, param):
-        return np.zeros_like(param)
+    def _initial_slot(self, name, param, empty_like):
+        slot = empty_like(param)
+        slot[...] = 0
+        return slot
 
-    def apply(self, params, grads, lr):
-        """One update of every array in ``params`` (in place) at learning rate ``lr``."""
+    def apply(self, params, grads, lr, part=None):
+        """One update of every array in ``params`` (in place) at learning rate ``lr``.
+
+        ``part``: a slice of the one array the optimizer was built on; ``params``
+        and ``grads`` are that part (one process's share, see ``mlpcli/parallel.py``).
+        """
         grads = self._clip(grads)
         if self.weight_decay:
             for p in params:
                 p *= _F(1.0 - self.weight_decay * lr)
+        self.part = part
         self._before_step()
         for i, (p, g) in enumerate(zip(params, grads)):
             self.update(i, p, g, _F(lr))
@@ -70,7 +81,10 @@ class Optimizer:
         return grads
 
     def slot(self, name, i):
-        return self.slots[name][i]
+        return self.slots[name][i] if self.part is None else self.slots[name][i][self.part]
+
+    def scratch_for(self, i):
+        return self.scratch[i] if self.part is None else self.scratch[i][self.part]
 
     def get_config(self):
         """Hyperparameters, under Keras's names."""
@@ -149,8 +163,10 @@ class Adagrad(Optimizer):
     slot_names = ("accumulator",)
     defaults = {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7}
 
-    def _initial_slot(self, name, param):
-        return np.full_like(param, self.initial_accumulator_value)
+    def _initial_slot(self, name, param, empty_like):
+        slot = empty_like(param)
+        slot[...] = self.initial_accumulator_value
+        return slot
 
     def update(self, i, p, g, lr):
         acc = self.slot("accumulator", i)
@@ -187,7 +203,7 @@ class Adam(Optimizer):
     def update(self, i, p, g, lr):
         t = self.iterations + 1
         alpha = _F(lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
-        m, v, tmp = self.slot("m", i), self.slot("v", i), self.scratch[i]
+        m, v, tmp = self.slot("m", i), self.slot("v", i), self.scratch_for(i)
         np.subtract(g, m, out=tmp)  # m += (g - m) * (1 - beta_1)
         tmp *= _F(1 - self.beta_1)
         m += tmp

@@ -1,0 +1,230 @@
+"""Data-parallel training: the processes of one machine share each batch.
+
+Every step, each of ``n`` processes runs forward and backward on its rows of
+the batch into its own gradient buffer and waits for the others; then each
+updates its share of the weights (a slice of the one flat weight array) with
+the row-weighted average of all gradients, and waits again. Weights,
+optimizer slots and gradients live in shared memory. The waits spin on
+counters in shared memory: a wake-up through the operating system costs tens
+of microseconds, and a step takes about a millisecond.
+
+Helper processes are forked when an epoch starts and end with it, so they
+start from this process's exact state (optimizer step, dropout generators,
+the epoch's order) and nothing but shared memory flows back. Every process
+moves the dropout generators past the whole batch's masks while drawing only
+its own rows, so this process's generators, optimizer and counters end each
+step where a single process's would, and a checkpoint needs nothing from the
+helpers. The weights differ from a single process's only in the order in
+which the gradients are summed.
+
+Linux on x86-64 only: fork, and x86's ordered stores, which let one process
+read what another wrote before raising its counter without explicit fences.
+Elsewhere, and on one core, training uses one process.
+"""
+
+import contextlib
+import mmap
+import os
+import platform
+import signal
+import sys
+import traceback
+
+import numpy as np
+
+from mlpcli.errors import TrainingError
+
+ALIGN = 16  # float32s per 64-byte cache line: no two processes write one line of weights
+LINE = 8  # int64s per counter: each process's counter on a cache line of its own
+SPINS_BEFORE_YIELD = 1 << 14  # then give the core away on each check (more processes than cores)
+SPINS_PER_CHECK = 1 << 12  # how often a waiting process looks for a dead partner
+
+
+def usable_processes(requested):
+    """How many processes to train with: ``requested``, at most the usable cores; 1 where
+    fork or x86's store ordering is missing."""
+    if requested <= 1 or not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+        return 1
+    return max(1, min(requested, len(os.sched_getaffinity(0))))
+
+
+def shared_empty(shape, dtype=np.float32):
+    """An uninitialised array in memory that forked processes share."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    buffer = mmap.mmap(-1, max(count * dtype.itemsize, 1))  # anonymous and MAP_SHARED
+    return np.frombuffer(buffer, dtype, count).reshape(shape)
+
+
+def shared_empty_like(array):
+    return shared_empty(array.shape, array.dtype)
+
+
+def _shared_copy(array):
+    copy = shared_empty_like(array)
+    copy[...] = array
+    return copy
+
+
+class Stopped(Exception):
+    """In a helper: the parent asked the helpers to stop, or is gone."""
+
+
+class DataParallel:
+    """``n`` processes training ``model`` on each batch; this process is rank 0.
+
+    Build it before the optimizer, and build the optimizer with
+    ``empty_like=shared_empty_like`` on ``[model.flat_params]``.
+    """
+
+    def __init__(self, model, n, batch_size, n_outputs):
+        self.model, self.n = model, n
+        size = model.flat_params.size
+        model.use_buffers(params=_shared_copy(model.flat_params), grads=_shared_copy(model.flat_grads))
+        self.grads = [model.flat_grads] + [shared_empty(size) for _ in range(n - 1)]
+        cuts = [min(size, round(size * r / n / ALIGN) * ALIGN) for r in range(n)] + [size]
+        self.shares = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
+        self.mixed = np.empty(max(s.stop - s.start for s in self.shares), np.float32)
+        self.counters = shared_empty((n + 1) * LINE, np.int64)  # one per rank, then "stop"
+        self.numbers = shared_empty(n + 1, np.float64)  # each rank's loss, then the learning rate
+        self.outputs = shared_empty((batch_size, n_outputs))
+        self.error = shared_empty(4000, np.uint8)  # a failed helper's traceback, NUL-terminated
+        self.parent = os.getpid()
+        self.pids = []
+        self.tick = 0
+
+    # ---------------------------------------------------------------- processes
+
+    @contextlib.contextmanager
+    def running(self, work):
+        """Fork the helpers, each running ``work(rank)`` (its part of the epoch's steps), for
+        the length of the context; on leaving, wait for them (stopping them first when the
+        context ends by an exception)."""
+        self.counters[:] = 0
+        self.tick = 0
+        self.error[0] = 0
+        self.pids = []
+        try:
+            for rank in range(1, self.n):
+                pid = os.fork()
+                if pid == 0:
+                    self._helper(rank, work)
+                self.pids.append(pid)
+            yield self
+        except BaseException:
+            self.counters[self.n * LINE] = 1
+            self._reap(check=False)  # the exception that ended the epoch is the one to report
+            raise
+        self._reap()
+
+    def _helper(self, rank, work):
+        """The body of a forked helper; never returns."""
+        status = 0
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+            self.model.use_buffers(grads=self.grads[rank])
+            work(rank)
+        except Stopped:
+            pass
+        except BaseException:
+            text = traceback.format_exc().encode("utf-8", "replace")[-(self.error.size - 1):]
+            self.error[:len(text)] = np.frombuffer(text, np.uint8)
+            self.error[len(text)] = 0
+            status = 1
+        finally:
+            os._exit(status)
+
+    def _reap(self, check=True):
+        """Wait for every helper; TrainingError if one failed (and ``check``)."""
+        failed = False
+        for pid in self.pids:
+            _, status = os.waitpid(pid, 0)
+            failed = failed or os.waitstatus_to_exitcode(status) != 0
+        self.pids = []
+        if failed and check:
+            raise TrainingError(f"a training process failed:\n{self._error_text()}")
+
+    def _error_text(self):
+        raw = self.error.tobytes()
+        return raw[:raw.index(0)].decode("utf-8", "replace").strip() or "(it left no message)"
+
+    def _check_partners(self, rank):
+        """While waiting: a helper whose parent is gone stops; the parent raises when a helper died."""
+        if rank:
+            if os.getppid() != self.parent or self.counters[self.n * LINE]:
+                raise Stopped
+            return
+        for pid in self.pids:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                self.pids.remove(pid)
+                code = os.waitstatus_to_exitcode(status)
+                self.counters[self.n * LINE] = 1
+                raise TrainingError(f"a training process ended (exit status {code}) during the epoch:\n"
+                                    f"{self._error_text()}")
+
+    def wait(self, rank):
+        """Arrive at the next meeting point; return when every process has arrived."""
+        self.tick += 1
+        counters = self.counters
+        counters[rank * LINE] = self.tick
+        spins = 0
+        for other in range(self.n):
+            while counters[other * LINE] < self.tick:
+                spins += 1
+                if spins % SPINS_PER_CHECK == 0:
+                    self._check_partners(rank)
+                if spins > SPINS_BEFORE_YIELD:
+                    os.sched_yield()
+
+    # ---------------------------------------------------------------- one step
+
+    def step(self, rank, x, y_enc, idx, loss, optimizer, buffers, lr=None, outputs=None):
+        """This process's part of one training step on the batch of rows ``idx``.
+
+        ``buffers``: (x, y) float32 arrays of at least a share's rows, reused every step.
+        Rank 0 passes ``lr`` and ``outputs`` (where the batch's predictions go) and gets
+        the batch's loss; helpers pass neither and get None.
+        """
+        total = len(idx)
+        cuts = [total * r // self.n for r in range(self.n + 1)]
+        start, stop = cuts[rank], cuts[rank + 1]
+        if rank == 0:
+            self.numbers[self.n] = lr
+        if stop > start:
+            xb, yb = buffers[0][:stop - start], buffers[1][:stop - start]
+            x.take(idx[start:stop], xb)
+            np.take(y_enc, idx[start:stop], axis=0, out=yb)
+            value, y_pred = self.model.gradients(xb, yb, loss, rows=(start, stop, total))
+            self.outputs[start:stop] = y_pred.reshape(stop - start, -1)
+            self.numbers[rank] = value
+        else:
+            self.model.skip_dropout(total)
+        self.wait(rank)  # every share's gradients are in
+        weights = [(b - a) / total for a, b in zip(cuts, cuts[1:])]
+        value = None
+        if rank == 0:
+            value = sum(w * float(v) for w, v in zip(weights, self.numbers[:self.n]) if w)
+            outputs[...] = self.outputs[:total]
+        share = self.shares[rank]
+        optimizer.apply([self.model.flat_params[share]], [self._mixed_gradient(share, weights)],
+                        float(self.numbers[self.n]), part=share)
+        self.wait(rank)  # every share of the weights is updated
+        return value
+
+    def _mixed_gradient(self, share, weights):
+        """The batch's gradient on ``share``: the row-weighted mean of the processes' gradients."""
+        mixed = self.mixed[:share.stop - share.start]
+        used = [(w, g[share]) for w, g in zip(weights, self.grads) if w]
+        if len(used) == 1:
+            return used[0][1]
+        if len({w for w, _ in used}) == 1:  # equal shares: sum, then one scaling
+            np.add(used[0][1], used[1][1], out=mixed)
+            for _, g in used[2:]:
+                mixed += g
+            mixed *= np.float32(1 / len(used))
+            return mixed
+        np.multiply(used[0][1], np.float32(used[0][0]), out=mixed)
+        for w, g in used[1:]:
+            mixed += g * np.float32(w)
+        return mixed
