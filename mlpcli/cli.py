@@ -53,8 +53,11 @@ def main():
 @click.option("--no-plots", is_flag=True, help="Skip drawing the curves into plots/ at the end.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="BLAS threads for this run (same as --set training.threads=N; default: all cores).")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Processes that share each batch (same as --set training.processes=N; "
+                   "Linux on x86-64, at most the cores).")
 @clean_errors
-def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plots, threads):
+def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plots, threads, processes):
     """Train the model described by CONFIG (a YAML file) into a new run folder.
 
     Ctrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and
@@ -65,6 +68,7 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
       mlp train configs/mnist.yaml
       mlp train configs/mnist.yaml --set training.epochs=5 --set optimizer.learning_rate=0.01
       mlp train configs/mnist.yaml --dry-run
+      mlp train configs/mnist.yaml --processes 1
       mlp train --resume runs/mnist-mlp-20261129-212900
       mlp train --resume runs/mnist-mlp-20261129-212900 --set training.epochs=30
     """
@@ -72,6 +76,8 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
 
     if threads is not None:
         overrides = (*overrides, f"training.threads={threads}")
+    if processes is not None:
+        overrides = (*overrides, f"training.processes={processes}")
     run_train(config, overrides, resume=resume, runs_root=runs_root, run_dir=run_dir,
               dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=click.echo)
 

@@ -40,12 +40,18 @@ SPINS_BEFORE_YIELD = 1 << 14  # then give the core away on each check (more proc
 SPINS_PER_CHECK = 1 << 12  # how often a waiting process looks for a dead partner
 
 
+CORES_ENV = "MLPCLI_CORES"  # set by sweeps: the cores one of several trials at once may use
+
+
 def usable_processes(requested):
-    """How many processes to train with: ``requested``, at most the usable cores; 1 where
-    fork or x86's store ordering is missing."""
+    """How many processes to train with: ``requested``, at most the usable cores (and
+    ``$MLPCLI_CORES``); 1 where fork or x86's store ordering is missing."""
     if requested <= 1 or not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
         return 1
-    return max(1, min(requested, len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0))
+    if os.environ.get(CORES_ENV, "").isdigit():
+        cores = min(cores, int(os.environ[CORES_ENV]))
+    return max(1, min(requested, cores))
 
 
 def shared_empty(shape, dtype=np.float32):
@@ -121,7 +127,8 @@ class DataParallel:
         """The body of a forked helper; never returns."""
         status = 0
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+            for sig in (signal.SIGINT, signal.SIGTERM):  # the parent's to handle: it stops the helpers
+                signal.signal(sig, signal.SIG_IGN)
             self.model.use_buffers(grads=self.grads[rank])
             work(rank)
         except Stopped:

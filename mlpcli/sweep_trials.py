@@ -70,10 +70,13 @@ def summary_row(folder):
 
 def run_trial(config_path, trial, run_dir, plots=True, threads=None):
     """Train one trial into ``run_dir``; return its row (status ok or failed, seconds, error)."""
+    from mlpcli.parallel import CORES_ENV
     from mlpcli.train import train
 
     started = time.perf_counter()
     row = {"trial": trial.name, "status": "ok"}
+    if threads is not None:  # this trial's share of the cores, for training.processes too
+        os.environ[CORES_ENV] = str(threads)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # overflow on the way to a NaN loss

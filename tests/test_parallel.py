@@ -1,0 +1,208 @@
+"""Data-parallel training (training.processes): agreement with one process, determinism,
+dropout shares, pausing, failures and config checks."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mlpcli import parallel
+from mlpcli.cli import main
+from mlpcli.config import resolve
+from mlpcli.errors import ConfigError, TrainingError
+from mlpcli.nn import layers
+from mlpcli.training import EpochPaused, Trainer, build_model, random_streams
+
+pytestmark = pytest.mark.skipif(parallel.usable_processes(2) < 2,
+                                reason="data-parallel training needs Linux on x86-64 with 2 cores")
+
+
+@pytest.fixture(autouse=True)
+def no_hang():
+    """A lost partner must end in an error, not a wait forever."""
+    def timed_out(*_):
+        raise AssertionError("timed out: a process waited forever")
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def trainer(processes, batch_size=32, optimizer="adam", dropout=0.3, lr=0.01, seed=0):
+    cfg = resolve({"name": "t", "seed": seed, "model": {"input_shape": [12], "layers": [
+        {"type": "dense", "units": 16}, {"type": "activation", "activation": "relu"},
+        {"type": "dropout", "rate": dropout},
+        {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dropout", "rate": dropout},
+        {"type": "dense", "units": 4, "activation": "softmax"}]},
+        "loss": "categorical_crossentropy", "optimizer": {"type": optimizer, "learning_rate": lr},
+        "metrics": ["accuracy"], "training": {"batch_size": batch_size, "processes": processes}})
+    streams = random_streams(seed)
+    return Trainer(build_model(cfg, streams), cfg, streams)
+
+
+def data(n=203):  # 203 = 6 batches of 32 and one of 11: shares of unequal size
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, 12)).astype(np.float32)
+    return x, (x[:, :4].argmax(axis=1) + (x[:, 4] > 1)) % 4
+
+
+def train(t, epochs=3, **kwargs):
+    x, y = data(**kwargs)
+    logs = []
+    for _ in range(epochs):
+        logs.append(t.run_epoch(x, y))
+        t.end_epoch(logs[-1])
+    return logs
+
+
+def test_two_processes_train_as_one_does():
+    one, two = trainer(1), trainer(2)
+    assert one.parallel is None and two.parallel is not None
+    logs_one, logs_two = train(one), train(two)
+    # the same masks, batches and updates: only the order of summing gradients differs
+    for a, b in zip(one.model.params, two.model.params, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(logs_one, logs_two):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["accuracy"] == b["accuracy"]
+    assert one.step == two.step == 21 and one.optimizer.iterations == two.optimizer.iterations == 21
+    # the parent's generators and optimizer slots end where one process's do
+    for a, b in zip(one._dropouts(), two._dropouts()):
+        assert a.rng.bit_generator.state == b.rng.bit_generator.state
+    for key, value in one.optimizer.get_state().items():
+        np.testing.assert_allclose(value, two.optimizer.get_state()[key], rtol=1e-4, atol=1e-7)
+    # and the trained weights are not the initial ones
+    assert not np.allclose(two.model.params[0], trainer(2).model.params[0])
+
+
+def test_two_processes_are_deterministic():
+    a, b = trainer(2), trainer(2)
+    assert train(a) == train(b)
+    for p, q in zip(a.model.params, b.model.params):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw", "nadam"])
+def test_other_optimizers_update_their_shares(optimizer):
+    one, two = trainer(1, optimizer=optimizer), trainer(2, optimizer=optimizer)
+    train(one, epochs=2), train(two, epochs=2)
+    for a, b in zip(one.model.params, two.model.params):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_batches_smaller_than_the_processes():
+    """With one row per batch one process idles each step, yet moves its generators on."""
+    one, two = trainer(1, batch_size=1), trainer(2, batch_size=1)
+    train(one, epochs=1, n=23), train(two, epochs=1, n=23)
+    for a, b in zip(one.model.params, two.model.params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(one._dropouts(), two._dropouts()):
+        assert a.rng.bit_generator.state == b.rng.bit_generator.state
+
+
+def test_a_share_of_the_mask_is_those_rows_of_the_whole_mask():
+    x = np.ones((10, 7), np.float32)
+    whole = layers.Dropout(rate=0.4)
+    whole.build((7,), np.random.default_rng(3))
+    expected = whole.forward(x, True).copy()
+    for start, stop in [(0, 5), (5, 10), (3, 4), (0, 10)]:
+        part = layers.Dropout(rate=0.4)
+        part.build((7,), np.random.default_rng(3))
+        part.rows = (start, stop, 10)
+        np.testing.assert_array_equal(part.forward(x[start:stop], True), expected[start:stop])
+        assert part.rng.bit_generator.state == whole.rng.bit_generator.state
+    skipped = layers.Dropout(rate=0.4)
+    skipped.build((7,), np.random.default_rng(3))
+    skipped.skip(10, 7)
+    assert skipped.rng.bit_generator.state == whole.rng.bit_generator.state
+
+
+@pytest.mark.parametrize("total", [1, 7, 8, 33])
+def test_uint32_draws_of_a_part_equal_that_part_of_the_stream(total):
+    whole_gen = np.random.default_rng(11).bit_generator
+    whole = layers.uint32_draws(whole_gen, 0, total, total).copy()
+    for start in range(total):
+        for count in range(total - start + 1):
+            gen = np.random.default_rng(11).bit_generator
+            np.testing.assert_array_equal(layers.uint32_draws(gen, start, count, total),
+                                          whole[start:start + count])
+            assert gen.state == whole_gen.state
+
+
+def test_pause_mid_epoch_then_continue_equals_uninterrupted():
+    x, y = data()
+    plain = trainer(2)
+    plain.run_epoch(x, y)
+    paused = trainer(2)
+    calls = iter(range(100))
+    with pytest.raises(EpochPaused):
+        paused.run_epoch(x, y, stop_requested=lambda: next(calls) == 2)
+    assert paused.progress.batch == 3 and paused.parallel.pids == []
+    paused.run_epoch(x, y)
+    for a, b in zip(plain.model.params, paused.model.params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_failing_helper_is_an_error_with_its_traceback(monkeypatch):
+    t = trainer(2)
+    parent = os.getpid()
+    real = type(t.model).gradients
+
+    def failing(self, *args, **kwargs):
+        if os.getpid() != parent:
+            raise RuntimeError("boom in a helper")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(t.model), "gradients", failing)
+    x, y = data()
+    with pytest.raises(TrainingError, match="boom in a helper"):
+        t.run_epoch(x, y)
+    assert t.parallel.pids == []
+    with pytest.raises(ChildProcessError):  # no helper left behind
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_loss_that_blows_up_stops_every_process():
+    t = trainer(2, optimizer="sgd", lr=1e30)
+    x, y = data()
+    with pytest.raises(TrainingError, match="loss became"):
+        train(t, epochs=3)
+    assert t.parallel.pids == []
+
+
+def test_processes_are_capped_by_the_usable_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert parallel.usable_processes(4) == 1
+    assert trainer(4).parallel is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert parallel.usable_processes(4) == 3
+    assert parallel.usable_processes(1) == 1
+
+
+def test_config_checks_processes():
+    base = {"name": "t", "model": {"input_shape": [2], "layers": [{"type": "dense", "units": 2}]}}
+    for bad in (0, 1.5, "two", True):
+        with pytest.raises(ConfigError, match="training.processes"):
+            resolve({**base, "training": {"processes": bad}})
+    with pytest.raises(ConfigError, match=r"training.processes: got 2, but optimizer.clipnorm"):
+        resolve({**base, "training": {"processes": 2}, "optimizer": {"type": "adam", "clipnorm": 1.0}})
+    with pytest.raises(ConfigError, match=r"optimizer.global_clipnorm"):
+        resolve({**base, "training": {"processes": 2}, "optimizer": {"type": "sgd", "global_clipnorm": 1.0}})
+    assert resolve({**base, "training": {"processes": 1}, "optimizer": {"type": "adam", "clipnorm": 1.0}})
+
+
+def test_cli_trains_with_two_processes_and_refuses_clipping_with_exit_2(tmp_path):
+    run_dir = tmp_path / "run"
+    settings = ["--set", "data.max_train_samples=2000", "--set", "data.max_test_samples=300",
+                "--set", "training.epochs=2", "--no-plots", "-q", "--run-dir", str(run_dir)]
+    result = CliRunner().invoke(main, ["train", "configs/mnist.yaml", "--processes", "2", *settings])
+    assert result.exit_code == 0, result.output
+    assert "processes: 2" in (run_dir / "config.yaml").read_text()
+    assert (run_dir / "model.h5").exists()
+    result = CliRunner().invoke(main, ["train", "configs/mnist.yaml", "--processes", "2",
+                                       "--set", "optimizer.clipnorm=1.0", *settings[:-1], str(tmp_path / "r2")])
+    assert result.exit_code == 2
+    assert "training.processes: got 2, but optimizer.clipnorm" in result.output
