@@ -29,6 +29,7 @@ import platform
 import signal
 import sys
 import traceback
+import warnings
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class DataParallel:
         self.numbers = shared_empty(n + 1, np.float64)  # each rank's loss, then the learning rate
         self.outputs = shared_empty((batch_size, n_outputs))
         self.error = shared_empty(4000, np.uint8)  # a failed helper's traceback, NUL-terminated
-        self.parent = os.getpid()
+        self.parent = None
         self.pids = []
         self.tick = 0
 
@@ -109,19 +110,30 @@ class DataParallel:
         self.counters[:] = 0
         self.tick = 0
         self.error[0] = 0
-        self.pids = []
+        self.parent, self.pids = os.getpid(), []
         try:
             for rank in range(1, self.n):
-                pid = os.fork()
-                if pid == 0:
-                    self._helper(rank, work)
-                self.pids.append(pid)
+                self.pids.append(self._fork(rank, work))
             yield self
         except BaseException:
             self.counters[self.n * LINE] = 1
             self._reap(check=False)  # the exception that ended the epoch is the one to report
             raise
         self._reap()
+
+    def _fork(self, rank, work):
+        """Start helper ``rank``; its pid."""
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of fork beside threads (a progress bar's): the helper
+                # runs nothing but numpy on its own data and leaves by os._exit
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError as exc:
+            raise TrainingError(f"could not start training process {rank + 1} of {self.n}: {exc}") from None
+        if pid == 0:
+            self._helper(rank, work)
+        return pid
 
     def _helper(self, rank, work):
         """The body of a forked helper; never returns."""

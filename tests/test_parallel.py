@@ -206,3 +206,54 @@ def test_cli_trains_with_two_processes_and_refuses_clipping_with_exit_2(tmp_path
                                        "--set", "optimizer.clipnorm=1.0", *settings[:-1], str(tmp_path / "r2")])
     assert result.exit_code == 2
     assert "training.processes: got 2, but optimizer.clipnorm" in result.output
+
+
+def test_fork_failure_is_a_training_error(monkeypatch):
+    t = trainer(2)
+
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    x, y = data()
+    with pytest.raises(TrainingError, match="could not start training process 2 of 2: .*unavailable"):
+        t.run_epoch(x, y)
+
+
+def _children(pid):
+    tasks = f"/proc/{pid}/task"
+    found = []
+    for task in os.listdir(tasks):
+        with open(f"{tasks}/{task}/children") as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()
+    except OSError:
+        return False
+
+
+def test_helpers_stop_when_the_parent_is_killed(tmp_path):
+    """kill -9 of `mlp train` leaves no helper spinning."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mlpcli", "train", "configs/mnist.yaml", "--processes", "2",
+                             "--set", "training.epochs=50", "--no-plots", "-q", "--run-dir", str(tmp_path / "run")])
+    deadline = time.time() + 50
+    helpers = []
+    while not helpers:
+        assert proc.poll() is None and time.time() < deadline, "training never started a helper"
+        helpers = _children(proc.pid)
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 10
+    while any(_running(pid) for pid in helpers):
+        assert time.time() < deadline, f"helper(s) {helpers} still running after the parent was killed"
+        time.sleep(0.05)
