@@ -206,8 +206,9 @@ def score(model, x, y, *, loss_name, metric_specs, task, class_names=None):
     """Loss, metrics and, for classification, the per-class report of ``model`` on (x, y)."""
     loss = losses.get(loss_name)
     y_pred = model.predict(x).reshape(len(x), -1)
+    penalty = model.weight_penalty() + model.predict_activity_penalty
     report = {"samples": int(len(x)),
-              "loss": loss.value(losses.encode_targets(loss, y, model.n_outputs), y_pred) + model.penalty(),
+              "loss": loss.value(losses.encode_targets(loss, y, model.n_outputs), y_pred) + penalty,
               "metrics": metrics.compute(metric_specs, y, y_pred)}
     if task != "classification":
         return report

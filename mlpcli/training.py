@@ -246,7 +246,8 @@ class Trainer:
     def evaluate(self, x, y):
         """Loss (with penalties) and metrics on (x, y), dropout off."""
         y_pred = self.model.predict(x).reshape(x.shape[0], -1)
-        logs = {"loss": self.loss.value(self.targets(y), y_pred) + self.model.penalty()}
+        penalty = self.model.weight_penalty() + self.model.predict_activity_penalty
+        logs = {"loss": self.loss.value(self.targets(y), y_pred) + penalty}
         logs.update(metrics_mod.compute(self.metric_specs, y, y_pred))
         return logs
 

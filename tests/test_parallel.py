@@ -15,8 +15,13 @@ from mlpcli.errors import ConfigError, TrainingError
 from mlpcli.nn import layers
 from mlpcli.training import EpochPaused, Trainer, build_model, random_streams
 
-pytestmark = pytest.mark.skipif(parallel.usable_processes(2) < 2,
-                                reason="data-parallel training needs Linux on x86-64 with 2 cores")
+needs_two = pytest.mark.skipif(parallel.usable_processes(2) < 2,
+                               reason="data-parallel training needs Linux on x86-64 with 2 cores")
+
+
+def no_child_left():
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
 
 
 @pytest.fixture(autouse=True)
@@ -31,25 +36,34 @@ def no_hang():
     signal.signal(signal.SIGALRM, previous)
 
 
-def trainer(processes, batch_size=32, optimizer="adam", dropout=0.3, lr=0.01, seed=0):
-    cfg = resolve({"name": "t", "seed": seed, "model": {"input_shape": [12], "layers": [
-        {"type": "dense", "units": 16}, {"type": "activation", "activation": "relu"},
-        {"type": "dropout", "rate": dropout},
-        {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dropout", "rate": dropout},
-        {"type": "dense", "units": 4, "activation": "softmax"}]},
-        "loss": "categorical_crossentropy", "optimizer": {"type": optimizer, "learning_rate": lr},
-        "metrics": ["accuracy"], "training": {"batch_size": batch_size, "processes": processes}})
+def trainer(processes, batch_size=32, optimizer="adam", dropout=0.3, lr=0.01, seed=0, regression=False,
+            regularized=False):
+    l2 = {"type": "l2", "l2": 0.01} if regularized else None
+    cfg = resolve({"name": "t", "seed": seed, "task": "regression" if regression else "classification",
+        "model": {"input_shape": [12], "layers": [
+            {"type": "dense", "units": 16, "kernel_regularizer": l2}, {"type": "activation", "activation": "relu"},
+            {"type": "dropout", "rate": dropout},
+            {"type": "dense", "units": 8, "activation": "relu", "activity_regularizer": l2},
+            {"type": "dropout", "rate": dropout},
+            {"type": "dense", "units": 1 if regression else 4, "activation": "linear" if regression else "softmax"}]},
+        "loss": "mse" if regression else "categorical_crossentropy",
+        "optimizer": {"type": optimizer, "learning_rate": lr},
+        "metrics": ["mae"] if regression else ["accuracy"],
+        "training": {"batch_size": batch_size, "processes": processes}})
     streams = random_streams(seed)
     return Trainer(build_model(cfg, streams), cfg, streams)
 
 
-def data(n=203):  # 203 = 6 batches of 32 and one of 11: shares of unequal size
+def data(n=203, regression=False):  # 203 = 6 batches of 32 and one of 11: shares of unequal size
     rng = np.random.default_rng(7)
     x = rng.standard_normal((n, 12)).astype(np.float32)
+    if regression:
+        return x, (x[:, :3].sum(axis=1, keepdims=True) ** 2).astype(np.float32)
     return x, (x[:, :4].argmax(axis=1) + (x[:, 4] > 1)) % 4
 
 
 def train(t, epochs=3, **kwargs):
+    kwargs.setdefault("regression", t.loss.name == "mean_squared_error")
     x, y = data(**kwargs)
     logs = []
     for _ in range(epochs):
@@ -58,6 +72,7 @@ def train(t, epochs=3, **kwargs):
     return logs
 
 
+@needs_two
 def test_two_processes_train_as_one_does():
     one, two = trainer(1), trainer(2)
     assert one.parallel is None and two.parallel is not None
@@ -78,6 +93,7 @@ def test_two_processes_train_as_one_does():
     assert not np.allclose(two.model.params[0], trainer(2).model.params[0])
 
 
+@needs_two
 def test_two_processes_are_deterministic():
     a, b = trainer(2), trainer(2)
     assert train(a) == train(b)
@@ -85,6 +101,7 @@ def test_two_processes_are_deterministic():
         np.testing.assert_array_equal(p, q)
 
 
+@needs_two
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw", "nadam"])
 def test_other_optimizers_update_their_shares(optimizer):
     one, two = trainer(1, optimizer=optimizer), trainer(2, optimizer=optimizer)
@@ -93,6 +110,40 @@ def test_other_optimizers_update_their_shares(optimizer):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@needs_two
+@pytest.mark.parametrize("regression", [False, True])
+def test_regularizers_and_regression_train_as_with_one_process(regression):
+    one, two = (trainer(p, regression=regression, regularized=True) for p in (1, 2))
+    logs_one, logs_two = train(one, epochs=2), train(two, epochs=2)
+    for a, b in zip(one.model.params, two.model.params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(logs_one, logs_two):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    # the validation loss holds the activity penalty of the evaluated data, not of the last batch
+    x, y = data(regression=regression)
+    dense, _, _, dense_1, *_ = one.model.layers
+    h = np.maximum(np.maximum(x @ dense.kernel + dense.bias, 0) @ dense_1.kernel + dense_1.bias, 0)
+    penalties = 0.01 * float(np.square(dense.kernel, dtype=np.float64).sum()) + \
+        0.01 * float(np.square(h, dtype=np.float64).sum()) / len(x)
+    y_pred = one.model.predict(x).reshape(len(x), -1)
+    expected = one.loss.value(one.targets(y), y_pred) + penalties
+    assert one.evaluate(x, y)["loss"] == pytest.approx(expected, rel=1e-5)
+    assert two.evaluate(x, y)["loss"] == pytest.approx(one.evaluate(x, y)["loss"], rel=1e-5)
+
+
+@needs_two
+def test_three_processes_on_two_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    one, three = trainer(1), trainer(3)
+    assert three.parallel.n == 3
+    train(one, epochs=2), train(three, epochs=2)
+    for a, b in zip(one.model.params, three.model.params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    no_child_left()
+
+
+@needs_two
 def test_batches_smaller_than_the_processes():
     """With one row per batch one process idles each step, yet moves its generators on."""
     one, two = trainer(1, batch_size=1), trainer(2, batch_size=1)
@@ -132,6 +183,7 @@ def test_uint32_draws_of_a_part_equal_that_part_of_the_stream(total):
             assert gen.state == whole_gen.state
 
 
+@needs_two
 def test_pause_mid_epoch_then_continue_equals_uninterrupted():
     x, y = data()
     plain = trainer(2)
@@ -140,12 +192,14 @@ def test_pause_mid_epoch_then_continue_equals_uninterrupted():
     calls = iter(range(100))
     with pytest.raises(EpochPaused):
         paused.run_epoch(x, y, stop_requested=lambda: next(calls) == 2)
-    assert paused.progress.batch == 3 and paused.parallel.pids == []
+    assert paused.progress.batch == 3
+    no_child_left()
     paused.run_epoch(x, y)
     for a, b in zip(plain.model.params, paused.model.params):
         np.testing.assert_array_equal(a, b)
 
 
+@needs_two
 def test_a_failing_helper_is_an_error_with_its_traceback(monkeypatch):
     t = trainer(2)
     parent = os.getpid()
@@ -160,19 +214,19 @@ def test_a_failing_helper_is_an_error_with_its_traceback(monkeypatch):
     x, y = data()
     with pytest.raises(TrainingError, match="boom in a helper"):
         t.run_epoch(x, y)
-    assert t.parallel.pids == []
-    with pytest.raises(ChildProcessError):  # no helper left behind
-        os.waitpid(-1, os.WNOHANG)
+    no_child_left()
 
 
+@needs_two
 def test_loss_that_blows_up_stops_every_process():
     t = trainer(2, optimizer="sgd", lr=1e30)
     x, y = data()
     with pytest.raises(TrainingError, match="loss became"):
         train(t, epochs=3)
-    assert t.parallel.pids == []
+    no_child_left()
 
 
+@needs_two
 def test_processes_are_capped_by_the_usable_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert parallel.usable_processes(4) == 1
@@ -194,6 +248,7 @@ def test_config_checks_processes():
     assert resolve({**base, "training": {"processes": 1}, "optimizer": {"type": "adam", "clipnorm": 1.0}})
 
 
+@needs_two
 def test_cli_trains_with_two_processes_and_refuses_clipping_with_exit_2(tmp_path):
     run_dir = tmp_path / "run"
     settings = ["--set", "data.max_train_samples=2000", "--set", "data.max_test_samples=300",
@@ -208,6 +263,7 @@ def test_cli_trains_with_two_processes_and_refuses_clipping_with_exit_2(tmp_path
     assert "training.processes: got 2, but optimizer.clipnorm" in result.output
 
 
+@needs_two
 def test_fork_failure_is_a_training_error(monkeypatch):
     t = trainer(2)
 
@@ -237,6 +293,7 @@ def _running(pid):
         return False
 
 
+@needs_two
 def test_helpers_stop_when_the_parent_is_killed(tmp_path):
     """kill -9 of `mlp train` leaves no helper spinning."""
     import subprocess

@@ -105,9 +105,9 @@ class Dense(Layer):
         y = self.activation.forward(z)
         if training:
             self.x, self.z, self.y = x, z, y
-            reg = self.config["activity_regularizer"]
-            if reg:
-                self.activity_penalty = regularizers.penalty(reg, y) / x.shape[0]
+        reg = self.config["activity_regularizer"]
+        if reg:  # of this batch, training or not: evaluation reports it on its own data
+            self.activity_penalty = regularizers.penalty(reg, y) / x.shape[0]
         return y
 
     def backward(self, dy, pre_activation=False):

@@ -77,8 +77,12 @@ class Sequential:
         return x
 
     def penalty(self):
-        """Regularization terms added to the loss (weights and activities)."""
+        """Regularization terms added to the loss: the weights', and the activities' of the
+        last batch through ``forward``."""
         return sum(layer.penalty() + layer.activity_penalty for layer in self.layers)
+
+    def weight_penalty(self):
+        return sum(layer.penalty() for layer in self.layers)
 
     def backward(self, loss, y_true, y_pred):
         """Backpropagate ``loss`` from the output; fills every layer's ``grads``."""
@@ -140,10 +144,18 @@ class Sequential:
             self.flat_grads = _pack(self.layers, "grads", grads)
 
     def predict(self, x, batch_size=4096):
-        """Outputs for ``x`` of shape (n, *input_shape), computed in large batches."""
+        """Outputs for ``x`` of shape (n, *input_shape), computed in large batches.
+
+        ``predict_activity_penalty`` is then the activity regularizers' penalty on ``x``
+        (the row-weighted mean over the batches, as Keras's evaluate reports it).
+        """
         out = np.empty((x.shape[0],) + self.output_shape, np.float32)
+        activity = 0.0
         for start in range(0, x.shape[0], batch_size):
-            out[start:start + batch_size] = self.forward(x[start:start + batch_size], training=False)
+            chunk = x[start:start + batch_size]
+            out[start:start + batch_size] = self.forward(chunk, training=False)
+            activity += sum(layer.activity_penalty for layer in self.layers) * chunk.shape[0]
+        self.predict_activity_penalty = activity / max(x.shape[0], 1)
         return out
 
     def summary(self):
