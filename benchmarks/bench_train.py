@@ -22,6 +22,7 @@ only for --compare; neither is a dependency of mlpcli.
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -84,7 +85,7 @@ def work_ours(epochs, dropout=True, validate=True, processes=None):
     if not dropout:
         cfg["model"]["layers"] = [l for l in cfg["model"]["layers"] if l["type"] != "dropout"]
     streams = random_streams(cfg["seed"])
-    trainer = Trainer(build_model(cfg, streams), cfg, streams)
+    trainer = Trainer(build_model(cfg, streams), cfg, streams, math.ceil(len(x) / BATCH))
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter()
@@ -107,8 +108,9 @@ def work_torch(epochs):
                           nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
                           nn.Linear(HIDDEN, 10))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optimizer"]["learning_rate"], eps=1e-7)
-    # the config's cosine decay, stepped per batch as mlpcli does
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["schedule"]["decay_steps"])
+    # the config's cosine decay (over the whole 20-epoch run), stepped per batch as mlpcli does
+    decay_steps = cfg["schedule"]["decay_steps"] or cfg["training"]["epochs"] * math.ceil(len(x) / BATCH)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=decay_steps)
     loss_fn = nn.CrossEntropyLoss()
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),

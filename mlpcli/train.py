@@ -97,7 +97,8 @@ def _train(cfg, model, streams, summary, report, resume, runs_root, run_dir, plo
     folder = resume or runs.new_run_dir(runs_root, cfg["name"], run_dir)
     with runs.RunLock(folder), open(folder / "train.log", "a", encoding="utf-8") as log:
         report.log = log
-        session = Session(cfg, model, streams, data, folder, report)
+        session = Session(cfg, model, streams, data, folder, report,
+                          math.ceil(len(x_train) / cfg["training"]["batch_size"]))
         if resume:
             session.resume()
         else:
@@ -203,9 +204,9 @@ class StopRequest:
 class Session:
     """One training run's moving parts, and how they are saved and restored."""
 
-    def __init__(self, cfg, model, streams, data, folder, report):
+    def __init__(self, cfg, model, streams, data, folder, report, steps_per_epoch):
         self.cfg, self.model, self.folder, self.report = cfg, model, folder, report
-        self.trainer = Trainer(model, cfg, streams)
+        self.trainer = Trainer(model, cfg, streams, steps_per_epoch)
         ckpt = cfg["checkpoint"]
         self.best = Monitor(ckpt["monitor"], ckpt["mode"])
         es = cfg["early_stopping"]

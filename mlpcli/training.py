@@ -99,7 +99,9 @@ class EpochPaused(Exception):
 class Trainer:
     """Trains ``model`` on (x, y) one epoch at a time."""
 
-    def __init__(self, model, cfg, streams):
+    def __init__(self, model, cfg, streams, steps_per_epoch=None):
+        """``steps_per_epoch``: batches in an epoch, which a schedule over the whole run
+        (cosine_decay without decay_steps) needs."""
         self.model = model
         self.loss = losses_mod.get(cfg["loss"])
         opt_spec = dict(cfg["optimizer"])
@@ -117,8 +119,9 @@ class Trainer:
         else:
             self.optimizer.build([model.flat_params] if self.flat else model.params)
         sched_spec = dict(cfg["schedule"])
+        run_steps = cfg["training"]["epochs"] * steps_per_epoch if steps_per_epoch else None
         self.schedule = schedules_mod.get(sched_spec.pop("type"))(
-            self.optimizer.learning_rate, **sched_spec)
+            self.optimizer.learning_rate, run_steps, **sched_spec)
         self.metric_specs = cfg["metrics"]
         self.shuffle = cfg["training"]["shuffle"]
         self.shuffle_rng = streams["shuffle"]

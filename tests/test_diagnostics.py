@@ -61,7 +61,7 @@ def test_mlp_train_writes_diagnostics_and_prints_them(tmp_path):
     result = CliRunner().invoke(main, [
         "train", "configs/mnist.yaml", "--run-dir", str(tmp_path / "run"), "--no-plots",
         "--set", "data.max_train_samples=300", "--set", "data.max_test_samples=100",
-        "--set", "training.epochs=8", "--set", "optimizer.learning_rate=0.01",
+        "--set", "training.epochs=8", "--set", "optimizer.learning_rate=0.01", "--set", "schedule=constant",
         "--set", "training.threads=1"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "diagnostics.json").read_text())

@@ -491,6 +491,16 @@ def test_cosine_decay_endpoints():
     assert all(a > b for a, b in zip(values, values[1:]))
 
 
+def test_cosine_decay_without_decay_steps_spans_the_run():
+    whole = schedules.get("cosine_decay")(0.4, run_steps=100, alpha=0.1)
+    fixed = schedules.get("cosine_decay")(0.4, decay_steps=100, alpha=0.1)
+    assert [whole(i, 0) for i in range(0, 120, 7)] == [fixed(i, 0) for i in range(0, 120, 7)]
+    # decay_steps given wins over the run's length
+    assert schedules.get("cosine_decay")(0.4, run_steps=100, decay_steps=10)(10, 0) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="run_steps"):
+        schedules.get("cosine_decay")(0.4)
+
+
 def _plateau(values, monitor="val_loss", **params):
     s = schedules.get("reduce_on_plateau")(0.1, monitor=monitor, **params)
     lrs = []

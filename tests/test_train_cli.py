@@ -83,6 +83,17 @@ def test_same_seed_same_weights_bit_for_bit(tmp_path):
     assert not np.array_equal(weights[0][0], other[0])
 
 
+def test_cosine_decay_follows_the_epochs_asked_for(tmp_path):
+    """mnist.yaml's cosine decay has no decay_steps: a 2-epoch run decays over those 2 epochs."""
+    result = run(["train", "configs/mnist.yaml", "--run-dir", str(tmp_path / "r"), "-q", "--no-plots",
+                  "--set", "data.max_train_samples=2000", "--set", "data.max_test_samples=100",
+                  "--set", "training.epochs=2"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "r" / "history.csv").open()))
+    # 1,600 training images: 13 batches an epoch; epoch 2 starts half-way through the run's 26
+    assert [float(r["lr"]) for r in rows] == [pytest.approx(0.002), pytest.approx(0.001)]
+
+
 def test_quiet_prints_nothing(tmp_path):
     result = run(["train", "configs/quick.yaml", "--run-dir", str(tmp_path / "r"), "-q",
                   "--set", "data.max_train_samples=500", "--set", "training.epochs=1"])

@@ -17,11 +17,14 @@ class Schedule:
     defaults = {}
     per_step = False  # True: the rate changes within an epoch
 
-    def __init__(self, learning_rate, **params):
+    def __init__(self, learning_rate, run_steps=None, **params):
+        """``run_steps``: the batches the whole run will take (epochs x batches per epoch),
+        for schedules whose length defaults to the run."""
         self.initial = float(learning_rate)
         self.params = {**self.defaults, **params}
         for key, value in self.params.items():
             setattr(self, key, value)
+        self.run_steps = run_steps
 
     def __call__(self, step, epoch):
         return self.initial
@@ -66,14 +69,21 @@ class StepDecay(Schedule):
 
 
 class CosineDecay(Schedule):
-    """Keras's CosineDecay: from lr down to ``alpha * lr`` over ``decay_steps``."""
+    """Keras's CosineDecay: from lr down to ``alpha * lr`` over ``decay_steps`` batches;
+    ``decay_steps`` null (the default) means over the whole run."""
 
     name = "cosine_decay"
-    defaults = {"decay_steps": 1000, "alpha": 0.0}
+    defaults = {"decay_steps": None, "alpha": 0.0}
     per_step = True
 
+    def __init__(self, learning_rate, run_steps=None, **params):
+        super().__init__(learning_rate, run_steps, **params)
+        self.length = self.decay_steps or run_steps
+        if not self.length:
+            raise ValueError("cosine_decay without decay_steps needs the run's length (run_steps)")
+
     def __call__(self, step, epoch):
-        progress = min(step, self.decay_steps) / self.decay_steps
+        progress = min(step, self.length) / self.length
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.initial * ((1.0 - self.alpha) * cosine + self.alpha)
 
@@ -85,8 +95,8 @@ class ReduceOnPlateau(Schedule):
     defaults = {"monitor": "val_loss", "factor": 0.1, "patience": 10, "min_delta": 1e-4,
                 "cooldown": 0, "min_lr": 0.0, "mode": "auto"}
 
-    def __init__(self, learning_rate, **params):
-        super().__init__(learning_rate, **params)
+    def __init__(self, learning_rate, run_steps=None, **params):
+        super().__init__(learning_rate, run_steps, **params)
         self.current = self.initial
         self.best = None
         self.wait = 0
