@@ -5,27 +5,32 @@ which every key has its value (defaults filled in, shorthands such as
 ``optimizer: adam`` expanded), ready to be written to a run folder and read
 back. Every problem is collected and raised at once as a ``ConfigError`` whose
 lines name the key path, the value given and what is allowed.
+
+The concern is split three ways: this module holds the schema (defaults,
+sections, how components are resolved), ``config_check`` the value checks and
+their messages, ``config_yaml`` reading, overriding and writing the text.
 """
 
 import copy
 import inspect
-import math
 import os
 import re
-import reprlib
 import string
 from pathlib import Path
 
-import yaml
-
+from mlpcli.config_check import INTEGER_KEYS, MODES, RANGES, _Checker, _join, _show
+from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS, SCALINGS
 from mlpcli.errors import ConfigError
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
                        schedules)
-from mlpcli.nn.registry import did_you_mean, unknown_name_message
+from mlpcli.nn.registry import unknown_name_message
+
+__all__ = ["INTEGER_KEYS", "MODES", "RANGES", "NAME_PATTERN", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
+           "apply_override", "check_monitors", "dump_yaml", "has_validation", "load_config", "monitor_names",
+           "read_yaml", "resolve", "safe_load"]
 
 TASKS = ("classification", "regression")
-MODES = ("auto", "min", "max")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 SECTION_DEFAULTS = {
@@ -46,30 +51,6 @@ TOP_DEFAULTS = {"name": "mlp", "seed": 42, "task": "classification", "data": {},
 PATH_KEYS = ("path", "test_path", "validation_path")
 IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 
-# constraints on parameters by name, shared by every component that has them:
-# (low, high, low inclusive, high inclusive)
-RANGES = {
-    "learning_rate": (0, None, False, True), "epsilon": (0, None, False, True),
-    "beta_1": (0, 1, True, False), "beta_2": (0, 1, True, False), "rho": (0, 1, True, False),
-    "momentum": (0, 1, True, False), "weight_decay": (0, None, True, True),
-    "clipnorm": (0, None, False, True), "clipvalue": (0, None, False, True),
-    "global_clipnorm": (0, None, False, True), "initial_accumulator_value": (0, None, True, True),
-    "rate": (0, 1, True, False), "units": (1, None, True, True), "l1": (0, None, True, True),
-    "l2": (0, None, True, True), "stddev": (0, None, False, True),
-    "decay_steps": (1, None, True, True), "decay_rate": (0, None, False, True),
-    "step_size": (1, None, True, True), "factor": (0, 1, False, False),
-    "alpha": (0, 1, True, True), "patience": (0, None, True, True),
-    "min_delta": (0, None, True, True), "cooldown": (0, None, True, True),
-    "min_lr": (0, None, True, True), "k": (1, None, True, True),
-    "epochs": (1, None, True, True), "batch_size": (1, None, True, True),
-    "validation_split": (0, 1, True, False), "max_train_samples": (1, None, True, True),
-    "max_test_samples": (1, None, True, True), "threads": (1, None, True, True),
-    "processes": (1, None, True, True),
-}
-INTEGER_KEYS = {"threads", "processes", "units", "decay_steps", "step_size", "patience", "cooldown", "k", "epochs",
-                "batch_size", "max_train_samples", "max_test_samples", "seed"}
-
-
 def load_config(path, overrides=()):
     """Read the YAML file at ``path``, apply ``KEY=VALUE`` overrides, resolve and validate."""
     raw = read_yaml(path)
@@ -82,242 +63,6 @@ def load_config(path, overrides=()):
     for override in overrides:
         apply_override(raw, override)
     return resolve(raw)
-
-
-class _Loader(yaml.SafeLoader):
-    """yaml.SafeLoader that also reads ``1e-4`` as a number (YAML 1.2; 1.1 wants ``1.0e-4``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
-
-
-def safe_load(text):
-    """Parse YAML text as plain data (``yaml.SafeLoader``: no tags that build objects)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
-
-
-def read_yaml(path):
-    """The mapping in a YAML file; ``yaml.safe_load`` only, errors with line and column."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        raw = safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML at {where}{problem}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to read") from None
-    except ValueError as exc:  # e.g. a 5000-digit integer, a date like 2001-13-45
-        raise ConfigError(f"{path}: a value cannot be read ({_first_line(exc)})") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
-    return raw
-
-
-_PATH_PART = re.compile(r"([^.\[\]]+)|\[([0-9]{1,9})\]")
-
-
-def apply_override(raw, override):
-    """Set ``a.b[2].c=VALUE`` in ``raw``; the value is parsed as YAML (``5``, ``0.1``, ``[1, 2]``)."""
-    if "=" not in override:
-        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. training.epochs=5")
-    key, text = override.split("=", 1)
-    parts = [m.group(1) if m.group(1) is not None else int(m.group(2))
-             for m in _PATH_PART.finditer(key.strip())]
-    if not parts or "".join(str(p) for p in parts) != re.sub(r"[.\[\]]", "", key.strip()):
-        raise ConfigError(f"--set {override!r}: malformed key {key!r}")
-    try:
-        value = safe_load(text)
-    except (yaml.YAMLError, ValueError):
-        value = text
-    except RecursionError:
-        raise ConfigError(f"--set {key}: the value is nested too deeply") from None
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        where = _format_path(parts[:i + 1])
-        if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
-                raise ConfigError(f"--set {key}: {where} does not exist")
-            if isinstance(node[part], str):
-                node[part] = {"type": node[part]}
-            node = node[part]
-        else:
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {_format_path(parts[:i])} is not a mapping")
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif isinstance(child, str) and not isinstance(parts[i + 1], int):
-                child = node[part] = {"type": child}  # `optimizer: adam` -> {type: adam}
-            node = child
-    last = parts[-1]
-    if isinstance(last, int):
-        if not isinstance(node, list) or last >= len(node):
-            raise ConfigError(f"--set {key}: {key} does not exist")
-    elif not isinstance(node, dict):
-        raise ConfigError(f"--set {key}: {_format_path(parts[:-1])} is not a mapping")
-    node[last] = value
-
-
-def _format_path(parts):
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
-    return out
-
-
-class _Checker:
-    """Collects problems while resolving a config."""
-
-    def __init__(self):
-        self.problems = []
-
-    def error(self, path, message):
-        self.problems.append(f"{path}: {message}")
-
-    def mapping(self, path, value, allowed, defaults=None):
-        """Check that ``value`` is a mapping of allowed keys; return it with defaults filled."""
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            self.error(path, f"must be a mapping, got {_show(value)}")
-            return dict(defaults or {})
-        for key in value:
-            if key not in allowed:
-                self.error(_join(path, key), _unknown_key(key, allowed))
-        out = dict(defaults or {})
-        out.update({k: v for k, v in value.items() if k in allowed})
-        return out
-
-    def number(self, path, value, key=None, nullable=False):
-        key = key or path.rsplit(".", 1)[-1]
-        if value is None and nullable:
-            return None
-        integer = key in INTEGER_KEYS
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok:
-            self.error(path, f"must be {'an integer' if integer else 'a number'}"
-                             f"{' or null' if nullable else ''}, got {_show(value)}")
-            return value
-        if isinstance(value, float) and not math.isfinite(value):
-            self.error(path, f"must be a finite number, got {value!r}")
-            return value
-        if key in RANGES:
-            low, high, low_in, high_in = RANGES[key]
-            if ((low is not None and (value < low or (value == low and not low_in)))
-                    or (high is not None and (value > high or (value == high and not high_in)))):
-                self.error(path, f"must be in {_interval(RANGES[key])}, got {_brief(value)}")
-        return value
-
-    def boolean(self, path, value):
-        if not isinstance(value, bool):
-            self.error(path, f"must be true or false, got {_show(value)}")
-        return value
-
-    def choice(self, path, value, allowed, kind="value"):
-        if not isinstance(value, str) or value.lower() not in allowed:
-            if isinstance(value, str):
-                self.error(path, _unknown_name(value, allowed, kind))
-            else:
-                self.error(path, f"must be one of {', '.join(sorted(allowed))}, got {_show(value)}")
-            return value
-        return value.lower()
-
-    def string(self, path, value, nullable=False):
-        if value is None and nullable:
-            return None
-        if not isinstance(value, str):
-            self.error(path, f"must be a string{' or null' if nullable else ''}, got {_show(value)}")
-        return value
-
-    def by_default(self, path, value, default, key):
-        """Check ``value`` against the type of ``default`` (a parameter's default)."""
-        if isinstance(default, bool):
-            return self.boolean(path, value)
-        if key == "mode":
-            return self.choice(path, value, MODES, "mode")
-        if key == "monitor":
-            return self.string(path, value)
-        return self.number(path, value, key, nullable=default is None)
-
-    def component(self, path, value, registry, kind, params_of, aliases=None):
-        """A ``name`` or ``{type: name, **params}``; returns the full spec with defaults."""
-        if isinstance(value, str):
-            value = {"type": value}
-        if not isinstance(value, dict) or "type" not in value:
-            self.error(path, f"must be a {kind} name or a mapping with 'type', got {_show(value)}")
-            return None
-        name = value["type"]
-        if isinstance(name, str) and aliases:
-            name = aliases.get(name.lower(), name)
-        name = self.choice(_join(path, "type"), name, registry, kind)
-        if not isinstance(name, str) or name not in registry:
-            return None
-        defaults = params_of(name)
-        spec = self.mapping(path, value, {"type", *defaults}, defaults)
-        spec["type"] = name
-        for key, default in defaults.items():
-            spec[key] = self.by_default(_join(path, key), spec[key], default, key)
-        return spec
-
-
-def _join(path, key):
-    return f"{path}.{key}" if path else key
-
-
-class _BriefRepr(reprlib.Repr):
-    """repr() cut short: a YAML alias bomb or a 5000-digit integer stays a short message."""
-
-    def __init__(self):
-        super().__init__()
-        self.maxlevel, self.maxlist, self.maxdict, self.maxtuple, self.maxset = 3, 6, 6, 6, 6
-        self.maxstring, self.maxother, self.maxlong = 80, 80, 40
-
-    def repr_int(self, x, level):
-        if abs(x) >= 10 ** self.maxlong:
-            return f"{'-' if x < 0 else ''}<an integer of {len(hex(abs(x))) - 2} hex digits>"
-        return repr(x)
-
-
-_brief = _BriefRepr().repr
-
-
-def _show(value):
-    return f"{_brief(value)} ({type(value).__name__})" if value is not None else "null"
-
-
-def _first_line(exc):
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _unknown_name(name, allowed, kind):
-    """``unknown_name_message`` without the edit-distance suggestion for very long names."""
-    if len(name) > 64:
-        return f"unknown {kind} {_brief(name)}; allowed: {', '.join(sorted(allowed))}"
-    return unknown_name_message(name, allowed, kind)
-
-
-def _interval(r):
-    low, high, low_in, high_in = r
-    left = ("[" if low_in else "(") + (str(low) if low is not None else "-inf")
-    right = (str(high) if high is not None else "inf") + ("]" if high_in and high is not None else ")")
-    return f"{left}, {right}"
-
-
-def _unknown_key(key, allowed):
-    hint = did_you_mean(key, allowed) if len(str(key)) <= 64 else ""
-    return f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}"
 
 
 def _regularizer(check, path, value):
@@ -536,8 +281,3 @@ def check_monitors(cfg, with_validation):
     _check_monitors(check, cfg, with_validation)
     if check.problems:
         raise ConfigError(check.problems)
-
-
-def dump_yaml(cfg):
-    """The resolved config as YAML text, keys in the order they were defined."""
-    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)

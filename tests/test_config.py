@@ -122,6 +122,10 @@ def test_override_errors(tmp_path):
         load_config(path, ["model.layers[5].units=3"])
     with pytest.raises(ConfigError, match="epochz"):
         load_config(path, ["training.epochz=3"])
+    # a list position must be a number, and dots join names: a[x] is not a.x
+    for key in ("model.layers[x].units", "training..epochs", "training.", "[0].units"):
+        with pytest.raises(ConfigError, match=r"malformed key .*e\.g\. model\.layers\[0\]\.units"):
+            load_config(path, [f"{key}=3"])
 
 
 def test_bad_dropout_rate_names_path_value_and_range(tmp_path):

@@ -123,7 +123,7 @@ def test_yaml_values_python_cannot_build_are_refused(tmp_path, text, words):
 
 @pytest.mark.parametrize("override, words", [
     ("seed=" + "[" * 5000, ["--set", "nested too deeply"]),
-    ("model.layers[" + "9" * 5000 + "].units=3", ["--set", "model.layers is not a mapping"]),
+    ("model.layers[" + "9" * 5000 + "].units=3", ["--set", "list positions as [N]"]),
     ("training.epochs=-" + "9" * 4000, ["training.epochs", "must be in [1, inf)", "hex digits"]),
     ("training.epochs=" + "9" * 5000, ["training.epochs", "must be an integer"]),
     ("checkpoint.filename=m{epoch[0]}.h5", ["checkpoint.filename"]),
