@@ -391,6 +391,33 @@ def test_refuses_missing_weight_dataset(good):
     refused(good)
 
 
+def test_refuses_a_weight_linked_from_another_file(good, tmp_path):
+    """An external link would make reading the model open some other file."""
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("kernel", data=np.zeros((784, 16), np.float32))
+    with h5py.File(good, "r+") as f:
+        del f[KERNEL]
+        f[KERNEL] = h5py.ExternalLink(str(other), "kernel")
+    refused(good, KERNEL, "link to another file", "other.h5")
+
+
+def test_refuses_soft_links(good):
+    with h5py.File(good, "r+") as f:
+        f["mlpcli/alias"] = h5py.SoftLink("/model_weights")
+    refused(good, "mlpcli/alias", "link")
+
+
+def test_refuses_a_weight_stored_in_an_outside_file(good, tmp_path):
+    """External storage would read the numbers of any file on the disk."""
+    outside = tmp_path / "raw.bin"
+    outside.write_bytes(np.zeros(784 * 16, np.float32).tobytes())
+    with h5py.File(good, "r+") as f:
+        del f[KERNEL]
+        f.create_dataset(KERNEL, shape=(784, 16), dtype=np.float32, external=[(str(outside), 0, 784 * 16 * 4)])
+    refused(good, KERNEL, "outside the file")
+
+
 def test_refuses_extra_layer_weights(good):
     with h5py.File(good, "r+") as f:
         weights = f["model_weights"]
