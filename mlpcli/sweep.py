@@ -31,7 +31,7 @@ import yaml
 from mlpcli import runs
 from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError
 from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, trial_sets
-from mlpcli.sweep_trials import Trial, available_cores, dask_client, import_dask, run_dask, run_local
+from mlpcli.sweep_trials import Trial, available_cores, dask_client, import_dask, resumable, run_dask, run_local
 
 SWEEP_FILE = "sweep.yaml"
 RESULTS_FILE = "results.csv"
@@ -179,10 +179,16 @@ def _prevalidate(base_text, trials):
 
 def _run(folder, base_text, spec, trials, todo, invalid, rows, executor, workers, scheduler,
          client, plots, progress):
-    """Run the ``todo`` trials, keeping results.csv up to date; return (rows, seconds)."""
+    """Run the ``todo`` trials, keeping results.csv up to date; return (rows, seconds).
+
+    A trial interrupted by Ctrl-C continues from its saved state when it runs locally
+    (a Dask task trains in a fresh folder on its worker, so there it starts over).
+    """
+    resume = {t.name for t in todo if executor == "local" and t.name not in invalid
+              and rows.get(t.name, {}).get("status") == "interrupted" and resumable(folder / t.name)}
     for t in todo:
         rows.pop(t.name, None)
-        if (folder / t.name).exists():
+        if (folder / t.name).exists() and t.name not in resume:
             shutil.rmtree(folder / t.name)
     training = (yaml.safe_load(base_text) or {}).get("training")
     auto_threads = not (isinstance(training, dict) and training.get("threads") is not None)
@@ -193,7 +199,8 @@ def _run(folder, base_text, spec, trials, todo, invalid, rows, executor, workers
     else:
         how = f"Dask scheduler {scheduler}" if scheduler else f"a Dask LocalCluster of {workers} worker(s)"
     progress.line(f"Sweep folder: {folder}")
-    progress.line(f"{len(todo)} of {len(trials)} trial(s) to run on {how}")
+    continuing = f" ({len(resume)} continuing where interrupted)" if resume else ""
+    progress.line(f"{len(todo)} of {len(trials)} trial(s) to run on {how}{continuing}")
 
     def on_done(trial, row):
         rows[trial.name] = row
@@ -208,7 +215,7 @@ def _run(folder, base_text, spec, trials, todo, invalid, rows, executor, workers
     started = time.perf_counter()
     try:
         if runnable and executor == "local":
-            run_local(folder / BASE_CONFIG, runnable, folder, workers, plots, on_done, auto_threads)
+            run_local(folder / BASE_CONFIG, runnable, folder, workers, plots, on_done, auto_threads, resume)
         elif runnable:
             run_dask(client, base_text, runnable, folder, plots, on_done, auto_threads)
     except KeyboardInterrupt:

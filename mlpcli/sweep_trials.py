@@ -18,6 +18,7 @@ process can limit its BLAS threads before numpy loads.
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -68,10 +69,16 @@ def summary_row(folder):
     return row
 
 
-def run_trial(config_path, trial, run_dir, plots=True, threads=None):
-    """Train one trial into ``run_dir``; return its row (status ok or failed, seconds, error)."""
+def resumable(run_dir):
+    """Whether an interrupted trial's folder holds a saved state to continue from."""
+    run_dir = Path(run_dir)
+    return (run_dir / "config.yaml").is_file() and any((run_dir / "resume").glob("epoch-*.h5"))
+
+
+def run_trial(config_path, trial, run_dir, plots=True, threads=None, resume=False):
+    """Train one trial into ``run_dir`` (``resume``: continue the interrupted run there);
+    return its row (status ok or failed, seconds, error)."""
     from mlpcli.parallel import CORES_ENV
-    from mlpcli.train import train
 
     started = time.perf_counter()
     row = {"trial": trial.name, "status": "ok"}
@@ -80,10 +87,9 @@ def run_trial(config_path, trial, run_dir, plots=True, threads=None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # overflow on the way to a NaN loss
-            train(config_path, _with_threads(trial.sets, threads), run_dir=run_dir, quiet=True,
-                  plots=plots, echo=lambda *a, **k: None)
+            _train_trial(config_path, trial, run_dir, plots, threads, resume)
         row.update(summary_row(run_dir))
-    except Interrupted as exc:  # Ctrl-C: `mlp sweep --resume` runs the trial again
+    except Interrupted as exc:  # Ctrl-C: `mlp sweep --resume` continues the trial
         row.update(status="interrupted", error=str(exc).split(";")[0])
     except MlpError as exc:
         row.update(status="failed", error=str(exc).replace("\n", " | "))
@@ -91,6 +97,21 @@ def run_trial(config_path, trial, run_dir, plots=True, threads=None):
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}".replace("\n", " | "))
     row["seconds"] = round(time.perf_counter() - started, 3)
     return row
+
+
+def _train_trial(config_path, trial, run_dir, plots, threads, resume):
+    from mlpcli.train import train
+
+    quiet = {"quiet": True, "plots": plots, "echo": lambda *a, **k: None}
+    if resume:
+        try:
+            train(None, _with_threads([], threads), resume=run_dir, **quiet)
+            return
+        except Interrupted:
+            raise
+        except MlpError:  # its saved state is not usable after all: start the trial over
+            shutil.rmtree(run_dir, ignore_errors=True)
+    train(config_path, _with_threads(trial.sets, threads), run_dir=run_dir, **quiet)
 
 
 def failed_row(trial, error, status="failed"):
@@ -107,8 +128,9 @@ def _init_worker(threads):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads):
-    """Run ``trials`` in ``workers`` processes; call ``on_done(trial, row)`` as each finishes."""
+def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads, resume=()):
+    """Run ``trials`` in ``workers`` processes, continuing those named in ``resume``; call
+    ``on_done(trial, row)`` as each finishes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -119,7 +141,7 @@ def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(threads,))
     futures = {pool.submit(run_trial, str(config_path), t, str(folder / t.name), plots,
-                           threads if auto_threads else None): t for t in trials}
+                           threads if auto_threads else None, t.name in resume): t for t in trials}
     reported = set()
     try:
         for future in as_completed(futures):

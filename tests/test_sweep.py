@@ -159,6 +159,37 @@ def test_resume_runs_only_the_unfinished_trials(local_sweep, tmp_path):
     assert (folder / "trial-004" / "model.h5").is_file()
 
 
+def test_resume_continues_an_interrupted_trial_from_its_saved_state(local_sweep, tmp_path):
+    folder = tmp_path / local_sweep[0].name
+    shutil.copytree(local_sweep[0], folder)
+    before = read_rows(folder)
+    trial = folder / "trial-002"
+    config = yaml.safe_load((trial / "config.yaml").read_text())
+    shutil.rmtree(trial)
+    # as if Ctrl-C had stopped it after its first epoch: a run saved at epoch 1 of 2
+    one_epoch = tmp_path / "one-epoch.yaml"
+    one_epoch.write_text(yaml.safe_dump({**config, "training": {**config["training"], "epochs": 1}}))
+    result = invoke(["train", one_epoch, "--run-dir", trial, "-q", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    (trial / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (trial / "results.json").unlink()
+    with open(folder / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(before[0]))
+        writer.writeheader()
+        writer.writerows(dict(r, status="interrupted") if r["trial"] == "trial-002" else r for r in before)
+
+    result = invoke(["sweep", "--resume", folder, "--workers", 1])
+    assert result.exit_code == 0, result.output
+    assert "1 of 4 trial(s) to run" in result.output and "(1 continuing where interrupted)" in result.output
+    assert "Resuming" in (trial / "train.log").read_text()
+    with open(trial / "history.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+    # continued, it ends exactly where the uninterrupted trial did
+    (a,) = [r for r in before if r["trial"] == "trial-002"]
+    (b,) = [r for r in read_rows(folder) if r["trial"] == "trial-002"]
+    assert b["status"] == "ok" and {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}
+
+
 def test_bad_sweeps_are_refused_cleanly(tmp_path, monkeypatch):
     cases = [
         (["--grid", "training.batchsize=32,64"], "training.batchsize: unknown key (did you mean 'batch_size'?)"),
