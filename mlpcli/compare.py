@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlpcli.errors import MlpError
+from mlpcli.errors import ConfigError, MlpError
 
 # default tolerance: absolute for quantities that go up (accuracy), relative for the rest (loss)
 TOLERANCE_HIGHER = 0.002
@@ -104,13 +104,13 @@ def param_count(folder):
 
 
 def _read_yaml(path):
-    import yaml
+    """The mapping in a YAML file, or None when it is missing or unreadable."""
+    from mlpcli.config_yaml import read_yaml
 
     try:
-        value = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):
+        return read_yaml(path)
+    except ConfigError:
         return None
-    return value if isinstance(value, dict) else None
 
 
 def read_run(folder, label=None):

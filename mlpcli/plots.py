@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlpcli.errors import ConfigError
 from mlpcli.history import (best_epoch, epoch_numbers, evaluation_suffix, finite, has_values,
                             monitored_column, overfitting_onset, read_history)
 
@@ -62,18 +63,13 @@ def _read_config(run, report, label):
         report.skipped.append(f"{label}: no config.yaml; best epoch uses val_loss, "
                               "misclassified images are not drawn")
         return {}
-    import yaml
+    from mlpcli.config_yaml import read_yaml
 
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        cfg, why = None, (str(exc).splitlines() or [type(exc).__name__])[0]
-    else:
-        why = f"top level is {type(cfg).__name__}, not a mapping"
-    if not isinstance(cfg, dict):
-        report.skipped.append(f"{label}: config.yaml unreadable ({why}); using defaults")
+        return read_yaml(path)
+    except ConfigError as exc:
+        report.skipped.append(f"{label}: config.yaml unreadable ({str(exc).split(': ', 2)[-1]}); using defaults")
         return {}
-    return cfg
 
 
 def _section(cfg, key):

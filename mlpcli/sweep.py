@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from mlpcli import runs
+from mlpcli.config_yaml import read_yaml, safe_load
 from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError
 from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, trial_sets
 from mlpcli.sweep_trials import Trial, available_cores, dask_client, import_dask, resumable, run_dask, run_local
@@ -50,11 +51,8 @@ def load_sweep_file(folder):
         raise MlpError(f"{folder}: no such sweep folder")
     if not path.is_file():
         raise MlpError(f"{folder}: not a sweep folder (no {SWEEP_FILE})")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
-        raise MlpError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
-    trials = spec.get("trials") if isinstance(spec, dict) else None
+    spec = read_yaml(path)
+    trials = spec.get("trials")
     if not isinstance(trials, list) or not all(
             isinstance(t, dict) and isinstance(t.get("name"), str) and TRIAL_NAME.match(t["name"])
             and isinstance(t.get("overrides") or {}, dict) for t in trials):
@@ -167,7 +165,7 @@ def _prevalidate(base_text, trials):
 
     errors = {}
     for t in trials:
-        candidate = yaml.safe_load(base_text) or {}
+        candidate = safe_load(base_text) or {}
         try:
             for item in t.sets:
                 config_mod.apply_override(candidate, item)
