@@ -44,8 +44,10 @@ def random_streams(seed):
             (("init", init), ("dropout", dropout), ("shuffle", shuffle), ("split", split))}
 
 
-# bytes per weight while training: the weight, its gradient, two optimizer slots, scratch
+# bytes per weight while training: the weight, its gradient, two optimizer slots, scratch;
+# each further process (training.processes) adds a gradient and a scratch share
 TRAINING_BYTES_PER_WEIGHT = 5 * 4
+BYTES_PER_WEIGHT_PER_EXTRA_PROCESS = 2 * 4
 
 
 def build_model(cfg, streams):
@@ -56,9 +58,11 @@ def build_model(cfg, streams):
     """
     count = count_weights(cfg["model"]["layers"], cfg["model"]["input_shape"])
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if count * TRAINING_BYTES_PER_WEIGHT > memory:
+    needed = count * (TRAINING_BYTES_PER_WEIGHT
+                      + (cfg["training"]["processes"] - 1) * BYTES_PER_WEIGHT_PER_EXTRA_PROCESS)
+    if needed > memory:
         raise ConfigError(f"model.layers: the model is too large: {count:,} weights need about "
-                          f"{count * TRAINING_BYTES_PER_WEIGHT / 2**30:,.1f} GiB to train, and this "
+                          f"{needed / 2**30:,.1f} GiB to train, and this "
                           f"machine has {memory / 2**30:,.1f} GiB")
     model = Sequential(cfg["model"]["layers"], cfg["model"]["input_shape"], name=cfg["model"]["name"])
     try:

@@ -314,3 +314,18 @@ def test_helpers_stop_when_the_parent_is_killed(tmp_path):
     while any(_running(pid) for pid in helpers):
         assert time.time() < deadline, f"helper(s) {helpers} still running after the parent was killed"
         time.sleep(0.05)
+
+
+def test_memory_check_counts_every_process_gradient(monkeypatch):
+    """Each further process holds a gradient and a scratch share of the weights."""
+    from mlpcli.training import build_model
+
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: 2 ** 18 if name == "SC_PHYS_PAGES" else real(name))
+    memory = real("SC_PAGE_SIZE") * 2 ** 18  # 1 GiB with 4 KiB pages
+    spec = {"name": "t", "model": {"input_shape": [10_000], "layers": [{"type": "dense", "units": 1000}]}}
+    weights = 10_000 * 1000 + 1000
+    assert weights * 20 < memory < weights * (20 + 99 * 8)
+    assert build_model(resolve({**spec, "training": {"processes": 1}}), random_streams(0)).count_params() == weights
+    with pytest.raises(ConfigError, match=r"too large: 10,001,000 weights need about 7\.6 GiB"):
+        build_model(resolve({**spec, "training": {"processes": 100}}), random_streams(0))
