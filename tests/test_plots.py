@@ -11,7 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from mlpcli import plots
+from mlpcli import figures as figures_mod
+from mlpcli import plots_evaluation
 from mlpcli.config import resolve
 from mlpcli.plots import PlotReport, best_epoch, evaluation_suffix, overfitting_onset, plot_runs
 
@@ -68,13 +69,13 @@ def take(columns, n):
 def figures(monkeypatch):
     """Record {file name: figure} for every figure plot_runs saves."""
     seen = {}
-    original = plots._save
+    original = figures_mod.save
 
     def recording_save(fig, path, fmt, report, label):
         seen[path.name] = fig
         original(fig, path, fmt, report, label)
 
-    monkeypatch.setattr(plots, "_save", recording_save)
+    monkeypatch.setattr(figures_mod, "save", recording_save)
     return seen
 
 
@@ -448,12 +449,12 @@ def test_misclassified_not_image_like_is_skipped(tmp_path):
 
 
 def test_image_shape_rules():
-    assert plots._image_shape((784,), [784]) == (28, 28)
-    assert plots._image_shape((28, 28), [784]) == (28, 28)
-    assert plots._image_shape((64,), [8, 8]) == (8, 8)
-    assert plots._image_shape((12, 12, 3), [432]) == (12, 12, 3)
-    assert plots._image_shape((3,), [3]) is None
-    assert plots._image_shape((64,), [64]) is None
+    assert plots_evaluation.image_shape((784,), [784]) == (28, 28)
+    assert plots_evaluation.image_shape((28, 28), [784]) == (28, 28)
+    assert plots_evaluation.image_shape((64,), [8, 8]) == (8, 8)
+    assert plots_evaluation.image_shape((12, 12, 3), [432]) == (12, 12, 3)
+    assert plots_evaluation.image_shape((3,), [3]) is None
+    assert plots_evaluation.image_shape((64,), [64]) is None
 
 
 # ---------------------------------------------------------------- several runs
