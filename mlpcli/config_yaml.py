@@ -50,7 +50,8 @@ def read_yaml(path):
 
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[([0-9]{1,9})\]")
-_KEY = re.compile(r"[^.\[\]]+(?:\.[^.\[\]]+|\[[0-9]{1,9}\])*")
+# a config key path: names joined by dots, list positions as [N] (model.layers[2].rate)
+KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[[0-9]{1,9}\])*")
 
 
 def apply_override(raw, override):
@@ -58,7 +59,7 @@ def apply_override(raw, override):
     if "=" not in override:
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. training.epochs=5")
     key, text = override.split("=", 1)
-    if not _KEY.fullmatch(key.strip()):
+    if not KEY_PATTERN.fullmatch(key.strip()):
         raise ConfigError(f"--set {override!r}: malformed key {key!r} (names joined by dots, "
                           "list positions as [N], e.g. model.layers[0].units)")
     parts = [m.group(1) if m.group(1) is not None else int(m.group(2))

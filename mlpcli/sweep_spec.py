@@ -30,12 +30,12 @@ from pathlib import Path
 import yaml
 
 from mlpcli import config as config_mod
+from mlpcli.config_yaml import KEY_PATTERN
 from mlpcli.errors import ConfigError, MlpError
 
 EXECUTORS = ("local", "dask")
 SECTION_KEYS = ("name", "grid", "random", "ranges", "set", "seed", "workers", "executor", "scheduler")
 MAX_TRIALS = 1000
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*|\[[0-9]{1,9}\])*$")
 _SCIENTIFIC = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][+-]?[0-9]+$")
 
 
@@ -115,7 +115,7 @@ def show_values(overrides):
 # ---------------------------------------------------------------- options
 
 def _check_key(key, where):
-    if not _KEY.match(key):
+    if not KEY_PATTERN.fullmatch(key):
         raise MlpError(f"{where}: {key!r} is not a config key like training.batch_size or "
                        "model.layers[2].rate")
     return key
@@ -222,7 +222,7 @@ def _section(value):
             for key, values in grid.items():
                 if not isinstance(values, list) or not values:
                     problems.append(f"sweep.grid.{key}: must be a non-empty list of values, got {values!r}")
-                elif not _KEY.match(str(key)):
+                elif not KEY_PATTERN.fullmatch(str(key)):
                     problems.append(f"sweep.grid.{key}: not a config key like training.batch_size")
                 else:
                     out["grid"][str(key)] = number_like(values)

@@ -329,6 +329,19 @@ def model_commands(model, rows):
             "predict": ["predict", "--model", model, "--npy", rows]}
 
 
+def refused_in_a_child_process(model, rows, message):
+    """Every command that reads ``model`` exits 2 with ``message`` and no traceback; each runs in
+    a child process with a timeout (a damaged file must not hang or crash the interpreter)."""
+    import subprocess
+    import sys
+
+    for command in model_commands(model, rows).values():
+        done = subprocess.run([sys.executable, "-m", "mlpcli", *map(str, command)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+        assert message in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.fixture(params=["evaluate", "predict"])
 def use_model(request, rows, tmp_path):
     """Run ``mlp evaluate --model X --data mnist`` or ``mlp predict --model X --npy rows.npy``."""
@@ -449,9 +462,6 @@ def test_model_attribute_with_damaged_datatype_does_not_crash(tiny_run, tmp_path
     """One flipped bit field in model_config's HDF5 datatype (a variable-length string turned
     into a variable-length sequence) made libhdf5 2.0 segfault while reading the attribute.
     Run in a child process, so a regression fails this test instead of killing the run."""
-    import subprocess
-    import sys
-
     data = bytearray((tiny_run / "model.h5").read_bytes())
     at = data.index(b"model_config\x00") + 16  # the attribute message's datatype, after the padded name
     if data[at:at + 2] != b"\x19\x01":  # class 9 (variable-length) version 1, of type 1 (string)
@@ -459,31 +469,19 @@ def test_model_attribute_with_damaged_datatype_does_not_crash(tiny_run, tmp_path
     data[at + 1] = 0x7A  # variable-length type 10: not a string, not a valid sequence
     path = tmp_path / "model.h5"
     path.write_bytes(data)
-    for command in model_commands(path, rows).values():
-        done = subprocess.run([sys.executable, "-m", "mlpcli", *map(str, command)],
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
-        assert f"Error: {path}: attribute 'model_config' is not JSON text" in done.stderr
-        assert "Traceback" not in done.stderr
+    refused_in_a_child_process(path, rows, f"Error: {path}: attribute 'model_config' is not JSON text")
 
 
 def test_model_with_damaged_global_heap_does_not_hang(tiny_run, tmp_path, rows):
     """A global heap object (where HDF5 keeps variable-length strings) of size 0 made libhdf5 2.0
     loop forever reading model_config. Run in a child process with a timeout."""
-    import subprocess
-    import sys
-
     data = bytearray((tiny_run / "model.h5").read_bytes())
     first = data.index(b"GCOL\x01\x00\x00\x00") + 16  # the first object's header, after the collection's
     data[first:first + 2] = bytes(2)  # object index 0: free space ...
     data[first + 8:first + 16] = bytes(8)  # ... of 0 bytes
     path = tmp_path / "model.h5"
     path.write_bytes(data)
-    for command in model_commands(path, rows).values():
-        done = subprocess.run([sys.executable, "-m", "mlpcli", *map(str, command)],
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
-        assert f"Error: {path}: damaged HDF5 file (the global heap" in done.stderr
+    refused_in_a_child_process(path, rows, f"Error: {path}: damaged HDF5 file (the global heap")
 
 
 @pytest.mark.parametrize("key, value", [

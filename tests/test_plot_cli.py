@@ -79,17 +79,19 @@ def test_plot_without_runs_is_a_clean_error(tmp_path):
     assert result.exit_code == 2 and "no runs found" in result.output
 
 
-def test_help_imports_nothing_heavy():
+def modules_loaded_by(*commands):
+    """Which of the heavy modules a fresh interpreter has loaded after invoking ``commands``."""
+    heavy = ("numpy", "h5py", "matplotlib", "PIL", "yaml", "tqdm")
     code = ("import sys; from click.testing import CliRunner; from mlpcli.cli import main; "
-            "CliRunner().invoke(main, ['--help']); "
-            "print(sorted(m for m in ('numpy', 'h5py', 'matplotlib', 'PIL', 'yaml', 'tqdm') if m in sys.modules))")
+            + "".join(f"CliRunner().invoke(main, {list(c)!r}); " for c in commands)
+            + f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return out.stdout.strip()
+
+
+def test_help_imports_nothing_heavy():
+    assert modules_loaded_by(["--help"]) == "[]"
 
 
 def test_predict_and_help_do_not_import_matplotlib():
-    code = ("import sys; from click.testing import CliRunner; from mlpcli.cli import main; "
-            "CliRunner().invoke(main, ['predict', '--help']); CliRunner().invoke(main, ['--help']); "
-            "print('matplotlib' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert "matplotlib" not in modules_loaded_by(["predict", "--help"], ["--help"])
