@@ -313,9 +313,8 @@ def test_full_disk_while_appending_to_train_log_warns_once_and_trains_on(run):
     (["evaluate", "{run}"], ["evaluation.json", "file too large"]),
     (["train", "--resume", "{run}", "--set", "training.epochs=2", "-q", "--no-plots"], ["file too large"]),
     (["predict", "{png}", "--run", "{run}", "--save-preprocessed", "{out}/digits"], ["file too large"]),
-    (["compare", "{run}", "--out", "{out}"], ["file too large"]),
     (["plot", "{run}", "--out", "{out}"], ["file too large"]),
-], ids=["evaluate", "resume", "predict-save-preprocessed", "compare-out", "plot-out"])
+], ids=["evaluate", "resume", "predict-save-preprocessed", "plot-out"])
 def test_file_size_limit(command, words, run, png, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -340,8 +339,7 @@ def test_train_under_file_size_limit(tmp_path):
     ["evaluate", "{run}", "--data", "{tmp}/" + LONG + ".npz"],
     ["predict", "{png}", "--run", "{run}", "--save-preprocessed", "{tmp}/" + LONG],
     ["compare", "{run}", "--out", "{tmp}/" + LONG],
-    ["plot", "{run}", "--out", "{tmp}/" + LONG],
-], ids=["train-run-dir", "evaluate-data", "predict-save-preprocessed", "compare-out", "plot-out"])
+], ids=["train-run-dir", "evaluate-data", "predict-save-preprocessed", "compare-out"])
 def test_over_long_name(command, run, png, tmp_path):
     args = [c.format(tmp=tmp_path, run=run, png=png) for c in command]
     with unchanged(tmp_path):
@@ -360,17 +358,16 @@ def test_over_long_png_name_for_save_preprocessed(run, tmp_path, png):
 @pytest.mark.parametrize("command", [
     ["predict", "{png}", "--run", "{run}", "--save-preprocessed", "{file}/digits"],
     ["compare", "{run}", "--out", "{file}/figures"],
-    ["plot", "{run}", "--out", "{file}/figures"],
     ["train", QUICK, *TINY, "--runs-root", "{file}/runs"],
     ["sweep", QUICK, *TINY[1:], "--grid", "training.batch_size=64,128", "--runs-root", "{file}/runs"],
-], ids=["predict-save-preprocessed", "compare-out", "plot-out", "train-runs-root", "sweep-runs-root"])
+], ids=["predict-save-preprocessed", "compare-out", "train-runs-root", "sweep-runs-root"])
 def test_a_file_where_a_folder_should_be(command, run, png, tmp_path):
     file = tmp_path / "notes.txt"
     file.write_text("the user's notes\n")
     args = [c.format(run=run, png=png, file=file) for c in command]
     with unchanged(tmp_path):
         result = mlp(*args)
-    failed_cleanly(result, 1 if command[0] in ("predict", "compare", "plot") else 2, str(file))
+    failed_cleanly(result, 1 if command[0] in ("predict", "compare") else 2, str(file))
 
 
 def test_non_utf8_run_folder_name_is_shown_escaped(tmp_path, png):
