@@ -7,21 +7,31 @@ import sys
 import click
 
 from mlpcli import __version__
-from mlpcli.errors import MlpError
+from mlpcli.errors import MlpError, os_error_text, printable
+
+
+def echo(text="", err=False):
+    """click.echo of ``text`` with the bytes of non-UTF-8 paths shown as \\xNN (printing them
+    as they are would raise UnicodeEncodeError)."""
+    click.echo(printable(str(text)), err=err)
 
 
 def clean_errors(fn):
-    """Print an ``MlpError`` as one message (no traceback) and exit with its code."""
+    """Print an ``MlpError`` as one message (no traceback) and exit with its code; an OSError
+    that a stage did not turn into one is printed as ``Error: <path>: <what happened>``, exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except MlpError as exc:
-            click.echo(f"{exc.label}: {exc}", err=True)
+            echo(f"{exc.label}: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            echo(f"Error: {os_error_text(exc)}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("Interrupted", err=True)
+            echo("Interrupted", err=True)
             sys.exit(130)
 
     return wrapper
@@ -79,7 +89,7 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
     if processes is not None:
         overrides = (*overrides, f"training.processes={processes}")
     run_train(config, overrides, resume=resume, runs_root=runs_root, run_dir=run_dir,
-              dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=click.echo)
+              dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=echo)
 
 
 @main.command()
@@ -109,8 +119,9 @@ def evaluate(run_dir, checkpoint, model_path, data, runs_root):
 
     result = run_evaluate(run_dir, checkpoint=checkpoint, model_path=model_path, data=data,
                           runs_root=runs_root)
-    click.echo(format_report(result.report))
-    click.echo(f"\nWrote {result.path}")
+    echo(format_report(result.report))
+    result.save()
+    echo(f"\nWrote {result.path}")
 
 
 @main.command()
@@ -149,9 +160,9 @@ def predict(images, run_dir, model_path, top_k, as_json, npy, save_preprocessed,
                           save_preprocessed=save_preprocessed, runs_root=runs_root)
     if as_json:
         for r in results:
-            click.echo(json.dumps(r.as_dict()))
+            echo(json.dumps(r.as_dict()))
     else:
-        click.echo(format_predictions(results))
+        echo(format_predictions(results))
 
 
 @main.command()
@@ -181,9 +192,10 @@ def plot(run_dirs, out_dir, fmt, runs_root):
     dirs = [Path(d) for d in run_dirs] or [latest_run(runs_root)]
     report = plot_runs(dirs, Path(out_dir) if out_dir else None, fmt)
     for path in report.written:
-        click.echo(f"wrote {path}")
+        echo(f"wrote {path}")
     for line in report.skipped:
-        click.echo(f"skipped {line}")
+        echo(f"skipped {line}")
+    report.raise_failures()
 
 
 @main.command()
@@ -230,7 +242,7 @@ def sweep(config, grid, random_trials, ranges, overrides, workers, executor, sch
 
     run_sweep(config, grid, random_trials, ranges, overrides, workers=workers, executor=executor,
               scheduler=scheduler, resume=resume, runs_root=runs_root, plots=not no_plots,
-              quiet=quiet, echo=click.echo)
+              quiet=quiet, echo=echo)
 
 
 @main.command()
@@ -263,4 +275,6 @@ def compare(paths, monitor, tolerance, out_dir, fmt, no_plots):
 
     result = run_compare(paths, monitor=monitor, tolerance=tolerance, out_dir=out_dir, fmt=fmt,
                          plots=not no_plots)
-    click.echo(format_comparison(result))
+    echo(format_comparison(result))
+    if result.plots is not None:
+        result.plots.raise_failures()

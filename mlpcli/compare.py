@@ -257,7 +257,6 @@ def _plot(comparison, out_dir, fmt):
     if not curves:
         report.skipped.append("no run has a history to compare")
         return report
-    out_dir.mkdir(parents=True, exist_ok=True)
     for metric in ("accuracy", "loss"):
         _compare_plot(curves, metric, out_dir / f"compare-{metric}.{fmt}", fmt, report)
     return report

@@ -5,6 +5,8 @@ Every error a user can cause (a bad config, a bad file, bad data) is an
 its ``exit_code``.
 """
 
+import os
+
 
 class MlpError(Exception):
     """A problem the user can fix; the message says what and where."""
@@ -44,10 +46,36 @@ class TrainingError(MlpError):
     exit_code = 1
 
 
-class DiskFullError(MlpError):
-    """No space left while saving; the file's previous version is untouched."""
+class FileSystemError(MlpError):
+    """The operating system refused a read or write (permissions, a full disk, a name
+    too long, a file where a folder should be, ...); the message names the path."""
 
     exit_code = 1
+
+
+class DiskFullError(FileSystemError):
+    """No space left while saving; the file's previous version is untouched."""
+
+
+def os_error_text(exc, path=None):
+    """``<path>: <what happened>`` for an OSError; ``path`` (the name the user knows, e.g.
+    the final name of a file written under a temporary one) replaces the exception's."""
+    names = [path if path is not None else exc.filename, None if path is not None else exc.filename2]
+    names = [os.fsdecode(n) if isinstance(n, (str, bytes, os.PathLike)) else n for n in names]
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if names[0] is None:
+        return what
+    return f"{names[0]} -> {names[1]}: {what}" if names[1] is not None else f"{names[0]}: {what}"
+
+
+def printable(text):
+    """``text`` safe to print or write as UTF-8: bytes of a path that are not UTF-8 (which
+    Python keeps as lone surrogates) are shown as ``\\xNN``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class Interrupted(MlpError):

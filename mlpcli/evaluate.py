@@ -27,11 +27,15 @@ IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 @dataclass
 class Evaluation:
     report: dict  # what evaluation*.json holds
-    path: Path  # where it was written
+    path: Path  # where ``save`` writes it
+
+    def save(self):
+        runs.write_text(self.path, json.dumps(self.report, indent=2) + "\n")
 
 
 def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_root="runs"):
-    """Evaluate a model and write its report; see the module docstring."""
+    """Evaluate a model; see the module docstring. The report is written by ``save``, so it
+    can be shown first: a folder that cannot be written to does not cost the user the report."""
     if model_path is not None and checkpoint is not None:
         raise MlpError("give either --checkpoint or --model, not both")
     if model_path is None or run_dir is not None:
@@ -59,9 +63,7 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_
                    class_names=loaded.class_names or class_names)
     report = {"checkpoint": model_path.name, "model_file": str(model_path.resolve()),
               "data": source, "run_test_split": data is None and loaded.config is not None, **report}
-    out = _report_path(run_dir, model_path, data)
-    runs.write_text(out, json.dumps(report, indent=2) + "\n")
-    return Evaluation(report, out)
+    return Evaluation(report, _report_path(run_dir, model_path, data))
 
 
 def choose_checkpoint(run_dir, checkpoint):

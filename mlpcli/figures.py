@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlpcli.errors import FileSystemError, os_error_text
+
 FORMATS = ("png", "svg", "pdf")
 FIGSIZE = (6.4, 4.8)
 DPI = 100
@@ -12,6 +14,13 @@ DPI = 100
 class PlotReport:
     written: list[Path] = field(default_factory=list)  # files written
     skipped: list[str] = field(default_factory=list)  # what was not drawn and why, one line each
+    failed: list[str] = field(default_factory=list)  # "<path>: <what happened>" of figures not written
+
+    def raise_failures(self):
+        """A ``FileSystemError`` naming the first figure that could not be written, if any."""
+        if self.failed:
+            more = f" ({len(self.failed) - 1} more figure(s) not written)" if len(self.failed) > 1 else ""
+            raise FileSystemError(self.failed[0] + more)
 
 
 def section(cfg, key):
@@ -35,7 +44,8 @@ def new_figure(figsize=FIGSIZE):
 
 
 def save(fig, path, fmt, report, label):
-    """Tight-layout, write atomically, close; record the file or the failure."""
+    """Tight-layout, write atomically, close; record the file or the failure (the next
+    figure is still tried: one that cannot be written does not cost the others)."""
     import warnings
 
     from mlpcli.runs import atomic_path
@@ -49,7 +59,9 @@ def save(fig, path, fmt, report, label):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=DPI)
         report.written.append(path)
-    except OSError as exc:
-        report.skipped.append(f"{label}: {path.name}: could not be written ({exc})")
+    except OSError as exc:  # the folder could not be made
+        report.failed.append(os_error_text(exc))
+    except FileSystemError as exc:
+        report.failed.append(str(exc))
     finally:
         plt.close(fig)

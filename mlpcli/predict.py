@@ -5,6 +5,7 @@ model's training data was (the scaling stored in the model file); ``.npy``
 rows are raw features, scaled the same way.
 """
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,18 +126,30 @@ def _load_npy(path, model):
 
 
 def _save_digits(folder, paths, digits):
-    """Write each 28x28 the model saw as a PNG named after its source."""
+    """Write each 28x28 the model saw as a PNG named after its source; on failure, remove
+    what this call made (the PNGs and the folders it created), so nothing half-made is left."""
     from PIL import Image
 
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     targets = [folder / f"{path.stem}-28x28.png" for path in paths]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing:
-        raise MlpError(f"--save-preprocessed: would overwrite {', '.join(existing[:3])}; "
-                       "choose an empty folder")
-    for target, digit in zip(targets, digits):
-        with runs.atomic_path(target) as tmp:
-            Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+    written = []
+    try:
+        existing = [str(t) for t in targets if t.exists()]
+        if existing:
+            raise MlpError(f"--save-preprocessed: would overwrite {', '.join(existing[:3])}; "
+                           "choose an empty folder")
+        for target, digit in zip(targets, digits):
+            with runs.atomic_path(target) as tmp:
+                Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+            written.append(target)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
 
 
 def format_predictions(results):

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlpcli.errors import DiskFullError, MlpError
+from mlpcli.errors import DiskFullError, FileSystemError, MlpError, os_error_text
 
 TMP_PREFIX = ".tmp-"
 
@@ -34,23 +34,30 @@ def atomic_path(path):
     """Yield a temporary path beside ``path``; on success it replaces ``path``.
 
     The caller writes the whole file to the yielded path. On any error the
-    temporary file is removed and ``path`` is left as it was.
+    temporary file is removed and ``path`` is left as it was; an OSError (h5py's
+    own included) becomes a ``FileSystemError`` naming ``path``, the name the
+    user knows.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, FILE_MODE)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, FILE_MODE)
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         if _is_disk_full(exc):
             raise DiskFullError(f"{path}: no space left on the device while writing it; "
                                 "its previous version (if any) is untouched") from None
+        if isinstance(exc, OSError):
+            raise FileSystemError(f"{os_error_text(exc, path)}; its previous version "
+                                  "(if any) is untouched") from None
         raise
     _fsync_dir(path.parent)
 

@@ -5,6 +5,7 @@ Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
 ``diagnostics.json``, ``train.log`` and the curves in ``plots/``.
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -24,7 +25,8 @@ from mlpcli import modelfile, runs
 from mlpcli.data import load_dataset, stratified_split
 from mlpcli.data.features import Features
 from mlpcli.diagnostics import report_diagnostics
-from mlpcli.errors import DataError, Interrupted, MlpError, ModelFileError, TrainingError
+from mlpcli.errors import (DataError, Interrupted, MlpError, ModelFileError, TrainingError, os_error_text,
+                           printable)
 from mlpcli.training import (EarlyStopping, EpochPaused, Monitor, Trainer, blas_threads, build_model,
                              random_streams)
 
@@ -39,19 +41,54 @@ class TrainResult:
 
 
 class Reporter:
-    """Prints lines (unless quiet) and copies them to the run's log file."""
+    """Prints lines (unless quiet) and appends them to the run's ``train.log``.
+
+    The log is a copy of what is printed. When it cannot be opened or appended to
+    (a full disk, a read-only file), one warning on stderr says so and training goes
+    on without it: the run's own files are written atomically and fail cleanly by
+    themselves, and stopping hours of training for a copy of the output would lose more.
+    """
 
     def __init__(self, echo, quiet):
         self.echo = echo
         self.quiet = quiet
         self.log = None
+        self.log_path = None
+
+    @contextlib.contextmanager
+    def logging_to(self, path):
+        """Append every line to ``path`` meanwhile."""
+        self.log_path = path
+        try:
+            self.log = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            self._stop_logging(exc)
+        try:
+            yield self
+        finally:
+            if self.log is not None:
+                with contextlib.suppress(OSError):
+                    self.log.close()
+            self.log = None
 
     def line(self, text=""):
         if not self.quiet:
             self.echo(text)
-        if self.log:
-            self.log.write(text + "\n")
-            self.log.flush()
+        if self.log is not None:
+            try:
+                self.log.write(printable(text) + "\n")
+                self.log.flush()
+            except OSError as exc:
+                self._stop_logging(exc)
+
+    def _stop_logging(self, exc):
+        if self.log is not None:
+            with contextlib.suppress(OSError):
+                self.log.close()  # flushing what is left fails the same way
+            self.log = None
+        print(printable(f"Warning: {os_error_text(exc, self.log_path)}; the log stops here "
+                        "(training goes on and its other files are written as before)"),
+              file=sys.stderr)
 
     def progress(self, epoch, epochs, batches):
         """A tqdm bar for one epoch, or None when output is not a terminal."""
@@ -95,8 +132,7 @@ def _train(cfg, model, streams, summary, report, resume, runs_root, run_dir, plo
     config_mod.check_monitors(cfg, x_val is not None)
 
     folder = resume or runs.new_run_dir(runs_root, cfg["name"], run_dir)
-    with runs.RunLock(folder), open(folder / "train.log", "a", encoding="utf-8") as log:
-        report.log = log
+    with runs.RunLock(folder), report.logging_to(folder / "train.log"):
         session = Session(cfg, model, streams, data, folder, report,
                           math.ceil(len(x_train) / cfg["training"]["batch_size"]))
         if resume:
