@@ -12,6 +12,7 @@ import numpy as np
 
 from mlpcli import modelfile, runs
 from mlpcli.data import apply_preprocessing, fit_preprocessing
+from mlpcli.data.npy import read_npy
 from mlpcli.errors import DataError, MlpError
 
 IMAGE_SIZE = 28
@@ -107,19 +108,16 @@ def _decode(sources, outputs, names, top_k):
 
 
 def _load_npy(path, model):
-    try:
-        rows = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
-    if rows.dtype.kind not in "fiub":
-        raise DataError(f"{path}: holds {rows.dtype} values, not numbers")
+    """The rows of the .npy file at ``path`` shaped (n, *model.input_shape); n >= 1."""
+    stored = read_npy(path)
+    if stored.dtype.kind not in "fiub":
+        raise DataError(f"{path}: holds {stored.dtype} values, not numbers")
+    if stored.size == 0:
+        raise DataError(f"{path}: holds no values (shape {stored.shape}); nothing to predict")
     want = int(np.prod(model.input_shape))
-    if rows.ndim == len(model.input_shape):  # a single sample
-        rows = rows[None]
+    rows = stored[None] if stored.ndim == len(model.input_shape) else stored  # a single sample
     if rows.ndim < 2 or int(np.prod(rows.shape[1:])) != want:
-        raise DataError(f"{path}: shape {rows.shape} does not give rows of {want} values "
+        raise DataError(f"{path}: shape {stored.shape} does not give rows of {want} values "
                         f"(the model's input shape is {list(model.input_shape)})")
     return rows.reshape(len(rows), *model.input_shape)
 
