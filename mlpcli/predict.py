@@ -5,6 +5,10 @@ model's training data was (the scaling stored in the model file); ``.npy``
 rows are raw features, scaled the same way.
 """
 
+import io
+import os
+import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,18 +127,61 @@ def _load_npy(path, model):
 
 
 def _save_digits(folder, paths, digits):
-    """Write each 28x28 the model saw as a PNG named after its source."""
+    """Write each 28x28 the model saw as a PNG under ``folder`` (see ``_preprocessed_names``).
+
+    Every file is new: none is written if one of the names exists, and each is
+    linked into place complete, so an existing file is never replaced.
+    """
     from PIL import Image
 
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = [folder / f"{path.stem}-28x28.png" for path in paths]
+    targets = dict(zip((folder / name for name in _preprocessed_names(paths)), digits))
     existing = [str(t) for t in targets if t.exists()]
     if existing:
         raise MlpError(f"--save-preprocessed: would overwrite {', '.join(existing[:3])}; "
                        "choose an empty folder")
-    for target, digit in zip(targets, digits):
-        with runs.atomic_path(target) as tmp:
-            Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+    for target, digit in targets.items():
+        png = io.BytesIO()
+        Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(png, format="PNG")
+        _write_new_file(target, png.getvalue())
+
+
+def _preprocessed_names(paths):
+    """Where each input's 28x28 goes, relative to the --save-preprocessed folder: the input's
+    path relative to the folder holding all inputs, ``-28x28.png`` in place of its suffix (its
+    whole name is kept when two inputs would share one). Distinct inputs get distinct names;
+    an input given twice gets the same one."""
+    sources = [p.resolve() for p in paths]
+    common = Path(os.path.commonpath([s.parent for s in sources]))
+    relative = [s.relative_to(common) for s in sources]
+    names = [r.with_name(f"{r.stem}-28x28.png") for r in relative]
+    inputs_per_name = Counter(name for name, _ in set(zip(names, sources)))
+    return [r.with_name(f"{r.name}-28x28.png") if inputs_per_name[name] > 1 else name
+            for r, name in zip(relative, names)]
+
+
+def _write_new_file(target, content):
+    """Create ``target`` holding bytes ``content``, complete or not at all; MlpError if it exists."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".", suffix=".tmp") as tmp:
+            tmp.write(content)
+            tmp.flush()
+            try:
+                os.link(tmp.name, target)  # unlike a rename, a link never replaces an existing file
+                return
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links: create exclusively below
+                pass
+        out = open(target, "xb")
+    except FileExistsError:
+        raise MlpError(f"--save-preprocessed: would overwrite {target}; choose an empty folder") from None
+    with out:
+        try:
+            out.write(content)
+        except BaseException:
+            target.unlink()
+            raise
 
 
 def format_predictions(results):
