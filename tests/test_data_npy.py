@@ -107,6 +107,13 @@ def test_non_finite_features_name_the_array_and_index(tmp_path):
         load_npz(tmp_path / "d.npz")
 
 
+def test_empty_test_split_is_refused(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((3, 2)), y_train=np.zeros(3, np.int64),
+             x_test=np.zeros((0, 2)), y_test=np.zeros(0, np.int64))
+    with pytest.raises(DataError, match=r"d\.npz: x_test has no samples"):
+        load_dataset({"dataset": "npz", "path": str(tmp_path / "d.npz")})
+
+
 @pytest.mark.parametrize("labels, shown", [
     (np.array([0, 2**64 - 1], np.uint64), "18446744073709551615"),
     (np.array([0, 2**63], np.uint64), "9223372036854775808"),

@@ -1,5 +1,6 @@
 """Loader for .npz archives holding x_train, y_train and optional val/test arrays."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ def _features(x: np.ndarray, where: str) -> np.ndarray:
 def _check_finite(x: np.ndarray, where: str) -> None:
     """Refuse NaN, infinities and values beyond float32's range (they become infinite when
     scaled), naming the first one's index; checked a block of rows at a time."""
-    rows = x.reshape(len(x), -1)
+    rows = x.reshape(len(x), math.prod(x.shape[1:]))
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, len(rows), _CHECK_ROWS):
             bad = ~np.isfinite(rows[start : start + _CHECK_ROWS].astype(np.float32))
