@@ -20,6 +20,7 @@ from mlpcli.data.npy import read_npy
 from mlpcli.errors import DataError, MlpError
 
 IMAGE_SIZE = 28
+SAVED_SUFFIX = f"-{IMAGE_SIZE}x{IMAGE_SIZE}.png"  # --save-preprocessed: <input name>-28x28.png
 
 
 @dataclass
@@ -135,10 +136,9 @@ def _save_digits(folder, paths, digits):
     from PIL import Image
 
     targets = dict(zip((folder / name for name in _preprocessed_names(paths)), digits))
-    existing = [str(t) for t in targets if t.exists()]
+    existing = [t for t in targets if t.exists()]
     if existing:
-        raise MlpError(f"--save-preprocessed: would overwrite {', '.join(existing[:3])}; "
-                       "choose an empty folder")
+        raise _would_overwrite(existing)
     for target, digit in targets.items():
         png = io.BytesIO()
         Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(png, format="PNG")
@@ -147,15 +147,15 @@ def _save_digits(folder, paths, digits):
 
 def _preprocessed_names(paths):
     """Where each input's 28x28 goes, relative to the --save-preprocessed folder: the input's
-    path relative to the folder holding all inputs, ``-28x28.png`` in place of its suffix (its
+    path relative to the folder holding all inputs, SAVED_SUFFIX in place of its suffix (its
     whole name is kept when two inputs would share one). Distinct inputs get distinct names;
     an input given twice gets the same one."""
     sources = [p.resolve() for p in paths]
     common = Path(os.path.commonpath([s.parent for s in sources]))
     relative = [s.relative_to(common) for s in sources]
-    names = [r.with_name(f"{r.stem}-28x28.png") for r in relative]
+    names = [r.with_name(r.stem + SAVED_SUFFIX) for r in relative]
     inputs_per_name = Counter(name for name, _ in set(zip(names, sources)))
-    return [r.with_name(f"{r.name}-28x28.png") if inputs_per_name[name] > 1 else name
+    return [r.with_name(r.name + SAVED_SUFFIX) if inputs_per_name[name] > 1 else name
             for r, name in zip(relative, names)]
 
 
@@ -175,13 +175,18 @@ def _write_new_file(target, content):
                 pass
         out = open(target, "xb")
     except FileExistsError:
-        raise MlpError(f"--save-preprocessed: would overwrite {target}; choose an empty folder") from None
+        raise _would_overwrite([target]) from None
     with out:
         try:
             out.write(content)
         except BaseException:
             target.unlink()
             raise
+
+
+def _would_overwrite(paths):
+    return MlpError(f"--save-preprocessed: would overwrite {', '.join(map(str, paths[:3]))}; "
+                    "choose an empty folder")
 
 
 def format_predictions(results):
