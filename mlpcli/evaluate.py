@@ -16,6 +16,7 @@ import numpy as np
 from mlpcli import config as config_mod
 from mlpcli import modelfile, runs
 from mlpcli.data import apply_preprocessing, fit_preprocessing, load_raw
+from mlpcli.data.builtin import BUILTINS
 from mlpcli.errors import ConfigError, DataError, MlpError, ModelFileError
 from mlpcli.nn import losses, metrics
 from mlpcli.nn.metrics import confusion_matrix, per_class_scores, predicted_classes
@@ -48,7 +49,7 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_
         cfg = _checked_config(loaded.config, model_path)
     else:
         cfg = _run_config(run_dir) if run_dir else None
-    x_raw, y, class_names, source, kind = _test_data(cfg, loaded, data)
+    x_raw, y, class_names, source, kind = _test_data(cfg, loaded, data, run_dir, model_path)
     # a foreign Keras file does not say how it scaled its inputs: assume Keras's usual x / 255 for images
     preprocessing = loaded.preprocessing or fit_preprocessing(None, "unit" if kind in IMAGE_DATASETS else "none")
     x = apply_preprocessing(x_raw, preprocessing)
@@ -149,19 +150,26 @@ def _checked_config(cfg, model_path):
                              + "; ".join(exc.problems)) from None
 
 
-def _test_data(cfg, loaded, data):
-    """(raw features, targets, class names, description, dataset kind) of the evaluation data."""
+def _test_data(cfg, loaded, data, run_dir, model_path):
+    """(raw features, targets, class names, description, dataset kind) of the evaluation data.
+
+    Data paths come only from the user: ``--data``, or the config.yaml of the
+    run being evaluated; the paths in a model file's stored config are never
+    followed (a file from elsewhere could name any local file or folder).
+    """
     task = cfg["task"] if cfg else _guess_task(loaded)
     if data is None:
-        if cfg is None:
+        if run_dir is not None:
+            data_cfg = dict(_run_config(run_dir)["data"])
+        elif cfg is None:
             if int(np.prod(loaded.model.input_shape)) == 784 and loaded.model.n_outputs == 10:
                 data_cfg = {"dataset": "mnist"}
             else:
                 raise MlpError("this model file carries no mlpcli config; pass --data (a dataset "
                                "name or a file) to say what to evaluate it on")
         else:
-            data_cfg = dict(cfg["data"])
-    elif data in ("mnist", "fashion_mnist"):
+            data_cfg = _stored_builtin_data(cfg["data"], model_path)
+    elif data in BUILTINS:
         data_cfg = {"dataset": data}
     else:
         kind = _kind_of(Path(data), cfg)
@@ -177,13 +185,26 @@ def _test_data(cfg, loaded, data):
     raise MlpError(f"the run's dataset ({name}) has no test split; pass --data FILE to evaluate on")
 
 
+def _stored_builtin_data(data_cfg, model_path):
+    """The ``data:`` section stored in a model file, if it names a built-in dataset (whose
+    files are the package's own), without any paths."""
+    if data_cfg["dataset"] not in BUILTINS:
+        paths = "; ".join(f"data.{key}: {data_cfg[key]}" for key in config_mod.PATH_KEYS
+                          if data_cfg.get(key))
+        raise MlpError(f"{model_path}: the config stored in this model file reads "
+                       f"{data_cfg['dataset']} data from files ({paths}); paths stored in a model "
+                       "file are not followed: pass --data (a dataset name, file or folder) to say "
+                       "what to evaluate it on")
+    return {**data_cfg, **dict.fromkeys(config_mod.PATH_KEYS)}
+
+
 def _kind_of(path, cfg):
     if path.is_dir():
         return "image_folder"
     suffix = path.suffix.lower()
     if suffix in (".npz", ".csv"):
         return suffix[1:]
-    if cfg:
+    if cfg and cfg["data"]["dataset"] not in BUILTINS:
         return cfg["data"]["dataset"]
     raise MlpError(f"--data {path}: expected mnist, fashion_mnist, a .npz or .csv file, or a folder of images")
 
@@ -240,7 +261,7 @@ def score(model, x, y, *, loss_name, metric_specs, task, class_names=None):
 def _data_tag(data):
     """A name for ``--data`` in a file name: the dataset, or the file's stem and a hash of its
     full path (two different test.csv files get two reports)."""
-    if data in ("mnist", "fashion_mnist"):
+    if data in BUILTINS:
         return data
     path = str(Path(data).resolve())
     return f"{Path(data).stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"

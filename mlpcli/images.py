@@ -1,4 +1,8 @@
-"""Read PNG images of handwritten digits and normalize them the way MNIST was made.
+"""Read PNG images, and normalize handwritten digits the way MNIST was made.
+
+``decode_png`` is the one PNG reader: ``mlp predict`` and the image_folder
+dataset both decode through it, so training and prediction see the same
+pixels (16-bit images scaled, transparency on white, the size limit).
 
 MNIST digits were cropped, scaled to fit a 20x20 box (keeping the aspect
 ratio), and placed in a 28x28 field so that their intensity-weighted centre
@@ -23,6 +27,9 @@ MAX_PIXELS = 50_000_000
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+# What decode_png gives for each color mode: one gray channel, or three.
+COLOR_MODES = ("grayscale", "rgb")
+
 MNIST_SIZE = 28
 DIGIT_BOX = 20
 # Where the centre of mass lands, in (row, column) pixel-index coordinates:
@@ -42,11 +49,20 @@ BOX_THRESHOLD = 0.1
 def read_image(path) -> np.ndarray:
     """Grayscale pixels of the PNG file at ``path``: float32 (H, W) in [0, 255], 255 = white.
 
-    Transparent parts are composited onto white (a transparent background is
-    white paper); 16-bit images are scaled down to 0..255. Raises DataError,
-    with a message starting with the path, for a missing, empty, non-PNG,
-    too large, truncated or corrupt file; the size limit (MAX_PIXELS) is
-    checked before any pixel data is decoded.
+    See ``decode_png``, whose grayscale pixels these are.
+    """
+    return decode_png(path).astype(np.float32, copy=False)
+
+
+def decode_png(path, color_mode: str = "grayscale") -> np.ndarray:
+    """The pixels of the PNG file at ``path``: (H, W) for "grayscale", (H, W, 3) for "rgb".
+
+    Values are in [0, 255]: uint8 for 8-bit images; 16-bit images are scaled
+    down to float32, keeping their finer levels. Transparent parts are
+    composited onto white (a transparent background is white paper). Raises
+    DataError, with a message starting with the path, for a missing, empty,
+    non-PNG, too large, truncated or corrupt file; the size limit
+    (MAX_PIXELS) is checked before any pixel data is decoded.
     """
     from PIL import Image
 
@@ -63,7 +79,7 @@ def read_image(path) -> np.ndarray:
                 if width * height > MAX_PIXELS:
                     raise DataError(f"{too_large}: {width}x{height} = {width * height:,} pixels")
                 image.load()
-                return _gray(image)
+                return _pixels(image, color_mode)
     except Image.DecompressionBombError:
         raise DataError(too_large) from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -87,8 +103,8 @@ def _check_signature(path: Path) -> None:
         raise DataError(f"{path}: not a PNG file (it does not start with the PNG signature)")
 
 
-def _gray(image) -> np.ndarray:
-    """A decoded Pillow image as float32 (H, W) grayscale in [0, 255], alpha composited on white."""
+def _pixels(image, color_mode: str) -> np.ndarray:
+    """A decoded Pillow image as (H, W) gray or (H, W, 3) RGB in [0, 255], alpha composited on white."""
     from PIL import Image
 
     if image.mode in ("I", "I;16"):
@@ -98,12 +114,13 @@ def _gray(image) -> np.ndarray:
         gray = raw.astype(np.float32) / 257
         if "transparency" in image.info:  # tRNS: one gray value marks transparent pixels
             gray[raw == image.info["transparency"]] = 255
-        return gray
+        return gray if color_mode == "grayscale" else np.repeat(gray[..., None], 3, axis=2)
     # RGBA covers every 8-bit mode, with alpha from an alpha channel, a
     # palette's alpha entries or a tRNS colour key (opaque when none).
     rgba = image.convert("RGBA")
     paper = Image.new("RGBA", rgba.size, "white")
-    return np.asarray(Image.alpha_composite(paper, rgba).convert("L"), dtype=np.float32)
+    flat = Image.alpha_composite(paper, rgba)
+    return np.asarray(flat.convert("L" if color_mode == "grayscale" else "RGB"))
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:

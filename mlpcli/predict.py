@@ -6,6 +6,8 @@ rows are raw features, scaled the same way.
 """
 
 import contextlib
+import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +15,11 @@ import numpy as np
 
 from mlpcli import modelfile, runs
 from mlpcli.data import apply_preprocessing, fit_preprocessing
+from mlpcli.data.npy import read_npy
 from mlpcli.errors import DataError, MlpError
 
 IMAGE_SIZE = 28
+SAVED_SUFFIX = f"-{IMAGE_SIZE}x{IMAGE_SIZE}.png"  # --save-preprocessed: <input name>-28x28.png
 
 
 @dataclass
@@ -108,48 +112,71 @@ def _decode(sources, outputs, names, top_k):
 
 
 def _load_npy(path, model):
-    try:
-        rows = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
-    if rows.dtype.kind not in "fiub":
-        raise DataError(f"{path}: holds {rows.dtype} values, not numbers")
+    """The rows of the .npy file at ``path`` shaped (n, *model.input_shape); n >= 1."""
+    stored = read_npy(path)
+    if stored.dtype.kind not in "fiub":
+        raise DataError(f"{path}: holds {stored.dtype} values, not numbers")
+    if stored.size == 0:
+        raise DataError(f"{path}: holds no values (shape {stored.shape}); nothing to predict")
     want = int(np.prod(model.input_shape))
-    if rows.ndim == len(model.input_shape):  # a single sample
-        rows = rows[None]
+    rows = stored[None] if stored.ndim == len(model.input_shape) else stored  # a single sample
     if rows.ndim < 2 or int(np.prod(rows.shape[1:])) != want:
-        raise DataError(f"{path}: shape {rows.shape} does not give rows of {want} values "
+        raise DataError(f"{path}: shape {stored.shape} does not give rows of {want} values "
                         f"(the model's input shape is {list(model.input_shape)})")
     return rows.reshape(len(rows), *model.input_shape)
 
 
 def _save_digits(folder, paths, digits):
-    """Write each 28x28 the model saw as a PNG named after its source; on failure, remove
-    what this call made (the PNGs and the folders it created), so nothing half-made is left."""
+    """Write each 28x28 the model saw as a PNG under ``folder`` (see ``_preprocessed_names``).
+
+    Every file is new: none is written if one of the names exists, and each is
+    linked into place complete, so an existing file is never replaced. On failure,
+    what this call made (the PNGs and the folders it created) is removed, so nothing
+    half-made is left.
+    """
     from PIL import Image
 
-    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = [folder / f"{path.stem}-28x28.png" for path in paths]
+    targets = dict(zip((folder / name for name in _preprocessed_names(paths)), digits))
+    existing = [t for t in targets if t.exists()]
+    if existing:
+        raise _would_overwrite(existing)
+    folders = {d for t in targets for d in (t.parent, *t.parent.parents)}
+    made = sorted((d for d in folders if not d.exists()), key=lambda d: len(d.parts), reverse=True)
     written = []
     try:
-        existing = [str(t) for t in targets if t.exists()]
-        if existing:
-            raise MlpError(f"--save-preprocessed: would overwrite {', '.join(existing[:3])}; "
-                           "choose an empty folder")
-        for target, digit in zip(targets, digits):
-            with runs.atomic_path(target) as tmp:
+        for target, digit in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with runs.atomic_path(target, replace=False) as tmp:
                 Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
             written.append(target)
-    except BaseException:
+    except BaseException as exc:
         for path in written:
             path.unlink(missing_ok=True)
-        for path in made:
+        for path in made:  # deepest first
             with contextlib.suppress(OSError):
                 path.rmdir()
+        if isinstance(exc, FileExistsError):  # appeared after the check above
+            raise _would_overwrite([target]) from None
         raise
+
+
+def _preprocessed_names(paths):
+    """Where each input's 28x28 goes, relative to the --save-preprocessed folder: the input's
+    path relative to the folder holding all inputs, SAVED_SUFFIX in place of its suffix (its
+    whole name is kept when two inputs would share one). Distinct inputs get distinct names;
+    an input given twice gets the same one."""
+    sources = [p.resolve() for p in paths]
+    common = Path(os.path.commonpath([s.parent for s in sources]))
+    relative = [s.relative_to(common) for s in sources]
+    names = [r.with_name(r.stem + SAVED_SUFFIX) for r in relative]
+    inputs_per_name = Counter(name for name, _ in set(zip(names, sources)))
+    return [r.with_name(r.name + SAVED_SUFFIX) if inputs_per_name[name] > 1 else name
+            for r, name in zip(relative, names)]
+
+
+def _would_overwrite(paths):
+    return MlpError(f"--save-preprocessed: would overwrite {', '.join(map(str, paths[:3]))}; "
+                    "choose an empty folder")
 
 
 def format_predictions(results):

@@ -30,8 +30,10 @@ FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success it replaces ``path``.
+def atomic_path(path, *, replace=True):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``
+    (with ``replace=False`` it only ever creates ``path``: an existing file, even one
+    that appeared meanwhile, is left alone and ``FileExistsError`` is raised).
 
     The caller writes the whole file to the yielded path. On any error the
     temporary file is removed and ``path`` is left as it was; an OSError (h5py's
@@ -47,11 +49,16 @@ def atomic_path(path):
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     except BaseException as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        if isinstance(exc, FileExistsError) and not replace:
+            raise
         if _is_disk_full(exc):
             raise DiskFullError(f"{path}: no space left on the device while writing it; "
                                 "its previous version (if any) is untouched") from None
@@ -60,6 +67,20 @@ def atomic_path(path):
                                   "(if any) is untouched") from None
         raise
     _fsync_dir(path.parent)
+
+
+def _link_new(tmp, path):
+    """Move ``tmp`` to ``path`` only if nothing is there: a hard link, unlike a rename,
+    never replaces a file."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: claim the name, then fill it
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _is_disk_full(exc):

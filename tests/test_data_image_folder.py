@@ -1,9 +1,14 @@
 """The PNG image-folder loader."""
 
+import struct
+import time
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from mlpcli import images
 from mlpcli.data import load_dataset
 from mlpcli.data.image_folder import load_image_folder
 from mlpcli.errors import DataError
@@ -84,7 +89,7 @@ def test_non_png_file_is_refused(folder):
 def test_jpeg_named_png_is_refused(folder):
     root, _ = folder
     png(root / "cat" / "z.png", pixels(3), fmt="JPEG")
-    with pytest.raises(DataError, match=r"cat/z\.png: is a JPEG image, not a PNG"):
+    with pytest.raises(DataError, match=r"cat/z\.png: not a PNG file \(it does not start with the PNG"):
         load_image_folder(root)
 
 
@@ -92,7 +97,7 @@ def test_corrupt_png_is_refused(folder):
     root, _ = folder
     data = (root / "cat" / "x.png").read_bytes()
     (root / "cat" / "x.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=r"cat/x\.png: not a readable PNG image"):
+    with pytest.raises(DataError, match=r"cat/x\.png: truncated or corrupt PNG"):
         load_image_folder(root)
 
 
@@ -129,3 +134,52 @@ def test_stray_file_and_empty_folders(tmp_path):
         load_image_folder(tmp_path / "f")
     with pytest.raises(DataError, match="folder not found"):
         load_image_folder(tmp_path / "nope")
+
+
+def test_16bit_png_gives_the_pixels_predict_reads(tmp_path):
+    """A 16-bit image is scaled to 0..255 (not clipped at 255), exactly as mlp predict reads it."""
+    levels = np.linspace(0, 65535, 20).astype(np.uint16).reshape(4, 5)
+    path = tmp_path / "d" / "cat" / "a.png"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(levels).save(path)
+    png(tmp_path / "d" / "dog" / "b.png", pixels(1))
+    gray = load_image_folder(tmp_path / "d").x_train[0]
+    np.testing.assert_array_equal(gray, images.read_image(path))
+    np.testing.assert_allclose(gray, levels / 257, rtol=1e-6)
+    assert gray.mean() == pytest.approx(127.5, abs=0.1)  # convert("L") gave 254.5
+    rgb = load_image_folder(tmp_path / "d", color_mode="rgb").x_train[0]
+    np.testing.assert_array_equal(rgb, np.repeat(gray[..., None], 3, axis=2))
+
+
+def test_transparency_is_white_paper_as_in_predict(tmp_path):
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 3] = 0  # fully transparent black
+    rgba[0, 0] = [10, 20, 30, 255]
+    path = png(tmp_path / "d" / "cat" / "a.png", rgba, "RGBA")
+    gray = load_image_folder(tmp_path / "d").x_train[0]
+    np.testing.assert_array_equal(gray, images.read_image(path))
+    assert gray[1, 1] == 255
+    rgb = load_image_folder(tmp_path / "d", color_mode="rgb").x_train[0]
+    assert rgb[1, 1].tolist() == [255, 255, 255] and rgb[0, 0].tolist() == [10, 20, 30]
+
+
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width, height):
+    """A PNG claiming width x height 8-bit gray pixels, with an empty IDAT: a few dozen bytes."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [8000, 20000])
+def test_image_claiming_a_huge_size_is_refused_before_decoding(folder, side):
+    root, _ = folder
+    bomb = root / "dog" / "bomb.png"
+    bomb.write_bytes(png_header_only(side, side))
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"dog/bomb\.png: image is too large"):
+        load_image_folder(root)
+    assert time.perf_counter() - start < 5

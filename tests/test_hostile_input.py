@@ -591,7 +591,7 @@ def test_predict_npy_of_objects_is_refused_without_unpickling(tiny_run, tmp_path
     booms = np.empty(2, dtype=object)
     booms[:] = [Boom(marker), Boom(marker)]
     np.save(path, booms, allow_pickle=True)
-    refused(invoke(["predict", "--npy", path, "--run", tiny_run]), path, "not a readable .npy")
+    refused(invoke(["predict", "--npy", path, "--run", tiny_run]), path, "object dtype", "refused")
     assert not marker.exists()
 
 

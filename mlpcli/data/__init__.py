@@ -12,12 +12,13 @@ import numpy as np
 
 from mlpcli.data.builtin import BUILTINS, load_builtin
 from mlpcli.data.features import preprocessing_arrays, scale_into
-from mlpcli.data.image_folder import COLOR_MODES, load_image_folder
+from mlpcli.data.image_folder import load_image_folder
 from mlpcli.data.npz import load_npz
 from mlpcli.data.raw import RawData
 from mlpcli.data.split import stratified_split
 from mlpcli.data.tabular import load_csv
 from mlpcli.errors import ConfigError, DataError
+from mlpcli.images import COLOR_MODES
 
 __all__ = [
     "COLOR_MODES",

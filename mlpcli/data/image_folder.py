@@ -1,18 +1,17 @@
 """Loader for a folder of PNG images, one sub-folder per class.
 
 Names starting with "." (such as .DS_Store) are ignored; every other entry
-must be a class sub-folder holding only PNG files.
+must be a class sub-folder holding only PNG files. Images are decoded by
+``mlpcli.images.decode_png``, as ``mlp predict`` decodes them.
 """
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mlpcli.data.raw import RawData
 from mlpcli.errors import DataError
-
-COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
+from mlpcli.images import decode_png
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -44,23 +43,17 @@ def _class_folders(root: Path) -> dict[str, Path]:
     return folders
 
 
-def _read_png(path: Path, mode: str) -> np.ndarray:
-    """One PNG as uint8 (H, W) for mode "L" or (H, W, 3) for "RGB"."""
+def _read_png(path: Path, color_mode: str) -> np.ndarray:
+    """One PNG of a class folder: (H, W) or (H, W, 3), uint8 (float32 for 16-bit images)."""
     if path.suffix.lower() != ".png" or not path.is_file():
         raise DataError(f"{path}: not a PNG file; class folders may hold only .png images")
-    try:
-        with Image.open(path) as image:
-            if image.format != "PNG":
-                raise DataError(f"{path}: is a {image.format} image, not a PNG")
-            return np.asarray(image.convert(mode), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: not a readable PNG image ({e})") from None
+    return decode_png(path, color_mode)
 
 
 def _load_split(
-    root: Path, mode: str, class_names: list[str], shape: tuple | None
+    root: Path, color_mode: str, class_names: list[str], shape: tuple | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 (n, H, W[, 3]) and int64 labels (n,) of the class folders in ``root``.
+    """Images (n, H, W[, 3]) and int64 labels (n,) of the class folders in ``root``.
 
     Each sub-folder of ``root`` must be one of ``class_names``; all images
     must share ``shape`` (or the first image's shape when None).
@@ -75,7 +68,7 @@ def _load_split(
         if not files:
             raise DataError(f"{folder}: class folder holds no images")
         for path in files:
-            pixels = _read_png(path, mode)
+            pixels = _read_png(path, color_mode)
             shape = shape or pixels.shape
             if pixels.shape != shape:
                 raise DataError(
@@ -96,20 +89,20 @@ def load_image_folder(
 ) -> RawData:
     """Load PNG images from ``path/<class>/*.png`` (and optional val/test folders).
 
-    class_names are the sorted sub-folder names of ``path``; x is uint8
-    (n, H, W) for grayscale or (n, H, W, 3) for rgb; y is int64 (n,).
+    class_names are the sorted sub-folder names of ``path``; x is (n, H, W)
+    for grayscale or (n, H, W, 3) for rgb, uint8 in [0, 255] (float32 if any
+    image is 16-bit, see ``decode_png``); y is int64 (n,).
     """
-    mode = COLOR_MODES[color_mode]
     root = Path(path)
     class_names = list(_class_folders(root))
-    x_train, y_train = _load_split(root, mode, class_names, None)
+    x_train, y_train = _load_split(root, color_mode, class_names, None)
     shape = x_train.shape[1:]
     val = (
-        _load_split(Path(validation_path), mode, class_names, shape)
+        _load_split(Path(validation_path), color_mode, class_names, shape)
         if validation_path
         else (None, None)
     )
-    test = _load_split(Path(test_path), mode, class_names, shape) if test_path else (None, None)
+    test = _load_split(Path(test_path), color_mode, class_names, shape) if test_path else (None, None)
     return RawData(
         x_train=x_train,
         y_train=y_train,

@@ -13,9 +13,7 @@ def class_indices(y: np.ndarray, where: str) -> np.ndarray:
     """
     if y.ndim != 1:
         raise DataError(f"{where}: class labels must be 1-D, got shape {y.shape}")
-    if y.dtype.kind in "biu":
-        labels = y.astype(np.int64)
-    elif y.dtype.kind == "f":
+    if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             i = int(np.argmax(bad))
@@ -23,13 +21,18 @@ def class_indices(y: np.ndarray, where: str) -> np.ndarray:
                 f"{where}: class labels must be whole numbers, found {y[i].item()!r} at index {i} "
                 "(for real-valued targets use task: regression)"
             )
-        labels = y.astype(np.int64)
-    else:
+    elif y.dtype.kind not in "biu":
         raise DataError(f"{where}: class labels must be integers or strings, got dtype {y.dtype}")
-    if labels.size and labels.min() < 0:
-        i = int(np.argmin(labels))
-        raise DataError(f"{where}: class labels must be >= 0, found {labels[i]} at index {i}")
-    return labels
+    # Checked in the stored dtype, so that messages show the values as written (a uint64
+    # 2**64 - 1 is not -1) and nothing beyond int64 wraps around when converted.
+    if y.size and y.min() < 0:
+        i = int(np.argmin(y))
+        raise DataError(f"{where}: class labels must be >= 0, found {y[i].item()} at index {i}")
+    if y.size and y.dtype.kind in "uf" and y.max() >= 2**63:
+        i = int(np.argmax(y))
+        raise DataError(f"{where}: class label {y[i].item()} at index {i} is too large "
+                        "(class labels are 0..n-1 for n classes)")
+    return y.astype(np.int64)
 
 
 def string_class_names(labels: np.ndarray) -> list[str]:

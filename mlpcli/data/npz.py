@@ -1,41 +1,17 @@
 """Loader for .npz archives holding x_train, y_train and optional val/test arrays."""
 
-import zipfile
+import math
 from pathlib import Path
 
 import numpy as np
 
 from mlpcli.data.labels import class_indices, encode_strings, regression_targets, string_class_names
+from mlpcli.data.npy import NpzArchive
 from mlpcli.data.raw import RawData
 from mlpcli.errors import DataError
 
 SPLITS = ("train", "val", "test")
-
-
-def _open(path: Path):
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz archive ({e})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: is a single .npy array; expected an .npz archive (np.savez)")
-    return archive
-
-
-def _array(archive, name: str, path: Path) -> np.ndarray:
-    try:
-        return archive[name]
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise DataError(
-                f"{path}: array {name!r} has object dtype, which is refused for safety; "
-                "save plain numeric (or string label) arrays"
-            ) from None
-        raise DataError(f"{path}: array {name!r} cannot be read: {e}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: array {name!r} cannot be read: {e}") from None
+_CHECK_ROWS = 4096
 
 
 def _features(x: np.ndarray, where: str) -> np.ndarray:
@@ -46,7 +22,24 @@ def _features(x: np.ndarray, where: str) -> np.ndarray:
             f"{where}: features must have shape (n, ...), got {x.shape} "
             "(for one feature per sample save x.reshape(-1, 1))"
         )
+    if x.dtype.kind == "f":
+        _check_finite(x, where)
     return x
+
+
+def _check_finite(x: np.ndarray, where: str) -> None:
+    """Refuse NaN, infinities and values beyond float32's range (they become infinite when
+    scaled), naming the first one's index; checked a block of rows at a time."""
+    rows = x.reshape(len(x), math.prod(x.shape[1:]))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, len(rows), _CHECK_ROWS):
+            bad = ~np.isfinite(rows[start : start + _CHECK_ROWS].astype(np.float32))
+            if bad.any():
+                row, column = divmod(int(np.argmax(bad)), rows.shape[1])
+                index = np.unravel_index(column, x.shape[1:])
+                index = (start + row, *map(int, index))
+                raise DataError(f"{where} holds {x[index].item()!r} at index {index}; "
+                                "features must be finite float32 numbers")
 
 
 def load_npz(path, *, task: str = "classification") -> RawData:
@@ -57,23 +50,23 @@ def load_npz(path, *, task: str = "classification") -> RawData:
     from y_train) or, for task "regression", float32 (n, k) targets.
     """
     path = Path(path)
-    with _open(path) as archive:
-        present = set(archive.files)
+    with NpzArchive(path) as archive:
+        present = set(archive.names)
         if not {"x_train", "y_train"} <= present:
             missing = sorted({"x_train", "y_train"} - present)
             raise DataError(
                 f"{path}: missing array(s) {', '.join(missing)}; the archive holds "
                 f"{', '.join(sorted(present)) or 'no arrays'}"
             )
-        xs, ys = {}, {}
         for split in SPLITS:
             xn, yn = f"x_{split}", f"y_{split}"
             if (xn in present) != (yn in present):
                 have, lack = (xn, yn) if xn in present else (yn, xn)
                 raise DataError(f"{path}: has {have} but not {lack}; give both or neither")
-            if xn in present:
-                xs[split] = _features(_array(archive, xn, path), f"{path}: {xn}")
-                ys[split] = _array(archive, yn, path)
+        splits = [s for s in SPLITS if f"x_{s}" in present]
+        arrays = archive.read([f"{xy}_{s}" for s in splits for xy in "xy"])
+    xs = {s: _features(arrays[f"x_{s}"], f"{path}: x_{s}") for s in splits}
+    ys = {s: arrays[f"y_{s}"] for s in splits}
 
     class_names = None
     if task == "regression":

@@ -40,6 +40,8 @@ class RawData:
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x is None:
                 continue
+            if len(x) == 0:
+                raise DataError(f"{source}: x_{split} has no samples; leave the {split} split out instead")
             if len(x) != len(y):
                 raise DataError(f"{source}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
             if x.shape[1:] != self.x_train.shape[1:]:

@@ -17,6 +17,10 @@ from mlpcli.data.raw import RawData
 from mlpcli.errors import DataError
 
 _INTEGER = re.compile(r"[+-]?\d{1,18}")
+# A longer line is refused before more of it is read: a file without line
+# breaks (or /dev/zero) must not be read whole into memory. 100,000 numeric
+# columns fit easily.
+MAX_LINE_CHARS = 2**20
 
 
 @dataclass
@@ -28,10 +32,25 @@ class _Table:
     rows: list[list[str]]
     lines: list[int]
 
+    def __post_init__(self):
+        self.positions = {name: j for j, name in enumerate(self.header)}
+
     def cells(self, column: str) -> list[str]:
         """The stripped cells of one column, one per row."""
-        j = self.header.index(column)
+        j = self.positions[column]
         return [row[j].strip() for row in self.rows]
+
+
+def _limited_lines(f, path: Path):
+    """The lines of text file ``f``; DataError for one longer than MAX_LINE_CHARS, before more
+    of it is read."""
+    number = 0
+    while line := f.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise DataError(f"{path}: line {number} is longer than {MAX_LINE_CHARS:,} characters; "
+                            "expected a CSV file with one row per line")
+        yield line
 
 
 def _read_table(path: Path) -> _Table:
@@ -39,7 +58,7 @@ def _read_table(path: Path) -> _Table:
     header, header_line, rows, lines = None, 0, [], []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            reader = csv.reader(_limited_lines(f, path))
             try:
                 for record in reader:
                     if not record or (len(record) == 1 and not record[0].strip()):
@@ -83,7 +102,7 @@ def _check_header(header: list[str], where: str) -> None:
 
 def _numbers(table: _Table, columns: list[str]) -> np.ndarray:
     """Parse the named columns of every row: float32 (n, len(columns)), all finite."""
-    idx = [table.header.index(c) for c in columns]
+    idx = [table.positions[c] for c in columns]
     cells = [[row[j] for j in idx] for row in table.rows]
     try:
         with np.errstate(over="ignore"):
@@ -118,8 +137,8 @@ def _cell_problem(cell: str) -> str | None:
 
 def _align(table: _Table, reference: _Table) -> None:
     """Check that ``table`` has exactly the columns of ``reference`` (any order)."""
-    missing = [c for c in reference.header if c not in table.header]
-    extra = [c for c in table.header if c not in reference.header]
+    missing = [c for c in reference.header if c not in table.positions]
+    extra = [c for c in table.header if c not in reference.positions]
     if missing or extra:
         parts = []
         if missing:
