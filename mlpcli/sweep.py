@@ -89,14 +89,18 @@ def load_sweep_file(folder):
 def read_results(folder):
     """The rows of a sweep's results.csv as dicts of strings ([] when there is none)."""
     path = Path(folder) / RESULTS_FILE
+    rebuild = "move it away to rebuild it from the trial folders"
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            return [row for row in csv.DictReader(f) if isinstance(row.get("trial"), str) and row["trial"]]
+            reader = csv.DictReader(f)
+            rows = [row for row in reader if isinstance(row.get("trial"), str) and row["trial"]]
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MlpError(f"{path}: cannot be read ({exc}); move it away to rebuild it from the "
-                       "trial folders") from None
+        raise MlpError(f"{path}: cannot be read ({exc}); {rebuild}") from None
+    if reader.fieldnames is not None and not {"trial", "status"} <= set(reader.fieldnames):
+        raise MlpError(f"{path}: is not a sweep's results (no trial and status columns); {rebuild}")
+    return rows
 
 
 def _cell(value):
@@ -313,10 +317,11 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
         base = safe_load(base_text)
     trials = _trials_of(spec)
     invalid = _prevalidate(base, trials)
-    if len(invalid) == len(trials):
-        problems = [f"{folder / BASE_CONFIG}: no trial's config validates:"] if resume is not None else []
+    if len(invalid) == len(trials):  # not one trial could run (on --resume: a damaged base config)
+        where = f"{folder / BASE_CONFIG}: " if resume is not None else ""
+        problems = []
         for exc in invalid.values():
-            problems += [p for p in exc.problems if p not in problems]
+            problems += [f"{where}{p}" for p in exc.problems if f"{where}{p}" not in problems]
         raise ConfigError(problems)
 
     from mlpcli.train import StopRequest
