@@ -65,7 +65,7 @@ def load_sweep_file(folder):
         raise MlpError(f"{folder}: not a sweep folder (no {SWEEP_FILE})")
     spec = _read_folder_yaml(path)
     trials = spec.get("trials")
-    if not isinstance(trials, list) or not all(
+    if not isinstance(trials, list) or not trials or not all(
             isinstance(t, dict) and isinstance(t.get("name"), str) and TRIAL_NAME.match(t["name"])
             and isinstance(t.get("overrides") or {}, dict) for t in trials):
         raise MlpError(f"{path}: has no list of trials (each with a name trial-NNN and overrides)")
