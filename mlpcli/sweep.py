@@ -236,7 +236,10 @@ def _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers
               and resumable(folder / t.name)}
     for t in todo:
         rows.pop(t.name, None)
-        if t.name not in resume and t.name not in invalid:
+        if t.name in resume:
+            with runs.RunLock(folder / t.name):  # refused while a process still trains in it
+                pass
+        elif t.name not in invalid:
             remove_trial_folder(folder / t.name)
     training = base.get("training")
     auto_threads = not (isinstance(training, dict) and training.get("threads") is not None)
