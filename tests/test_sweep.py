@@ -379,7 +379,7 @@ def test_a_running_sweep_is_locked_and_sigterm_saves_every_trial(tmp_path):
     """While a sweep runs, `--resume` of its folder is refused and changes nothing; SIGTERM to the
     sweep stops both running trials after their batch with their states saved (exit 143), and
     no process of the sweep is left."""
-    proc = start_sweep(tmp_path, "--grid", "seed=1,2", "--set", "training.epochs=60", "--workers", 2)
+    proc = start_sweep(tmp_path, "--grid", "seed=1,2", "--set", "training.epochs=200", "--workers", 2)
     wait_until(lambda: len(list(tmp_path.glob("*/trial-*/resume/epoch-0001.h5"))) == 2, proc,
                "both trials' first epoch")
     folder = sweep_dir(tmp_path)
