@@ -230,6 +230,10 @@ def sweep(config, grid, random_trials, ranges, overrides, workers, executor, sch
     trial is recorded and the sweep goes on. Keys are those of --set; a
     sweep: section in CONFIG can say the same.
 
+    Ctrl-C (or SIGTERM) starts no further trial and stops those under way
+    after their batch, saving their state; --resume continues them and runs
+    the rest (a trial that finished is never trained again).
+
     \b
     Examples:
       mlp sweep configs/mnist-batch-sweep.yaml --workers 2

@@ -17,6 +17,7 @@ from pathlib import Path
 from mlpcli.errors import DiskFullError, FileSystemError, MlpError, os_error_text
 
 TMP_PREFIX = ".tmp-"
+LOCK_FILE = ".lock"  # held by the process writing into a run or sweep folder
 
 
 def _umask():
@@ -102,25 +103,31 @@ def remove_stale_temporaries(folder):
 
 
 class RunLock:
-    """An exclusive lock on a run folder while a training process writes into it.
+    """An exclusive lock on a folder while one process writes into it: a run folder while
+    ``mlp train`` trains into it, a sweep folder while ``mlp sweep`` runs its trials.
 
     ``flock`` is released by the kernel when the process dies, even by SIGKILL,
-    so a crashed run never leaves the folder locked.
+    so a crashed run never leaves the folder locked. The lock is not passed on
+    to programs the holder starts (the file is opened close-on-exec).
     """
 
-    def __init__(self, folder):
-        self.path = Path(folder) / ".lock"
+    def __init__(self, folder, command="mlp train", what="run"):
+        self.path = Path(folder) / LOCK_FILE
+        self.command, self.what = command, what
         self.fd = None
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise MlpError(f"{self.path}: cannot open this lock file ({exc.strerror or exc})") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "another process"
             os.close(self.fd)
-            raise MlpError(f"{self.path.parent}: another `mlp train` (pid {holder}) is writing to "
-                           "this run; wait for it to finish or stop it first") from None
+            raise MlpError(f"{self.path.parent}: another `{self.command}` (pid {holder}) is writing to "
+                           f"this {self.what}; wait for it to finish or stop it first") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self

@@ -9,18 +9,20 @@ makes ``<runs root>/<sweep name>-<YYYYmmdd-HHMMSS>/`` holding
   section removed, the ``--set`` values applied, paths made absolute);
 * ``trial-001/``, ...: one ordinary run folder per trial;
 * ``results.csv``: one row per trial (rewritten as each trial finishes);
-* ``compare-accuracy.png`` / ``compare-loss.png``: the trials' validation curves,
+* ``compare-accuracy.png`` / ``compare-loss.png``: the trials' validation curves;
+* ``.lock``: held while a sweep runs in the folder (only the holder writes in it),
 
-runs the trials (``mlpcli.sweep_trials``) and ranks them (``mlpcli.compare``).
-``sweep(resume=SWEEP_DIR)`` runs again only the trials whose status is not
-``ok``.
+runs the trials (``mlpcli.sweep_workers`` locally, ``mlpcli.sweep_trials`` on
+Dask) and ranks them (``mlpcli.compare``). ``sweep(resume=SWEEP_DIR)`` runs
+again only the trials whose folder does not hold a finished run, continuing
+those with a saved state.
 """
 
 import contextlib
+import copy
 import csv
 import io
 import re
-import shutil
 import signal
 import sys
 import time
@@ -32,7 +34,9 @@ from mlpcli import runs
 from mlpcli.config_yaml import read_yaml, safe_load
 from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError
 from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, trial_sets
-from mlpcli.sweep_trials import Trial, available_cores, dask_client, import_dask, resumable, run_dask, run_local
+from mlpcli.sweep_trials import (Trial, available_cores, dask_client, finished, finished_row, import_dask,
+                                 remove_trial_folder, resumable, run_dask)
+from mlpcli.sweep_workers import run_local
 
 SWEEP_FILE = "sweep.yaml"
 RESULTS_FILE = "results.csv"
@@ -43,6 +47,14 @@ TRIAL_NAME = re.compile(r"^trial-[0-9]{3,}$")
 
 # ---------------------------------------------------------------- the sweep folder
 
+def _read_folder_yaml(path):
+    """The mapping in one of the sweep folder's YAML files; an error names the file."""
+    try:
+        return read_yaml(path)
+    except ConfigError as exc:
+        raise MlpError("\n".join(exc.problems)) from None
+
+
 def load_sweep_file(folder):
     """The sweep.yaml of a sweep folder, checked enough to rebuild its trials."""
     folder = Path(folder)
@@ -51,25 +63,44 @@ def load_sweep_file(folder):
         raise MlpError(f"{folder}: no such sweep folder")
     if not path.is_file():
         raise MlpError(f"{folder}: not a sweep folder (no {SWEEP_FILE})")
-    spec = read_yaml(path)
+    spec = _read_folder_yaml(path)
     trials = spec.get("trials")
-    if not isinstance(trials, list) or not all(
+    if not isinstance(trials, list) or not trials or not all(
             isinstance(t, dict) and isinstance(t.get("name"), str) and TRIAL_NAME.match(t["name"])
             and isinstance(t.get("overrides") or {}, dict) for t in trials):
         raise MlpError(f"{path}: has no list of trials (each with a name trial-NNN and overrides)")
+    names = [t["name"] for t in trials]
+    if len(set(names)) < len(names):
+        raise MlpError(f"{path}: names a trial twice ({sorted({n for n in names if names.count(n) > 1})[0]})")
+    workers = spec.get("workers")
+    problems = [
+        (spec.get("executor") not in (None, *EXECUTORS), f"executor: must be one of {', '.join(EXECUTORS)}"),
+        (workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1),
+         "workers: must be a whole number of 1 or more"),
+        (not isinstance(spec.get("scheduler"), (str, type(None))), "scheduler: must be an address"),
+    ]
+    for bad, problem in problems:
+        if bad:
+            key = problem.split(":")[0]
+            raise MlpError(f"{path}: {problem}, got {spec.get(key)!r}")
     return spec
 
 
 def read_results(folder):
     """The rows of a sweep's results.csv as dicts of strings ([] when there is none)."""
     path = Path(folder) / RESULTS_FILE
+    rebuild = "move it away to rebuild it from the trial folders"
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            return [row for row in csv.DictReader(f) if row.get("trial")]
+            reader = csv.DictReader(f)
+            rows = [row for row in reader if isinstance(row.get("trial"), str) and row["trial"]]
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MlpError(f"{path}: cannot be read ({exc})") from None
+        raise MlpError(f"{path}: cannot be read ({exc}); {rebuild}") from None
+    if reader.fieldnames is not None and not {"trial", "status"} <= set(reader.fieldnames):
+        raise MlpError(f"{path}: is not a sweep's results (no trial and status columns); {rebuild}")
+    return rows
 
 
 def _cell(value):
@@ -96,6 +127,24 @@ def write_results(folder, trials, rows):
         row.update({k: _cell(v) for k, v in t.overrides.items()})
         writer.writerow({k: _cell(v) for k, v in row.items()})
     runs.write_text(Path(folder) / RESULTS_FILE, out.getvalue())
+
+
+def _settle(folder, trials, rows):
+    """Make ``rows`` say what the trial folders hold: ``ok`` exactly when the trial's folder holds
+    a finished run (so a trial that finished after its sweep was killed counts, and is not
+    trained again). Returns ``rows``."""
+    for t in trials:
+        ok = rows.get(t.name, {}).get("status") == "ok"
+        if finished(folder / t.name) and not ok:
+            rows[t.name] = finished_row(t.name, folder / t.name)
+        elif ok and not finished(folder / t.name):
+            del rows[t.name]
+    return rows
+
+
+def _record(folder, trials, rows):
+    """Write results.csv as the rows and the trial folders say (only the sweep's lock holder calls this)."""
+    write_results(folder, trials, _settle(folder, trials, rows))
 
 
 def _trials_of(spec):
@@ -159,13 +208,13 @@ def _check_executor(executor, scheduler):
         import_dask()
 
 
-def _prevalidate(base_text, trials):
+def _prevalidate(base, trials):
     """{trial name: config error} for trials whose config does not validate."""
     from mlpcli import config as config_mod
 
     errors = {}
     for t in trials:
-        candidate = safe_load(base_text) or {}
+        candidate = copy.deepcopy(base)
         try:
             for item in t.sets:
                 config_mod.apply_override(candidate, item)
@@ -175,20 +224,24 @@ def _prevalidate(base_text, trials):
     return errors
 
 
-def _run(folder, base_text, spec, trials, todo, invalid, rows, executor, workers, scheduler,
-         client, plots, progress):
+def _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers, scheduler, client,
+         plots, progress, stop):
     """Run the ``todo`` trials, keeping results.csv up to date; return (rows, seconds).
 
-    A trial interrupted by Ctrl-C continues from its saved state when it runs locally
-    (a Dask task trains in a fresh folder on its worker, so there it starts over).
+    A trial stopped by Ctrl-C or SIGTERM, or whose sweep was killed, continues from its saved
+    state when it runs locally (a Dask task trains in a fresh folder on its worker, so there it
+    starts over). Once ``stop()`` is true no trial starts; Interrupted when it was.
     """
     resume = {t.name for t in todo if executor == "local" and t.name not in invalid
-              and rows.get(t.name, {}).get("status") == "interrupted" and resumable(folder / t.name)}
+              and resumable(folder / t.name)}
     for t in todo:
         rows.pop(t.name, None)
-        if (folder / t.name).exists() and t.name not in resume:
-            shutil.rmtree(folder / t.name)
-    training = (yaml.safe_load(base_text) or {}).get("training")
+        if t.name in resume:
+            with runs.RunLock(folder / t.name):  # refused while a process still trains in it
+                pass
+        elif t.name not in invalid:
+            remove_trial_folder(folder / t.name)
+    training = base.get("training")
     auto_threads = not (isinstance(training, dict) and training.get("threads") is not None)
     runnable = [t for t in todo if t.name not in invalid]
     if executor == "local":
@@ -202,30 +255,28 @@ def _run(folder, base_text, spec, trials, todo, invalid, rows, executor, workers
 
     def on_done(trial, row):
         rows[trial.name] = row
-        write_results(folder, trials, rows)
+        _record(folder, trials, rows)
         progress.finished(trial, row)
 
     for t in todo:
         if t.name in invalid:
             on_done(t, {"trial": t.name, "status": "failed",
                         "error": str(invalid[t.name]).replace("\n", " | ")})
-    write_results(folder, trials, rows)
+    _record(folder, trials, rows)
     started = time.perf_counter()
     try:
         if runnable and executor == "local":
-            run_local(folder / BASE_CONFIG, runnable, folder, workers, plots, on_done, auto_threads, resume)
+            run_local(folder / BASE_CONFIG, runnable, folder, workers, plots, on_done, auto_threads,
+                      resume, stop)
         elif runnable:
-            run_dask(client, base_text, runnable, folder, plots, on_done, auto_threads)
-    except KeyboardInterrupt:
-        for t in runnable:
-            rows.setdefault(t.name, {"trial": t.name, "status": "interrupted"})
-        write_results(folder, trials, rows)
-        progress.close()
-        left = sum(1 for t in trials if rows.get(t.name, {}).get("status") != "ok")
-        raise Interrupted(f"sweep stopped with {left} trial(s) unfinished\n"
-                          f"Resume with: mlp sweep --resume {folder}", signal.SIGINT) from None
+            run_dask(client, base_text, runnable, folder, plots, on_done, auto_threads, stop)
     finally:
         progress.close()
+    if stop():
+        _record(folder, trials, rows)
+        left = sum(1 for t in trials if rows.get(t.name, {}).get("status") != "ok")
+        raise Interrupted(f"{signal.Signals(stop.signum).name}: the sweep stopped with {left} trial(s) "
+                          f"unfinished\nResume with: mlp sweep --resume {folder}", stop.signum)
     wall = time.perf_counter() - started
     progress.line(f"Wrote {folder / RESULTS_FILE}: "
                   f"{sum(1 for t in trials if rows.get(t.name, {}).get('status') == 'ok')} of "
@@ -236,25 +287,26 @@ def _run(folder, base_text, spec, trials, todo, invalid, rows, executor, workers
 def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=(), *, workers=None,
           executor=None, scheduler=None, resume=None, runs_root="runs", plots=True, quiet=False,
           echo=print):
-    """Run a sweep (or the unfinished trials of ``resume``); return the ``Comparison``."""
+    """Run a sweep (or the unfinished trials of ``resume``); return the ``Comparison``.
+
+    The sweep folder is locked while this runs (a second ``--resume`` is refused); every file
+    of a sweep folder to resume is read and checked before anything in it changes.
+    """
     if resume is not None:
         if config_path is not None or grid or random_trials or ranges or overrides:
             raise MlpError("--resume SWEEP_DIR runs the trials recorded in its sweep.yaml; give no "
                            "CONFIG, --grid, --random, --range or --set with it")
         folder = Path(resume)
         spec = load_sweep_file(folder)
-        try:
-            base_text = (folder / BASE_CONFIG).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MlpError(f"{folder / BASE_CONFIG}: cannot be read ({exc})") from None
+        base = _read_folder_yaml(folder / BASE_CONFIG)
+        read_results(folder)  # a damaged results.csv is refused here, before anything changes
         executor = executor or spec.get("executor") or "local"
-        stored = spec.get("workers")
-        workers = workers or (stored if isinstance(stored, int) and not isinstance(stored, bool)
-                              and stored >= 1 else 1)
+        workers = workers or spec.get("workers") or 1
         scheduler = scheduler if scheduler is not None else (
             spec.get("scheduler") if executor == "dask" else None)
         plots = plots and spec.get("plots", True) is not False
         _check_executor(executor, scheduler)
+        base_text = yaml.safe_dump(base, sort_keys=False)
     else:
         if config_path is None:
             raise MlpError("give a CONFIG file to sweep over, or --resume SWEEP_DIR")
@@ -265,34 +317,43 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
         _check_executor(executor, scheduler)
         spec = plan.to_spec(executor, workers, scheduler, plots)
         base_text = plan.base_text
+        base = safe_load(base_text)
     trials = _trials_of(spec)
-    rows = {r["trial"]: r for r in read_results(folder)} if resume is not None else {}
-    todo = [t for t in trials if rows.get(t.name, {}).get("status") != "ok"
-            or not (folder / t.name / "results.json").is_file()]
-    invalid = _prevalidate(base_text, todo)
-    if resume is None and len(invalid) == len(trials):
+    invalid = _prevalidate(base, trials)
+    if len(invalid) == len(trials):  # not one trial could run (on --resume: a damaged base config)
+        where = f"{folder / BASE_CONFIG}: " if resume is not None else ""
         problems = []
         for exc in invalid.values():
-            problems += [p for p in exc.problems if p not in problems]
+            problems += [f"{where}{p}" for p in exc.problems if f"{where}{p}" not in problems]
         raise ConfigError(problems)
 
-    runnable = [t for t in todo if t.name not in invalid]
+    from mlpcli.train import StopRequest
+
     with contextlib.ExitStack() as stack:
+        rows = {}
+        if resume is not None:
+            stack.enter_context(runs.RunLock(folder, "mlp sweep", "sweep"))
+            # read again under the lock: the sweep that held it may have written it since
+            rows = _settle(folder, trials, {r["trial"]: r for r in read_results(folder)})
+        todo = [t for t in trials if rows.get(t.name, {}).get("status") != "ok"]
+        runnable = [t for t in todo if t.name not in invalid]
         client = stack.enter_context(dask_client(scheduler, workers)) \
             if executor == "dask" and runnable else None
         if resume is None:
             folder = runs.new_run_dir(runs_root, spec["name"])
+            stack.enter_context(runs.RunLock(folder, "mlp sweep", "sweep"))
             runs.write_text(folder / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
             runs.write_text(folder / BASE_CONFIG, base_text)
-        rows, wall = _run(folder, base_text, spec, trials, todo, invalid, rows, executor, workers,
-                             scheduler, client, plots, Progress(len(todo), quiet, echo))
-    ok = sum(1 for t in trials if rows.get(t.name, {}).get("status") == "ok")
-    if not ok:
-        raise TrainingError(f"none of the {len(trials)} trial(s) finished; the errors are in "
-                            f"{folder / RESULTS_FILE}")
-    from mlpcli.compare import compare, format_comparison
+        with StopRequest() as stop:  # the first Ctrl-C or SIGTERM: no trial starts after it
+            rows, wall = _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers,
+                              scheduler, client, plots, Progress(len(todo), quiet, echo), stop)
+        ok = sum(1 for t in trials if rows.get(t.name, {}).get("status") == "ok")
+        if not ok:
+            raise TrainingError(f"none of the {len(trials)} trial(s) finished; the errors are in "
+                                f"{folder / RESULTS_FILE}")
+        from mlpcli.compare import compare, format_comparison
 
-    result = compare([folder], out_dir=folder)
+        result = compare([folder], out_dir=folder)
     result.folder, result.wall_seconds = folder, wall
     if not quiet:
         echo("")

@@ -5,12 +5,15 @@ trial's overrides, written into ``trial-NNN/``. ``run_trial`` never raises:
 an error (a bad value, a NaN loss, anything else) becomes a row with status
 ``failed`` and the error text.
 
-* ``run_local``: a pool of ``spawn``ed processes on this machine; each trial
-  writes straight into its folder.
+* ``run_local`` (``mlpcli.sweep_workers``): a pool of ``spawn``ed processes on
+  this machine; each trial writes straight into its folder.
 * ``run_dask``: each trial is a task on a Dask distributed cluster; the task
   trains in a temporary folder on the worker and returns the folder's files as
   bytes with the row, and the client writes them into ``trial-NNN/``, so no
   shared filesystem is needed.
+
+A trial's folder records its outcome: a folder holding ``results.json`` is a
+finished run (``finished``), whatever happened to the sweep process since.
 
 This module imports neither numpy nor Dask at import time, so a worker
 process can limit its BLAS threads before numpy loads.
@@ -19,7 +22,6 @@ process can limit its BLAS threads before numpy loads.
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -28,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlpcli.errors import Interrupted, MlpError
+from mlpcli.runs import LOCK_FILE, TMP_PREFIX, RunLock, atomic_path
 
 DASK_HINT = "pip install 'mlpcli[dask]'"
-SKIP_FILES = {".lock"}
+POLL_SECONDS = 0.1  # how often a waiting sweep looks at its trials and at Ctrl-C
 # one trial at a time per Dask worker process, whatever its --nthreads: BLAS limits and
 # matplotlib are process-wide, so trials in threads of one process would interfere
 _TRIAL_LOCK = threading.Lock()
@@ -62,11 +65,44 @@ def summary_row(folder):
 
     from mlpcli.compare import param_count
 
-    results = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
+    path = Path(folder) / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MlpError(f"{path}: cannot be read ({exc})") from None
+    if not isinstance(results, dict):
+        raise MlpError(f"{path}: is not the results of a run (no mapping of results)")
     row = {"params": param_count(folder), "best_epoch": results.get("best_epoch"),
-           "monitor": results.get("monitor"), "best_value": results.get("best_value")}
-    row.update({f"final_{k}": v for k, v in (results.get("final") or {}).items() if k != "lr"})
+           "monitor": results.get("monitor"), "best_value": results.get("best_value"),
+           "seconds": results.get("seconds")}
+    final = results.get("final") if isinstance(results.get("final"), dict) else {}
+    row.update({f"final_{k}": v for k, v in final.items() if k != "lr"})
     return row
+
+
+def finished(run_dir):
+    """Whether a trial's folder holds a finished run (train writes results.json last but
+    for the diagnostics and plots)."""
+    return (Path(run_dir) / "results.json").is_file()
+
+
+def finished_row(name, run_dir):
+    """The ``ok`` row of trial ``name`` whose folder holds a finished run."""
+    return {"trial": name, "status": "ok", **summary_row(run_dir)}
+
+
+def remove_trial_folder(run_dir):
+    """Delete a trial's folder to train the trial again; refused while a process trains in it."""
+    run_dir = Path(run_dir)
+    try:
+        if run_dir.is_symlink() or run_dir.is_file():
+            run_dir.unlink()
+        elif run_dir.is_dir():
+            with RunLock(run_dir):
+                shutil.rmtree(run_dir)
+    except OSError as exc:
+        raise MlpError(f"{run_dir}: cannot be removed to train the trial again "
+                       f"({exc.strerror or exc})") from None
 
 
 def resumable(run_dir):
@@ -110,7 +146,7 @@ def _train_trial(config_path, trial, run_dir, plots, threads, resume):
         except Interrupted:
             raise
         except MlpError:  # its saved state is not usable after all: start the trial over
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_trial_folder(run_dir)
     train(config_path, _with_threads(trial.sets, threads), run_dir=run_dir, **quiet)
 
 
@@ -118,63 +154,16 @@ def failed_row(trial, error, status="failed"):
     return {"trial": trial.name, "status": status, "error": str(error).replace("\n", " | ")}
 
 
-# ---------------------------------------------------------------- local processes
-
-def _init_worker(threads):
-    """In each pool process: BLAS threads limited before numpy loads; Ctrl-C left to the parent
-    (a trial under way still stops cleanly: training installs its own handler)."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads, resume=()):
-    """Run ``trials`` in ``workers`` processes, continuing those named in ``resume``; call
-    ``on_done(trial, row)`` as each finishes."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    # BLAS threads by --workers alone, not by how many trials are left: a resumed sweep's
-    # trials then compute exactly as they would have in the first run
-    threads = max(1, available_cores() // workers)
-    workers = max(1, min(workers, len(trials)))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads,))
-    futures = {pool.submit(run_trial, str(config_path), t, str(folder / t.name), plots,
-                           threads if auto_threads else None, t.name in resume): t for t in trials}
-    reported = set()
-    try:
-        for future in as_completed(futures):
-            trial = futures[future]
-            try:
-                row = future.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. a worker process killed
-                row = failed_row(trial, f"worker process failed: {type(exc).__name__}: {exc}")
-            reported.add(future)
-            on_done(trial, row)
-    except KeyboardInterrupt:
-        # the trials under way got the Ctrl-C too: they stop after their batch, saving their state
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future, trial in futures.items():
-            if (future not in reported and future.done() and not future.cancelled()
-                    and future.exception() is None):
-                on_done(trial, future.result())
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 # ---------------------------------------------------------------- Dask
 
 def import_dask():
-    """(Client, LocalCluster, as_completed) from dask.distributed, or an MlpError saying how
-    to install it."""
+    """(Client, LocalCluster) from dask.distributed, or an MlpError saying how to install it."""
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, LocalCluster
     except ImportError as exc:
         raise MlpError(f"--executor dask needs Dask's distributed scheduler, which is not "
                        f"installed ({exc}); install it with: {DASK_HINT}") from None
-    return Client, LocalCluster, as_completed
+    return Client, LocalCluster
 
 
 def dask_trial(config_text, trial, plots, host_slots, auto_threads):
@@ -200,15 +189,13 @@ def dask_trial(config_text, trial, plots, host_slots, auto_threads):
         files = {}
         if run_dir.is_dir():
             for path in sorted(run_dir.rglob("*")):
-                if path.is_file() and path.name not in SKIP_FILES and not path.name.startswith(".tmp-"):
+                if path.is_file() and path.name != LOCK_FILE and not path.name.startswith(TMP_PREFIX):
                     files[path.relative_to(run_dir).as_posix()] = path.read_bytes()
     return {"row": row, "files": files}
 
 
 def write_files(folder, files):
     """Write ``{relative path: bytes}`` under ``folder``, each atomically; refuse paths that leave it."""
-    from mlpcli.runs import atomic_path
-
     root = Path(folder).resolve()
     for rel, data in files.items():
         target = (root / rel).resolve()
@@ -234,7 +221,7 @@ def _host_slots(client):
 def dask_client(scheduler, workers):
     """A Client of the Dask scheduler at ``scheduler``, or of a new LocalCluster of ``workers``
     single-threaded worker processes on 127.0.0.1 (closed on exit)."""
-    Client, LocalCluster, _ = import_dask()
+    Client, LocalCluster = import_dask()
     cluster = None
     try:
         if scheduler:
@@ -256,27 +243,30 @@ def dask_client(scheduler, workers):
             cluster.close()
 
 
-def run_dask(client, config_text, trials, folder, plots, on_done, auto_threads):
+def run_dask(client, config_text, trials, folder, plots, on_done, auto_threads, stop):
     """Run ``trials`` as tasks through ``client``; write each trial's returned files into its
-    folder and call ``on_done(trial, row)`` as each finishes."""
-    import shutil
-
-    _, _, as_completed = import_dask()
+    folder and call ``on_done(trial, row)`` as each finishes. Once ``stop()`` is true the
+    trials not finished are cancelled (a Dask trial starts over when the sweep is resumed)."""
     slots = _host_slots(client)
-    futures = {client.submit(dask_trial, config_text, t, plots, slots, auto_threads, pure=False,
-                             key=f"mlp-{folder.name}-{t.name}-{os.getpid()}-{time.time_ns()}"): t
-               for t in trials}
-    for future in as_completed(list(futures)):
-        trial = futures[future]
-        try:
-            result = future.result()
-            target = folder / trial.name
-            if target.exists():
-                shutil.rmtree(target)
-            write_files(target, result["files"])
-            row = result["row"]
-        except MlpError as exc:
-            row = failed_row(trial, exc)
-        except Exception as exc:  # noqa: BLE001 - a task that died with its worker, ...
-            row = failed_row(trial, f"Dask task failed: {type(exc).__name__}: {exc}")
-        on_done(trial, row)
+    left = {client.submit(dask_trial, config_text, t, plots, slots, auto_threads, pure=False,
+                          key=f"mlp-{folder.name}-{t.name}-{os.getpid()}-{time.time_ns()}"): t
+            for t in trials}
+    while left and not stop():
+        done = [future for future in left if future.done()]
+        if not done:
+            time.sleep(POLL_SECONDS)
+        for future in done:
+            trial = left.pop(future)
+            try:
+                result = future.result()
+                target = folder / trial.name
+                remove_trial_folder(target)
+                write_files(target, result["files"])
+                row = result["row"]
+            except MlpError as exc:
+                row = failed_row(trial, exc)
+            except Exception as exc:  # noqa: BLE001 - a task that died with its worker, ...
+                row = failed_row(trial, f"Dask task failed: {type(exc).__name__}: {exc}")
+            on_done(trial, row)
+    if left:
+        client.cancel(list(left))

@@ -1,9 +1,15 @@
 """`mlp sweep` end to end on tiny MNIST trials: local processes, a real Dask LocalCluster,
-failed trials, --resume, and the expansion of grids, random ranges and sweep: sections."""
+failed trials, --resume, the expansion of grids, random ranges and sweep: sections, and a
+sweep's processes under Ctrl-C, SIGTERM and SIGKILL (real processes and signals)."""
 
 import csv
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,6 +17,7 @@ from click.testing import CliRunner
 
 from mlpcli.cli import main
 from mlpcli.errors import ConfigError, MlpError
+from mlpcli.parallel import usable_processes
 from mlpcli.sweep_spec import format_value, plan_sweep, random_trials
 
 TINY = ["--set", "data.max_train_samples=600", "--set", "data.max_test_samples=200",
@@ -280,3 +287,213 @@ def test_override_values_read_back_as_given():
 def test_grid_option_errors_name_the_key():
     with pytest.raises(MlpError, match="--grid training.epochs: no values given"):
         plan_sweep("configs/quick.yaml", grid_items=["training.epochs="])
+
+
+# ---------------------------------------------------------------- a sweep's processes and signals
+
+SMALL = ["--set", "data.max_train_samples=2000", "--set", "data.max_test_samples=200", "--no-plots"]
+
+
+def start_sweep(root, *args):
+    """`mlp sweep` in a child process, in a session of its own (as a shell starts a job)."""
+    return subprocess.Popen([sys.executable, "-m", "mlpcli", "sweep", "configs/quick.yaml", *SMALL,
+                             "--runs-root", str(root), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_until(check, proc, what, timeout=120):
+    deadline = time.time() + timeout
+    while not check():
+        assert proc.poll() is None, (what, proc.communicate())
+        assert time.time() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.01)
+
+
+def saved_state(root, *trials):
+    """A check: each of ``trials`` has saved a state (resume/ keeps only the two newest)."""
+    return lambda: all(any(root.glob(f"*/{name}/resume/epoch-*.h5")) for name in trials)
+
+
+def descendants(pid):
+    """The pids of every process below ``pid``, from /proc."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def running(pid):
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def assert_all_end(pids, timeout=10):
+    deadline = time.time() + timeout
+    while any(running(p) for p in pids):
+        left = {p: Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")[:80] for p in pids
+                if running(p)}
+        assert time.time() < deadline, f"still running {timeout} s after the sweep ended: {left}"
+        time.sleep(0.05)
+
+
+def rows_of(root):
+    return {r["trial"]: r for r in read_rows(sweep_dir(root))}
+
+
+def test_ctrl_c_starts_no_further_trial_and_resume_finishes_them(tmp_path):
+    """One Ctrl-C (SIGINT to the job's process group, as a terminal sends it) during trial 1 of 3
+    with one worker: trial 1 stops after its batch with its state saved, trials 2 and 3 never
+    start, and --resume finishes all three."""
+    proc = start_sweep(tmp_path, "--grid", "training.epochs=20,2,2", "--workers", 1)
+    wait_until(saved_state(tmp_path, "trial-001"), proc, "trial-001's first epoch")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    folder = sweep_dir(tmp_path)
+    assert f"Resume with: mlp sweep --resume {folder}" in err and "Traceback" not in err
+    assert not (folder / "trial-002").exists() and not (folder / "trial-003").exists()
+    rows = rows_of(tmp_path)
+    assert [rows[n]["status"] for n in ("trial-001", "trial-002", "trial-003")] == [
+        "interrupted", "pending", "pending"]
+    assert any((folder / "trial-001" / "resume").glob("epoch-*.h5"))
+
+    result = invoke(["sweep", "--resume", folder])
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 trial(s) to run" in result.output and "(1 continuing where interrupted)" in result.output
+    assert all(r["status"] == "ok" for r in read_rows(folder))
+    with open(folder / "trial-001" / "history.csv", newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 21))
+
+
+def test_a_running_sweep_is_locked_and_sigterm_saves_every_trial(tmp_path):
+    """While a sweep runs, `--resume` of its folder is refused and changes nothing; SIGTERM to the
+    sweep stops both running trials after their batch with their states saved (exit 143), and
+    no process of the sweep is left."""
+    proc = start_sweep(tmp_path, "--grid", "seed=1,2", "--set", "training.epochs=200", "--workers", 2)
+    wait_until(saved_state(tmp_path, "trial-001", "trial-002"), proc, "both trials' first epoch")
+    folder = sweep_dir(tmp_path)
+    trial_folders = {n: (folder / n).stat().st_ino for n in ("trial-001", "trial-002")}
+    results = (folder / "results.csv").read_bytes()
+    second = subprocess.run([sys.executable, "-m", "mlpcli", "sweep", "--resume", str(folder)],
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip() == (f"Error: {folder}: another `mlp sweep` (pid {proc.pid}) is writing "
+                                     "to this sweep; wait for it to finish or stop it first")
+    assert {n: (folder / n).stat().st_ino for n in trial_folders} == trial_folders
+    assert (folder / "results.csv").read_bytes() == results
+
+    tree = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Resume with:" in err and "Traceback" not in err
+    assert_all_end(tree)
+    rows = rows_of(tmp_path)
+    for name in trial_folders:
+        assert rows[name]["status"] == "interrupted"
+        assert any((folder / name / "resume").glob("epoch-*.h5")), name
+        assert not (folder / name / "results.json").exists()
+
+
+def test_killed_sweep_leaves_no_process_and_resume_keeps_the_finished_trial(tmp_path):
+    """SIGKILL of the sweep: its workers save their trial's state and end on their own, the
+    resource tracker with them; a trial that finished after the sweep last wrote results.csv
+    is taken from its folder by --resume, not trained again."""
+    proc = start_sweep(tmp_path, "--grid", "training.epochs=30,8", "--workers", 2,
+                       "--set", "training.threads=1")
+    wait_until(saved_state(tmp_path, "trial-002"), proc, "trial-002's first epoch")
+    os.kill(proc.pid, signal.SIGSTOP)  # the sweep records nothing more from here on
+    folder = sweep_dir(tmp_path)
+    wait_until(lambda: (folder / "trial-002" / "results.json").exists(), proc, "trial-002's end")
+    tree = descendants(proc.pid)
+    assert len(tree) >= 3  # two workers and the resource tracker
+    proc.kill()
+    proc.wait()
+    assert_all_end(tree, timeout=10)
+    rows = rows_of(tmp_path)
+    assert rows["trial-002"]["status"] == "pending"  # the sweep never heard it finished
+    assert any((folder / "trial-001" / "resume").glob("epoch-*.h5"))
+    model = (folder / "trial-002" / "model.h5").stat().st_mtime_ns
+
+    result = invoke(["sweep", "--resume", folder])
+    assert result.exit_code == 0, result.output
+    assert "1 of 2 trial(s) to run" in result.output and "(1 continuing where interrupted)" in result.output
+    assert "trial-002 ok" not in result.output
+    assert (folder / "trial-002" / "model.h5").stat().st_mtime_ns == model
+    rows = {r["trial"]: r for r in read_rows(folder)}
+    assert rows["trial-002"]["status"] == "ok" and rows["trial-002"]["best_epoch"] in map(str, range(1, 9))
+    assert rows["trial-001"]["status"] == "ok"
+
+
+@pytest.mark.skipif(usable_processes(2) < 2, reason="training.processes needs Linux on x86-64 with 2 cores")
+def test_killed_sweep_stops_the_training_helpers_of_its_worker(tmp_path):
+    """--workers 1 with training.processes: 2: SIGKILL of the sweep mid-epoch leaves none of the
+    worker, its forked helper or the resource tracker running."""
+    proc = start_sweep(tmp_path, "--grid", "seed=1,2", "--set", "training.epochs=200",
+                       "--set", "training.processes=2", "--workers", 1)
+    wait_until(lambda: any(descendants(p) for p in descendants(proc.pid)), proc, "a training helper")
+    tree = descendants(proc.pid)
+    proc.kill()
+    proc.wait()
+    assert_all_end(tree, timeout=10)
+
+
+def test_damaged_sweep_folder_files_are_refused_and_change_nothing(tmp_path):
+    """`--resume` of a sweep folder whose base-config.yaml, sweep.yaml or results.csv is damaged:
+    one line naming the file and the problem, exit 2, and every file left as it was."""
+    folder = tmp_path / "quick-sweep"
+    (folder / "trial-001" / "resume").mkdir(parents=True)
+    (folder / "trial-001" / "config.yaml").write_text("name: quick\n")
+    (folder / "trial-001" / "resume" / "epoch-0001.h5").write_bytes(b"state")
+    good = {"sweep.yaml": yaml.safe_dump({"name": "quick-sweep", "executor": "local", "workers": 1, "trials": [
+                {"name": "trial-001", "overrides": {"seed": 1}}, {"name": "trial-002", "overrides": {"seed": 2}}]}),
+            "base-config.yaml": open("configs/quick.yaml").read(),
+            "results.csv": "trial,status,seed\ntrial-001,interrupted,1\ntrial-002,pending,2\n"}
+    damaged = [
+        ("base-config.yaml", b"\x89HDF\r\n\x1a\n\x00\x00\xff\xfe binary", "cannot read"),
+        ("base-config.yaml", b"model: [1, 2\nseed: 0\n", "invalid YAML at line"),
+        ("base-config.yaml", b"- 1\n- 2\n", "the top level must be a mapping of keys, got list"),
+        ("base-config.yaml", None, "no such file"),
+        ("base-config.yaml", "name: caf\xe9\n".encode("latin-1"), "cannot read"),
+        ("base-config.yaml", b"colour: red\n", "colour: unknown key"),
+        ("sweep.yaml", b"trials: [\n", "invalid YAML at line"),
+        ("sweep.yaml", b"\xff\xfe\x00garbage", "cannot read"),
+        ("sweep.yaml", yaml.safe_dump({"trials": [{"name": "trial-001"}, {"name": "trial-001"}]}).encode(),
+         "names a trial twice (trial-001)"),
+        ("sweep.yaml", yaml.safe_dump({"executor": "slurm", "trials": [{"name": "trial-001"}]}).encode(),
+         "executor: must be one of"),
+        ("sweep.yaml", yaml.safe_dump({"workers": "many", "trials": [{"name": "trial-001"}]}).encode(),
+         "workers: must be a whole"),
+        ("sweep.yaml", b"trials: []\n", "has no list of trials"),
+        ("results.csv", b"\x00\x00\x00\x01garbage\x00\n\x00", "is not a sweep's results"),
+        ("results.csv", b"\xff\xfe\xfa binary", "cannot be read"),
+        ("results.csv", b"trial,status\ntrial-001," + b"x" * 200_000 + b"\n", "cannot be read"),
+    ]
+    for name, content, message in damaged:
+        for good_name, text in good.items():
+            (folder / good_name).write_text(text)
+        if content is None:
+            (folder / name).unlink()
+        else:
+            (folder / name).write_bytes(content)
+        before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+        result = invoke(["sweep", "--resume", folder])
+        assert result.exit_code == 2, (name, content, result.output)
+        if message == "colour: unknown key":  # every problem named, each with the file
+            assert f"  - {folder / name}: colour: unknown key" in result.output, result.output
+        else:
+            assert result.output.startswith(f"Error: {folder / name}: "), result.output
+            assert result.output.count("\n") == 1, result.output
+        assert message in result.output and "Traceback" not in result.output, (name, result.output)
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()} == before
