@@ -102,9 +102,9 @@ def test_signal_finishes_the_batch_saves_and_resumes_exactly(uninterrupted, tmp_
 
 def wide_run(tmp_path, samples, epochs):
     """A config whose every saved state is about 40 MB (784 x 4096 weights and Adam's two
-    slots), so that a save lasts long enough to be seen under way (its temporary file) and
-    killed or interrupted in the middle, on random data of ``samples`` rows: 16 a batch,
-    one in five for validation, so the batches cost little and start-up is quick."""
+    slots), so that a save lasts long enough to be seen under way and killed or interrupted
+    in the middle, on random data of ``samples`` rows: 16 a batch, one in five for
+    validation, so the batches cost little and start-up is quick."""
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "wide.npz", x_train=rng.random((samples, 784), np.float32),
              y_train=rng.integers(0, 10, samples))
@@ -135,6 +135,10 @@ def poll(condition, proc, timeout=120):
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.001)
     return value
+
+
+reads_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fdinfo"),
+                                reason="watches the trainer's open files and signal handlers in /proc")
 
 
 def model_files_being_written(proc, *folders):
@@ -170,6 +174,7 @@ def files_under_final_names_open(run_dir):
             assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
 
 
+@reads_proc
 def test_second_ctrl_c_exits_at_once_and_files_stay_whole(tmp_path):
     config, run_dir = wide_run(tmp_path, samples=600, epochs=2)  # 30 batches an epoch
     states = run_dir / "resume"
@@ -207,6 +212,7 @@ def test_second_ctrl_c_exits_at_once_and_files_stay_whole(tmp_path):
     assert [r["epoch"] for r in history(run_dir)] == ["1", "2"]
 
 
+@reads_proc
 def test_killed_many_times_while_writing_every_file_left_is_whole(tmp_path):
     config, run_dir = wide_run(tmp_path, samples=40, epochs=3)
     folders = run_dir / "checkpoints", run_dir / "resume"
