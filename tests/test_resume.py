@@ -1,11 +1,13 @@
 """Resume, interruptions and faults, with real processes and signals."""
 
+import contextlib
 import csv
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,47 +100,141 @@ def test_signal_finishes_the_batch_saves_and_resumes_exactly(uninterrupted, tmp_
     assert [r["epoch"] for r in history(run_dir)] == [r["epoch"] for r in history(uninterrupted)]
 
 
-def test_second_ctrl_c_exits_at_once_and_files_stay_whole(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = start(run_dir)
-    wait_for(run_dir / "resume" / "epoch-0001.h5", proc)
-    proc.send_signal(signal.SIGINT)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
-    assert proc.returncode in (130, -signal.SIGINT)
-    for path in run_dir.rglob("*.h5"):
-        if not path.name.startswith(runs.TMP_PREFIX):
-            modelfile.load(path)
-
-
-def test_killed_many_times_while_writing_every_file_left_is_whole(tmp_path):
-    run_dir = tmp_path / "run"
+def wide_run(tmp_path, samples, epochs):
+    """A config whose every saved state is about 40 MB (784 x 4096 weights and Adam's two
+    slots), so that a save lasts long enough to be seen under way and killed or interrupted
+    in the middle, on random data of ``samples`` rows: 16 a batch, one in five for
+    validation, so the batches cost little and start-up is quick."""
     rng = np.random.default_rng(0)
-    proc = start(run_dir, "--set", "training.epochs=40", "--set", "data.max_train_samples=2000")
-    for round_ in range(8):
-        if round_:
-            proc = subprocess.Popen([sys.executable, "-m", "mlpcli", "train", "--resume", str(run_dir),
-                                     "--no-plots", "-q"], stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while not list((run_dir / "resume").glob("epoch-*.h5")) and proc.poll() is None:
-            assert time.time() < deadline
-            time.sleep(0.01)
-        time.sleep(float(rng.uniform(0.05, 0.6)))
+    np.savez(tmp_path / "wide.npz", x_train=rng.random((samples, 784), np.float32),
+             y_train=rng.integers(0, 10, samples))
+    config = tmp_path / "wide.yaml"
+    config.write_text(f"""
+name: wide
+data: {{dataset: npz, path: {tmp_path / "wide.npz"}, validation_split: 0.2}}
+model:
+  input_shape: [784]
+  layers: [{{type: dense, units: 4096, activation: relu}}, {{type: dense, units: 10, activation: softmax}}]
+loss: sparse_categorical_crossentropy
+training: {{epochs: {epochs}, batch_size: 16, processes: 1}}
+checkpoint: {{save_best_only: false}}
+""")
+    return config, tmp_path / "run"
+
+
+def train_process(*args):
+    return subprocess.Popen([sys.executable, "-m", "mlpcli", "train", *args, "--no-plots", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def poll(condition, proc, timeout=120):
+    """``condition()``'s first true value, checked every millisecond while ``proc`` runs."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+    return value
+
+
+reads_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fdinfo"),
+                                reason="watches the trainer's open files and signal handlers in /proc")
+
+
+def model_files_being_written(proc, *folders):
+    """The model files in these folders that ``proc`` has open for writing, whatever their
+    names (read from /proc, so a save is seen even if it wrote to the final name)."""
+    folders, found = {folder.resolve() for folder in folders}, set()
+    for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            path = Path(os.readlink(f"/proc/{proc.pid}/fd/{fd}"))
+            with open(f"/proc/{proc.pid}/fdinfo/{fd}") as info:
+                flags = int(next(line for line in info if line.startswith("flags:")).split()[1], 8)
+            if path.parent in folders and path.suffix == ".h5" and flags & (os.O_WRONLY | os.O_RDWR):
+                found.add(path)
+    return found
+
+
+def stop_request_active(proc):
+    """True once training has put in its SIGINT/SIGTERM handlers (StopRequest): until
+    then SIGTERM is not caught at all."""
+    with open(f"/proc/{proc.pid}/status") as status:
+        caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return bool(caught & 1 << signal.SIGTERM - 1)
+
+
+def files_under_final_names_open(run_dir):
+    for path in run_dir.rglob("*"):
+        if path.name.startswith(runs.TMP_PREFIX) or path.is_dir():
+            continue
+        if path.suffix == ".h5":
+            modelfile.load(path)  # raises if partial
+        elif path.name == "history.csv":
+            rows = history(run_dir)
+            assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+
+
+@reads_proc
+def test_second_ctrl_c_exits_at_once_and_files_stay_whole(tmp_path):
+    config, run_dir = wide_run(tmp_path, samples=600, epochs=2)  # 30 batches an epoch
+    states = run_dir / "resume"
+    # how long writing a whole state takes here: epoch 1's, from its temporary file to its name
+    first = train_process(str(config), "--run-dir", str(run_dir))
+    poll(lambda: model_files_being_written(first, states), first)
+    began = time.monotonic()
+    poll(lambda: (states / "epoch-0001.h5").exists(), first)
+    save_seconds = time.monotonic() - began
+    first.kill()
+    first.communicate()
+
+    proc = train_process("--resume", str(run_dir))  # epoch 2 starts once its handlers are in
+    poll(lambda: stop_request_active(proc), proc)
+    proc.send_signal(signal.SIGINT)
+    # the first Ctrl-C was seen: the state of the middle of epoch 2 is being written
+    (writing,) = poll(lambda: model_files_being_written(proc, states), proc)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    exit_seconds = time.monotonic() - sent
+    assert proc.returncode == 130, err
+    # it ended inside that write: sooner than a whole write takes, the state never got its
+    # name, and the first Ctrl-C's way out (finish the save, say how to resume) never ran
+    assert exit_seconds < save_seconds, (exit_seconds, save_seconds)
+    assert writing.exists()
+    assert sorted(p.name for p in states.glob("epoch-*")) == ["epoch-0001.h5"]
+    assert "Resume with" not in err and "Traceback" not in err
+    files_under_final_names_open(run_dir)
+    # the next start removes the half-written file and finishes from epoch 1's state
+    done = train_process("--resume", str(run_dir))
+    out, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err
+    assert not writing.exists()
+    assert [r["epoch"] for r in history(run_dir)] == ["1", "2"]
+
+
+@reads_proc
+def test_killed_many_times_while_writing_every_file_left_is_whole(tmp_path):
+    config, run_dir = wide_run(tmp_path, samples=40, epochs=3)
+    folders = run_dir / "checkpoints", run_dir / "resume"
+    proc = train_process(str(config), "--run-dir", str(run_dir))
+    # each epoch writes its checkpoint, then its state; counting from each start, the first
+    # kill falls inside the 3rd write (epoch 2's checkpoint: epoch 1's state is whole, there
+    # is something to resume from), the others alternately inside a checkpoint and a state
+    for nth_write in (3, 1, 2, 1, 2, 1, 2, 1):
+        seen = set()
+        for _ in range(nth_write):
+            (writing,) = poll(lambda: model_files_being_written(proc, *folders) - seen, proc)
+            seen.add(writing)
         proc.kill()
         proc.wait()
-        for path in run_dir.rglob("*"):
-            if path.name.startswith(runs.TMP_PREFIX) or path.is_dir() or path.name in (".lock", "train.log"):
-                continue
-            if path.suffix == ".h5":
-                modelfile.load(path)  # raises if partial
-            elif path.name == "history.csv":
-                rows = history(run_dir)
-                assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
-    done = resume(run_dir)
-    assert done.returncode == 0, done.stderr
+        assert proc.returncode == -signal.SIGKILL
+        files_under_final_names_open(run_dir)
+        assert writing.exists(), "the kill came after the write had ended"
+        proc = train_process("--resume", str(run_dir))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
     assert not list(run_dir.rglob(f"{runs.TMP_PREFIX}*"))
-    rows = history(run_dir)
-    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert [r["epoch"] for r in history(run_dir)] == ["1", "2", "3"]
 
 
 def test_damaged_newest_checkpoint_falls_back_with_warning(uninterrupted, tmp_path):

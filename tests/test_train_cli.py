@@ -174,6 +174,27 @@ def test_nan_loss_stops_with_clear_message(tmp_path):
     assert list((tmp_path / "r" / "checkpoints").iterdir()) == []
 
 
+def test_weights_going_non_finite_with_a_finite_loss_stop_the_run(tmp_path):
+    # One batch an epoch and a learning rate that grows 1e45-fold a step: epoch 2's only
+    # update sends the weights to inf/NaN after its loss (computed before the update) came
+    # out finite, so only the check of the weights at the epoch's end can see it.
+    run_dir = tmp_path / "r"
+    result = run(["train", "configs/quick.yaml", "--run-dir", str(run_dir), "--no-plots",
+                  "--set", "data.max_train_samples=500", "--set", "training.batch_size=500",
+                  "--set", "training.epochs=3", "--set", "optimizer={type: sgd, learning_rate: 0.01}",
+                  "--set", "schedule={type: exponential_decay, decay_steps: 1, decay_rate: 1.0e+45, "
+                           "staircase: true}"])
+    assert result.exit_code == 1, result.output
+    assert "weights became NaN or infinite in epoch 2" in result.output
+    assert "Traceback" not in result.output
+    assert [r["epoch"] for r in csv.DictReader((run_dir / "history.csv").open())] == ["1"]
+    assert not (run_dir / "model.h5").exists()
+    saved = sorted(run_dir.glob("checkpoints/*.h5")) + sorted(run_dir.glob("resume/*.h5"))
+    assert [p.name for p in saved] == ["model-01.h5", "epoch-0001.h5"]
+    for path in saved:
+        assert all(np.isfinite(w).all() for w in modelfile.load(path).model.params)
+
+
 def test_python_m_mlpcli_works():
     import subprocess
     import sys
