@@ -58,3 +58,9 @@ class Interrupted(MlpError):
     def __init__(self, message, signum):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class FileSystemError(MlpError):
+    """The file system refused something on a path (a name too long, no permission, ...)."""
+
+    exit_code = 1
