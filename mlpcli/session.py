@@ -17,7 +17,7 @@ import time
 from mlpcli import modelfile, runs
 from mlpcli.diagnostics import FILENAME as DIAGNOSTICS_FILE
 from mlpcli.diagnostics import report_diagnostics
-from mlpcli.errors import ConfigError, Interrupted, MlpError, ModelFileError, TrainingError
+from mlpcli.errors import ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, TrainingError
 from mlpcli.training import EarlyStopping, EpochPaused, Monitor, Trainer
 
 # written last: a run folder with it is a finished run
@@ -120,6 +120,10 @@ class Session:
             self.report.line(f"Removed {removed} temporary file(s) left by an interrupted run")
         for name in (*FINAL_FILES, "history.csv", "config.yaml", "summary.txt"):
             self._target(self.folder / name)
+        for name in ("checkpoints", runs.RESUME_DIR):
+            if (self.folder / name).exists() and not (self.folder / name).is_dir():
+                raise FileSystemError(f"{self.folder / name}: is a file, where mlp keeps a folder; move it "
+                                      f"away, then go on with: mlp train --resume {self.folder}")
         for path in runs.resume_states(self.folder, warn=self.report.line):
             try:
                 saved = modelfile.load(path)
@@ -176,7 +180,7 @@ class Session:
     def _target(self, path):
         """``path``, once it is known that no folder sits where its file is to be written."""
         if path.is_dir():
-            raise MlpError(f"{path}: is a folder, where mlp writes a file; move it away, then go on "
+            raise FileSystemError(f"{path}: is a folder, where mlp writes a file; move it away, then go on "
                            f"with: mlp train --resume {self.folder}")
         return path
 

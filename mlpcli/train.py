@@ -73,14 +73,19 @@ def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_
     with blas_threads(cfg["training"]["threads"]), StopRequest() as stop:
         if resume:
             return _guarded_setup(stop, lambda: _train(cfg, model, streams, summary, report, resume, stop,
-                                                       plots), f"; nothing was changed in {resume}")
-        made = []
-        folder = runs.new_run_dir(runs_root, cfg["name"], run_dir, made)
+                                                       plots), f"; resume again with: mlp train --resume {resume}")
+        made, folder = [], None
+
+        def new_run():
+            nonlocal folder
+            # made before the data is loaded, so a name the file system refuses fails early
+            folder = runs.new_run_dir(runs_root, cfg["name"], run_dir, made)
+            return _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root)
+
         try:
-            return _guarded_setup(stop, lambda: _train(cfg, model, streams, summary, report, folder, stop,
-                                                       plots, runs_root), "; the new run folder was removed")
+            return _guarded_setup(stop, new_run, "; the new run folder was removed")
         except BaseException:
-            if not stop.training:
+            if not stop.training:  # nothing half-made stays behind
                 runs.abandon_run_dir(folder, made)
             raise
 
@@ -142,9 +147,13 @@ def _resume_config(folder, overrides, report):
     cfg = config_mod.load_config(folder / "config.yaml", overrides)
     for key, old, new in config_mod.resume_changes(saved, cfg):
         if key in config_mod.ROUNDING_KEYS:
-            report.line(f"Note: {key} changes from {old} to {new}; the sums round differently, so the "
+            report.line(f"Note: {key} changes from {_yaml_value(old)} to {_yaml_value(new)}; the sums round differently, so the "
                         "rest of the run will not match an uninterrupted run bit for bit")
     return cfg
+
+
+def _yaml_value(value):
+    return "null" if value is None else value
 
 
 def _split(cfg, data, rng):
