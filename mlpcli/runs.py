@@ -171,7 +171,7 @@ def new_run_dir(runs_root, name, run_dir=None, made=None):
                 raise MlpError(f"{path}: already exists and is not empty; choose a new --run-dir "
                                "(nothing in it was changed)")
         except OSError as exc:
-            raise FileSystemError(f"{path}: {exc.strerror or exc}") from None
+            raise _folder_error(path, exc) from None
         _make_folder(path, made)
         return path
     root = Path(runs_root)
@@ -179,7 +179,7 @@ def new_run_dir(runs_root, name, run_dir=None, made=None):
     try:
         is_file = root.exists() and not root.is_dir()
     except OSError as exc:
-        raise FileSystemError(f"{root}: {exc.strerror or exc}") from None
+        raise _folder_error(root, exc) from None
     if is_file:
         raise MlpError(f"{root}: is a file, not a folder for runs; choose another --runs-root")
     _make_folder(root, made)
@@ -192,7 +192,7 @@ def new_run_dir(runs_root, name, run_dir=None, made=None):
             continue
         except OSError as exc:
             abandon_run_dir(None, made)
-            raise FileSystemError(f"{path}: cannot create this folder ({exc.strerror or exc})") from None
+            raise _folder_error(path, exc, "cannot create this folder: ") from None
         made.append(path)
         return path
     raise MlpError(f"{root}: could not create a new run folder for {name}-{stamp}")
@@ -201,6 +201,16 @@ def new_run_dir(runs_root, name, run_dir=None, made=None):
 def shown(path):
     """A path as text that can always be printed (bytes that are not UTF-8 as \\xNN)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+# a folder can never be made under such a name: the path given is at fault (a usage error)
+_UNUSABLE_NAME = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.ELOOP)
+
+
+def _folder_error(path, exc, what=""):
+    """``Error: <path>: <what happened>``; exit 2 when the name given cannot work, else 1."""
+    kind = MlpError if exc.errno in _UNUSABLE_NAME else FileSystemError
+    return kind(f"{shown(path)}: {what}{exc.strerror or exc}")
 
 
 def _check_name(path):
@@ -219,7 +229,7 @@ def _make_folder(path, made):
                 made.append(folder)
     except OSError as exc:
         abandon_run_dir(None, made)
-        raise FileSystemError(f"{path}: cannot create this folder ({exc.strerror or exc})") from None
+        raise _folder_error(path, exc, "cannot create this folder: ") from None
 
 
 def abandon_run_dir(path, made):

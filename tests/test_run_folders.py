@@ -258,12 +258,12 @@ def test_folder_where_model_h5_goes_is_refused_before_training(tmp_path):
 def test_names_the_file_system_refuses_fail_before_data_and_leave_nothing(tmp_path):
     root = tmp_path / "runs"
     result = invoke("train", "configs/quick.yaml", "--runs-root", root, "--set", "name=" + "n" * 300)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert f"Error: {root / ('n' * 300)}" in result.output and "File name too long" in result.output
     assert not root.exists()
     long_dir = tmp_path / "deeper" / ("d" * 300)
     result = invoke("train", "configs/quick.yaml", "--run-dir", long_dir)
-    assert result.exit_code == 1 and "File name too long" in result.output, result.output
+    assert result.exit_code == 2 and "File name too long" in result.output, result.output
     bad = os.fsencode(tmp_path) + b"/run\xff"
     proc = subprocess.run([sys.executable.encode(), b"-m", b"mlpcli", b"train", b"configs/quick.yaml",
                            b"--run-dir", bad], capture_output=True, timeout=120)
