@@ -37,6 +37,11 @@ def clean_errors(fn):
     return wrapper
 
 
+def _note(line):
+    """A side note (where a run folder's link led): to stderr, keeping stdout parseable."""
+    echo(line, err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlp")
 def main():
@@ -118,7 +123,7 @@ def evaluate(run_dir, checkpoint, model_path, data, runs_root):
     from mlpcli.evaluate import format_report
 
     result = run_evaluate(run_dir, checkpoint=checkpoint, model_path=model_path, data=data,
-                          runs_root=runs_root)
+                          runs_root=runs_root, note=_note)
     echo(format_report(result.report))
     result.save()
     echo(f"\nWrote {result.path}")
@@ -157,7 +162,7 @@ def predict(images, run_dir, model_path, top_k, as_json, npy, save_preprocessed,
     from mlpcli.predict import predict as run_predict
 
     results = run_predict(images, run_dir=run_dir, model_path=model_path, npy=npy, top_k=top_k,
-                          save_preprocessed=save_preprocessed, runs_root=runs_root)
+                          save_preprocessed=save_preprocessed, runs_root=runs_root, note=_note)
     if as_json:
         for r in results:
             echo(json.dumps(r.as_dict()))
@@ -187,9 +192,9 @@ def plot(run_dirs, out_dir, fmt, runs_root):
     from pathlib import Path
 
     from mlpcli.plots import plot_runs
-    from mlpcli.runs import latest_run
+    from mlpcli.runs import resolve_run_dir
 
-    dirs = [Path(d) for d in run_dirs] or [latest_run(runs_root)]
+    dirs = [resolve_run_dir(d, note=_note) for d in run_dirs] or [resolve_run_dir(None, runs_root, _note)]
     report = plot_runs(dirs, Path(out_dir) if out_dir else None, fmt)
     for path in report.written:
         echo(f"wrote {path}")
@@ -278,7 +283,7 @@ def compare(paths, monitor, tolerance, out_dir, fmt, no_plots):
     from mlpcli.compare import format_comparison
 
     result = run_compare(paths, monitor=monitor, tolerance=tolerance, out_dir=out_dir, fmt=fmt,
-                         plots=not no_plots)
+                         plots=not no_plots, note=_note)
     echo(format_comparison(result))
     if result.plots is not None:
         result.plots.raise_failures()

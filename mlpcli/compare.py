@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlpcli.errors import ConfigError, MlpError
+from mlpcli.runs import resolve_run_dir
 
 # default tolerance: absolute for quantities that go up (accuracy), relative for the rest (loss)
 TOLERANCE_HIGHER = 0.002
@@ -262,13 +263,14 @@ def _plot(comparison, out_dir, fmt):
     return report
 
 
-def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=True):
-    """Rank the runs in ``paths`` (run or sweep folders); see the module docstring."""
+def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=True, note=None):
+    """Rank the runs in ``paths`` (run or sweep folders); see the module docstring. ``note``
+    is told where a link among ``paths`` led (see ``runs.resolve_run_dir``)."""
     from mlpcli.nn.metrics import higher_is_better
 
     if not paths:
         raise MlpError("give one or more run or sweep folders to compare")
-    entries, sweeps = _collect(paths)
+    entries, sweeps = _collect([resolve_run_dir(p, note=note) for p in paths])
     monitor, mode = _choose_monitor(entries, monitor)
     higher = higher_is_better(monitor, mode)
     if tolerance is None:

@@ -28,7 +28,7 @@ from mlpcli.nn.registry import unknown_name_message
 
 __all__ = ["INTEGER_KEYS", "MODES", "RANGES", "NAME_PATTERN", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
            "apply_override", "check_monitors", "dump_yaml", "has_validation", "load_config", "monitor_names",
-           "read_yaml", "resolve", "safe_load"]
+           "read_yaml", "resolve", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
 
 TASKS = ("classification", "regression")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -281,3 +281,37 @@ def check_monitors(cfg, with_validation):
     _check_monitors(check, cfg, with_validation)
     if check.problems:
         raise ConfigError(check.problems)
+
+
+# What `mlp train --resume RUN --set ...` may change: how long the run goes on and when it
+# stops early (neither alters an epoch already run), and the threads and processes doing
+# the work (those round differently, so the rest of the run is then not bit for bit what an
+# uninterrupted run gives). Anything else (data, model, batch size, optimizer, ...) does
+# not fit the saved state: the samples and batches of the epoch under way, the weights.
+RESUME_CHANGEABLE = ("training.epochs", "early_stopping.patience", "early_stopping.min_delta",
+                     "training.threads", "training.processes")
+ROUNDING_KEYS = ("training.threads", "training.processes")
+
+
+def resume_changes(saved, wanted):
+    """The ``(key path, saved value, new value)`` of each key that ``wanted`` (the run's
+    config with --set applied) changes; a ConfigError names every key a resumed run may
+    not change."""
+    changes = list(_differences(saved, wanted, ""))
+    refused = [f"{path}: cannot change when resuming (the run has {_show(old)}, --set gives "
+               f"{_show(new)}); a resumed run may change only {', '.join(RESUME_CHANGEABLE)}"
+               for path, old, new in changes if path not in RESUME_CHANGEABLE]
+    if refused:
+        raise ConfigError(refused)
+    return changes
+
+
+def _differences(a, b, path):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            yield from _differences(a.get(key), b.get(key), _join(path, key))
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            yield from _differences(x, y, f"{path}[{i}]")
+    elif a != b:
+        yield path, a, b

@@ -34,13 +34,14 @@ class Evaluation:
         runs.write_text(self.path, json.dumps(self.report, indent=2) + "\n")
 
 
-def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_root="runs"):
+def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_root="runs", note=None):
     """Evaluate a model; see the module docstring. The report is written by ``save``, so it
-    can be shown first: a folder that cannot be written to does not cost the user the report."""
+    can be shown first: a folder that cannot be written to does not cost the user the report.
+    ``note`` is told where a link to the run folder led (see ``runs.resolve_run_dir``)."""
     if model_path is not None and checkpoint is not None:
         raise MlpError("give either --checkpoint or --model, not both")
     if model_path is None or run_dir is not None:
-        run_dir = Path(run_dir) if run_dir is not None else runs.latest_run(runs_root)
+        run_dir = runs.resolve_run_dir(run_dir, runs_root, note)
         if not (run_dir / "config.yaml").exists():
             raise MlpError(f"{run_dir}: not a run folder (no config.yaml)")
     model_path = Path(model_path) if model_path is not None else choose_checkpoint(run_dir, checkpoint)
@@ -72,8 +73,8 @@ def choose_checkpoint(run_dir, checkpoint):
     if checkpoint in (None, "model.h5"):
         path = run_dir / "model.h5"
         if not path.exists():
-            raise MlpError(f"{run_dir}: no model.h5 yet (is the run still training?); "
-                           "use --checkpoint last")
+            raise MlpError(f"{run_dir}: no model.h5 yet (the run is still training, or was stopped: "
+                           f"`mlp train --resume {run_dir}` finishes it); use --checkpoint last")
         return path
     files = _checkpoints_by_epoch(run_dir)
     if checkpoint == "last":

@@ -34,23 +34,25 @@ class Prediction:
                 "top_k": [{"class": c, "probability": p} for c, p in self.top]}
 
 
-def open_model(run_dir=None, model_path=None, runs_root="runs"):
-    """The model file of ``--model``, else of ``--run`` (default: the newest run)."""
+def open_model(run_dir=None, model_path=None, runs_root="runs", note=None):
+    """The model file of ``--model``, else of ``--run`` (default: the newest run; ``note`` is
+    told where a link to it led)."""
     if model_path is not None:
         return modelfile.load(model_path)
-    run_dir = Path(run_dir) if run_dir is not None else runs.latest_run(runs_root)
+    run_dir = runs.resolve_run_dir(run_dir, runs_root, note)
     path = run_dir / "model.h5"
     if not path.exists():
-        raise MlpError(f"{run_dir}: no model.h5 (is the run still training?)")
+        raise MlpError(f"{run_dir}: no model.h5 (the run is still training, or was stopped: "
+                       f"`mlp train --resume {run_dir}` finishes it)")
     return modelfile.load(path)
 
 
 def predict(inputs=(), *, run_dir=None, model_path=None, npy=None, top_k=3,
-            save_preprocessed=None, runs_root="runs"):
+            save_preprocessed=None, runs_root="runs", note=None):
     """Predictions for every PNG in ``inputs`` (files or folders) and every row of ``npy``."""
     if not inputs and npy is None:
         raise MlpError("nothing to predict: give PNG files or folders, or --npy FILE")
-    loaded = open_model(run_dir, model_path, runs_root)
+    loaded = open_model(run_dir, model_path, runs_root, note)
     model = loaded.model
     # a foreign Keras file does not say how it scaled its inputs: assume Keras's usual x / 255
     preprocessing = loaded.preprocessing or fit_preprocessing(None, "unit")

@@ -1,23 +1,30 @@
 """Run folders and atomic file writes.
 
 A run folder is ``<runs root>/<name>-<YYYYmmdd-HHMMSS>/``; ``<runs
-root>/latest`` points at the newest. Every file is written to a temporary
-name in its final folder, flushed, fsynced and renamed into place, so a file
-under its final name is always complete.
+root>/latest`` points at the newest. A command given a run folder resolves it
+once (``resolve_run_dir``) and works on the real folder, so a link that moves
+meanwhile cannot redirect it. Every file is written to a temporary name in its
+final folder (``.tmp-<writer's pid>-...``), flushed, fsynced and renamed into
+place, so a file under its final name is always complete, and a temporary file
+is only ever removed once its writer is gone.
 """
 
 import contextlib
 import errno
 import fcntl
 import os
+import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from mlpcli.errors import DiskFullError, FileSystemError, MlpError, os_error_text
+from mlpcli.errors import DiskFullError, FileSystemError, MlpError, os_error_text, printable
 
 TMP_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"  # held by the process writing into a run or sweep folder
+LATEST = "latest"
+RESUME_DIR = "resume"
 
 
 def _umask():
@@ -44,7 +51,7 @@ def atomic_path(path, *, replace=True):
     path = Path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(), suffix=path.suffix, dir=path.parent)
         os.close(fd)
         os.chmod(tmp, FILE_MODE)
         yield Path(tmp)
@@ -93,9 +100,38 @@ def _is_disk_full(exc):
     return False
 
 
+def _temporary_prefix():
+    """``.tmp-<pid>-``: a temporary name says which process is writing it."""
+    return f"{TMP_PREFIX}{os.getpid()}-"
+
+
+def _writer_pid(name):
+    """The pid in a temporary name made by ``_temporary_prefix``, else None."""
+    pid, dash, _ = name[len(TMP_PREFIX):].partition("-")
+    return int(pid) if name.startswith(TMP_PREFIX) and dash and pid.isascii() and pid.isdigit() else None
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def remove_stale_temporaries(folder):
-    """Delete temporary files a killed process left under ``folder``; return how many."""
-    stale = [p for p in Path(folder).rglob(f"{TMP_PREFIX}*") if p.is_file() or p.is_symlink()]
+    """Delete the temporary files under ``folder`` whose writer has died; return how many.
+
+    A temporary file of a live process (a concurrent `mlp plot`, an `mlp
+    evaluate`) or one whose name carries no pid is left alone.
+    """
+    stale = []
+    for path in Path(folder).rglob(f"{TMP_PREFIX}*"):
+        pid = _writer_pid(path.name)
+        if pid and pid != os.getpid() and (path.is_file() or path.is_symlink()) and not _process_alive(pid):
+            stale.append(path)
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
@@ -120,7 +156,8 @@ class RunLock:
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise MlpError(f"{self.path}: cannot open this lock file ({exc.strerror or exc})") from None
+            raise FileSystemError(f"{os_error_text(exc, self.path)} (the lock of this {self.what}; "
+                                  f"is the folder writable?)") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -151,69 +188,199 @@ def _fsync_dir(folder):
             os.close(fd)
 
 
-def new_run_dir(runs_root, name, run_dir=None):
+def new_run_dir(runs_root, name, run_dir=None, made=None):
     """Create and return a fresh run folder.
 
     ``run_dir`` (the user's explicit choice) may be anywhere but must be new
     or empty; otherwise ``<runs_root>/<name>-<timestamp>`` is created, with a
-    numeric suffix when two runs start in the same second.
+    numeric suffix when two runs start in the same second. The folders this
+    call created are appended to ``made`` (for ``abandon_run_dir``).
     """
+    made = [] if made is None else made
     if run_dir is not None:
         path = Path(run_dir)
-        if path.exists() and not path.is_dir():
-            raise MlpError(f"{path}: is a file, not a folder; choose a new --run-dir")
-        if path.exists() and any(path.iterdir()):
-            raise MlpError(f"{path}: already exists and is not empty; choose a new --run-dir "
-                           "(nothing in it was changed)")
-        _make_folder(path)
+        try:
+            if path.exists() and not path.is_dir():
+                raise MlpError(f"{path}: is a file, not a folder; choose a new --run-dir")
+            if path.exists() and any(path.iterdir()):
+                raise MlpError(f"{path}: already exists and is not empty; choose a new --run-dir "
+                               "(nothing in it was changed)")
+        except OSError as exc:
+            raise _folder_error(path, exc) from None
+        _make_folder(path, made)
         return path
     root = Path(runs_root)
-    if root.exists() and not root.is_dir():
+    try:
+        is_file = root.exists() and not root.is_dir()
+    except OSError as exc:
+        raise _folder_error(root, exc) from None
+    if is_file:
         raise MlpError(f"{root}: is a file, not a folder for runs; choose another --runs-root")
-    _make_folder(root)
+    _make_folder(root, made)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1, 1000):
         path = root / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
         try:
             path.mkdir()
-            return path
         except FileExistsError:
             continue
+        except OSError as exc:
+            abandon_run_dir(None, made)
+            raise _folder_error(path, exc, "cannot create this folder: ") from None
+        made.append(path)
+        return path
     raise MlpError(f"{root}: could not create a new run folder for {name}-{stamp}")
 
 
-def _make_folder(path):
+def shown(path):
+    """A path as text that can always be printed (bytes that are not UTF-8 as \\xNN)."""
+    return printable(os.fsdecode(path))
+
+
+def _folder_error(path, exc, what=""):
+    """``Error: <path>: <what happened>`` for an OS refusal (exit 1, as every OS error)."""
+    return FileSystemError(f"{shown(path)}: {what}{exc.strerror or exc}")
+
+
+def _make_folder(path, made):
+    """Make ``path`` and its missing parents, one at a time, recording each in ``made``."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        for folder in reversed([path, *path.parents]):
+            if not folder.is_dir():
+                folder.mkdir()
+                made.append(folder)
     except OSError as exc:
-        raise MlpError(f"{path}: cannot create this folder ({exc.strerror or exc})") from None
+        abandon_run_dir(None, made)
+        raise _folder_error(path, exc, "cannot create this folder: ") from None
+
+
+def abandon_run_dir(path, made):
+    """Take back a run that never started training: remove ``path`` (or, when it was
+    an empty folder before, empty it again) and the parents in ``made`` that are
+    still empty, so nothing half-made stays."""
+    path = None if path is None else Path(path)
+    if path is not None and path.is_dir() and not path.is_symlink():
+        if path in made:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        child.unlink()
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):  # not empty: another run put its folder there meanwhile
+            folder.rmdir()
 
 
 def point_latest(runs_root, run_dir):
-    """Make ``<runs_root>/latest`` a symlink to ``run_dir`` (replaced atomically)."""
+    """Make ``<runs_root>/latest`` a symlink to ``run_dir`` (replaced atomically).
+
+    Returns None, or a warning when ``latest`` could not be pointed at the run:
+    a real file or folder named ``latest`` is never replaced.
+    """
     root = Path(runs_root)
     run_dir = Path(run_dir)
+    link = root / LATEST
     if run_dir.resolve().parent != root.resolve():
-        return
-    tmp = root / f"{TMP_PREFIX}latest-{os.getpid()}"
+        return None
+    if (link.exists() or link.is_symlink()) and not link.is_symlink():
+        kind = "folder" if link.is_dir() else "file"
+        return (f"Warning: {link} is a {kind}, not a link mlp made, so it was left alone and does not "
+                f"point at this run; rename it for `latest` to follow the newest run")
+    tmp = root / f"{_temporary_prefix()}{LATEST}"
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:
         tmp.symlink_to(run_dir.name, target_is_directory=True)
-        os.replace(tmp, root / "latest")
-    except OSError:
+        os.replace(tmp, link)
+    except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        return f"Warning: {link}: could not point it at this run ({exc.strerror or exc})"
+    return None
 
 
 def latest_run(runs_root):
-    """The newest run folder under ``runs_root`` (``latest`` link, else newest by name)."""
+    """The newest run under ``runs_root``: what ``latest`` names, else the newest run folder."""
     root = Path(runs_root)
-    link = root / "latest"
-    if link.is_dir():
-        return link.resolve()
+    link = root / LATEST
+    if link.is_symlink():
+        if not link.exists():
+            raise MlpError(f"{link}: points to {os.readlink(link)}, which does not exist; "
+                           "give the run folder")
+        return link
+    if link.is_dir():  # a run made with --run-dir runs/latest
+        return link
+    if link.exists():
+        raise MlpError(f"{link}: is a file, not a link to a run folder; give the run folder, or "
+                       "remove the file")
     runs = sorted((p for p in root.glob("*") if p.is_dir() and (p / "config.yaml").exists()),
                   key=lambda p: p.stat().st_mtime)
     if not runs:
         raise MlpError(f"{root}: no runs found; train one with `mlp train CONFIG`")
     return runs[-1]
+
+
+def resolve_run_dir(path=None, runs_root="runs", note=None):
+    """The real folder of a run, resolved once through any links (``None``: the newest run).
+
+    Every command that takes a run folder works on what this returns, so a
+    link that moves meanwhile (``latest``, when another run starts) cannot
+    redirect what it reads or writes. When a link was followed, ``note`` is
+    called with one line saying where it led. A path that does not exist is
+    returned as given, for the caller to say what it expected there.
+    """
+    given = Path(path) if path is not None else latest_run(runs_root)
+    real = Path(os.path.realpath(given))
+    if not real.exists():
+        return given
+    if real == Path(os.path.abspath(given)):
+        return given
+    here = Path.cwd()
+    real = real.relative_to(here) if real.is_relative_to(here) else real
+    if note is not None:
+        note(f"Run folder: {shown(given)} -> {shown(real)}")
+    return real
+
+
+# ---------------------------------------------------------------- saved states in resume/
+
+_STATE_NAME = re.compile(r"epoch-([0-9]{4,})(?:-batch-([0-9]{6,}))?\.h5")
+
+
+def resume_state_name(epoch, batch=None):
+    """``epoch-0003.h5`` (3 epochs done) or ``epoch-0003-batch-000120.h5`` (and 120 batches of the 4th)."""
+    return f"epoch-{epoch:04d}" + (f"-batch-{batch:06d}" if batch is not None else "") + ".h5"
+
+
+def _state_progress(name):
+    """(epochs, batches) of a name ``resume_state_name`` made, else None."""
+    match = _STATE_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2)) if match.group(2) else -1
+
+
+def resume_states(run_dir, warn=None):
+    """A run's saved states, newest first. Anything else in ``resume/`` (a name mlp
+    does not make, a folder under a state's name) is skipped, and ``warn`` told."""
+    folder = Path(run_dir) / RESUME_DIR
+    warn = warn or (lambda line: None)
+    if not folder.is_dir():
+        if folder.exists():
+            warn(f"Warning: {folder} is a file, not the folder of saved states; ignored")
+        return []
+    states = []
+    for path in folder.iterdir():
+        progress = _state_progress(path.name)
+        if path.name.startswith(TMP_PREFIX):
+            continue
+        if progress is None:
+            warn(f"Warning: {path} is not a saved state mlp wrote; ignored")
+        elif not path.is_file():
+            warn(f"Warning: {path} is not a file; ignored")
+        else:
+            states.append((progress, path))
+    return [path for _, path in sorted(states, reverse=True)]

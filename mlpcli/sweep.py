@@ -327,7 +327,7 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
             problems += [f"{where}{p}" for p in exc.problems if f"{where}{p}" not in problems]
         raise ConfigError(problems)
 
-    from mlpcli.train import StopRequest
+    from mlpcli.session import StopRequest
 
     with contextlib.ExitStack() as stack:
         rows = {}
@@ -344,7 +344,7 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
             stack.enter_context(runs.RunLock(folder, "mlp sweep", "sweep"))
             runs.write_text(folder / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
             runs.write_text(folder / BASE_CONFIG, base_text)
-        with StopRequest() as stop:  # the first Ctrl-C or SIGTERM: no trial starts after it
+        with StopRequest(training=True) as stop:  # the first Ctrl-C or SIGTERM: no trial starts after it
             rows, wall = _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers,
                               scheduler, client, plots, Progress(len(todo), quiet, echo), stop)
         ok = sum(1 for t in trials if rows.get(t.name, {}).get("status") == "ok")

@@ -107,8 +107,9 @@ def remove_trial_folder(run_dir):
 
 def resumable(run_dir):
     """Whether an interrupted trial's folder holds a saved state to continue from."""
-    run_dir = Path(run_dir)
-    return (run_dir / "config.yaml").is_file() and any((run_dir / "resume").glob("epoch-*.h5"))
+    from mlpcli.runs import resume_states
+
+    return (Path(run_dir) / "config.yaml").is_file() and bool(resume_states(run_dir))
 
 
 def run_trial(config_path, trial, run_dir, plots=True, threads=None, resume=False):
