@@ -27,6 +27,7 @@ class Sequential:
         masks were drawn, and let training resume each stream exactly.
         """
         dropout_rng = rng if dropout_rng is None else dropout_rng
+        output_shapes(self.layers, self.input_shape)  # refuses a stack that does not fit before drawing
         shape = self.input_shape
         self.shapes = []
         for layer in self.layers:
@@ -174,6 +175,30 @@ class Sequential:
         lines += [rule, f"Total params: {total:,}", f"Trainable params: {total:,}",
                   "Non-trainable params: 0", rule]
         return "\n".join(lines)
+
+
+class LayerShapeError(ValueError):
+    """Layer ``index`` of a stack cannot take the output of the layers before it."""
+
+    def __init__(self, index, message):
+        super().__init__(f"layer {index + 1}: {message}")
+        self.index, self.message = index, message
+
+
+def output_shapes(layers, input_shape):
+    """Each layer's output shape for inputs of ``input_shape``: the model's outputs are the
+    last one's, which must be flat. ``LayerShapeError`` names the first layer that does not fit."""
+    shapes, shape = [], tuple(input_shape)
+    for i, layer in enumerate(layers):
+        try:
+            shape = layer.output_shape(shape)
+        except ValueError as exc:
+            raise LayerShapeError(i, str(exc)) from None
+        shapes.append(shape)
+    if len(shape) != 1:
+        raise LayerShapeError(len(layers) - 1, f"the model's output must be flat (one axis), got shape "
+                                               f"{list(shape)}; end with a dense layer")
+    return shapes
 
 
 def _pack(layers, attribute, flat=None):
