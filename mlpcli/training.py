@@ -20,7 +20,8 @@ from mlpcli.nn import optimizers as optimizers_mod
 from mlpcli.nn import schedules as schedules_mod
 from mlpcli.nn.denormals import flush_denormals
 from mlpcli.nn.metrics import higher_is_better
-from mlpcli.nn.model import Sequential
+from mlpcli.nn.layers import Dense
+from mlpcli.nn.model import Sequential, output_shapes, predict_chunk_bytes
 from mlpcli.parallel import DataParallel, shared_empty_like, usable_processes
 
 
@@ -44,41 +45,108 @@ def random_streams(seed):
             (("init", init), ("dropout", dropout), ("shuffle", shuffle), ("split", split))}
 
 
-# bytes per weight while training: the weight, its gradient, two optimizer slots, scratch;
-# each further process (training.processes) adds a gradient and a scratch share
-TRAINING_BYTES_PER_WEIGHT = 5 * 4
-BYTES_PER_WEIGHT_PER_EXTRA_PROCESS = 2 * 4
+FLOAT32_BYTES = 4
+# float32 arrays per row of a batch for each value a layer outputs: forward keeps the
+# pre-activation and the output, backward makes the gradient and a temporary
+ARRAYS_PER_ACTIVATION = 4
+# per row of the model's input: the float32 batch and the stored samples gathered for it
+ARRAYS_PER_INPUT = 2
+
+
+def machine_memory():
+    """Bytes of physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass
+class MemoryNeed:
+    """What training a model takes, worked out from its config alone (sizes in bytes)."""
+
+    widths: list  # values per sample: the input's, then each layer's output's
+    weights: int  # how many
+    for_weights: int  # the weights and what goes with them
+    per_row: int  # a row of a training batch: its activations and gradients
+    rows: int  # in a training batch
+    for_inference: int  # a batch of Sequential.predict (evaluation)
+
+    def total(self, rows=None):
+        return self.for_weights + (self.rows if rows is None else rows) * self.per_row + self.for_inference
+
+
+def memory_needed(cfg, model):
+    """The ``MemoryNeed`` of training ``model``, the unbuilt Sequential of ``cfg``.
+
+    Counted per weight: the weight, its gradient and the optimizer's scratch; the optimizer
+    slots and the snapshot of them that saving a checkpoint takes; the best weights early
+    stopping keeps; a gradient and a scratch share for each further process. Per row of a
+    batch (each further process gathers its own): the input as gathered and scaled, and every
+    layer's activations and gradients. Evaluation's batches of ``Sequential.predict`` on top.
+    """
+    widths = [math.prod(model.input_shape)] + [math.prod(shape) for shape in
+                                               output_shapes(model.layers, model.input_shape)]
+    weights = sum(widths[i] * layer.config["units"] + (layer.config["units"] if layer.config["use_bias"] else 0)
+                  for i, layer in enumerate(model.layers) if isinstance(layer, Dense))
+    processes = usable_processes(cfg["training"]["processes"])
+    slots = len(make_optimizer(cfg).slot_names)
+    es = cfg["early_stopping"]
+    per_weight = 3 + 2 * slots + (1 if es and es["restore_best_weights"] else 0) + 2 * (processes - 1)
+    rows = cfg["training"]["batch_size"]
+    if cfg["data"]["max_train_samples"]:
+        rows = min(rows, cfg["data"]["max_train_samples"])  # a batch never has more rows than the data
+    per_row = ARRAYS_PER_INPUT * widths[0] * processes + ARRAYS_PER_ACTIVATION * sum(widths[1:]) + widths[-1]
+    return MemoryNeed(widths, weights, weights * per_weight * FLOAT32_BYTES, per_row * FLOAT32_BYTES, rows,
+                      predict_chunk_bytes(widths))
+
+
+def check_memory(cfg, model):
+    """Refuse a config whose training could not fit in this machine's memory, before
+    anything is allocated: the key to change (the batch size when a batch of one would
+    fit, else the widest layer), what training would need and what there is."""
+    need = memory_needed(cfg, model)
+    memory = machine_memory()
+    if need.total() <= memory:
+        return
+    if need.total(rows=1) <= memory:
+        raise ConfigError(f"training.batch_size: {_count(cfg['training']['batch_size'])} is too large: a batch of "
+                          f"{_count(need.rows)} rows needs about {_gib(need.rows * need.per_row)} for its activations "
+                          f"and gradients (training {_gib(need.total())} in all), and this machine has "
+                          f"{_gib(memory)}; use a smaller batch_size")
+    largest = max((i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)),
+                  key=lambda i: need.widths[i] * model.layers[i].config["units"])
+    raise ConfigError(f"model.layers[{largest}].units: the model is too large: {_count(need.weights)} weights need "
+                      f"about {_gib(need.total(rows=1))} to train (with their gradients, optimizer state and "
+                      f"its saved copy, and a batch of one), and this machine has {_gib(memory)}")
+
+
+def _gib(size):
+    """``1.5 GiB``; ``10^23 GiB`` (order of magnitude) for sizes no float holds."""
+    if size < 2**30 * 10**6:
+        return f"{size / 2**30:,.1f} GiB"
+    return f"10^{len(str(size // 2**30)) - 1} GiB"
+
+
+def _count(n):
+    return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
+
+
+def make_optimizer(cfg):
+    """The optimizer a resolved config describes, not yet built."""
+    spec = dict(cfg["optimizer"])
+    return optimizers_mod.get(spec.pop("type"))(**spec)
 
 
 def build_model(cfg, streams):
     """The Sequential model described by a resolved config, with fresh weights.
 
-    A model that could not fit in this machine's memory is refused before
-    anything is allocated.
+    A model whose training could not fit in this machine's memory is refused
+    before anything is allocated.
     """
-    count = count_weights(cfg["model"]["layers"], cfg["model"]["input_shape"])
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    needed = count * (TRAINING_BYTES_PER_WEIGHT
-                      + (cfg["training"]["processes"] - 1) * BYTES_PER_WEIGHT_PER_EXTRA_PROCESS)
-    if needed > memory:
-        raise ConfigError(f"model.layers: the model is too large: {count:,} weights need about "
-                          f"{needed / 2**30:,.1f} GiB to train, and this "
-                          f"machine has {memory / 2**30:,.1f} GiB")
     model = Sequential(cfg["model"]["layers"], cfg["model"]["input_shape"], name=cfg["model"]["name"])
+    check_memory(cfg, model)
     try:
         return model.build(streams["init"], streams["dropout"])
     except MemoryError:
-        raise ConfigError(f"model.layers: the model is too large to allocate ({count:,} weights)") from None
-
-
-def count_weights(layer_specs, input_shape):
-    """How many weights the layers will have, worked out from the specs alone."""
-    width, count = math.prod(input_shape), 0
-    for spec in layer_specs:
-        if spec["type"] == "dense":
-            count += width * spec["units"] + (spec["units"] if spec.get("use_bias", True) else 0)
-            width = spec["units"]
-    return count
+        raise ConfigError("model.layers: the model is too large to allocate") from None
 
 
 @dataclass
@@ -108,8 +176,7 @@ class Trainer:
         (cosine_decay without decay_steps) needs."""
         self.model = model
         self.loss = losses_mod.get(cfg["loss"])
-        opt_spec = dict(cfg["optimizer"])
-        self.optimizer = optimizers_mod.get(opt_spec.pop("type"))(**opt_spec)
+        self.optimizer = make_optimizer(cfg)
         # clipnorm clips each weight array by its own norm, so it needs them one by one
         self.flat = not self.optimizer.clipnorm
         self.batch_size = cfg["training"]["batch_size"]
@@ -170,9 +237,10 @@ class Trainer:
             yield b, p.order[b * self.batch_size:(b + 1) * self.batch_size]
 
     def _buffers(self, x, y_enc):
-        """Float32 arrays a batch is gathered into, reused every step."""
-        return (np.empty((self.batch_size,) + x.shape[1:], np.float32),
-                np.empty((self.batch_size,) + y_enc.shape[1:], y_enc.dtype))
+        """Float32 arrays a batch is gathered into, reused every step (no batch has more
+        rows than the data)."""
+        rows = min(self.batch_size, len(x))
+        return (np.empty((rows,) + x.shape[1:], np.float32), np.empty((rows,) + y_enc.shape[1:], y_enc.dtype))
 
     def _helper_epoch(self, rank, x, y_enc):
         """A helper process's part of the epoch (see mlpcli/parallel.py)."""

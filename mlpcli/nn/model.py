@@ -1,8 +1,16 @@
 """The Sequential model: a stack of layers trained by backpropagation."""
 
+import math
+
 import numpy as np
 
 from mlpcli.nn import layers as layers_mod
+
+PREDICT_ROWS = 4096  # samples per batch of inference
+# at most this much for a batch of inference's activations, however wide the layers
+PREDICT_BATCH_BYTES = 256 * 2**20
+# float32 arrays alive per value of a layer's output at inference: the output and a temporary
+_INFERENCE_ARRAYS = 2
 
 
 class Sequential:
@@ -42,6 +50,11 @@ class Sequential:
         self.flat_grads = _pack([layer for layer in self.layers], "grads")
         self.built = True
         return self
+
+    @property
+    def widths(self):
+        """Values per sample: of the input, then of each layer's output."""
+        return [math.prod(self.input_shape)] + [math.prod(shape) for shape in self.shapes]
 
     @property
     def output_shape(self):
@@ -144,13 +157,15 @@ class Sequential:
         if grads is not None:
             self.flat_grads = _pack(self.layers, "grads", grads)
 
-    def predict(self, x, batch_size=4096):
-        """Outputs for ``x`` of shape (n, *input_shape), computed in large batches.
+    def predict(self, x, batch_size=PREDICT_ROWS):
+        """Outputs for ``x`` of shape (n, *input_shape), computed in large batches (smaller
+        ones for layers so wide that a batch's activations would not fit: ``predict_rows``).
 
         ``predict_activity_penalty`` is then the activity regularizers' penalty on ``x``
         (the row-weighted mean over the batches, as Keras's evaluate reports it).
         """
         out = np.empty((x.shape[0],) + self.output_shape, np.float32)
+        batch_size = predict_rows(self.widths, batch_size)
         activity = 0.0
         for start in range(0, x.shape[0], batch_size):
             chunk = x[start:start + batch_size]
@@ -175,6 +190,18 @@ class Sequential:
         lines += [rule, f"Total params: {total:,}", f"Trainable params: {total:,}",
                   "Non-trainable params: 0", rule]
         return "\n".join(lines)
+
+
+def predict_rows(widths, batch_size=PREDICT_ROWS):
+    """Samples per batch of inference through layers of ``widths`` (values per sample, the
+    input's and each layer's output's): ``batch_size``, fewer for very wide layers."""
+    per_row = _INFERENCE_ARRAYS * 4 * sum(widths)
+    return max(1, min(batch_size, PREDICT_BATCH_BYTES // per_row))
+
+
+def predict_chunk_bytes(widths):
+    """Bytes one batch of ``Sequential.predict`` through layers of ``widths`` takes."""
+    return predict_rows(widths) * _INFERENCE_ARRAYS * 4 * sum(widths)
 
 
 class LayerShapeError(ValueError):
