@@ -144,9 +144,15 @@ def build_model(cfg, streams):
     model = Sequential(cfg["model"]["layers"], cfg["model"]["input_shape"], name=cfg["model"]["name"])
     check_memory(cfg, model)
     try:
-        return model.build(streams["init"], streams["dropout"])
+        model.build(streams["init"], streams["dropout"])
     except MemoryError:
         raise ConfigError("model.layers: the model is too large to allocate") from None
+    for i, layer in enumerate(model.layers):
+        for name, weights in zip(layer.weight_names, layer.params):
+            if not np.isfinite(weights).all():  # e.g. random_normal with stddev 1e38 overflows float32
+                raise ConfigError(f"model.layers[{i}].{name}_initializer: gives weights that are not finite "
+                                  f"in float32 ({layer.config[name + '_initializer']}); use smaller values")
+    return model
 
 
 @dataclass
