@@ -275,7 +275,7 @@ class Trainer:
                                            self.learning_rate, y_pred)
             if not math.isfinite(value):
                 raise TrainingError(f"loss became {value} in epoch {self.epoch + 1}, batch {b + 1}; "
-                                    "training stopped (try a lower learning rate or gradient clipping)")
+                                    f"training stopped ({self._non_finite_hint()})")
             p.total_loss += value * len(idx)
             p.batch = b + 1
             self.step += 1
@@ -292,6 +292,16 @@ class Trainer:
         logs.update(metrics_mod.compute(self.metric_specs, y[p.order], p.outputs))
         self.progress = None
         return logs
+
+    def _non_finite_hint(self):
+        """What to change when the loss is not finite."""
+        if self.loss.name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+            last = next(layer for layer in reversed(self.model.layers) if hasattr(layer, "activation"))
+            if last.activation.name != "softmax":
+                # Keras's formula divides by the outputs' sum, which is 0 for some rows of these
+                return (f"{self.loss.name} needs probabilities, but the model's last activation is "
+                        f"'{last.activation.name}' (layer {last.name}); end the model with activation: softmax")
+        return "try a lower learning rate or gradient clipping"
 
     def get_state(self):
         """(JSON-able state, arrays) of everything but the weights and optimizer slots."""

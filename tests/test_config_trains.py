@@ -6,9 +6,9 @@ parameters at and inside the edges of their ranges) and takes each through what
 ``mlp train`` does with it: resolve, build the model, train an epoch of a few
 batches on tiny random data of the right shape, evaluate, save the model file and
 read it back, write the config and read it again. The outcome is a ConfigError
-from the check, or success; the one other clean outcome allowed is the loss
-becoming non-finite on valid but extreme numbers (a TrainingError, as for a
-diverging run). Regression tests below pin each fault the property found, and
+from the check, or success; the one other clean outcome allowed is the loss or
+the weights becoming non-finite on valid but extreme numbers (the TrainingError
+of a diverging run). Regression tests below pin each fault the property found, and
 the memory check goes through the real CLI.
 """
 
@@ -96,27 +96,39 @@ def component(registry, params_of, param_strategies):
 
 OPTIMIZER = component(optimizers.OPTIMIZERS, optimizers.parameters, OPTIMIZER_PARAMS)
 SCHEDULE = component(schedules.SCHEDULES, lambda n: schedules.get(n).defaults, SCHEDULE_PARAMS)
-METRIC = st.one_of(st.sampled_from(sorted(metrics.METRICS)),
-                   st.fixed_dictionaries({"type": st.just("top_k_accuracy"),
-                                          "k": st.one_of(st.integers(1, 6), st.just(10**30))}))
-CONFIGS = st.fixed_dictionaries({
-    "name": st.just("prop"),
-    "seed": SEEDS,
-    "task": st.sampled_from(["classification", "regression"]),
-    "data": st.fixed_dictionaries({"dataset": st.just("npz"), "path": st.just("/unused.npz")}),
-    "model": st.fixed_dictionaries({"input_shape": st.lists(st.integers(1, 4), min_size=1, max_size=3),
-                                    "layers": LAYERS}),
-    "loss": st.sampled_from(sorted([*losses.LOSSES, *losses.ALIASES])),
-    "optimizer": OPTIMIZER,
-    "schedule": SCHEDULE,
-    "metrics": st.lists(METRIC, max_size=3),
-    "training": st.fixed_dictionaries({"epochs": st.integers(1, 3),
-                                       "batch_size": st.one_of(st.integers(1, 8), st.just(10**12))},
-                                      optional={"shuffle": st.booleans()}),
-    "checkpoint": st.fixed_dictionaries({"monitor": st.just("loss")}),
-    "early_stopping": st.one_of(st.none(), st.fixed_dictionaries(
-        {"monitor": st.just("loss")}, optional={"restore_best_weights": st.booleans()})),
-})
+TOP_K = st.fixed_dictionaries({"type": st.just("top_k_accuracy"), "k": st.one_of(st.integers(1, 6), st.just(10**30))})
+# mostly the metrics of the task, now and then one the check refuses for it
+METRICS = {"classification": st.lists(st.one_of(st.sampled_from(sorted(metrics.METRICS)), TOP_K), max_size=3),
+           "regression": st.lists(st.sampled_from(["mse", "mae", "mse", "mae", "accuracy"]), max_size=2)}
+# mostly flat inputs; other shapes with a flatten layer first, or without (refused)
+MODEL = st.one_of(
+    st.fixed_dictionaries({"input_shape": st.lists(st.integers(1, 4), min_size=1, max_size=1), "layers": LAYERS}),
+    st.tuples(st.lists(st.integers(1, 3), min_size=2, max_size=3), LAYERS, st.integers(0, 3)).map(
+        lambda t: {"input_shape": t[0], "layers": ([{"type": "flatten"}] if t[2] else []) + t[1]}))
+
+
+def config(task):
+    return st.fixed_dictionaries({
+        "name": st.just("prop"),
+        "seed": SEEDS,
+        "task": st.just(task),
+        "data": st.fixed_dictionaries({"dataset": st.just("npz"), "path": st.just("/unused.npz")}),
+        "model": MODEL,
+        "loss": st.sampled_from(sorted([*losses.LOSSES, *losses.ALIASES])),
+        "optimizer": OPTIMIZER,
+        "schedule": SCHEDULE,
+        "metrics": METRICS[task],
+        "training": st.fixed_dictionaries({
+            "epochs": st.integers(1, 3),
+            "batch_size": st.integers(1, 9).map(lambda b: 10**12 if b == 9 else b)},  # now and then too large
+            optional={"shuffle": st.booleans()}),
+        "checkpoint": st.fixed_dictionaries({"monitor": st.just("loss")}),
+        "early_stopping": st.one_of(st.none(), st.fixed_dictionaries(
+            {"monitor": st.just("loss")}, optional={"restore_best_weights": st.booleans()})),
+    })
+
+
+CONFIGS = st.sampled_from(["classification", "regression"]).flatmap(config)
 
 
 # ------------------------------------------------------------------ what `mlp train` does with a config
@@ -142,6 +154,8 @@ def train_like_mlp(raw, folder):
     x, y = tiny_data(cfg, model.n_outputs)
     trainer = Trainer(model, cfg, streams, steps_per_epoch=math.ceil(ROWS / cfg["training"]["batch_size"]))
     logs = trainer.run_epoch(x, y)
+    if not trainer.weights_finite():  # as train.Session.fit stops a run
+        raise TrainingError("weights became NaN or infinite in epoch 1")
     trainer.end_epoch(logs)
     trainer.learning_rate  # the schedule's next rate
     trainer.evaluate(x, y)
@@ -165,7 +179,7 @@ def outcome(raw, folder):
     except ConfigError:
         return "refused by the check"
     except TrainingError as exc:
-        assert "loss became" in str(exc), exc
+        assert "loss became" in str(exc) or "weights became" in str(exc), exc
         return "diverged"
 
 
@@ -320,3 +334,19 @@ def test_too_much_memory_is_a_config_error_before_the_run_folder(tmp_path, setti
     assert len(lines) == 1 and lines[0].startswith("Error: ") and key in lines[0], lines
     assert "GiB" in lines[0] and "this machine has" in lines[0]
     assert not runs_root.exists() or not any(runs_root.iterdir())
+
+
+def test_crossentropy_on_outputs_that_are_not_probabilities_says_so(tmp_path):
+    """Keras's categorical cross-entropy divides by the outputs' sum: 0 for a linear output of
+    zeros, so the loss is NaN; the error names the output activation, not the learning rate."""
+    raw = with_(model={"input_shape": [4], "layers": [{"type": "dense", "units": 2, "kernel_initializer": "zeros"}]})
+    cfg = resolve(raw)
+    streams = random_streams(0)
+    model = build_model(cfg, streams)
+    x, y = tiny_data(cfg, model.n_outputs)
+    with pytest.raises(TrainingError, match=r"loss became nan .*categorical_crossentropy needs probabilities, but "
+                                            r"the model's last activation is 'linear' \(layer dense\); end the "
+                                            r"model with activation: softmax"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            Trainer(model, cfg, streams, steps_per_epoch=1).run_epoch(x, y)
