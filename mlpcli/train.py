@@ -26,7 +26,7 @@ from mlpcli.data.features import Features
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import DataError, Interrupted, MlpError, ModelFileError, TrainingError
 from mlpcli.training import (EarlyStopping, EpochPaused, Monitor, Trainer, blas_threads, build_model,
-                             random_streams)
+                             check_memory, random_streams)
 
 RESUME_DIR = "resume"
 
@@ -92,6 +92,7 @@ def _train(cfg, model, streams, summary, report, resume, runs_root, run_dir, plo
     data.x_train = data.x_val = data.x_test = None
     for y, part in ((y_train, "training"), (y_val, "validation"), (data.y_test, "test")):
         _check_targets(y, model, cfg, part)
+    check_memory(cfg, model, len(x_train))  # a batch of this data, before the run folder is made
     config_mod.check_monitors(cfg, x_val is not None)
 
     folder = resume or runs.new_run_dir(runs_root, cfg["name"], run_dir)

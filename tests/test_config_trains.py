@@ -30,6 +30,7 @@ from mlpcli.errors import ConfigError, TrainingError
 from mlpcli.nn import activations, initializers, losses, metrics, optimizers, schedules
 from mlpcli.nn import model as model_mod
 from mlpcli.nn.model import Sequential
+from mlpcli.parallel import usable_processes
 from mlpcli.training import Trainer, build_model, random_streams
 
 ROWS = 5  # samples of the tiny data set
@@ -320,15 +321,17 @@ def run_cli(*args):
                           cwd=Path(__file__).resolve().parents[1])
 
 
-@pytest.mark.parametrize("setting, key", [
-    ("training.batch_size=5500000", "training.batch_size: 5,500,000 is too large: a batch of 5,500,000 rows"),
-    ("model.layers[0].units=100000000", "model.layers[0].units: the model is too large")])
-def test_too_much_memory_is_a_config_error_before_the_run_folder(tmp_path, setting, key):
-    """About 100 GB for a batch of configs/mnist.yaml (784-128-128-10, one process), or a first
-    layer of 1e8 units: refused with exit 2 and one Error line, before data is read or a folder made."""
+@pytest.mark.parametrize("settings, key", [
+    (["model.layers[0].units=30000", "training.batch_size=1000000"],
+     "training.batch_size: 1,000,000 is too large: a batch of 48,000 rows needs about"),
+    (["model.layers[0].units=100000000"], "model.layers[0].units: the model is too large")])
+def test_too_much_memory_is_a_config_error_before_the_run_folder(tmp_path, settings, key):
+    """configs/mnist.yaml (one process) with a first layer of 30,000 units and a batch of all
+    48,000 training rows: about 65 GiB of activations; or a first layer of 1e8 units: refused
+    with exit 2 and one Error line, and no run folder."""
     runs_root = tmp_path / "runs"
-    done = run_cli("train", "configs/mnist.yaml", "--set", setting, "--set", "training.processes=1",
-                   "--runs-root", str(runs_root), "-q")
+    sets = [arg for setting in settings + ["training.processes=1"] for arg in ("--set", setting)]
+    done = run_cli("train", "configs/mnist.yaml", *sets, "--runs-root", str(runs_root), "-q")
     assert done.returncode == 2, done.stderr
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and key in lines[0], lines
@@ -350,3 +353,20 @@ def test_crossentropy_on_outputs_that_are_not_probabilities_says_so(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             Trainer(model, cfg, streams, steps_per_epoch=1).run_epoch(x, y)
+
+
+def test_a_batch_larger_than_the_data_trains_on_the_data_rows(tmp_path):
+    """A batch never holds more rows than the data: batch_size 1e12 on 5 samples is one batch of 5."""
+    raw = with_(training={"batch_size": 10**12, "epochs": 1},
+                model={"input_shape": [4], "layers": [{"type": "dense", "units": 3, "activation": "softmax"}]})
+    assert outcome(raw, tmp_path) == "trained"
+
+
+def test_processes_sharing_a_huge_batch_are_refused_naming_the_batch_size(monkeypatch):
+    """Several processes share the outputs of a whole batch_size batch (parallel.DataParallel)."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    cfg = resolve(with_(training={"batch_size": 10**12, "processes": 2}))
+    if usable_processes(2) < 2:
+        pytest.skip("training uses one process on this platform")
+    with pytest.raises(ConfigError, match=r"training\.batch_size: 1,000,000,000,000 is too large: .* GiB"):
+        build_model(cfg, random_streams(0))
