@@ -12,7 +12,7 @@ MODES = ("auto", "min", "max")
 # below its smallest normal becomes 0 (or a subnormal, which flush_denormals makes 0)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-MAX_THREADS = 1024  # BLAS takes a C int; no machine has more cores than this uses
+MAX_THREADS = 1024  # for BLAS, which takes a C int; more helps no machine
 
 # constraints on parameters by name, shared by every component that has them:
 # (low, high, low inclusive, high inclusive)

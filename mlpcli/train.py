@@ -26,7 +26,8 @@ from mlpcli.data.features import Features
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import DataError, Interrupted, MlpError, ModelFileError, TrainingError
 from mlpcli.training import (EarlyStopping, EpochPaused, Monitor, Trainer, blas_threads, build_model,
-                             check_memory, random_streams)
+                             random_streams)
+from mlpcli.training_memory import check_memory
 
 RESUME_DIR = "resume"
 

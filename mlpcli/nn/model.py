@@ -10,7 +10,7 @@ PREDICT_ROWS = 4096  # samples per batch of inference
 # at most this much for a batch of inference's activations, however wide the layers
 PREDICT_BATCH_BYTES = 256 * 2**20
 # float32 arrays alive per value of a layer's output at inference: the output and a temporary
-_INFERENCE_ARRAYS = 2
+_INFERENCE_BYTES = 2 * 4
 
 
 class Sequential:
@@ -54,7 +54,7 @@ class Sequential:
     @property
     def widths(self):
         """Values per sample: of the input, then of each layer's output."""
-        return [math.prod(self.input_shape)] + [math.prod(shape) for shape in self.shapes]
+        return [math.prod(shape) for shape in [self.input_shape, *self.shapes]]
 
     @property
     def output_shape(self):
@@ -195,13 +195,12 @@ class Sequential:
 def predict_rows(widths, batch_size=PREDICT_ROWS):
     """Samples per batch of inference through layers of ``widths`` (values per sample, the
     input's and each layer's output's): ``batch_size``, fewer for very wide layers."""
-    per_row = _INFERENCE_ARRAYS * 4 * sum(widths)
-    return max(1, min(batch_size, PREDICT_BATCH_BYTES // per_row))
+    return max(1, min(batch_size, PREDICT_BATCH_BYTES // (_INFERENCE_BYTES * sum(widths))))
 
 
 def predict_chunk_bytes(widths):
     """Bytes one batch of ``Sequential.predict`` through layers of ``widths`` takes."""
-    return predict_rows(widths) * _INFERENCE_ARRAYS * 4 * sum(widths)
+    return predict_rows(widths) * _INFERENCE_BYTES * sum(widths)
 
 
 class LayerShapeError(ValueError):
