@@ -24,7 +24,7 @@ RANGES = {
     "global_clipnorm": (0, None, False, True), "initial_accumulator_value": (0, None, True, True),
     "rate": (0, 1, True, False), "units": (1, None, True, True), "l1": (0, None, True, True),
     "l2": (0, None, True, True), "stddev": (0, None, False, True),
-    "decay_steps": (1, None, True, True), "decay_rate": (0, 1, False, True),
+    "decay_steps": (1, None, True, True), "decay_rate": (0, None, False, True),
     "step_size": (1, None, True, True), "factor": (0, 1, False, False),
     "alpha": (0, 1, True, True), "patience": (0, None, True, True),
     "min_delta": (0, None, True, True), "cooldown": (0, None, True, True),
