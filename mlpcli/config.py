@@ -18,12 +18,13 @@ import re
 import string
 from pathlib import Path
 
-from mlpcli.config_check import INTEGER_KEYS, MODES, RANGES, _Checker, _join, _show
+from mlpcli.config_check import INTEGER_KEYS, MODES, RANGES, _brief, _Checker, _join, _show
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS, SCALINGS
 from mlpcli.errors import ConfigError
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
                        schedules)
+from mlpcli.nn.model import LayerShapeError, output_shapes
 from mlpcli.nn.registry import unknown_name_message
 
 __all__ = ["INTEGER_KEYS", "MODES", "RANGES", "NAME_PATTERN", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
@@ -113,11 +114,53 @@ def _layer(check, path, value):
         elif key == "use_bias":
             check.boolean(p, spec[key])
         elif key.endswith("_initializer"):
-            spec[key] = check.component(p, spec[key], initializers.INITIALIZERS, "initializer",
-                                        initializers.parameters)
+            spec[key] = _initializer(check, p, spec[key])
         elif key.endswith("_regularizer"):
             spec[key] = _regularizer(check, p, spec[key])
     return spec
+
+
+def _initializer(check, path, value):
+    spec = check.component(path, value, initializers.INITIALIZERS, "initializer", initializers.parameters)
+    low, high = (spec or {}).get("minval"), (spec or {}).get("maxval")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) and low > high:
+        check.error(_join(path, "minval"), f"must be at most maxval ({_brief(high)}), got {_brief(low)}")
+    return spec
+
+
+def _check_layer_stack(check, model):
+    """The layers fit together (shapes, names) and have weights to train; returns the number of
+    outputs, or None when they do not fit."""
+    specs = model["layers"]
+    seen = {}
+    for i, spec in enumerate(specs):
+        if spec["name"] is not None and spec["name"] in seen:
+            check.error(f"model.layers[{i}].name", f"{spec['name']!r} is already the name of "
+                                                   f"model.layers[{seen[spec['name']]}]; layer names must differ")
+        seen.setdefault(spec["name"], i)
+    if not any(spec["type"] == "dense" for spec in specs):
+        check.error("model.layers", "needs a dense layer (the weights training learns), got only "
+                                    f"{', '.join(spec['type'] for spec in specs)}")
+        return None
+    try:
+        shapes = output_shapes([layers.from_config(spec) for spec in specs], model["input_shape"])
+    except LayerShapeError as exc:
+        check.error(f"model.layers[{exc.index}]", f"{exc.message} (model.input_shape is "
+                                                  f"{model['input_shape']})")
+        return None
+    return shapes[-1][0]
+
+
+def _check_loss_fits(check, cfg, outputs):
+    """The loss can compare the model's outputs with the task's targets."""
+    if cfg["loss"] != "sparse_categorical_crossentropy":
+        return
+    if cfg["task"] != "classification":
+        check.error("loss", "sparse_categorical_crossentropy compares class labels, so it needs task: "
+                            "classification; for regression use mean_squared_error, mean_absolute_error or huber")
+    elif outputs is not None and outputs < 2:
+        check.error("loss", f"sparse_categorical_crossentropy needs one output per class (2 or more), but the "
+                            f"model has {outputs}; for two classes with one sigmoid output use binary_crossentropy")
 
 
 def _metric_names(spec_list):
@@ -140,8 +183,7 @@ def resolve(raw):
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
         check.error("name", "must be a plain folder name (letters, digits, '.', '_', '-'; no path "
                             f"separators or '..'), got {_show(name)}")
-    if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
-        check.error("seed", f"must be an integer, got {_show(cfg['seed'])}")
+    check.number("seed", cfg["seed"])
     cfg["task"] = check.choice("task", cfg["task"], TASKS, "task")
 
     data = cfg["data"] = check.mapping("data", cfg["data"], set(SECTION_DEFAULTS["data"]),
@@ -221,6 +263,8 @@ def resolve(raw):
         check.string("early_stopping.monitor", es["monitor"])
         check.boolean("early_stopping.restore_best_weights", es["restore_best_weights"])
 
+    if not check.problems:
+        _check_loss_fits(check, cfg, _check_layer_stack(check, model))
     if not check.problems:
         _check_monitors(check, cfg, has_validation(cfg))
     if check.problems:

@@ -3,9 +3,16 @@
 import math
 import reprlib
 
+import numpy as np
+
 from mlpcli.nn.registry import did_you_mean, unknown_name_message
 
 MODES = ("auto", "min", "max")
+# training computes in float32: a number outside its range becomes inf, and a positive one
+# below its smallest normal becomes 0 (or a subnormal, which flush_denormals makes 0)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+MAX_THREADS = 1024  # for BLAS, which takes a C int; more helps no machine
 
 # constraints on parameters by name, shared by every component that has them:
 # (low, high, low inclusive, high inclusive)
@@ -24,8 +31,8 @@ RANGES = {
     "min_lr": (0, None, True, True), "k": (1, None, True, True),
     "epochs": (1, None, True, True), "batch_size": (1, None, True, True),
     "validation_split": (0, 1, True, False), "max_train_samples": (1, None, True, True),
-    "max_test_samples": (1, None, True, True), "threads": (1, None, True, True),
-    "processes": (1, None, True, True),
+    "max_test_samples": (1, None, True, True), "threads": (1, MAX_THREADS, True, True),
+    "processes": (1, None, True, True), "seed": (0, None, True, True),
 }
 INTEGER_KEYS = {"threads", "processes", "units", "decay_steps", "step_size", "patience", "cooldown", "k", "epochs",
                 "batch_size", "max_train_samples", "max_test_samples", "seed"}
@@ -67,11 +74,16 @@ class _Checker:
         if isinstance(value, float) and not math.isfinite(value):
             self.error(path, f"must be a finite number, got {value!r}")
             return value
-        if key in RANGES:
-            low, high, low_in, high_in = RANGES[key]
-            if ((low is not None and (value < low or (value == low and not low_in)))
-                    or (high is not None and (value > high or (value == high and not high_in)))):
-                self.error(path, f"must be in {_interval(RANGES[key])}, got {_brief(value)}")
+        low, high, low_in, high_in = RANGES.get(key, (None, None, True, True))
+        if ((low is not None and (value < low or (value == low and not low_in)))
+                or (high is not None and (value > high or (value == high and not high_in)))):
+            self.error(path, f"must be in {_interval(RANGES[key])}, got {_brief(value)}")
+        elif not integer and abs(value) > FLOAT32_MAX:
+            self.error(path, f"must be between -{FLOAT32_MAX:.4g} and {FLOAT32_MAX:.4g} (float32, which "
+                             f"training computes in), got {_brief(value)}")
+        elif low == 0 and not low_in and not integer and value < FLOAT32_TINY:
+            self.error(path, f"must be at least {FLOAT32_TINY:.4g} (smaller numbers are 0 in float32, "
+                             f"which training computes in), got {_brief(value)}")
         return value
 
     def boolean(self, path, value):

@@ -20,6 +20,7 @@ from mlpcli.data.features import Features
 from mlpcli.errors import DataError, Interrupted, MlpError, os_error_text, printable
 from mlpcli.session import Session, SetupInterrupted, StopRequest
 from mlpcli.training import blas_threads, build_model, random_streams
+from mlpcli.training_memory import check_memory
 
 
 @dataclass
@@ -146,6 +147,7 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
         data.x_train = data.x_val = data.x_test = None
         for y, part in ((y_train, "training"), (y_val, "validation"), (data.y_test, "test")):
             _check_targets(y, model, cfg, part)
+        check_memory(cfg, model, len(x_train))  # a batch of this data, before training allocates it
         config_mod.check_monitors(cfg, x_val is not None)
         session = Session(cfg, model, streams, data, folder, report, len(x_train))
         if runs_root is None:

@@ -7,7 +7,6 @@ checkpointed as a whole. It never prints: progress goes through callbacks.
 
 import contextlib
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ from mlpcli.nn.denormals import flush_denormals
 from mlpcli.nn.metrics import higher_is_better
 from mlpcli.nn.model import Sequential
 from mlpcli.parallel import DataParallel, shared_empty_like, usable_processes
+from mlpcli.training_memory import check_memory
 
 
 def blas_threads(n):
@@ -44,41 +44,24 @@ def random_streams(seed):
             (("init", init), ("dropout", dropout), ("shuffle", shuffle), ("split", split))}
 
 
-# bytes per weight while training: the weight, its gradient, two optimizer slots, scratch;
-# each further process (training.processes) adds a gradient and a scratch share
-TRAINING_BYTES_PER_WEIGHT = 5 * 4
-BYTES_PER_WEIGHT_PER_EXTRA_PROCESS = 2 * 4
-
-
 def build_model(cfg, streams):
     """The Sequential model described by a resolved config, with fresh weights.
 
-    A model that could not fit in this machine's memory is refused before
-    anything is allocated.
+    A model whose training could not fit in this machine's memory is refused
+    before anything is allocated.
     """
-    count = count_weights(cfg["model"]["layers"], cfg["model"]["input_shape"])
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    needed = count * (TRAINING_BYTES_PER_WEIGHT
-                      + (cfg["training"]["processes"] - 1) * BYTES_PER_WEIGHT_PER_EXTRA_PROCESS)
-    if needed > memory:
-        raise ConfigError(f"model.layers: the model is too large: {count:,} weights need about "
-                          f"{needed / 2**30:,.1f} GiB to train, and this "
-                          f"machine has {memory / 2**30:,.1f} GiB")
     model = Sequential(cfg["model"]["layers"], cfg["model"]["input_shape"], name=cfg["model"]["name"])
+    check_memory(cfg, model)
     try:
-        return model.build(streams["init"], streams["dropout"])
+        model.build(streams["init"], streams["dropout"])
     except MemoryError:
-        raise ConfigError(f"model.layers: the model is too large to allocate ({count:,} weights)") from None
-
-
-def count_weights(layer_specs, input_shape):
-    """How many weights the layers will have, worked out from the specs alone."""
-    width, count = math.prod(input_shape), 0
-    for spec in layer_specs:
-        if spec["type"] == "dense":
-            count += width * spec["units"] + (spec["units"] if spec.get("use_bias", True) else 0)
-            width = spec["units"]
-    return count
+        raise ConfigError("model.layers: the model is too large to allocate") from None
+    for i, layer in enumerate(model.layers):
+        for name, weights in zip(layer.weight_names, layer.params):
+            if not np.isfinite(weights).all():  # e.g. random_normal with stddev 1e38 overflows float32
+                raise ConfigError(f"model.layers[{i}].{name}_initializer: gives weights that are not finite "
+                                  f"in float32 ({layer.config[name + '_initializer']}); use smaller values")
+    return model
 
 
 @dataclass
@@ -108,8 +91,7 @@ class Trainer:
         (cosine_decay without decay_steps) needs."""
         self.model = model
         self.loss = losses_mod.get(cfg["loss"])
-        opt_spec = dict(cfg["optimizer"])
-        self.optimizer = optimizers_mod.get(opt_spec.pop("type"))(**opt_spec)
+        self.optimizer = optimizers_mod.from_config(cfg["optimizer"])
         # clipnorm clips each weight array by its own norm, so it needs them one by one
         self.flat = not self.optimizer.clipnorm
         self.batch_size = cfg["training"]["batch_size"]
@@ -170,9 +152,10 @@ class Trainer:
             yield b, p.order[b * self.batch_size:(b + 1) * self.batch_size]
 
     def _buffers(self, x, y_enc):
-        """Float32 arrays a batch is gathered into, reused every step."""
-        return (np.empty((self.batch_size,) + x.shape[1:], np.float32),
-                np.empty((self.batch_size,) + y_enc.shape[1:], y_enc.dtype))
+        """Float32 arrays a batch is gathered into, reused every step (no batch has more
+        rows than the data)."""
+        rows = min(self.batch_size, len(x))
+        return (np.empty((rows,) + x.shape[1:], np.float32), np.empty((rows,) + y_enc.shape[1:], y_enc.dtype))
 
     def _helper_epoch(self, rank, x, y_enc):
         """A helper process's part of the epoch (see mlpcli/parallel.py)."""
@@ -201,7 +184,7 @@ class Trainer:
                                            self.learning_rate, y_pred)
             if not math.isfinite(value):
                 raise TrainingError(f"loss became {value} in epoch {self.epoch + 1}, batch {b + 1}; "
-                                    "training stopped (try a lower learning rate or gradient clipping)")
+                                    f"training stopped ({self._non_finite_hint()})")
             p.total_loss += value * len(idx)
             p.batch = b + 1
             self.step += 1
@@ -218,6 +201,16 @@ class Trainer:
         logs.update(metrics_mod.compute(self.metric_specs, y[p.order], p.outputs))
         self.progress = None
         return logs
+
+    def _non_finite_hint(self):
+        """What to change when the loss is not finite."""
+        if self.loss.name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+            last = next(layer for layer in reversed(self.model.layers) if hasattr(layer, "activation"))
+            if last.activation.name != "softmax":
+                # Keras's formula divides by the outputs' sum, which is 0 for some rows of these
+                return (f"{self.loss.name} needs probabilities, but the model's last activation is "
+                        f"'{last.activation.name}' (layer {last.name}); end the model with activation: softmax")
+        return "try a lower learning rate or gradient clipping"
 
     def get_state(self):
         """(JSON-able state, arrays) of everything but the weights and optimizer slots."""

@@ -34,8 +34,13 @@ class Layer:
         self.grads = []
         self.activity_penalty = 0.0
 
-    def build(self, input_shape, rng):
+    def output_shape(self, input_shape):
+        """The shape of this layer's output for inputs of ``input_shape``; ``ValueError`` (saying
+        why) when it cannot take them. ``build`` returns it too."""
         return tuple(input_shape)
+
+    def build(self, input_shape, rng):
+        return self.output_shape(input_shape)
 
     def forward(self, x, training):
         return x
@@ -85,10 +90,14 @@ class Dense(Layer):
     def weight_names(self):
         return ("kernel", "bias") if self.config["use_bias"] else ("kernel",)
 
-    def build(self, input_shape, rng):
+    def output_shape(self, input_shape):
         if len(input_shape) != 1:
-            raise ValueError(f"{self.name}: dense needs a flat input, got shape {tuple(input_shape)}; "
-                             "add a flatten layer first")
+            raise ValueError(f"a dense layer needs a flat input (one axis), got shape {list(input_shape)}; "
+                             "add a flatten layer before it")
+        return (self.config["units"],)
+
+    def build(self, input_shape, rng):
+        self.output_shape(input_shape)
         units = self.config["units"]
         self.kernel = initializers.initialize(self.config["kernel_initializer"], (input_shape[0], units), rng)
         self.params = [self.kernel]
@@ -203,7 +212,7 @@ class Dropout(Layer):
         self._scale = _F(1.0 / (1.0 - rate))  # rate < 1: config and model-file checks
         self._mask = None
         self.rows = None
-        return tuple(input_shape)
+        return self.output_shape(input_shape)
 
     def forward(self, x, training):
         if not training or self.config["rate"] == 0:
@@ -257,9 +266,12 @@ class Flatten(Layer):
     type = "flatten"
     keras_class = "Flatten"
 
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
     def build(self, input_shape, rng):
         self.input_shape = tuple(input_shape)
-        return (int(np.prod(input_shape)),)
+        return self.output_shape(input_shape)
 
     def forward(self, x, training):
         return x.reshape(x.shape[0], -1)

@@ -1,8 +1,16 @@
 """The Sequential model: a stack of layers trained by backpropagation."""
 
+import math
+
 import numpy as np
 
 from mlpcli.nn import layers as layers_mod
+
+PREDICT_ROWS = 4096  # samples per batch of inference
+# at most this much for a batch of inference's activations, however wide the layers
+PREDICT_BATCH_BYTES = 256 * 2**20
+# float32 arrays alive per value of a layer's output at inference: the output and a temporary
+_INFERENCE_BYTES = 2 * 4
 
 
 class Sequential:
@@ -27,6 +35,7 @@ class Sequential:
         masks were drawn, and let training resume each stream exactly.
         """
         dropout_rng = rng if dropout_rng is None else dropout_rng
+        output_shapes(self.layers, self.input_shape)  # refuses a stack that does not fit before drawing
         shape = self.input_shape
         self.shapes = []
         for layer in self.layers:
@@ -41,6 +50,11 @@ class Sequential:
         self.flat_grads = _pack([layer for layer in self.layers], "grads")
         self.built = True
         return self
+
+    @property
+    def widths(self):
+        """Values per sample: of the input, then of each layer's output."""
+        return [math.prod(shape) for shape in [self.input_shape, *self.shapes]]
 
     @property
     def output_shape(self):
@@ -143,13 +157,15 @@ class Sequential:
         if grads is not None:
             self.flat_grads = _pack(self.layers, "grads", grads)
 
-    def predict(self, x, batch_size=4096):
-        """Outputs for ``x`` of shape (n, *input_shape), computed in large batches.
+    def predict(self, x, batch_size=PREDICT_ROWS):
+        """Outputs for ``x`` of shape (n, *input_shape), computed in large batches (smaller
+        ones for layers so wide that a batch's activations would not fit: ``predict_rows``).
 
         ``predict_activity_penalty`` is then the activity regularizers' penalty on ``x``
         (the row-weighted mean over the batches, as Keras's evaluate reports it).
         """
         out = np.empty((x.shape[0],) + self.output_shape, np.float32)
+        batch_size = predict_rows(self.widths, batch_size)
         activity = 0.0
         for start in range(0, x.shape[0], batch_size):
             chunk = x[start:start + batch_size]
@@ -174,6 +190,41 @@ class Sequential:
         lines += [rule, f"Total params: {total:,}", f"Trainable params: {total:,}",
                   "Non-trainable params: 0", rule]
         return "\n".join(lines)
+
+
+def predict_rows(widths, batch_size=PREDICT_ROWS):
+    """Samples per batch of inference through layers of ``widths`` (values per sample, the
+    input's and each layer's output's): ``batch_size``, fewer for very wide layers."""
+    return max(1, min(batch_size, PREDICT_BATCH_BYTES // (_INFERENCE_BYTES * sum(widths))))
+
+
+def predict_chunk_bytes(widths):
+    """Bytes one batch of ``Sequential.predict`` through layers of ``widths`` takes."""
+    return predict_rows(widths) * _INFERENCE_BYTES * sum(widths)
+
+
+class LayerShapeError(ValueError):
+    """Layer ``index`` of a stack cannot take the output of the layers before it."""
+
+    def __init__(self, index, message):
+        super().__init__(f"layer {index + 1}: {message}")
+        self.index, self.message = index, message
+
+
+def output_shapes(layers, input_shape):
+    """Each layer's output shape for inputs of ``input_shape``: the model's outputs are the
+    last one's, which must be flat. ``LayerShapeError`` names the first layer that does not fit."""
+    shapes, shape = [], tuple(input_shape)
+    for i, layer in enumerate(layers):
+        try:
+            shape = layer.output_shape(shape)
+        except ValueError as exc:
+            raise LayerShapeError(i, str(exc)) from None
+        shapes.append(shape)
+    if len(shape) != 1:
+        raise LayerShapeError(len(layers) - 1, f"the model's output must be flat (one axis), got shape "
+                                               f"{list(shape)}; end with a dense layer")
+    return shapes
 
 
 def _pack(layers, attribute, flat=None):

@@ -287,6 +287,12 @@ def get(name):
     return lookup(OPTIMIZERS, name, "optimizer")
 
 
+def from_config(spec):
+    """The optimizer ``{"type": name, **hyperparameters}`` describes, not yet built."""
+    params = {k: v for k, v in spec.items() if k != "type"}
+    return get(spec["type"])(**params)
+
+
 def parameters(name):
     """{parameter: default} accepted by optimizer ``name``."""
     cls = get(name)

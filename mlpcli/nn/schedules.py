@@ -55,7 +55,10 @@ class ExponentialDecay(Schedule):
 
     def __call__(self, step, epoch):
         p = step / self.decay_steps
-        return self.initial * self.decay_rate ** (math.floor(p) if self.staircase else p)
+        try:
+            return self.initial * self.decay_rate ** (math.floor(p) if self.staircase else p)
+        except OverflowError:  # a decay_rate above 1 grows the rate past any float: training stops on it
+            return math.inf
 
 
 class StepDecay(Schedule):
