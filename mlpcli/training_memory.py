@@ -105,4 +105,3 @@ def _gib(size):
 
 def _count(n):
     return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
-
