@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlpcli import runs
 from mlpcli.errors import ConfigError, MlpError
 from mlpcli.runs import resolve_run_dir
 
@@ -97,7 +98,7 @@ def recommend(scores, params, higher, tolerance=None):
 def param_count(folder):
     """The total parameter count in a run's ``summary.txt``, or None."""
     try:
-        text = (Path(folder) / "summary.txt").read_text(encoding="utf-8")
+        text = (Path(folder) / runs.SUMMARY_FILE).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     match = re.search(r"Total params:\s*([0-9,]+)", text)
@@ -121,15 +122,15 @@ def read_run(folder, label=None):
 
     folder = Path(folder)
     entry = Entry(label or folder.resolve().name, folder)
-    entry.cfg = _read_yaml(folder / "config.yaml") or {}
+    entry.cfg = _read_yaml(folder / runs.CONFIG_FILE) or {}
     try:
-        entry.history = read_history(folder / "history.csv")
+        entry.history = read_history(folder / runs.HISTORY_FILE)
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         entry.status, entry.error = "failed", f"no readable history.csv ({exc})"
         return entry
     entry.params = param_count(folder)
     try:
-        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        results = json.loads((folder / runs.RESULTS_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         results = {}
     seconds = results.get("seconds") if isinstance(results, dict) else None
@@ -152,7 +153,7 @@ def read_sweep_entries(folder):
         name = trial["name"]
         row = rows.get(name) or {}
         status = row.get("status") or "pending"
-        if status == "ok" and (folder / name / "history.csv").is_file():
+        if status == "ok" and (folder / name / runs.HISTORY_FILE).is_file():
             entry = read_run(folder / name, label=name)
             if entry.seconds is not None and _float(row.get("seconds")) is not None:
                 entry.seconds = _float(row.get("seconds"))
@@ -184,7 +185,7 @@ def _collect(paths):
                     t.label = f"{path.resolve().name}/{t.label}"
             entries += trials
             sweeps.append(path)
-        elif path.is_dir() and ((path / "history.csv").is_file() or (path / "config.yaml").is_file()):
+        elif path.is_dir() and ((path / runs.HISTORY_FILE).is_file() or (path / runs.CONFIG_FILE).is_file()):
             entries.append(read_run(path))
         else:
             raise MlpError(f"{path}: not a run folder (no history.csv) or a sweep folder (no sweep.yaml)")
@@ -297,7 +298,7 @@ def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=
     if plots:
         if out_dir is None:
             first = Path(paths[0])
-            out_dir = first if first in sweeps else first / "plots"
+            out_dir = first if first in sweeps else first / runs.PLOTS_DIR
         result.plots = _plot(result, Path(out_dir), fmt)
     return result
 

@@ -25,9 +25,14 @@ import csv
 import json
 from pathlib import Path
 
-from mlpcli.history import as_columns, epoch_numbers, has_values, overfitting_onset, read_history
-
-FILENAME = "diagnostics.json"
+from mlpcli import runs
+from mlpcli.history import (
+    as_columns,
+    epoch_numbers,
+    has_values,
+    overfitting_onset,
+    read_history,
+)
 
 
 def _dropout_rates(cfg):
@@ -112,10 +117,8 @@ def diagnose(history, cfg=None):
 
 def report_diagnostics(folder, history, cfg, line):
     """Diagnose a finished run, write ``<folder>/diagnostics.json`` and ``line()`` each message."""
-    from mlpcli.runs import write_text
-
     result = diagnose(history, cfg)
-    write_text(Path(folder) / FILENAME, json.dumps(result, indent=2) + "\n")
+    runs.write_text(Path(folder) / runs.DIAGNOSTICS_FILE, json.dumps(result, indent=2) + "\n")
     for message in result["messages"]:
         line(message)
     return result
@@ -123,7 +126,7 @@ def report_diagnostics(folder, history, cfg, line):
 
 def diagnose_run(folder, cfg=None):
     """The diagnostics of a run folder from its ``history.csv`` (None when it has none)."""
-    path = Path(folder) / "history.csv"
+    path = Path(folder) / runs.HISTORY_FILE
     try:
         cols = read_history(path)
     except (OSError, UnicodeDecodeError, csv.Error, ValueError):

@@ -42,7 +42,7 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_
         raise MlpError("give either --checkpoint or --model, not both")
     if model_path is None or run_dir is not None:
         run_dir = runs.resolve_run_dir(run_dir, runs_root, note)
-        if not (run_dir / "config.yaml").exists():
+        if not (run_dir / runs.CONFIG_FILE).exists():
             raise MlpError(f"{run_dir}: not a run folder (no config.yaml)")
     model_path = Path(model_path) if model_path is not None else choose_checkpoint(run_dir, checkpoint)
     loaded = modelfile.load(model_path)
@@ -70,8 +70,8 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_
 
 def choose_checkpoint(run_dir, checkpoint):
     """The model file for ``--checkpoint``: None/"model.h5", "best", "last", an epoch number or a file name."""
-    if checkpoint in (None, "model.h5"):
-        path = run_dir / "model.h5"
+    if checkpoint in (None, runs.MODEL_FILE):
+        path = run_dir / runs.MODEL_FILE
         if not path.exists():
             raise MlpError(f"{run_dir}: no model.h5 yet (the run is still training, or was stopped: "
                            f"`mlp train --resume {run_dir}` finishes it); use --checkpoint last")
@@ -91,7 +91,7 @@ def choose_checkpoint(run_dir, checkpoint):
             return files[int(checkpoint)]
         raise MlpError(f"{run_dir}: no checkpoint of epoch {checkpoint}; there are epochs "
                        f"{', '.join(map(str, sorted(files))) or 'none'}")
-    path = run_dir / "checkpoints" / checkpoint
+    path = run_dir / runs.CHECKPOINTS_DIR / checkpoint
     if path.exists():
         return path
     raise MlpError(f"--checkpoint {checkpoint}: use model.h5, best, last, an epoch number or a file "
@@ -101,7 +101,7 @@ def choose_checkpoint(run_dir, checkpoint):
 def _checkpoints_by_epoch(run_dir):
     """{epoch: path} of the run's checkpoints, read from each file's own record."""
     found = {}
-    for path in sorted((run_dir / "checkpoints").glob("*.h5")):
+    for path in sorted((run_dir / runs.CHECKPOINTS_DIR).glob("*.h5")):
         try:
             epoch = modelfile.load(path).state.get("epoch")
         except MlpError:
@@ -119,7 +119,7 @@ def _best_epoch(run_dir):
 
     cfg = _run_config(run_dir)
     monitor = cfg["checkpoint"]["monitor"]
-    path = run_dir / "history.csv"
+    path = run_dir / runs.HISTORY_FILE
     try:
         history = read_history(path)
     except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
@@ -134,7 +134,7 @@ def _best_epoch(run_dir):
 
 def _run_config(run_dir):
     """The run's config.yaml, checked as ``mlp train`` checks a config."""
-    path = run_dir / "config.yaml"
+    path = run_dir / runs.CONFIG_FILE
     raw = config_mod.read_yaml(path)
     try:
         return config_mod.resolve(raw)
@@ -273,7 +273,7 @@ def _report_path(run_dir, model_path, data):
     ``-on-<data>`` is added for other data than the run's, so no report replaces another's."""
     folder = run_dir if run_dir is not None else model_path.parent
     on = f"-on-{_data_tag(data)}" if data is not None else ""
-    if run_dir is not None and model_path.resolve() == (run_dir / "model.h5").resolve():
+    if run_dir is not None and model_path.resolve() == (run_dir / runs.MODEL_FILE).resolve():
         return folder / f"evaluation{on}.json"
     return folder / f"evaluation-{model_path.stem}{on}.json"
 

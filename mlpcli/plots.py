@@ -30,11 +30,19 @@ so importing this module stays cheap.
 import csv
 from pathlib import Path
 
-from mlpcli import figures
+from mlpcli import figures, runs
 from mlpcli.errors import ConfigError
 from mlpcli.figures import FORMATS, PlotReport
-from mlpcli.history import (best_epoch, epoch_numbers, evaluation_suffix, finite, has_values,
-                            monitored_column, overfitting_onset, read_history)
+from mlpcli.history import (
+    best_epoch,
+    epoch_numbers,
+    evaluation_suffix,
+    finite,
+    has_values,
+    monitored_column,
+    overfitting_onset,
+    read_history,
+)
 from mlpcli.plots_evaluation import plot_evaluations
 
 # the history helpers are part of this module's interface too
@@ -47,7 +55,7 @@ MARKER_EPOCHS = 25
 
 def _read_config(run, report, label):
     """The run's config.yaml as a dict ({} with a note when it is missing or unreadable)."""
-    path = run / "config.yaml"
+    path = run / runs.CONFIG_FILE
     if not path.is_file():
         report.skipped.append(f"{label}: no config.yaml; best epoch uses val_loss, "
                               "misclassified images are not drawn")
@@ -222,11 +230,11 @@ def plot_runs(run_dirs: list[Path], out_dir: Path | None = None, fmt: str = "png
         if first_existing is None:
             first_existing = run
         if out_dir is None:
-            folder = run / "plots"
+            folder = run / runs.PLOTS_DIR
         else:
             folder = out_dir / label if several else out_dir
         cfg = _read_config(run, report, label)
-        history_path = run / "history.csv"
+        history_path = run / runs.HISTORY_FILE
         if not history_path.is_file():
             report.skipped.append(f"{label}: no history.csv; no curves drawn")
         else:
@@ -242,7 +250,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path | None = None, fmt: str = "png
 
     if several:
         target = out_dir if out_dir is not None else (
-            first_existing / "plots" if first_existing is not None else None)
+            first_existing / runs.PLOTS_DIR if first_existing is not None else None)
         if target is None:
             report.skipped.append("no run folder exists; no comparison plots drawn")
         elif not histories:

@@ -40,7 +40,7 @@ def open_model(run_dir=None, model_path=None, runs_root="runs", note=None):
     if model_path is not None:
         return modelfile.load(model_path)
     run_dir = runs.resolve_run_dir(run_dir, runs_root, note)
-    path = run_dir / "model.h5"
+    path = run_dir / runs.MODEL_FILE
     if not path.exists():
         raise MlpError(f"{run_dir}: no model.h5 (the run is still training, or was stopped: "
                        f"`mlp train --resume {run_dir}` finishes it)")

@@ -24,7 +24,18 @@ from mlpcli.errors import DiskFullError, FileSystemError, MlpError, os_error_tex
 TMP_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"  # held by the process writing into a run or sweep folder
 LATEST = "latest"
+
+# What a run folder holds: the one place these names are spelled.
+CONFIG_FILE = "config.yaml"  # the resolved config; a folder with one is a run
+SUMMARY_FILE = "summary.txt"
+HISTORY_FILE = "history.csv"
+LOG_FILE = "train.log"
+MODEL_FILE = "model.h5"
+RESULTS_FILE = "results.json"  # written last: a run that has it finished
+DIAGNOSTICS_FILE = "diagnostics.json"
+CHECKPOINTS_DIR = "checkpoints"
 RESUME_DIR = "resume"
+PLOTS_DIR = "plots"
 
 
 def _umask():
@@ -316,7 +327,7 @@ def latest_run(runs_root):
     if link.exists():
         raise MlpError(f"{link}: is a file, not a link to a run folder; give the run folder, or "
                        "remove the file")
-    runs = sorted((p for p in root.glob("*") if p.is_dir() and (p / "config.yaml").exists()),
+    runs = sorted((p for p in root.glob("*") if p.is_dir() and (p / CONFIG_FILE).exists()),
                   key=lambda p: p.stat().st_mtime)
     if not runs:
         raise MlpError(f"{root}: no runs found; train one with `mlp train CONFIG`")

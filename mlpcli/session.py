@@ -14,15 +14,14 @@ import signal
 import threading
 import time
 
+import numpy as np
+
 from mlpcli import modelfile, runs
-from mlpcli.diagnostics import FILENAME as DIAGNOSTICS_FILE
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, TrainingError
 from mlpcli.training import EarlyStopping, EpochPaused, Monitor, Trainer
 
-# written last: a run folder with it is a finished run
-RESULTS_FILE = "results.json"
-FINAL_FILES = ("model.h5", RESULTS_FILE, DIAGNOSTICS_FILE)
+FINAL_FILES = (runs.MODEL_FILE, runs.RESULTS_FILE, runs.DIAGNOSTICS_FILE)
 
 
 class SetupInterrupted(BaseException):
@@ -120,9 +119,9 @@ class Session:
         removed = runs.remove_stale_temporaries(self.folder)
         if removed:
             self.report.line(f"Removed {removed} temporary file(s) left by an interrupted run")
-        for name in (*FINAL_FILES, "history.csv", "config.yaml", "summary.txt"):
+        for name in (*FINAL_FILES, runs.HISTORY_FILE, runs.CONFIG_FILE, runs.SUMMARY_FILE):
             self._target(self.folder / name)
-        for name in ("checkpoints", runs.RESUME_DIR):
+        for name in (runs.CHECKPOINTS_DIR, runs.RESUME_DIR):
             if (self.folder / name).exists() and not (self.folder / name).is_dir():
                 raise FileSystemError(f"{self.folder / name}: is a file, where mlp keeps a folder; move it "
                                       f"away, then go on with: mlp train --resume {self.folder}")
@@ -138,7 +137,7 @@ class Session:
                              + ")")
             if self.finished:
                 self.report.line("Training had finished; writing the final files")
-            runs.write_text(self.folder / "history.csv", _history_csv(self.history) if self.history else "")
+            runs.write_text(self.folder / runs.HISTORY_FILE, _history_csv(self.history) if self.history else "")
             return
         raise MlpError(f"{self.folder}: no valid checkpoint in {runs.RESUME_DIR}/ to resume from; "
                        "start a new run instead (nothing was changed)")
@@ -174,7 +173,7 @@ class Session:
     def _final_files_written(self, epochs_run):
         """Whether results.json (written last) describes a run of ``epochs_run`` epochs."""
         try:
-            results = json.loads((self.folder / RESULTS_FILE).read_text(encoding="utf-8"))
+            results = json.loads((self.folder / runs.RESULTS_FILE).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError):
             return False
         return isinstance(results, dict) and results.get("epochs_run") == epochs_run
@@ -197,17 +196,20 @@ class Session:
         trainer, epochs = self.trainer, self.cfg["training"]["epochs"]
         started = time.perf_counter()
         path = None
-        while trainer.epoch < epochs and not self.finished:
-            epoch = trainer.epoch + 1
-            logs, lr, seconds = self._train_epoch(x, y, epoch, epochs, stop)
-            if x_val is not None:
-                logs.update({f"val_{k}": v for k, v in trainer.evaluate(x_val, y_val).items()})
-            if not trainer.weights_finite():
-                raise TrainingError(f"weights became NaN or infinite in epoch {epoch}; training "
-                                    "stopped, the last finite checkpoint is kept")
-            path = self._end_epoch(epoch, epochs, logs, lr, seconds)
-            if stop() and not self.finished:
-                raise self._interrupted(stop.signum, f"after epoch {epoch}", path)
+        # a loss or weights gone non-finite stop the run with a message naming the epoch;
+        # numpy's overflow warnings on the way there would only bury that message
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            while trainer.epoch < epochs and not self.finished:
+                epoch = trainer.epoch + 1
+                logs, lr, seconds = self._train_epoch(x, y, epoch, epochs, stop)
+                if x_val is not None:
+                    logs.update({f"val_{k}": v for k, v in trainer.evaluate(x_val, y_val).items()})
+                if not trainer.weights_finite():
+                    raise TrainingError(f"weights became NaN or infinite in epoch {epoch}; training "
+                                        "stopped, the last finite checkpoint is kept")
+                path = self._end_epoch(epoch, epochs, logs, lr, seconds)
+                if stop() and not self.finished:
+                    raise self._interrupted(stop.signum, f"after epoch {epoch}", path)
         return self._finish(test_set, plots, stop, started)
 
     def _finish(self, test_set, plots, stop, started):
@@ -226,7 +228,7 @@ class Session:
         if restored and self.stopper.monitor.best_epoch != self.history[-1]["epoch"]:
             report.line(f"Restored the weights of epoch {self.stopper.monitor.best_epoch}")
         final_epoch = self.stopper.monitor.best_epoch if restored else self.history[-1]["epoch"]
-        self._checkpoint(self.folder / "model.h5", epoch=final_epoch)
+        self._checkpoint(self.folder / runs.MODEL_FILE, epoch=final_epoch)
         results = {"epochs_run": len(self.history), "seconds": round(time.perf_counter() - started, 3),
                    "monitor": self.best.name, "best_epoch": self.best.best_epoch,
                    "best_value": self.best.best,
@@ -244,8 +246,8 @@ class Session:
             check_stop("drawing the plots")
             drawn = plot_runs([self.folder])
             report.line(f"Plots: {len(drawn.written)} figures in {self.folder / 'plots'}")
-        check_stop(f"writing {RESULTS_FILE}")
-        runs.write_text(self._target(self.folder / RESULTS_FILE), json.dumps(results, indent=2) + "\n")
+        check_stop(f"writing {runs.RESULTS_FILE}")
+        runs.write_text(self._target(self.folder / runs.RESULTS_FILE), json.dumps(results, indent=2) + "\n")
         return results
 
     def _train_epoch(self, x, y, epoch, epochs, stop):
@@ -280,11 +282,11 @@ class Session:
         self.history.append(row)
         self.trainer.end_epoch(logs)
         self.report.line(_epoch_line(row, epochs))
-        runs.write_text(self.folder / "history.csv", _history_csv(self.history))
+        runs.write_text(self.folder / runs.HISTORY_FILE, _history_csv(self.history))
         ckpt = self.cfg["checkpoint"]
         improved = self.best.update(epoch, logs)
         if ckpt["enabled"] and (improved or not ckpt["save_best_only"]):
-            self._checkpoint(self.folder / "checkpoints" / ckpt["filename"].format(epoch=epoch, **logs),
+            self._checkpoint(self.folder / runs.CHECKPOINTS_DIR / ckpt["filename"].format(epoch=epoch, **logs),
                              epoch=epoch)
         if self.stopper and self.stopper.should_stop(epoch, logs):
             es = self.cfg["early_stopping"]

@@ -29,6 +29,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlpcli import runs
 from mlpcli.errors import Interrupted, MlpError
 from mlpcli.runs import LOCK_FILE, TMP_PREFIX, RunLock, atomic_path
 
@@ -65,7 +66,7 @@ def summary_row(folder):
 
     from mlpcli.compare import param_count
 
-    path = Path(folder) / "results.json"
+    path = Path(folder) / runs.RESULTS_FILE
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -83,7 +84,7 @@ def summary_row(folder):
 def finished(run_dir):
     """Whether a trial's folder holds a finished run (train writes results.json last but
     for the diagnostics and plots)."""
-    return (Path(run_dir) / "results.json").is_file()
+    return (Path(run_dir) / runs.RESULTS_FILE).is_file()
 
 
 def finished_row(name, run_dir):
@@ -109,7 +110,7 @@ def resumable(run_dir):
     """Whether an interrupted trial's folder holds a saved state to continue from."""
     from mlpcli.runs import resume_states
 
-    return (Path(run_dir) / "config.yaml").is_file() and bool(resume_states(run_dir))
+    return (Path(run_dir) / runs.CONFIG_FILE).is_file() and bool(resume_states(run_dir))
 
 
 def run_trial(config_path, trial, run_dir, plots=True, threads=None, resume=False):

@@ -138,7 +138,7 @@ def _guarded_setup(stop, run, outcome):
 
 def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=None):
     """Train into ``folder``: the run to resume, or (with ``runs_root``) a new, empty one."""
-    with runs.RunLock(folder), report.logging_to(folder / "train.log"):
+    with runs.RunLock(folder), report.logging_to(folder / runs.LOG_FILE):
         # features stay as stored (uint8 for images) and are scaled a batch at a time, to keep memory low
         data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line, scale=False)
         x_train, y_train, x_val, y_val = _split(cfg, data, streams["split"])
@@ -153,9 +153,9 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
         if runs_root is None:
             session.resume()
         else:
-            (folder / "checkpoints").mkdir()
-        runs.write_text(folder / "config.yaml", config_mod.dump_yaml(cfg))
-        runs.write_text(folder / "summary.txt", summary + "\n")
+            (folder / runs.CHECKPOINTS_DIR).mkdir()
+        runs.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
+        runs.write_text(folder / runs.SUMMARY_FILE, summary + "\n")
         if runs_root is not None:
             # only a run folder with its config.yaml ever becomes `latest`
             warning = runs.point_latest(runs_root, folder)
@@ -163,9 +163,9 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             if warning:
                 report.line(warning)
             report.line(summary)
+        stop.start_training()  # before the line below, which says that training has started
         report.line(f"Training on {len(x_train)} samples, validating on "
                     f"{0 if x_val is None else len(x_val)}")
-        stop.start_training()
         results = session.fit((x_train, y_train), (x_val, y_val), (x_test, data.y_test), plots, stop)
     return TrainResult(folder, session.history, results)
 
@@ -174,14 +174,14 @@ def _resume_config(folder, overrides, report):
     """The run's config with ``overrides`` applied, once they are known to fit its saved state."""
     if not folder.is_dir():
         raise MlpError(f"--resume {folder}: no such run folder")
-    if not (folder / "config.yaml").exists():
+    if not (folder / runs.CONFIG_FILE).exists():
         raise MlpError(f"--resume {folder}: not a run folder (no config.yaml)")
     try:
-        saved = config_mod.load_config(folder / "config.yaml")
+        saved = config_mod.load_config(folder / runs.CONFIG_FILE)
     except config_mod.ConfigError as exc:
         raise config_mod.ConfigError([f"{folder / 'config.yaml'} no longer validates, so the run "
                                       "cannot be resumed:"] + exc.problems) from None
-    cfg = config_mod.load_config(folder / "config.yaml", overrides)
+    cfg = config_mod.load_config(folder / runs.CONFIG_FILE, overrides)
     for key, old, new in config_mod.resume_changes(saved, cfg):
         if key in config_mod.ROUNDING_KEYS:
             report.line(f"Note: {key} changes from {_yaml_value(old)} to {_yaml_value(new)}; the sums round differently, so the "

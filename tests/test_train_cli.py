@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -175,15 +176,18 @@ def test_nan_loss_stops_with_clear_message(tmp_path):
 
 
 def test_weights_going_non_finite_with_a_finite_loss_stop_the_run(tmp_path):
-    # One batch an epoch and a learning rate that grows 1e45-fold a step: epoch 2's only
-    # update sends the weights to inf/NaN after its loss (computed before the update) came
-    # out finite, so only the check of the weights at the epoch's end can see it.
+    # One batch an epoch and a learning rate of 1e10 that grows 1e30-fold a step (beyond
+    # float32 at step 2): epoch 2's only update sends the weights to inf/NaN after its loss
+    # (computed before the update) came out finite, so only the check of the weights at the
+    # epoch's end can see it.
     run_dir = tmp_path / "r"
-    result = run(["train", "configs/quick.yaml", "--run-dir", str(run_dir), "--no-plots",
-                  "--set", "data.max_train_samples=500", "--set", "training.batch_size=500",
-                  "--set", "training.epochs=3", "--set", "optimizer={type: sgd, learning_rate: 0.01}",
-                  "--set", "schedule={type: exponential_decay, decay_steps: 1, decay_rate: 1.0e+45, "
-                           "staircase: true}"])
+    with warnings.catch_warnings():  # numpy's overflow warnings must not bury the one message
+        warnings.simplefilter("error", RuntimeWarning)
+        result = run(["train", "configs/quick.yaml", "--run-dir", str(run_dir), "--no-plots",
+                      "--set", "data.max_train_samples=500", "--set", "training.batch_size=500",
+                      "--set", "training.epochs=3", "--set", "optimizer={type: sgd, learning_rate: 1.0e+10}",
+                      "--set", "schedule={type: exponential_decay, decay_steps: 1, decay_rate: 1.0e+30, "
+                               "staircase: true}"])
     assert result.exit_code == 1, result.output
     assert "weights became NaN or infinite in epoch 2" in result.output
     assert "Traceback" not in result.output
