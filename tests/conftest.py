@@ -1,4 +1,4 @@
-"""In CI every optional suite must run.
+"""Fixtures shared by several test modules, and the rule that in CI every optional suite runs.
 
 .ci/run installs Keras, torch and Dask, so in CI (``CI=true``) a test skipped because an
 import failed, or a test module skipped as a whole, means a broken install: it is
@@ -6,8 +6,13 @@ reported as a failure naming what was missing, instead of a skip in a green run.
 """
 
 import os
+import struct
+import zlib
 
 import pytest
+from click.testing import CliRunner
+
+from mlpcli.cli import main
 
 IMPORT_SKIP = "Skipped: could not import "  # how pytest.importorskip words its skips
 
@@ -36,3 +41,33 @@ def _fail_dropped_suite(report, whole_module):
         report.outcome = "failed"
         report.longrepr = (f"{path}:{lineno}: CI runs every optional suite (.ci/run installs them), "
                            f"but this one was {reason[0].lower()}{reason[1:]}")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """configs/quick.yaml trained on 200 MNIST images for one epoch: a real run folder with its
+    model.h5, for tests that read a model (they must not write into it)."""
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--run-dir", str(run_dir), "-q",
+                                       "--no-plots", "--set", "data.max_train_samples=200",
+                                       "--set", "training.epochs=1"])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+# ------------------------------------------------------------------ PNG files made byte by byte
+
+def chunk(kind, data):
+    """One PNG chunk: length, 4-byte type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+EMPTY_IDAT = zlib.compress(b"")
+
+
+def png_bytes(width, height, idat=EMPTY_IDAT, chunks=None):
+    """A PNG file's bytes: 8-bit grayscale width x height header, then ``chunks``
+    (by default one IDAT of ``idat`` as pixel data) and IEND."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = chunk(b"IDAT", idat) if chunks is None else b"".join(chunks)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + body + chunk(b"IEND", b"")

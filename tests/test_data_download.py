@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from mlpcli.data import builtin, load_dataset
-from mlpcli.data.builtin import BUILTINS, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from mlpcli.data.builtin import (
+    BUILTINS,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+)
 from mlpcli.data.download import Checksum, default_cache_dir, fetch
 from mlpcli.errors import DataError
 

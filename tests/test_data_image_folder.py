@@ -1,11 +1,10 @@
 """The PNG image-folder loader."""
 
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
+from conftest import png_bytes
 from PIL import Image
 
 from mlpcli import images
@@ -163,22 +162,13 @@ def test_transparency_is_white_paper_as_in_predict(tmp_path):
     assert rgb[1, 1].tolist() == [255, 255, 255] and rgb[0, 0].tolist() == [10, 20, 30]
 
 
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_header_only(width, height):
-    """A PNG claiming width x height 8-bit gray pixels, with an empty IDAT: a few dozen bytes."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
-            + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("side", [8000, 20000])
 def test_image_claiming_a_huge_size_is_refused_before_decoding(folder, side):
     root, _ = folder
     bomb = root / "dog" / "bomb.png"
-    bomb.write_bytes(png_header_only(side, side))
+    bomb.write_bytes(png_bytes(side, side))
     start = time.perf_counter()
     with pytest.raises(DataError, match=r"dog/bomb\.png: image is too large"):
         load_image_folder(root)

@@ -128,16 +128,6 @@ def test_labels_too_large_are_shown_with_their_true_value(tmp_path, labels, show
 # ------------------------------------------------------------------ mlp predict --npy
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--run-dir", str(run_dir), "-q",
-                                       "--no-plots", "--set", "data.max_train_samples=200",
-                                       "--set", "training.epochs=1"])
-    assert result.exit_code == 0, result.output
-    return run_dir
-
-
 def predict_npy(run_dir, path):
     return CliRunner().invoke(main, ["predict", "--run", str(run_dir), "--npy", str(path)])
 

@@ -30,7 +30,15 @@ from mlpcli.config import SECTION_DEFAULTS, TOP_DEFAULTS, apply_override, resolv
 from mlpcli.data import load_dataset
 from mlpcli.errors import ConfigError, DataError, ModelFileError
 from mlpcli.images import load_digit
-from mlpcli.nn import activations, initializers, layers, losses, metrics, optimizers, schedules
+from mlpcli.nn import (
+    activations,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    optimizers,
+    schedules,
+)
 from mlpcli.nn.model import Sequential
 
 FAST = settings(max_examples=150, deadline=None,

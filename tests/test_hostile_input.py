@@ -20,14 +20,13 @@ import json
 import os
 import pathlib
 import shutil
-import struct
 import time
-import zlib
 
 import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import png_bytes
 from PIL import Image
 
 from mlpcli.cli import main
@@ -522,15 +521,6 @@ def test_damaged_checkpoint_is_skipped_not_fatal(tiny_run, tmp_path):
 # ------------------------------------------------------------------ images
 
 
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_header_only(width, height):
-    """A PNG claiming width x height 8-bit gray pixels, with an empty IDAT: a few dozen bytes."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
-            + chunk(b"IEND", b""))
 
 
 def digit_png(tmp_path):
@@ -552,10 +542,10 @@ def jpeg(tmp_path):
     (lambda t: digit_png(t)[:60], ["truncated or corrupt PNG"]),
     (lambda t: digit_png(t)[:len(digit_png(t)) // 2], ["truncated or corrupt PNG"]),
     (b"", ["empty file (0 bytes)"]),
-    (png_header_only(20000, 20000), ["too large"]),
-    (png_header_only(8000, 8000), ["too large", "8000x8000"]),
-    (png_header_only(2**31 - 1, 2**31 - 1), ["too large"]),
-    (png_header_only(0, 0), ["truncated or corrupt PNG"]),
+    (png_bytes(20000, 20000), ["too large"]),
+    (png_bytes(8000, 8000), ["too large", "8000x8000"]),
+    (png_bytes(2**31 - 1, 2**31 - 1), ["too large"]),
+    (png_bytes(0, 0), ["truncated or corrupt PNG"]),
     (lambda t: digit_png(t).replace(b"IHDR", b"IHDX"), ["truncated or corrupt PNG"]),
 ], ids=["jpeg", "truncated-head", "truncated-half", "zero-bytes", "20000x20000", "8000x8000", "2^31-1",
         "zero-size", "bad-crc-chunk-name"])
@@ -581,7 +571,7 @@ def test_predict_folder_with_one_bad_png_names_it(tiny_run, tmp_path):
     folder = tmp_path / "digits"
     folder.mkdir()
     (folder / "a.png").write_bytes(digit_png(tmp_path))
-    (folder / "b.png").write_bytes(png_header_only(20000, 20000))
+    (folder / "b.png").write_bytes(png_bytes(20000, 20000))
     refused(invoke(["predict", folder, "--run", tiny_run]), folder / "b.png", "too large")
 
 

@@ -1,6 +1,5 @@
 """Reading PNG digits and normalizing them to MNIST style (mlpcli.images)."""
 
-import struct
 import time
 import warnings
 import zlib
@@ -11,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import chunk, png_bytes
 from mlpcli.data.builtin import load_builtin
 from mlpcli.errors import DataError
 from mlpcli.images import (
@@ -272,22 +272,6 @@ def test_read_image_16bit_with_transparent_value(tmp_path):
     path = tmp_path / "x.png"
     Image.fromarray(np.array([[0, 1000, 65535]], np.uint16)).save(path, transparency=0)
     np.testing.assert_allclose(read_image(path)[0], [255, 1000 / 257, 255], atol=0.01)
-
-
-def chunk(kind, data):
-    """One PNG chunk: length, 4-byte type, data, CRC."""
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-EMPTY_IDAT = zlib.compress(b"")
-
-
-def png_bytes(width, height, idat=EMPTY_IDAT, chunks=None):
-    """A PNG file's bytes: 8-bit grayscale width x height header, then ``chunks``
-    (by default one IDAT of ``idat`` as pixel data) and IEND."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    body = chunk(b"IDAT", idat) if chunks is None else b"".join(chunks)
-    return PNG_SIGNATURE + chunk(b"IHDR", header) + body + chunk(b"IEND", b"")
 
 
 # The 6x5 pixels 0..29 compressed, each row led by its filter type byte (0: none).

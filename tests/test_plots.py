@@ -14,7 +14,13 @@ from PIL import Image
 from mlpcli import figures as figures_mod
 from mlpcli import plots_evaluation
 from mlpcli.config import resolve
-from mlpcli.plots import PlotReport, best_epoch, evaluation_suffix, overfitting_onset, plot_runs
+from mlpcli.plots import (
+    PlotReport,
+    best_epoch,
+    evaluation_suffix,
+    overfitting_onset,
+    plot_runs,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DENSE10 = [{"type": "dense", "units": 32, "activation": "relu"},

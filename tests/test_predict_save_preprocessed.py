@@ -10,16 +10,6 @@ from mlpcli.cli import main
 from mlpcli.errors import MlpError
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--run-dir", str(run_dir), "-q",
-                                       "--no-plots", "--set", "data.max_train_samples=200",
-                                       "--set", "training.epochs=1"])
-    assert result.exit_code == 0, result.output
-    return run_dir
-
-
 def bar(path, vertical):
     """A white bar on black, upright or lying: two digits that must not be mixed up."""
     canvas = np.zeros((40, 40), np.uint8)
