@@ -251,7 +251,7 @@ def sweep(config, grid, random_trials, ranges, overrides, workers, executor, sch
 
     run_sweep(config, grid, random_trials, ranges, overrides, workers=workers, executor=executor,
               scheduler=scheduler, resume=resume, runs_root=runs_root, plots=not no_plots,
-              quiet=quiet, echo=echo)
+              quiet=quiet, echo=echo, note=_note)
 
 
 @main.command()

@@ -40,6 +40,10 @@ class ModelFileError(MlpError):
     """A model file (HDF5) that cannot be read or does not describe a usable MLP."""
 
 
+class NoSavedState(MlpError):
+    """A run to resume holds no saved state that can be used."""
+
+
 class TrainingError(MlpError):
     """Training had to stop (non-finite loss, ...)."""
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from mlpcli import modelfile, runs
 from mlpcli.diagnostics import report_diagnostics
-from mlpcli.errors import ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, TrainingError
+from mlpcli.errors import (ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, NoSavedState,
+                           TrainingError)
 from mlpcli.training import EarlyStopping, EpochPaused, Monitor, Trainer
 
 FINAL_FILES = (runs.MODEL_FILE, runs.RESULTS_FILE, runs.DIAGNOSTICS_FILE)
@@ -92,6 +93,7 @@ class Session:
                        "preprocessing": {**data.preprocessing, "input_shape": list(model.input_shape)}}
         self.history = []
         self.finished = False
+        self.refused = set()  # saved states resume found unusable
 
     # -- saving and restoring ------------------------------------------------------------
 
@@ -110,7 +112,8 @@ class Session:
         path.parent.mkdir(exist_ok=True)
         modelfile.save(path, self.model, loss=self.cfg["loss"], optimizer=self.trainer.optimizer,
                        state=state, arrays=arrays, **self.extras)
-        for old in runs.resume_states(self.folder)[2:]:
+        # the two newest of the states this run can use: one that resume refused is not counted
+        for old in [p for p in runs.resume_states(self.folder) if p not in self.refused][2:]:
             old.unlink()
         return path
 
@@ -125,12 +128,13 @@ class Session:
             if (self.folder / name).exists() and not (self.folder / name).is_dir():
                 raise FileSystemError(f"{self.folder / name}: is a file, where mlp keeps a folder; move it "
                                       f"away, then go on with: mlp train --resume {self.folder}")
-        for path in runs.resume_states(self.folder, warn=self.report.line):
+        for path in runs.resume_states(self.folder, warn=self.report.warn):
             try:
                 saved = modelfile.load(path)
                 self._restore(saved)
             except (ModelFileError, KeyError, TypeError, ValueError) as exc:
-                self.report.line(f"Warning: {path} is not a usable checkpoint ({exc}); trying an older one")
+                self.report.warn(f"Warning: {path} is not a usable checkpoint ({exc}); trying an older one")
+                self.refused.add(path)
                 continue
             self.report.line(f"Resuming {self.folder} from {path.name} (epoch {self.trainer.epoch}"
                              + (f", batch {self.trainer.progress.batch}" if self.trainer.progress else "")
@@ -139,7 +143,7 @@ class Session:
                 self.report.line("Training had finished; writing the final files")
             runs.write_text(self.folder / runs.HISTORY_FILE, _history_csv(self.history) if self.history else "")
             return
-        raise MlpError(f"{self.folder}: no valid checkpoint in {runs.RESUME_DIR}/ to resume from; "
+        raise NoSavedState(f"{self.folder}: no valid checkpoint in {runs.RESUME_DIR}/ to resume from; "
                        "start a new run instead (nothing was changed)")
 
     def _restore(self, saved):
@@ -153,10 +157,12 @@ class Session:
             raise MlpError(f"{self.folder}: this run already finished ({done} "
                            f"epochs); to train further, extend it with --set training.epochs=N "
                            f"(N > {state['epochs']})")
-        if epochs < done:
-            raise ConfigError(f"training.epochs: the run has done {done} epochs, --set "
-                                         f"gives {epochs}; give {done} or more")
         progress = state["trainer"].get("progress")
+        if epochs < done or (progress and epochs == done):
+            least = done + 1 if progress else done  # an epoch under way is finished, not dropped
+            raise ConfigError(f"training.epochs: the run has done {done} epochs"
+                              + (f" and is part-way through epoch {done + 1}" if progress else "")
+                              + f", --set gives {epochs}; give {least} or more")
         if progress and len(saved.arrays["progress/order"]) != self.n_train:
             raise MlpError(f"{self.folder}: the epoch under way was saved with "
                            f"{len(saved.arrays['progress/order'])} training samples, but the data now "

@@ -284,10 +284,30 @@ def _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers
     return rows, wall
 
 
+def _new_sweep_folder(runs_root, spec, base_text, stack, stop):
+    """A new sweep folder, locked (the lock held by ``stack``), holding sweep.yaml and
+    base-config.yaml. A failure, or a signal before any trial starts, takes it back: no
+    half-made sweep folder stays."""
+    made = []
+    folder = runs.new_run_dir(runs_root, spec["name"], made=made)
+    try:
+        stack.enter_context(runs.RunLock(folder, "mlp sweep", "sweep"))
+        runs.write_text(folder / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
+        runs.write_text(folder / BASE_CONFIG, base_text)
+        if stop():
+            raise Interrupted(f"{signal.Signals(stop.signum).name} before any trial started; the "
+                              "sweep folder was removed", stop.signum)
+    except BaseException:
+        runs.abandon_run_dir(folder, made)
+        raise
+    return folder
+
+
 def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=(), *, workers=None,
           executor=None, scheduler=None, resume=None, runs_root="runs", plots=True, quiet=False,
-          echo=print):
+          echo=print, note=None):
     """Run a sweep (or the unfinished trials of ``resume``); return the ``Comparison``.
+    ``note`` is told where a link to the sweep folder led (see ``runs.resolve_run_dir``).
 
     The sweep folder is locked while this runs (a second ``--resume`` is refused); every file
     of a sweep folder to resume is read and checked before anything in it changes.
@@ -296,7 +316,7 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
         if config_path is not None or grid or random_trials or ranges or overrides:
             raise MlpError("--resume SWEEP_DIR runs the trials recorded in its sweep.yaml; give no "
                            "CONFIG, --grid, --random, --range or --set with it")
-        folder = Path(resume)
+        folder = runs.resolve_run_dir(resume, note=note)  # once: a link that moves cannot redirect it
         spec = load_sweep_file(folder)
         base = _read_folder_yaml(folder / BASE_CONFIG)
         read_results(folder)  # a damaged results.csv is refused here, before anything changes
@@ -330,6 +350,8 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
     from mlpcli.session import StopRequest
 
     with contextlib.ExitStack() as stack:
+        # from here the first Ctrl-C or SIGTERM is only recorded: no trial starts after it
+        stop = stack.enter_context(StopRequest(training=True))
         rows = {}
         if resume is not None:
             stack.enter_context(runs.RunLock(folder, "mlp sweep", "sweep"))
@@ -340,13 +362,9 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
         client = stack.enter_context(dask_client(scheduler, workers)) \
             if executor == "dask" and runnable else None
         if resume is None:
-            folder = runs.new_run_dir(runs_root, spec["name"])
-            stack.enter_context(runs.RunLock(folder, "mlp sweep", "sweep"))
-            runs.write_text(folder / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
-            runs.write_text(folder / BASE_CONFIG, base_text)
-        with StopRequest(training=True) as stop:  # the first Ctrl-C or SIGTERM: no trial starts after it
-            rows, wall = _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers,
-                              scheduler, client, plots, Progress(len(todo), quiet, echo), stop)
+            folder = _new_sweep_folder(runs_root, spec, base_text, stack, stop)
+        rows, wall = _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers,
+                          scheduler, client, plots, Progress(len(todo), quiet, echo), stop)
         ok = sum(1 for t in trials if rows.get(t.name, {}).get("status") == "ok")
         if not ok:
             raise TrainingError(f"none of the {len(trials)} trial(s) finished; the errors are in "

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlpcli import runs
-from mlpcli.errors import Interrupted, MlpError
+from mlpcli.errors import Interrupted, MlpError, NoSavedState
 from mlpcli.runs import LOCK_FILE, TMP_PREFIX, RunLock, atomic_path
 
 DASK_HINT = "pip install 'mlpcli[dask]'"
@@ -145,9 +145,7 @@ def _train_trial(config_path, trial, run_dir, plots, threads, resume):
         try:
             train(None, _with_threads([], threads), resume=run_dir, **quiet)
             return
-        except Interrupted:
-            raise
-        except MlpError:  # its saved state is not usable after all: start the trial over
+        except NoSavedState:  # its saved states are all damaged: start the trial over
             remove_trial_folder(run_dir)
     train(config_path, _with_threads(trial.sets, threads), run_dir=run_dir, **quiet)
 

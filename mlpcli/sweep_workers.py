@@ -7,10 +7,12 @@ Each pool process:
 * is in a process group of its own: a Ctrl-C on the terminal reaches only the
   sweep, which tells every trial once, through ``stop``;
 * runs a watchdog thread that, when the sweep sets ``stop`` or is gone (killed
-  even by SIGKILL), sends its own process one SIGTERM while an epoch runs:
-  training stops after its batch and saves its state (the trial is
-  ``interrupted``, resumable). Outside an epoch SIGTERM is ignored, so loading
-  the data or writing the last files is never cut short;
+  even by SIGKILL), sends its own process one SIGTERM while ``mlp train`` runs
+  in it (its stop handler is installed): before training starts, the trial's
+  new folder is taken back; during an epoch, training stops after its batch and
+  saves its state; during the final files, it stops between two of them. The
+  trial is then ``interrupted`` and ``--resume`` goes on from what was saved.
+  Between trials SIGTERM is ignored;
 * starts no trial once ``stop`` is set, and exits as soon as it is idle with
   the sweep gone (a finished trial's folder holds its outcome: ``results.json``).
 
@@ -49,7 +51,7 @@ def _stopping():
 
 
 def _training():
-    """Whether an epoch runs: training's stop handler is installed in place of SIG_IGN."""
+    """Whether ``mlp train`` runs: its stop handler is installed in place of SIG_IGN."""
     return signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL, None)
 
 

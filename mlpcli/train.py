@@ -64,6 +64,14 @@ class Reporter:
     def line(self, text=""):
         if not self.quiet:
             self.echo(text)
+        self._append(text)
+
+    def warn(self, text):
+        """A warning: on stderr even with --quiet, and in the log."""
+        print(printable(text), file=sys.stderr)
+        self._append(text)
+
+    def _append(self, text):
         if self.log is not None:
             try:
                 self.log.write(printable(text) + "\n")
@@ -156,14 +164,16 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             (folder / runs.CHECKPOINTS_DIR).mkdir()
         runs.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
         runs.write_text(folder / runs.SUMMARY_FILE, summary + "\n")
+        # from here a signal no longer takes the run back but stops it after a batch, saved;
+        # so `latest` (only ever a run with its config.yaml) moves after this, never to a
+        # folder that a signal removes
+        stop.start_training()
         if runs_root is not None:
-            # only a run folder with its config.yaml ever becomes `latest`
             warning = runs.point_latest(runs_root, folder)
             report.line(f"Run folder: {folder}")
             if warning:
-                report.line(warning)
+                report.warn(warning)
             report.line(summary)
-        stop.start_training()  # before the line below, which says that training has started
         report.line(f"Training on {len(x_train)} samples, validating on "
                     f"{0 if x_val is None else len(x_val)}")
         results = session.fit((x_train, y_train), (x_val, y_val), (x_test, data.y_test), plots, stop)

@@ -250,7 +250,7 @@ def test_damaged_newest_checkpoint_falls_back_with_warning(uninterrupted, tmp_pa
     done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "--resume", str(run_dir), "--no-plots"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert f"Warning: {newest} is not a usable checkpoint" in done.stdout
+    assert f"Warning: {newest} is not a usable checkpoint" in done.stderr  # warnings: stderr, even with -q
     assert same_weights(uninterrupted / "model.h5", run_dir / "model.h5")
 
 

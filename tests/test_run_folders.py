@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from mlpcli import runs
@@ -269,3 +270,55 @@ def test_names_the_file_system_refuses_fail_before_data_and_leave_nothing(tmp_pa
     result = invoke("train", "configs/quick.yaml", "--run-dir", long_dir)
     assert result.exit_code == 1 and "File name too long" in result.output, result.output
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- found by a hostile review
+
+def test_latest_moves_only_to_a_run_that_a_signal_no_longer_takes_back(tmp_path):
+    """A signal while the new run's summary is printed (stdout a slow pipe) stops the run after
+    a batch, saved; `latest` never names a folder that was removed."""
+    root = tmp_path / "runs"
+    wide = tmp_path / "wide.yaml"  # a summary of ~2,000 lines fills the pipe and blocks the print
+    layers = [{"type": "dense", "units": 2, "activation": "relu"}] * 2000
+    wide.write_text(yaml.safe_dump({"name": "wide", "data": {"dataset": "mnist", "max_train_samples": 200,
+                                                              "max_test_samples": 50},
+                                    "model": {"input_shape": [784], "layers": [
+                                        *layers, {"type": "dense", "units": 10, "activation": "softmax"}]},
+                                    "training": {"epochs": 1, "batch_size": 8, "processes": 1}}))
+    proc = start("train", wide, "--runs-root", root, "--no-plots")  # nobody reads its stdout yet
+    wait_until(lambda: (root / "latest").is_symlink(), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    run_dir = (root / "latest").resolve()
+    assert run_dir.is_dir() and (run_dir / runs.CONFIG_FILE).is_file()
+    assert runs.resume_states(run_dir) and f"Resume with: mlp train --resume {run_dir}" in err
+
+
+def test_resume_refuses_epochs_that_would_drop_the_epoch_under_way(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start("train", "configs/quick.yaml", "--run-dir", run_dir, "--no-plots", "-q", *SMALL,
+                 "--set", "training.epochs=3", "--set", "training.batch_size=4")  # 225 batches an epoch
+    wait_until(lambda: (run_dir / runs.RESUME_DIR / runs.resume_state_name(1)).exists(), proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.communicate(timeout=120) and proc.returncode == 130
+    newest = runs.resume_states(run_dir)[0]
+    assert newest.name == runs.resume_state_name(1, int(newest.stem.split("-")[3])), "not stopped mid-epoch"
+    done = 1
+    before = snapshot(run_dir)
+    result = invoke("train", "--resume", run_dir, "--no-plots", "--set", f"training.epochs={done}")
+    assert result.exit_code == 2, result.output
+    assert f"part-way through epoch {done + 1}" in result.output and f"give {done + 1} or more" in result.output
+    assert snapshot(run_dir) == before
+
+
+def test_a_refused_state_is_not_counted_among_the_two_kept(tmp_path):
+    run_dir = tmp_path / "run"
+    interrupted_run(run_dir, epochs=4)
+    garbage = run_dir / runs.RESUME_DIR / runs.resume_state_name(9999)
+    garbage.write_bytes(b"not a model file")
+    result = invoke("train", "--resume", run_dir, "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert f"Warning: {garbage} is not a usable checkpoint" in result.output
+    kept = [p.name for p in runs.resume_states(run_dir)]
+    assert kept == [garbage.name, runs.resume_state_name(4), runs.resume_state_name(3)]

@@ -497,3 +497,68 @@ def test_damaged_sweep_folder_files_are_refused_and_change_nothing(tmp_path):
             assert result.output.count("\n") == 1, result.output
         assert message in result.output and "Traceback" not in result.output, (name, result.output)
         assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------- found by a hostile review
+
+def interrupted_copy(local_sweep, tmp_path):
+    """A copy of the local sweep whose trial-002 stopped after its first epoch of two."""
+    folder = tmp_path / local_sweep[0].name
+    shutil.copytree(local_sweep[0], folder)
+    before = read_rows(folder)
+    trial = folder / "trial-002"
+    config = yaml.safe_load((trial / "config.yaml").read_text())
+    shutil.rmtree(trial)
+    one_epoch = tmp_path / "one-epoch.yaml"
+    one_epoch.write_text(yaml.safe_dump({**config, "training": {**config["training"], "epochs": 1}}))
+    result = invoke(["train", one_epoch, "--run-dir", trial, "-q", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    (trial / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (trial / "results.json").unlink()
+    with open(folder / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(before[0]))
+        writer.writeheader()
+        writer.writerows(dict(r, status="interrupted") if r["trial"] == "trial-002" else r for r in before)
+    return folder, trial
+
+
+def test_a_trial_whose_resume_fails_keeps_its_saved_states(local_sweep, tmp_path):
+    """Only a trial whose saved states are all unusable starts over; any other failure of its
+    resume (here a folder where its model.h5 goes) is recorded and its folder kept."""
+    folder, trial = interrupted_copy(local_sweep, tmp_path)
+    (trial / "model.h5").unlink()
+    (trial / "model.h5").mkdir()
+    states = sorted(p.name for p in (trial / "resume").iterdir())
+    result = invoke(["sweep", "--resume", folder, "--workers", 1])
+    assert result.exit_code == 0, result.output
+    (row,) = [r for r in read_rows(folder) if r["trial"] == "trial-002"]
+    assert row["status"] == "failed" and "model.h5: is a folder" in row["error"]
+    assert sorted(p.name for p in (trial / "resume").iterdir()) == states
+    with open(trial / "history.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
+
+
+def test_resume_through_a_link_works_on_the_real_sweep_folder(local_sweep, tmp_path):
+    folder, trial = interrupted_copy(local_sweep, tmp_path)
+    link = tmp_path / "current"
+    link.symlink_to(folder, target_is_directory=True)
+    result = invoke(["sweep", "--resume", link, "--workers", 1])
+    assert result.exit_code == 0, result.output
+    assert f"Run folder: {link} -> {folder}" in result.output
+    assert f"Sweep folder: {folder}" in result.output
+    assert all(r["status"] == "ok" for r in read_rows(folder))
+
+
+def test_a_signal_while_the_sweep_folder_is_made_leaves_no_half_made_folder(tmp_path):
+    for attempt in range(3):
+        root = tmp_path / f"runs{attempt}"
+        proc = start_sweep(root, "--grid", "training.batch_size=32,64", "--no-plots")
+        wait_until(lambda: any(root.glob("*")), proc, "the sweep folder")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143 and "Traceback" not in err, err
+        folders = [p for p in root.glob("*") if p.is_dir()]
+        # no folder, or a whole one that --resume takes
+        assert folders == [] or all((f / "sweep.yaml").is_file() and (f / "base-config.yaml").is_file()
+                                    for f in folders), [sorted(os.listdir(f)) for f in folders]
+        assert "Resume with" in err or "the sweep folder was removed" in err
