@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mlpcli import runs
 from mlpcli.errors import ConfigError, MlpError
+from mlpcli.files import read_text
 from mlpcli.runs import resolve_run_dir
 
 # default tolerance: absolute for quantities that go up (accuracy), relative for the rest (loss)
@@ -98,7 +99,7 @@ def recommend(scores, params, higher, tolerance=None):
 def param_count(folder):
     """The total parameter count in a run's ``summary.txt``, or None."""
     try:
-        text = (Path(folder) / runs.SUMMARY_FILE).read_text(encoding="utf-8")
+        text = read_text(Path(folder) / runs.SUMMARY_FILE)
     except (OSError, UnicodeDecodeError):
         return None
     match = re.search(r"Total params:\s*([0-9,]+)", text)
@@ -126,11 +127,11 @@ def read_run(folder, label=None):
     try:
         entry.history = read_history(folder / runs.HISTORY_FILE)
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        entry.status, entry.error = "failed", f"no readable history.csv ({exc})"
+        entry.status, entry.error = "failed", f"no readable history.csv ({getattr(exc, 'strerror', None) or exc})"
         return entry
     entry.params = param_count(folder)
     try:
-        results = json.loads((folder / runs.RESULTS_FILE).read_text(encoding="utf-8"))
+        results = json.loads(read_text(folder / runs.RESULTS_FILE))
     except (OSError, UnicodeDecodeError, ValueError):
         results = {}
     seconds = results.get("seconds") if isinstance(results, dict) else None

@@ -1,11 +1,13 @@
 """Config text: YAML read safely, ``--set KEY=VALUE`` overrides applied, configs written back."""
 
 import re
-from pathlib import Path
 
 import yaml
 
 from mlpcli.errors import ConfigError
+from mlpcli.files import read_text
+
+MAX_YAML_BYTES = 8 * 2**20  # a sweep.yaml of thousands of trials is well under this
 
 
 class _Loader(yaml.SafeLoader):
@@ -26,10 +28,12 @@ def safe_load(text):
 def read_yaml(path):
     """The mapping in a YAML file; ``yaml.safe_load`` only, errors with line and column."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, MAX_YAML_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
         raw = safe_load(text)

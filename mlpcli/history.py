@@ -6,9 +6,12 @@ epoch where overfitting set in. ``mlpcli.plots`` draws them,
 """
 
 import csv
+import io
 import math
 import numbers
 from pathlib import Path
+
+from mlpcli.files import read_text
 
 
 def finite(value):
@@ -130,7 +133,7 @@ def read_history(path):
     Raises OSError, UnicodeDecodeError, csv.Error or ValueError when the file
     cannot be read or has no header.
     """
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if not header or not any(h.strip() for h in header):

@@ -4,6 +4,7 @@ import json
 import math
 
 from mlpcli import figures
+from mlpcli.files import read_text
 from mlpcli.history import evaluation_suffix, finite
 
 MAX_MISCLASSIFIED = 25
@@ -140,7 +141,7 @@ def plot_evaluations(run, cfg, folder, fmt, report, label):
     for source in sorted(run.glob("evaluation*.json")):
         suffix = evaluation_suffix(source)
         try:
-            ev = json.loads(source.read_text(encoding="utf-8"))
+            ev = json.loads(read_text(source))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             report.skipped.append(f"{label}: {source.name} unreadable ({exc}); no evaluation plots")
             continue

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from mlpcli.errors import DiskFullError, FileSystemError, MlpError, os_error_text, printable
+from mlpcli.files import open_own_file
 
 TMP_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"  # held by the process writing into a run or sweep folder
@@ -56,8 +57,9 @@ def atomic_path(path, *, replace=True):
 
     The caller writes the whole file to the yielded path. On any error the
     temporary file is removed and ``path`` is left as it was; an OSError (h5py's
-    own included) becomes a ``FileSystemError`` naming ``path``, the name the
-    user knows.
+    own included, also under the error a library raised on top of it, as h5py's
+    close does after a failed write) becomes a ``FileSystemError`` naming
+    ``path``, the name the user knows.
     """
     path = Path(path)
     tmp = None
@@ -81,8 +83,9 @@ def atomic_path(path, *, replace=True):
         if _is_disk_full(exc):
             raise DiskFullError(f"{path}: no space left on the device while writing it; "
                                 "its previous version (if any) is untouched") from None
-        if isinstance(exc, OSError):
-            raise FileSystemError(f"{os_error_text(exc, path)}; its previous version "
+        cause = _os_error_in_chain(exc)
+        if cause is not None:
+            raise FileSystemError(f"{os_error_text(cause, path)}; its previous version "
                                   "(if any) is untouched") from None
         raise
     _fsync_dir(path.parent)
@@ -102,13 +105,38 @@ def _link_new(tmp, path):
     os.unlink(tmp)
 
 
+def _chain(exc):
+    """``exc`` and the exceptions it was raised from or while handling, newest first."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def _is_disk_full(exc):
     """ENOSPC, also when a library (h5py) wraps it in its own exception."""
-    while exc is not None:
-        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    if not isinstance(exc, Exception) or isinstance(exc, MlpError):
+        return False
+    return any(getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
+               for e in _chain(exc))
+
+
+def _os_error_in_chain(exc):
+    """The OSError behind a failed write, also under a library's own error raised on top
+    of it; None for an interruption (KeyboardInterrupt, ...) or an error of mlp's own."""
+    if not isinstance(exc, Exception) or isinstance(exc, MlpError):
+        return None
+    found = next((e for e in _chain(exc) if isinstance(e, OSError)), None)
+    if found is None:
+        return None
+    # HDF5 buries the system's error in a long text ("... errno = 27, error message = ...")
+    number = found.errno if found.errno is not None else _HDF5_ERRNO.search(str(found))
+    number = number if number is None or isinstance(number, int) else int(number.group(1))
+    return found if number is None else OSError(number, os.strerror(number))
+
+
+_HDF5_ERRNO = re.compile(r"\berrno = ([0-9]+)")
 
 
 def _temporary_prefix():
@@ -155,7 +183,8 @@ class RunLock:
 
     ``flock`` is released by the kernel when the process dies, even by SIGKILL,
     so a crashed run never leaves the folder locked. The lock is not passed on
-    to programs the holder starts (the file is opened close-on-exec).
+    to programs the holder starts (the file is opened close-on-exec). The pid is
+    written into the lock file itself, never through a link at its name.
     """
 
     def __init__(self, folder, command="mlp train", what="run"):
@@ -165,10 +194,11 @@ class RunLock:
 
     def __enter__(self):
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd = open_own_file(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
+            hint = "is the folder writable?" if isinstance(exc, PermissionError) else "nothing was changed"
             raise FileSystemError(f"{os_error_text(exc, self.path)} (the lock of this {self.what}; "
-                                  f"is the folder writable?)") from None
+                                  f"{hint})") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

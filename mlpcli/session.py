@@ -20,6 +20,7 @@ from mlpcli import modelfile, runs
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import (ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, NoSavedState,
                            TrainingError)
+from mlpcli.files import plain_name_problem, read_text
 from mlpcli.training import EarlyStopping, EpochPaused, Monitor, Trainer
 
 FINAL_FILES = (runs.MODEL_FILE, runs.RESULTS_FILE, runs.DIAGNOSTICS_FILE)
@@ -179,7 +180,7 @@ class Session:
     def _final_files_written(self, epochs_run):
         """Whether results.json (written last) describes a run of ``epochs_run`` epochs."""
         try:
-            results = json.loads((self.folder / runs.RESULTS_FILE).read_text(encoding="utf-8"))
+            results = json.loads(read_text(self.folder / runs.RESULTS_FILE))
         except (OSError, UnicodeDecodeError, ValueError):
             return False
         return isinstance(results, dict) and results.get("epochs_run") == epochs_run
@@ -190,6 +191,18 @@ class Session:
             raise FileSystemError(f"{path}: is a folder, where mlp writes a file; move it away, then go on "
                            f"with: mlp train --resume {self.folder}")
         return path
+
+    def _checkpoint_name(self, epoch, logs):
+        """checkpoint.filename filled in for ``epoch``. The config check refuses every template
+        known to give anything but a plain name; should one still do, nothing is written."""
+        template = self.cfg["checkpoint"]["filename"]
+        name = template.format(epoch=epoch, **logs)
+        problem = plain_name_problem(name)
+        if problem:
+            raise ConfigError(f"checkpoint.filename: {template!r} gives {name!r} at epoch {epoch}, which "
+                              f"{problem}; training stopped before writing it (the state of the epoch "
+                              "before is kept)")
+        return name
 
     def _checkpoint(self, path, **state):
         modelfile.save(self._target(path), self.model, loss=self.cfg["loss"], optimizer=self.trainer.optimizer,
@@ -292,8 +305,7 @@ class Session:
         ckpt = self.cfg["checkpoint"]
         improved = self.best.update(epoch, logs)
         if ckpt["enabled"] and (improved or not ckpt["save_best_only"]):
-            self._checkpoint(self.folder / runs.CHECKPOINTS_DIR / ckpt["filename"].format(epoch=epoch, **logs),
-                             epoch=epoch)
+            self._checkpoint(self.folder / runs.CHECKPOINTS_DIR / self._checkpoint_name(epoch, logs), epoch=epoch)
         if self.stopper and self.stopper.should_stop(epoch, logs):
             es = self.cfg["early_stopping"]
             self.report.line(f"Early stopping: {es['monitor']} did not improve for {self.stopper.wait} "

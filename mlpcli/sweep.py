@@ -33,6 +33,7 @@ import yaml
 from mlpcli import runs
 from mlpcli.config_yaml import read_yaml, safe_load
 from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError
+from mlpcli.files import read_text
 from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, trial_sets
 from mlpcli.sweep_trials import (Trial, available_cores, dask_client, finished, finished_row, import_dask,
                                  remove_trial_folder, resumable, run_dask)
@@ -91,7 +92,7 @@ def read_results(folder):
     path = Path(folder) / RESULTS_FILE
     rebuild = "move it away to rebuild it from the trial folders"
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with io.StringIO(read_text(path), newline="") as f:
             reader = csv.DictReader(f)
             rows = [row for row in reader if isinstance(row.get("trial"), str) and row["trial"]]
     except FileNotFoundError:

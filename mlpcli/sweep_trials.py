@@ -31,6 +31,7 @@ from pathlib import Path
 
 from mlpcli import runs
 from mlpcli.errors import Interrupted, MlpError, NoSavedState
+from mlpcli.files import read_text
 from mlpcli.runs import LOCK_FILE, TMP_PREFIX, RunLock, atomic_path
 
 DASK_HINT = "pip install 'mlpcli[dask]'"
@@ -68,7 +69,7 @@ def summary_row(folder):
 
     path = Path(folder) / runs.RESULTS_FILE
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
+        results = json.loads(read_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise MlpError(f"{path}: cannot be read ({exc})") from None
     if not isinstance(results, dict):

@@ -6,6 +6,7 @@ Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
 """
 
 import contextlib
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from mlpcli import runs
 from mlpcli.data import load_dataset, stratified_split
 from mlpcli.data.features import Features
 from mlpcli.errors import DataError, Interrupted, MlpError, os_error_text, printable
+from mlpcli.files import open_own_file
 from mlpcli.session import Session, SetupInterrupted, StopRequest
 from mlpcli.training import blas_threads, build_model, random_streams
 from mlpcli.training_memory import check_memory
@@ -34,7 +36,7 @@ class Reporter:
     """Prints lines (unless quiet) and appends them to the run's ``train.log``.
 
     The log is a copy of what is printed. When it cannot be opened or appended to
-    (a full disk, a read-only file), one warning on stderr says so and training goes
+    (a full disk, a read-only file, a link, which is never written through), one warning on stderr says so and training goes
     on without it: the run's own files are written atomically and fail cleanly by
     themselves, and stopping hours of training for a copy of the output would lose more.
     """
@@ -50,7 +52,8 @@ class Reporter:
         """Append every line to ``path`` meanwhile."""
         self.log_path = path
         try:
-            self.log = open(path, "a", encoding="utf-8")
+            fd = open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            self.log = os.fdopen(fd, "a", encoding="utf-8")
         except OSError as exc:
             self._stop_logging(exc)
         try:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mlpcli import modelfile
-from mlpcli.config import SECTION_DEFAULTS, TOP_DEFAULTS, apply_override, resolve
+from mlpcli.config import SECTION_DEFAULTS, TOP_DEFAULTS, apply_override, read_yaml, resolve
 from mlpcli.data import load_dataset
 from mlpcli.errors import ConfigError, DataError, ModelFileError
 from mlpcli.images import load_digit
@@ -589,3 +589,28 @@ def test_csv_loader_returns_a_dataset_or_a_clean_error(fuzz_dir, text, raw, task
         return
     assert data.x_train.dtype == np.float32 and len(data.x_train) == len(data.y_train) > 0
     assert np.isfinite(data.x_train).all()
+
+
+QUICK = read_yaml(os.path.join(os.path.dirname(__file__), "..", "configs", "quick.yaml"))
+FILENAME_TEMPLATES = st.text(st.sampled_from("{}:!<>=^+- #0123456789,_.bcdeEfFgGnosxX%/\0aépochlsv"),
+                             max_size=20).map(lambda t: t + ".h5")
+FILENAME_FIELDS = st.sampled_from(["{epoch", "{loss", "{val_accuracy", "{epoch:02d}", "{val_loss:.4f}",
+                                   "{loss:x^20.9%}", "{epoch:_>9,}", "{accuracy!r}"])
+
+
+@FAST
+@given(parts=st.lists(st.one_of(FILENAME_TEMPLATES, FILENAME_FIELDS), min_size=1, max_size=4),
+       epoch=st.integers(1, 10**6), value=st.floats(width=32))
+def test_an_accepted_checkpoint_filename_is_always_a_plain_name(parts, epoch, value):
+    """Whatever template the check lets through gives a plain, visible name of at most 255 bytes
+    in checkpoints/ for any epoch up to training.epochs and any float32 metric value."""
+    template = "".join(parts) + ".h5"
+    try:
+        cfg = resolve({**QUICK, "training": {"epochs": 10**6}, "checkpoint": {"filename": template}})
+    except ConfigError as exc:
+        assert "checkpoint.filename" in str(exc)
+        return
+    name = cfg["checkpoint"]["filename"].format(epoch=epoch, loss=value, val_loss=value, accuracy=value,
+                                                val_accuracy=value)
+    assert "/" not in name and "\0" not in name and not name.startswith(".")
+    assert len(os.fsencode(name)) <= 255

@@ -288,17 +288,38 @@ def test_full_disk(command, words, full_disk, png):
     failed_cleanly(result, 1, *words)
 
 
-def test_full_disk_while_appending_to_train_log_warns_once_and_trains_on(run):
+@pytest.mark.parametrize("target", ["/dev/full", "{tmp}/victim.txt"], ids=["dev-full", "a-file"])
+def test_train_log_that_is_a_link_is_not_written_through(run, tmp_path, target):
+    """Review finding 2: a train.log link made --resume append to whatever it points at."""
+    target = Path(target.format(tmp=tmp_path))
+    if target.parent == tmp_path:
+        target.write_text("precious\n")
     (run / "train.log").unlink()
-    (run / "train.log").symlink_to("/dev/full")  # every write to it: ENOSPC
+    (run / "train.log").symlink_to(target)
     result = mlp("train", "--resume", run, "--set", "training.epochs=2", "--no-plots")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
-    assert len(warnings) == 1 and "no space left" in warnings[0].lower(), result.stderr
+    assert len(warnings) == 1 and "symbolic link" in warnings[0], result.stderr
     assert str(run / "train.log") in warnings[0]
     assert "Epoch 2/2" in result.stdout
     assert (run / "resume" / "epoch-0002.h5").is_file()
+    assert target.parent != tmp_path or target.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("make", ["symlink", "hardlink", "fifo"])
+def test_lock_that_is_not_a_file_of_its_own_is_refused(run, tmp_path, make):
+    """Review finding 2: `train --resume` wrote its pid into whatever .lock pointed at."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    lock = run / ".lock"
+    lock.unlink(missing_ok=True)
+    {"symlink": lambda: lock.symlink_to(victim), "hardlink": lambda: os.link(victim, lock),
+     "fifo": lambda: os.mkfifo(lock)}[make]()
+    with unchanged(run):
+        result = mlp("train", "--resume", run, "--set", "training.epochs=2", "-q", "--no-plots")
+    failed_cleanly(result, 1, str(lock), "the lock of this run")
+    assert victim.read_text() == "precious\n"
 
 
 # ---------------------------------------------------------------- a file-size limit (EFBIG)
@@ -319,10 +340,53 @@ def test_file_size_limit(command, words, run, png, tmp_path):
     failed_cleanly(result, 1, *words)
 
 
+@pytest.mark.parametrize("how", ["new-run", "resume"])
+def test_file_size_limit_that_cuts_an_hdf5_write_part_way(run, tmp_path, how):
+    """Review finding 4: 100 KiB lets the small files through, then cuts the first checkpoint
+    (about 110 KB) part-way; h5py raised its own RuntimeError on top of EFBIG, a traceback."""
+    assert (run / "model.h5").stat().st_size > 100 * 1024
+    args = (["train", QUICK, *TINY, "--runs-root", tmp_path / "runs"] if how == "new-run"
+            else ["train", "--resume", run, "--set", "training.epochs=2", "-q", "--no-plots"])
+    result = mlp(*args, file_size_limit=100 * 1024)
+    failed_cleanly(result, 1, ".h5", "file too large", "previous version")
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+
+
 def test_train_under_file_size_limit(tmp_path):
     with unchanged(tmp_path):
         result = mlp("train", QUICK, *TINY, "--runs-root", tmp_path / "runs", file_size_limit=0)
     failed_cleanly(result, 1, "file too large")
+
+
+# ---------------------------------------------------------------- files read whole
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: os.mkfifo(p), ["a FIFO"]),
+    (lambda p: p.symlink_to("/dev/zero"), ["character device"]),
+    (lambda p: (p.touch(), os.truncate(p, 9 * 2**20)), ["larger than 8 MiB"]),
+], ids=["fifo", "dev-zero", "over-the-cap"])
+def test_config_that_is_not_a_small_regular_file_is_refused_at_once(tmp_path, make, words):
+    """Review findings 6 and 14: a FIFO config hung for ever, /dev/zero ran out of memory."""
+    config = tmp_path / "c.yaml"
+    make(config)
+    with unchanged(tmp_path):
+        result = mlp("train", config, "--dry-run")
+    failed_cleanly(result, 2, str(config), *words)
+
+
+def test_run_files_linked_to_a_device_or_too_large_are_not_read(run, tmp_path):
+    """Review finding 6: a run's config.yaml, results.json, summary.txt linked to /dev/zero, or a
+    huge history.csv, made compare read until memory ran out."""
+    other = tmp_path / "other"
+    shutil.copytree(run, other, symlinks=True)
+    for name in ("config.yaml", "results.json", "summary.txt"):
+        (run / name).unlink()
+        (run / name).symlink_to("/dev/zero")
+    os.truncate(other / "history.csv", 65 * 2**20)
+    result = mlp("compare", run, other, "--out", tmp_path / "out")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "larger than 64 MiB" in result.stdout, result.stdout
 
 
 # ---------------------------------------------------------------- names

@@ -30,6 +30,8 @@ from conftest import png_bytes
 from PIL import Image
 
 from mlpcli.cli import main
+from mlpcli.config import read_yaml, resolve
+from mlpcli.errors import ConfigError
 
 KERNEL = "model_weights/dense/dense/kernel:0"  # the first dense layer's kernel, (784, 64)
 TINY = ["-q", "--no-plots", "--set", "data.max_train_samples=300", "--set", "training.epochs=1"]
@@ -588,3 +590,33 @@ def test_predict_npy_of_objects_is_refused_without_unpickling(tiny_run, tmp_path
 def test_predict_without_runs(tmp_path):
     refused(invoke(["predict", "x.png", "--runs-root", tmp_path / "none"]), "no runs found")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("template, words", [
+    ("{epoch:c}tmp{epoch:c}pwn.h5", ["{epoch:c}", "numeric type"]),  # epoch 47 is '/'
+    ("m{epoch:\0<3}.h5", ["no NUL"]),
+    ("a" * 200 + "{epoch:060d}.h5", ["263 bytes", "over the 255"]),
+    ("m{val_loss:.60f}{loss:.60f}{loss:.60f}.h5", ["-3.40", "over the 255"]),  # only a huge metric is too long
+    ("{epoch:.>4}.h5", ["{epoch:.>4}", "fill characters"]),  # '...1.h5': a hidden name
+    ("m{epoch:{loss}}.h5", ["{epoch:{loss}}"]),
+], ids=["c-type-gives-slash", "nul-fill", "over-long", "huge-metric-too-long", "dot-fill", "nested-field"])
+def test_checkpoint_filename_that_can_leave_a_plain_name_is_refused(template, words):
+    """Review findings 1, 10, 11: each of these passed the check, then wrote outside checkpoints/,
+    or failed after an epoch with a traceback or ENAMETOOLONG."""
+    with pytest.raises(ConfigError, match="checkpoint.filename") as caught:
+        resolve({**read_yaml("configs/quick.yaml"), "checkpoint": {"filename": template}})
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_checkpoint_name_is_checked_again_when_saved():
+    """Defence in depth: a name the check let through that is still not plain stops training
+    with an error naming the key, and nothing is written."""
+    from types import SimpleNamespace
+
+    from mlpcli.session import Session
+
+    session = SimpleNamespace(cfg={"checkpoint": {"filename": "{epoch:c}x.h5"}})
+    with pytest.raises(ConfigError, match=r"checkpoint.filename: .*at epoch 47.*'/'"):
+        Session._checkpoint_name(session, 47, {"loss": 0.5})
+    assert Session._checkpoint_name(session, 65, {"loss": 0.5}) == "Ax.h5"

@@ -1,0 +1,116 @@
+"""Opening the small files mlp reads whole or writes in place, safely.
+
+Reading: a config, a run's config.yaml, history.csv, results.json, summary.txt,
+a sweep's sweep.yaml and base-config.yaml are read by ``read_text``, which never
+blocks on a FIFO, never reads a device, and never reads past a cap (``/dev/zero``
+or a huge file named as a config is refused, not read until memory runs out).
+
+Writing in place: the lock file and train.log are opened by ``open_own_file``,
+which never follows a link and never writes into a file that is also someone
+else's (a FIFO, a device, a file with a second hard link).
+
+Both raise ``OSError`` (subclasses for what the OS itself does not refuse), so
+every caller that handles an OS refusal handles these the same way.
+"""
+
+import errno
+import os
+import stat
+
+MAX_TEXT_BYTES = 64 * 2**20  # history.csv of a very long run stays far below this
+MAX_NAME_BYTES = 255  # NAME_MAX of every common file system
+
+
+class NotARegularFile(OSError):
+    """A FIFO, device, socket or folder where a file was expected."""
+
+
+class FileTooLarge(OSError):
+    """A file larger than mlp reads of its kind."""
+
+
+class LinkedFile(OSError):
+    """A link (symbolic, or a second hard link) where mlp writes a file of its own."""
+
+
+def _kind(mode):
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def read_text(path, limit=MAX_TEXT_BYTES):
+    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes of it.
+
+    Raises ``OSError`` (``NotARegularFile``, ``FileTooLarge`` or what the OS
+    says) or ``UnicodeDecodeError``. The file is opened without blocking, so a FIFO
+    is refused at once rather than waited on.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(errno.EINVAL, f"is {_kind(mode)}, not a regular file", os.fspath(path))
+        chunks, size = [], 0
+        while size <= limit:  # read one byte past the cap: a file that grew is refused too
+            chunk = os.read(fd, min(limit + 1 - size, 2**20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise FileTooLarge(errno.EFBIG, f"larger than {_megabytes(limit)}, more than mlp reads of such "
+                                        "a file", os.fspath(path))
+    return b"".join(chunks).decode("utf-8")
+
+
+def _megabytes(n):
+    return f"{n / 2**20:g} MiB"
+
+
+def open_own_file(path, flags, mode=0o644):
+    """A file descriptor of ``path`` (created when ``flags`` has O_CREAT) that mlp may write in place.
+
+    A link at ``path`` is never followed, and a FIFO, a device or a file with a
+    second hard link (whose other name is someone else's file) is refused: each
+    raises an ``OSError`` whose text says what was found.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise LinkedFile(errno.ELOOP, "is a symbolic link; mlp does not write through links (remove "
+                                          "the link)", os.fspath(path)) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotARegularFile(errno.EINVAL, f"is {_kind(info.st_mode)}, not a regular file",
+                                  os.fspath(path))
+        if info.st_nlink > 1:
+            raise LinkedFile(errno.EMLINK, "has another name (a hard link); mlp does not write into a "
+                                           "file that is also another one (remove it)", os.fspath(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def plain_name_problem(name):
+    """Why ``name`` is not a plain, visible file name in its folder (``/``, NUL, ``.``/``..``,
+    empty, a leading ``.``, over 255 bytes), else None."""
+    if "/" in name or "\0" in name:
+        return "holds a '/' or a NUL character"
+    if name in ("", ".", ".."):
+        return "is not a file name"
+    if name.startswith("."):
+        return "starts with '.' (a hidden name, as mlp's temporary files have)"
+    try:
+        size = len(name.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return "holds characters that cannot be part of a file name"
+    if size > MAX_NAME_BYTES:
+        return f"is {size} bytes long, over the {MAX_NAME_BYTES} a file name may have"
+    return None
