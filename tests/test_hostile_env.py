@@ -366,15 +366,25 @@ def test_a_file_where_a_folder_should_be(command, run, png, tmp_path):
 
 def test_non_utf8_run_folder_name_is_shown_escaped(tmp_path, png):
     run = os.fsencode(tmp_path) + b"/run-\xe9"
-    result = mlp("train", QUICK, *TINY[1:], "--run-dir", run)
+    with_plots = [arg for arg in TINY if arg not in ("-q", "--no-plots")]
+    result = mlp("train", QUICK, *with_plots, "--run-dir", run)
     assert result.returncode == 0, result.stderr
     assert "run-\\xe9" in result.stdout and "Traceback" not in result.stderr
+    assert Path(os.fsdecode(run), "results.json").is_file()
+    assert list(Path(os.fsdecode(run), "plots").glob("loss.png"))
     assert "run-\\xe9" in Path(os.fsdecode(run), "train.log").read_text(encoding="utf-8")
     result = mlp("evaluate", run)
     assert result.returncode == 0, result.stderr
     assert "run-\\xe9/evaluation.json" in result.stdout
     result = mlp("predict", png, "--run", run, "--save-preprocessed", os.fsencode(tmp_path) + b"/d\xe9")
     assert result.returncode == 0, result.stderr
+    result = mlp("plot", run)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert list(Path(os.fsdecode(run), "plots").glob("confusion_matrix.png"))
+    result = mlp("compare", run, "--out", tmp_path / "compared")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "run-\\xe9" in result.stdout
+    assert (tmp_path / "compared" / "compare-loss.png").is_file()
 
 
 def test_non_utf8_name_in_an_error(run, tmp_path, permission_bits_hold, writable_again):
