@@ -22,6 +22,7 @@ from mlpcli.config_check import INTEGER_KEYS, MODES, RANGES, _brief, _Checker, _
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS, SCALINGS
 from mlpcli.errors import ConfigError
+from mlpcli.input_files import check_input
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
                        schedules)
 from mlpcli.nn.model import LayerShapeError, output_shapes
@@ -54,6 +55,7 @@ IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 
 def load_config(path, overrides=()):
     """Read the YAML file at ``path``, apply ``KEY=VALUE`` overrides, resolve and validate."""
+    check_input(path)  # a folder, a FIFO, a name too long: refused at once as what they are
     raw = read_yaml(path)
     base = Path(path).resolve().parent
     data = raw.get("data")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpcli.errors import DataError
+from mlpcli.errors import DataError, FileSystemError, os_error_text
+from mlpcli.input_files import open_input
 
 # Refuse larger images before decoding them: a small file can claim a huge
 # size (a decompression bomb) and exhaust memory once decoded.
@@ -61,20 +62,31 @@ def decode_png(path, color_mode: str = "grayscale") -> np.ndarray:
     down to float32, keeping their finer levels. Transparent parts are
     composited onto white (a transparent background is white paper). Raises
     DataError, with a message starting with the path, for a missing, empty,
-    non-PNG, too large, truncated or corrupt file; the size limit
-    (MAX_PIXELS) is checked before any pixel data is decoded.
+    non-PNG, too large, truncated or corrupt file (``FileSystemError`` for a
+    folder, a FIFO, a device or a read the system refuses, see
+    ``input_files``); the size limit (MAX_PIXELS) is checked before any pixel
+    data is decoded.
     """
+    path = Path(path)
+    try:
+        f = open_input(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    with f:
+        return _decode_open_png(f, path, color_mode)
+
+
+def _decode_open_png(f, path: Path, color_mode: str) -> np.ndarray:
     from PIL import Image
 
-    path = Path(path)
-    _check_signature(path)
+    _check_signature(f, path)
     too_large = f"{path}: image is too large (more than {MAX_PIXELS:,} pixels)"
     try:
         with warnings.catch_warnings():
             # Pillow's own check, when opening, fails from 179M pixels and
             # warns from 89M; those are over our lower limit, checked next.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path, formats=["PNG"]) as image:
+            with Image.open(f, formats=["PNG"]) as image:
                 width, height = image.size  # from the header only: nothing decoded yet
                 if width * height > MAX_PIXELS:
                     raise DataError(f"{too_large}: {width}x{height} = {width * height:,} pixels")
@@ -86,17 +98,13 @@ def decode_png(path, color_mode: str = "grayscale") -> np.ndarray:
         raise DataError(f"{path}: truncated or corrupt PNG ({e})") from None
 
 
-def _check_signature(path: Path) -> None:
-    """Raise DataError unless ``path`` is a readable, non-empty file starting like a PNG."""
+def _check_signature(f, path: Path) -> None:
+    """Raise DataError unless the open file ``f`` is non-empty and starts like a PNG."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(PNG_SIGNATURE))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a PNG file") from None
+        head = f.read(len(PNG_SIGNATURE))
+        f.seek(0)
     except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise FileSystemError(os_error_text(e, path)) from None
     if not head:
         raise DataError(f"{path}: empty file (0 bytes), not a PNG image")
     if head != PNG_SIGNATURE:
