@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlpcli import runs
-from mlpcli.errors import ConfigError, MlpError
+from mlpcli.errors import ConfigError, MlpError, printable
 from mlpcli.files import read_text
 from mlpcli.runs import resolve_run_dir
 
@@ -192,6 +192,7 @@ def _collect(paths):
             raise MlpError(f"{path}: not a run folder (no history.csv) or a sweep folder (no sweep.yaml)")
     seen = {}
     for e in entries:
+        e.label = printable(e.label)  # drawn in the figures' legends, which need UTF-8
         seen[e.label] = seen.get(e.label, 0) + 1
         if seen[e.label] > 1:
             e.label = f"{e.label}-{seen[e.label]}"

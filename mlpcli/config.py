@@ -23,7 +23,7 @@ from mlpcli.config_check import FLOAT32_MAX, INTEGER_KEYS, MODES, RANGES, _brief
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS, SCALINGS
 from mlpcli.errors import ConfigError
-from mlpcli.files import plain_name_problem
+from mlpcli.files import check_input, plain_name_problem
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
                        schedules)
 from mlpcli.nn.model import LayerShapeError, output_shapes
@@ -56,6 +56,7 @@ IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 
 def load_config(path, overrides=()):
     """Read the YAML file at ``path``, apply ``KEY=VALUE`` overrides, resolve and validate."""
+    check_input(path)  # a folder, a FIFO, a name too long: refused at once as what they are
     raw = read_yaml(path)
     base = Path(path).resolve().parent
     data = raw.get("data")

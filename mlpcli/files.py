@@ -1,21 +1,29 @@
-"""Opening the small files mlp reads whole or writes in place, safely.
+"""Opening files safely: the one place that knows how.
 
-Reading: a config, a run's config.yaml, history.csv, results.json, summary.txt,
-a sweep's sweep.yaml and base-config.yaml are read by ``read_text``, which never
-blocks on a FIFO, never reads a device, and never reads past a cap (``/dev/zero``
-or a huge file named as a config is refused, not read until memory runs out).
+Inputs the user names (a config, a CSV, an .npy/.npz, a PNG, a model file) are
+opened by ``open_input``: at once and only when they are regular files. Opening a
+FIFO for reading waits for a writer, and a device may never end; a folder or a name
+too long would fail later, in another form. So a file is opened with O_NONBLOCK (a
+FIFO's open returns at once) and fstat'ed before a byte is read, and any OSError but
+a missing file becomes ``<path>: <what happened>`` (``FileSystemError``, exit 1). A
+missing file is the reader's to report, in its own terms.
 
-Writing in place: the lock file and train.log are opened by ``open_own_file``,
-which never follows a link and never writes into a file that is also someone
-else's (a FIFO, a device, a file with a second hard link).
+Small text files mlp reads whole (a config, a run's config.yaml, history.csv,
+results.json, summary.txt, a sweep's sweep.yaml and base-config.yaml) are read by
+``read_text``, the same way and never past a cap (``/dev/zero`` or a huge file named
+as a config is refused, not read until memory runs out); it raises ``OSError``
+subclasses, which its callers report in their own terms.
 
-Both raise ``OSError`` (subclasses for what the OS itself does not refuse), so
-every caller that handles an OS refusal handles these the same way.
+Writing in place: the lock file and train.log are opened by ``open_own_file``, which
+never follows a link and never writes into a file that is also someone else's (a
+FIFO, a device, a file with a second hard link).
 """
 
 import errno
 import os
 import stat
+
+from mlpcli.errors import FileSystemError, os_error_text
 
 MAX_TEXT_BYTES = 64 * 2**20  # history.csv of a very long run stays far below this
 MAX_NAME_BYTES = 255  # NAME_MAX of every common file system
@@ -34,9 +42,50 @@ class LinkedFile(OSError):
 
 
 def _kind(mode):
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _open_regular(path):
+    """A file descriptor of ``path`` opened for reading without blocking (reads block
+    again as usual), once it is known to be a regular file; else ``NotARegularFile``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # as the OS itself says it where a folder is read as a file
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(errno.EINVAL, f"is {_kind(mode)}, not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_input(path):
+    """``path`` opened for binary reading. Raises FileNotFoundError when there is no such
+    file, ``FileSystemError`` naming ``path`` for anything else the system refuses and for
+    anything but a regular file."""
+    try:
+        return os.fdopen(_open_regular(path), "rb")
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FileSystemError(os_error_text(exc, path)) from None
+
+
+def check_input(path):
+    """Refuse at once what ``open_input`` refuses, for a reader that opens ``path`` by name
+    itself; a missing file is let through, for that reader to report."""
+    try:
+        os.close(_open_regular(path))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FileSystemError(os_error_text(exc, path)) from None
 
 
 def read_text(path, limit=MAX_TEXT_BYTES):
@@ -46,11 +95,8 @@ def read_text(path, limit=MAX_TEXT_BYTES):
     says) or ``UnicodeDecodeError``. The file is opened without blocking, so a FIFO
     is refused at once rather than waited on.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = _open_regular(path)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotARegularFile(errno.EINVAL, f"is {_kind(mode)}, not a regular file", os.fspath(path))
         chunks, size = [], 0
         while size <= limit:  # read one byte past the cap: a file that grew is refused too
             chunk = os.read(fd, min(limit + 1 - size, 2**20))

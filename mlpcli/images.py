@@ -19,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpcli.errors import DataError
+from mlpcli.errors import DataError, FileSystemError, os_error_text
+from mlpcli.files import open_input
 
 # Refuse larger images before decoding them: a small file can claim a huge
 # size (a decompression bomb) and exhaust memory once decoded.
 MAX_PIXELS = 50_000_000
+# Pillow's modes of 16-bit grayscale ("I" in Pillow < 10), decoded to float32
+SIXTEEN_BIT_MODES = ("I", "I;16")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -61,42 +64,81 @@ def decode_png(path, color_mode: str = "grayscale") -> np.ndarray:
     down to float32, keeping their finer levels. Transparent parts are
     composited onto white (a transparent background is white paper). Raises
     DataError, with a message starting with the path, for a missing, empty,
-    non-PNG, too large, truncated or corrupt file; the size limit
-    (MAX_PIXELS) is checked before any pixel data is decoded.
+    non-PNG, too large, truncated or corrupt file (``FileSystemError`` for a
+    folder, a FIFO, a device or a read the system refuses, see
+    ``mlpcli.files``); the size limit (MAX_PIXELS) is checked before any pixel
+    data is decoded.
     """
+    path = Path(path)
+    try:
+        f = open_input(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    with f:
+        return _decode_open_png(f, path, color_mode)
+
+
+def png_size(path) -> tuple[int, int, bool]:
+    """(width, height, 16-bit) of the PNG file at ``path``, read from its header alone:
+    nothing is decoded. Refuses what ``decode_png`` refuses before decoding."""
     from PIL import Image
 
     path = Path(path)
-    _check_signature(path)
-    too_large = f"{path}: image is too large (more than {MAX_PIXELS:,} pixels)"
+    try:
+        f = open_input(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    with f:
+        _check_signature(f, path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(f, formats=["PNG"]) as image:
+                    _check_pixels(image, path)
+                    return (*image.size, image.mode in SIXTEEN_BIT_MODES)
+        except Image.DecompressionBombError:
+            raise DataError(_too_large(path)) from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{path}: truncated or corrupt PNG ({e})") from None
+
+
+def _decode_open_png(f, path: Path, color_mode: str) -> np.ndarray:
+    from PIL import Image
+
+    _check_signature(f, path)
     try:
         with warnings.catch_warnings():
             # Pillow's own check, when opening, fails from 179M pixels and
             # warns from 89M; those are over our lower limit, checked next.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path, formats=["PNG"]) as image:
-                width, height = image.size  # from the header only: nothing decoded yet
-                if width * height > MAX_PIXELS:
-                    raise DataError(f"{too_large}: {width}x{height} = {width * height:,} pixels")
+            with Image.open(f, formats=["PNG"]) as image:
+                _check_pixels(image, path)
                 image.load()
                 return _pixels(image, color_mode)
     except Image.DecompressionBombError:
-        raise DataError(too_large) from None
+        raise DataError(_too_large(path)) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: truncated or corrupt PNG ({e})") from None
 
 
-def _check_signature(path: Path) -> None:
-    """Raise DataError unless ``path`` is a readable, non-empty file starting like a PNG."""
+def _too_large(path: Path) -> str:
+    return f"{path}: image is too large (more than {MAX_PIXELS:,} pixels)"
+
+
+def _check_pixels(image, path: Path) -> None:
+    """Refuse an opened image over MAX_PIXELS, from its header: nothing is decoded yet."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise DataError(f"{_too_large(path)}: {width}x{height} = {width * height:,} pixels")
+
+
+def _check_signature(f, path: Path) -> None:
+    """Raise DataError unless the open file ``f`` is non-empty and starts like a PNG."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(PNG_SIGNATURE))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a PNG file") from None
+        head = f.read(len(PNG_SIGNATURE))
+        f.seek(0)
     except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise FileSystemError(os_error_text(e, path)) from None
     if not head:
         raise DataError(f"{path}: empty file (0 bytes), not a PNG image")
     if head != PNG_SIGNATURE:
@@ -107,7 +149,7 @@ def _pixels(image, color_mode: str) -> np.ndarray:
     """A decoded Pillow image as (H, W) gray or (H, W, 3) RGB in [0, 255], alpha composited on white."""
     from PIL import Image
 
-    if image.mode in ("I", "I;16"):
+    if image.mode in SIXTEEN_BIT_MODES:
         # 16-bit grayscale (mode "I" in Pillow < 10): Pillow's convert("L")
         # clips at 255 instead of scaling, so scale here.
         raw = np.asarray(image)

@@ -22,6 +22,7 @@ import numpy as np
 
 from mlpcli import __version__
 from mlpcli.errors import ModelFileError
+from mlpcli.files import open_input
 from mlpcli.keras_layers import layer_specs_from_keras
 from mlpcli.nn import optimizers
 from mlpcli.nn.model import Sequential
@@ -104,7 +105,11 @@ def load(path):
     """Read a model file; raise ``ModelFileError`` naming the file and the problem."""
     import h5py
 
-    _check_global_heaps(path)
+    try:
+        with open_input(path) as fh:
+            _check_global_heaps(fh, path)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:
@@ -124,8 +129,8 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 GLOBAL_HEAP = b"GCOL\x01\x00\x00\x00"  # signature, version 1, reserved
 
 
-def _check_global_heaps(path):
-    """Refuse a file whose global heap collections do not hold together.
+def _check_global_heaps(fh, path):
+    """Refuse a file (open as ``fh``) whose global heap collections do not hold together.
 
     HDF5 keeps variable-length strings (model_config, ...) in global heap
     collections; libhdf5 2.0 loops forever reading one whose object sizes are
@@ -136,7 +141,7 @@ def _check_global_heaps(path):
     import mmap
 
     try:
-        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
             version = data[8] if data[:8] == HDF5_SIGNATURE and len(data) > 14 else None
             if version is None or data[14 if version < 2 else 10] != 8:
                 return
@@ -154,7 +159,7 @@ def _check_global_heaps(path):
                                              "is inconsistent)")
                     p += need
                 at = data.find(GLOBAL_HEAP, at + 1)
-    except (OSError, ValueError):  # missing, empty (mmap refuses 0 bytes), unreadable: h5py says so
+    except (OSError, ValueError):  # empty (mmap refuses 0 bytes), unreadable: h5py says so
         return
 
 
@@ -266,7 +271,7 @@ def _read(f, path):
     if "mlpcli" in f:
         own = f["mlpcli"]
         out.config = _typed(_json_attr(own, "config", path), dict, "config", path)
-        out.preprocessing = _typed(_json_attr(own, "preprocessing", path), dict, "preprocessing", path)
+        out.preprocessing = _preprocessing(_json_attr(own, "preprocessing", path), path)
         out.class_names = _typed(_json_attr(own, "class_names", path), list, "class_names", path)
         if out.class_names is not None and not all(isinstance(c, str) for c in out.class_names):
             raise ModelFileError(f"{path}: attribute 'class_names' must be a list of strings")
@@ -284,6 +289,29 @@ def _datasets(own, group, path):
     own[group].visititems(lambda key, obj: items.__setitem__(key, obj))
     return {k: _numeric(v, path, f"mlpcli/{group}/{k}") for k, v in items.items()
             if not hasattr(v, "keys")}
+
+
+def _preprocessing(value, path):
+    """The stored ``{"scale", "offset"}`` (None when there is none): numbers or nested lists
+    of them, each finite in float32, where inputs are scaled (so NaN or 1e39 would make
+    every prediction NaN)."""
+    value = _typed(value, dict, "preprocessing", path)
+    if value is None:
+        return None
+    limit = float(np.finfo(np.float32).max)
+    for key in ("scale", "offset"):
+        where = f"{path}: attribute mlpcli/preprocessing, {key!r}"
+        try:
+            numbers = np.asarray(value[key], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{where}: missing, or not a number or nested lists of numbers") from None
+        bad = ~(np.abs(numbers) <= limit)  # NaN compares False
+        if bad.any():
+            index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), numbers.shape))
+            at = f" at index {index}" if index else ""
+            raise ModelFileError(f"{where} holds {numbers[index].item()!r}{at}; it must be a finite "
+                                 "float32 number")
+    return value
 
 
 def _typed(value, kind, key, path):

@@ -31,7 +31,7 @@ import csv
 from pathlib import Path
 
 from mlpcli import figures, runs
-from mlpcli.errors import ConfigError
+from mlpcli.errors import ConfigError, printable
 from mlpcli.figures import FORMATS, PlotReport
 from mlpcli.history import (
     best_epoch,
@@ -192,13 +192,15 @@ def _compare_plot(runs, metric, path, fmt, report):
 # ---------------------------------------------------------------- entry point
 
 def _labels(run_dirs):
-    """A distinct display name per run folder (its folder name, resolved through links)."""
+    """A distinct display name per run folder (its folder name, resolved through links), fit
+    for a figure: matplotlib cannot draw the lone surrogates of a name that is not UTF-8."""
     labels, seen = [], {}
     for run in run_dirs:
         try:
             name = run.resolve().name or str(run)
         except OSError:
             name = run.name or str(run)
+        name = printable(name)
         seen[name] = seen.get(name, 0) + 1
         labels.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
     return labels

@@ -4,6 +4,7 @@ import json
 import math
 
 from mlpcli import figures
+from mlpcli.errors import printable
 from mlpcli.files import read_text
 from mlpcli.history import evaluation_suffix, finite
 
@@ -21,7 +22,7 @@ def _confusion_plot(ev, path, fmt, report, label, source):
     names = ev.get("class_names")
     if not (isinstance(names, list) and len(names) == n):
         names = [str(i) for i in range(n)]
-    names = [str(c) for c in names]
+    names = [printable(str(c)) for c in names]  # JSON may hold lone surrogates, unfit to draw
     fig, ax = figures.new_figure()
     image = ax.imshow(cm, cmap="Blues", interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -100,8 +101,8 @@ def _misclassified_plot(ev, cfg, path, fmt, report, label, source, cache):
 
     def name_of(k):
         if isinstance(k, bool) or not isinstance(k, int):
-            return str(k)
-        return str(names[k]) if names and 0 <= k < len(names) else str(k)
+            return printable(str(k))
+        return printable(str(names[k])) if names and 0 <= k < len(names) else str(k)
 
     items = [w for w in wrong if isinstance(w, dict) and isinstance(w.get("index"), int)
              and not isinstance(w.get("index"), bool) and 0 <= w["index"] < len(data.x_test)]

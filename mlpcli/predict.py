@@ -15,6 +15,7 @@ import numpy as np
 
 from mlpcli import modelfile, runs
 from mlpcli.data import apply_preprocessing, fit_preprocessing
+from mlpcli.data.features import check_finite
 from mlpcli.data.npy import read_npy
 from mlpcli.errors import DataError, MlpError
 
@@ -105,6 +106,10 @@ def _class_names(loaded):
 
 def _decode(sources, outputs, names, top_k):
     """Predictions from model outputs (n, outputs): softmax rows, or one sigmoid column."""
+    finite = np.isfinite(outputs).all(axis=1)
+    if not finite.all():  # weights that overflow float32 on this input: no probability to show
+        raise MlpError(f"{sources[int(np.argmin(finite))]}: the model's outputs are not finite "
+                       "numbers (its weights overflow float32 on this input)")
     if outputs.shape[1] == 1:  # binary: P(class 1) = output
         outputs = np.hstack([1.0 - outputs, outputs])
     k = max(1, min(top_k, outputs.shape[1]))
@@ -125,6 +130,8 @@ def _load_npy(path, model):
     if rows.ndim < 2 or int(np.prod(rows.shape[1:])) != want:
         raise DataError(f"{path}: shape {stored.shape} does not give rows of {want} values "
                         f"(the model's input shape is {list(model.input_shape)})")
+    if rows.dtype.kind == "f":
+        check_finite(rows, str(path))
     return rows.reshape(len(rows), *model.input_shape)
 
 

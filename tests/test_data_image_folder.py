@@ -1,5 +1,6 @@
 """The PNG image-folder loader."""
 
+import re
 import time
 
 import numpy as np
@@ -173,3 +174,20 @@ def test_image_claiming_a_huge_size_is_refused_before_decoding(folder, side):
     with pytest.raises(DataError, match=r"dog/bomb\.png: image is too large"):
         load_image_folder(root)
     assert time.perf_counter() - start < 5
+
+
+def test_images_too_large_for_memory_are_refused_from_their_headers(tmp_path, monkeypatch):
+    """16 small files whose headers claim 7000x7000 pixels (2.2 GiB decoded as rgb) are refused
+    before any is decoded (their pixel data is empty: decoding one would fail otherwise)."""
+    from mlpcli.data import image_folder
+
+    monkeypatch.setattr(image_folder, "available_memory", lambda: 2**30)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(8):
+            (tmp_path / name / f"{i}.png").write_bytes(png_bytes(7000, 7000))
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path))}: 16 images of 7000x7000 pixels, "
+                                        r"3 channels need 2\.2 GiB once decoded, more than the 1\.0 GiB"):
+        load_image_folder(tmp_path, color_mode="rgb")
+    assert time.perf_counter() - start < 10

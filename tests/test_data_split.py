@@ -1,5 +1,7 @@
 """Stratified train/validation split."""
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -30,6 +32,10 @@ def test_class_proportions_are_kept():
 )
 def test_each_class_within_one_sample(counts, fraction, seed):
     y = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(counts)), counts))
+    if fraction and not any(round(fraction * c) for c in counts):  # no class gives one
+        with pytest.raises(DataError, match="validation_split"):
+            stratified_split(y, fraction, np.random.default_rng(seed))
+        return
     train_idx, val_idx = stratified_split(y, fraction, np.random.default_rng(seed))
     check_partition(train_idx, val_idx, len(y))
     val_counts = np.bincount(y[val_idx], minlength=len(counts))
@@ -75,3 +81,27 @@ def test_no_training_data_left():
         stratified_split(np.array([0, 1]), 0.9, np.random.default_rng(0))
     with pytest.raises(DataError, match="no training samples"):
         stratified_split(np.zeros(0, dtype=np.int64), 0.1, np.random.default_rng(0))
+
+
+def test_many_small_classes_split_in_linear_time_with_a_clear_refusal():
+    # one pass per class was quadratic: ~50 s here; one sort takes about a second
+    y = np.arange(300_000)
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"none here: the 300000 classes have at most 1 sample"):
+        stratified_split(y, 0.1, np.random.default_rng(0))
+    assert time.perf_counter() - start < 15
+
+
+def test_split_of_many_classes_matches_one_pass_per_class():
+    y = np.random.default_rng(3).integers(0, 500, size=5000).astype(np.int32)
+    rng = np.random.default_rng(11)
+    train_parts, val_parts = [], []
+    for cls in np.unique(y):  # the split as it was first written, pass by pass
+        members = rng.permutation(np.flatnonzero(y == cls))
+        n_val = int(round(0.3 * len(members)))
+        val_parts.append(members[:n_val])
+        train_parts.append(members[n_val:])
+    expected = rng.permutation(np.concatenate(train_parts)), rng.permutation(np.concatenate(val_parts))
+    got = stratified_split(y, 0.3, np.random.default_rng(11))
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])

@@ -361,18 +361,18 @@ def test_train_under_file_size_limit(tmp_path):
 # ---------------------------------------------------------------- files read whole
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda p: os.mkfifo(p), ["a FIFO"]),
-    (lambda p: p.symlink_to("/dev/zero"), ["character device"]),
-    (lambda p: (p.touch(), os.truncate(p, 9 * 2**20)), ["larger than 8 MiB"]),
+@pytest.mark.parametrize("make, code, words", [
+    (lambda p: os.mkfifo(p), 1, ["a FIFO"]),  # not a file at all: an OS-level refusal
+    (lambda p: p.symlink_to("/dev/zero"), 1, ["character device"]),
+    (lambda p: (p.touch(), os.truncate(p, 9 * 2**20)), 2, ["larger than 8 MiB"]),  # a bad config
 ], ids=["fifo", "dev-zero", "over-the-cap"])
-def test_config_that_is_not_a_small_regular_file_is_refused_at_once(tmp_path, make, words):
+def test_config_that_is_not_a_small_regular_file_is_refused_at_once(tmp_path, make, code, words):
     """Review findings 6 and 14: a FIFO config hung for ever, /dev/zero ran out of memory."""
     config = tmp_path / "c.yaml"
     make(config)
     with unchanged(tmp_path):
         result = mlp("train", config, "--dry-run")
-    failed_cleanly(result, 2, str(config), *words)
+    failed_cleanly(result, code, str(config), *words)
 
 
 def test_run_files_linked_to_a_device_or_too_large_are_not_read(run, tmp_path):
@@ -430,15 +430,25 @@ def test_a_file_where_a_folder_should_be(command, run, png, tmp_path):
 
 def test_non_utf8_run_folder_name_is_shown_escaped(tmp_path, png):
     run = os.fsencode(tmp_path) + b"/run-\xe9"
-    result = mlp("train", QUICK, *TINY[1:], "--run-dir", run)
+    with_plots = [arg for arg in TINY if arg not in ("-q", "--no-plots")]
+    result = mlp("train", QUICK, *with_plots, "--run-dir", run)
     assert result.returncode == 0, result.stderr
     assert "run-\\xe9" in result.stdout and "Traceback" not in result.stderr
+    assert Path(os.fsdecode(run), "results.json").is_file()
+    assert list(Path(os.fsdecode(run), "plots").glob("loss.png"))
     assert "run-\\xe9" in Path(os.fsdecode(run), "train.log").read_text(encoding="utf-8")
     result = mlp("evaluate", run)
     assert result.returncode == 0, result.stderr
     assert "run-\\xe9/evaluation.json" in result.stdout
     result = mlp("predict", png, "--run", run, "--save-preprocessed", os.fsencode(tmp_path) + b"/d\xe9")
     assert result.returncode == 0, result.stderr
+    result = mlp("plot", run)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert list(Path(os.fsdecode(run), "plots").glob("confusion_matrix.png"))
+    result = mlp("compare", run, "--out", tmp_path / "compared")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "run-\\xe9" in result.stdout
+    assert (tmp_path / "compared" / "compare-loss.png").is_file()
 
 
 def test_non_utf8_name_in_an_error(run, tmp_path, permission_bits_hold, writable_again):

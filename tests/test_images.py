@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import chunk, png_bytes
 from mlpcli.data.builtin import load_builtin
-from mlpcli.errors import DataError
+from mlpcli.errors import DataError, FileSystemError
 from mlpcli.images import (
     CENTER,
     MAX_PIXELS,
@@ -366,7 +366,7 @@ def test_bad_files_are_refused(content, message, tmp_path):
 def test_missing_file_and_folder_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"^.*nope\.png: file not found$"):
         read_image(tmp_path / "nope.png")
-    with pytest.raises(DataError, match="is a folder"):
+    with pytest.raises(FileSystemError, match=r"Is a directory$"):
         read_image(tmp_path)
 
 

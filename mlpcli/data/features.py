@@ -6,9 +6,13 @@ batch is scaled (``raw * scale + offset`` in float32, by the same ``scale_into``
 that ``apply_preprocessing`` uses for a whole array) into a buffer the caller owns.
 """
 
+import math
+
 import numpy as np
 
 from mlpcli.errors import DataError
+
+_CHECK_ROWS = 4096
 
 
 def preprocessing_arrays(preprocessing):
@@ -20,6 +24,21 @@ def preprocessing_arrays(preprocessing):
         raise DataError(
             f"preprocessing must be {{'scale': ..., 'offset': ...}} numbers or arrays, got {preprocessing!r}"
         ) from None
+
+
+def check_finite(x: np.ndarray, where: str) -> None:
+    """Refuse NaN, infinities and values beyond float32's range (they become infinite when
+    scaled), naming the first one's index; checked a block of rows at a time."""
+    rows = x.reshape(len(x), math.prod(x.shape[1:]))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, len(rows), _CHECK_ROWS):
+            bad = ~np.isfinite(rows[start : start + _CHECK_ROWS].astype(np.float32))
+            if bad.any():
+                row, column = divmod(int(np.argmax(bad)), rows.shape[1])
+                index = np.unravel_index(column, x.shape[1:])
+                index = (start + row, *map(int, index))
+                raise DataError(f"{where} holds {x[index].item()!r} at index {index}; "
+                                "features must be finite float32 numbers")
 
 
 def scale_into(raw, out, scale, offset):

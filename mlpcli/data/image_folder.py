@@ -5,13 +5,16 @@ must be a class sub-folder holding only PNG files. Images are decoded by
 ``mlpcli.images.decode_png``, as ``mlp predict`` decodes them.
 """
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mlpcli.data.npy import available_memory
 from mlpcli.data.raw import RawData
 from mlpcli.errors import DataError
-from mlpcli.images import decode_png
+from mlpcli.images import decode_png, png_size
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -43,41 +46,79 @@ def _class_folders(root: Path) -> dict[str, Path]:
     return folders
 
 
-def _read_png(path: Path, color_mode: str) -> np.ndarray:
-    """One PNG of a class folder: (H, W) or (H, W, 3), uint8 (float32 for 16-bit images)."""
-    if path.suffix.lower() != ".png" or not path.is_file():
-        raise DataError(f"{path}: not a PNG file; class folders may hold only .png images")
-    return decode_png(path, color_mode)
+@dataclass
+class _Split:
+    """A folder's PNG files and their labels, listed and sized from the headers alone."""
+
+    folder: Path
+    files: list[Path]
+    labels: np.ndarray  # int64 (n,)
+    sixteen_bit: bool  # some image is 16-bit, so all decode to float32 (else uint8)
+
+    def decoded_bytes(self, shape: tuple) -> int:
+        return len(self.files) * math.prod(shape) * (4 if self.sixteen_bit else 1)
 
 
-def _load_split(
+def _list_split(
     root: Path, color_mode: str, class_names: list[str], shape: tuple | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, H, W[, 3]) and int64 labels (n,) of the class folders in ``root``.
+) -> tuple[_Split, tuple]:
+    """The images of the class folders in ``root`` and the shape they decode to.
 
     Each sub-folder of ``root`` must be one of ``class_names``; all images
-    must share ``shape`` (or the first image's shape when None).
+    must share ``shape`` (or the first image's shape when None). Only the
+    PNG headers are read.
     """
-    images, labels = [], []
+    files, labels, sixteen_bit = [], [], False
     for name, folder in _class_folders(root).items():
         if name not in class_names:
             raise DataError(
                 f"{folder}: class {name!r} is not one of the training classes {class_names}"
             )
-        files = _visible(folder)
-        if not files:
+        entries = _visible(folder)
+        if not entries:
             raise DataError(f"{folder}: class folder holds no images")
-        for path in files:
-            pixels = _read_png(path, color_mode)
-            shape = shape or pixels.shape
-            if pixels.shape != shape:
-                raise DataError(
-                    f"{path}: image is {_size(pixels.shape)}, but the others are {_size(shape)}; "
-                    "all images must have the same size"
-                )
-            images.append(pixels)
+        for path in entries:
+            if path.suffix.lower() != ".png" or not path.is_file():
+                raise DataError(f"{path}: not a PNG file; class folders may hold only .png images")
+            width, height, wide = png_size(path)
+            size = (height, width) if color_mode == "grayscale" else (height, width, 3)
+            shape = shape or size
+            _check_size(path, size, shape)
+            sixteen_bit |= wide
+            files.append(path)
             labels.append(class_names.index(name))
-    return np.stack(images), np.array(labels, dtype=np.int64)
+    return _Split(root, files, np.array(labels, dtype=np.int64), sixteen_bit), shape
+
+
+def _check_size(path: Path, size: tuple, shape: tuple) -> None:
+    if size != shape:
+        raise DataError(
+            f"{path}: image is {_size(size)}, but the others are {_size(shape)}; "
+            "all images must have the same size"
+        )
+
+
+def _check_memory(root: Path, splits: list[_Split], shape: tuple) -> None:
+    """Refuse images whose decoded pixels would not fit in the memory available."""
+    needed = sum(split.decoded_bytes(shape) for split in splits)
+    available = available_memory()
+    if available is not None and needed > available:
+        count = sum(len(split.files) for split in splits)
+        channels = f", {shape[2]} channels" if len(shape) == 3 else ""
+        raise DataError(
+            f"{root}: {count:,} images of {_size(shape)}{channels} need {needed / 2**30:,.1f} GiB "
+            f"once decoded, more than the {available / 2**30:,.1f} GiB of memory available"
+        )
+
+
+def _decode(split: _Split, color_mode: str, shape: tuple) -> np.ndarray:
+    """The images of ``split`` (n, *shape), each decoded into its place."""
+    x = np.empty((len(split.files), *shape), dtype=np.float32 if split.sixteen_bit else np.uint8)
+    for i, path in enumerate(split.files):
+        pixels = decode_png(path, color_mode)
+        _check_size(path, pixels.shape, shape)  # the file may have changed since its header was read
+        x[i] = pixels
+    return x
 
 
 def _size(shape: tuple) -> str:
@@ -95,20 +136,19 @@ def load_image_folder(
     """
     root = Path(path)
     class_names = list(_class_folders(root))
-    x_train, y_train = _load_split(root, color_mode, class_names, None)
-    shape = x_train.shape[1:]
-    val = (
-        _load_split(Path(validation_path), color_mode, class_names, shape)
-        if validation_path
-        else (None, None)
+    train, shape = _list_split(root, color_mode, class_names, None)
+    val, test = (
+        _list_split(Path(folder), color_mode, class_names, shape)[0] if folder else None
+        for folder in (validation_path, test_path)
     )
-    test = _load_split(Path(test_path), color_mode, class_names, shape) if test_path else (None, None)
+    _check_memory(root, [split for split in (train, val, test) if split], shape)
+    x_val, x_test = (_decode(split, color_mode, shape) if split else None for split in (val, test))
     return RawData(
-        x_train=x_train,
-        y_train=y_train,
-        x_val=val[0],
-        y_val=val[1],
-        x_test=test[0],
-        y_test=test[1],
+        x_train=_decode(train, color_mode, shape),
+        y_train=train.labels,
+        x_val=x_val,
+        y_val=val.labels if val else None,
+        x_test=x_test,
+        y_test=test.labels if test else None,
         class_names=class_names,
     )

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from mlpcli.errors import DataError
+from mlpcli.errors import DataError, FileSystemError, os_error_text
+from mlpcli.files import open_input
 
 NPY_SUFFIX = ".npy"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -63,7 +64,7 @@ def read_npy(path) -> np.ndarray:
     """The array in the .npy file at ``path``; DataError, naming the file, for anything else."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             if f.read(len(ZIP_SIGNATURE)) == ZIP_SIGNATURE:
                 raise DataError(f"{path}: is an .npz archive; expected a single .npy array (np.save)")
             f.seek(0)
@@ -74,10 +75,8 @@ def read_npy(path) -> np.ndarray:
             return _read_array(f, header)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not an .npy file") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise FileSystemError(os_error_text(e, path)) from None
 
 
 class NpzArchive:
@@ -86,22 +85,14 @@ class NpzArchive:
     def __init__(self, path):
         self.path = Path(path)
         try:
-            with open(self.path, "rb") as f:
-                if f.read(len(ZIP_SIGNATURE)) != ZIP_SIGNATURE:
-                    f.seek(0)
-                    if f.read(len(npy_format.MAGIC_PREFIX)) == npy_format.MAGIC_PREFIX:
-                        raise DataError(f"{self.path}: is a single .npy array; "
-                                        "expected an .npz archive (np.savez)")
-                    raise DataError(f"{self.path}: not a readable .npz archive (not a zip file)")
-            self._zip = zipfile.ZipFile(self.path)
+            self._file = open_input(self.path)
         except FileNotFoundError:
             raise DataError(f"{self.path}: file not found") from None
-        except IsADirectoryError:
-            raise DataError(f"{self.path}: is a folder, not an .npz file") from None
-        except (zipfile.BadZipFile, ValueError, EOFError) as e:
-            raise DataError(f"{self.path}: not a readable .npz archive ({e})") from None
-        except OSError as e:
-            raise DataError(f"{self.path}: cannot read: {e.strerror or e}") from None
+        try:
+            self._zip = _zip_archive(self._file, self.path)
+        except BaseException:
+            self._file.close()
+            raise
         self._members = {info.filename[: -len(NPY_SUFFIX)]: info for info in self._zip.infolist()
                          if info.filename.endswith(NPY_SUFFIX)}
 
@@ -110,6 +101,7 @@ class NpzArchive:
 
     def __exit__(self, *exc):
         self._zip.close()
+        self._file.close()
 
     @property
     def names(self) -> list[str]:
@@ -150,6 +142,22 @@ class NpzArchive:
                 raise DataError(f"{where} cannot be read: {e}") from None
         _check_present(header, info.file_size - header_bytes)
         return header
+
+
+def _zip_archive(f, path: Path) -> zipfile.ZipFile:
+    """The zip archive in the open file ``f``; DataError unless it is one."""
+    try:
+        if f.read(len(ZIP_SIGNATURE)) != ZIP_SIGNATURE:
+            f.seek(0)
+            if f.read(len(npy_format.MAGIC_PREFIX)) == npy_format.MAGIC_PREFIX:
+                raise DataError(f"{path}: is a single .npy array; expected an .npz archive (np.savez)")
+            raise DataError(f"{path}: not a readable .npz archive (not a zip file)")
+        f.seek(0)
+        return zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz archive ({e})") from None
+    except OSError as e:
+        raise FileSystemError(os_error_text(e, path)) from None
 
 
 def _read_header(stream, where: str) -> ArrayHeader:

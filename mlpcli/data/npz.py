@@ -1,17 +1,16 @@
 """Loader for .npz archives holding x_train, y_train and optional val/test arrays."""
 
-import math
 from pathlib import Path
 
 import numpy as np
 
+from mlpcli.data.features import check_finite
 from mlpcli.data.labels import class_indices, encode_strings, regression_targets, string_class_names
 from mlpcli.data.npy import NpzArchive
 from mlpcli.data.raw import RawData
 from mlpcli.errors import DataError
 
 SPLITS = ("train", "val", "test")
-_CHECK_ROWS = 4096
 
 
 def _features(x: np.ndarray, where: str) -> np.ndarray:
@@ -23,23 +22,8 @@ def _features(x: np.ndarray, where: str) -> np.ndarray:
             "(for one feature per sample save x.reshape(-1, 1))"
         )
     if x.dtype.kind == "f":
-        _check_finite(x, where)
+        check_finite(x, where)
     return x
-
-
-def _check_finite(x: np.ndarray, where: str) -> None:
-    """Refuse NaN, infinities and values beyond float32's range (they become infinite when
-    scaled), naming the first one's index; checked a block of rows at a time."""
-    rows = x.reshape(len(x), math.prod(x.shape[1:]))
-    with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, len(rows), _CHECK_ROWS):
-            bad = ~np.isfinite(rows[start : start + _CHECK_ROWS].astype(np.float32))
-            if bad.any():
-                row, column = divmod(int(np.argmax(bad)), rows.shape[1])
-                index = np.unravel_index(column, x.shape[1:])
-                index = (start + row, *map(int, index))
-                raise DataError(f"{where} holds {x[index].item()!r} at index {index}; "
-                                "features must be finite float32 numbers")
 
 
 def load_npz(path, *, task: str = "classification") -> RawData:

@@ -22,14 +22,7 @@ def stratified_split(
     if n == 0:
         raise DataError("there are no training samples to split")
     if y.dtype.kind in "biu":
-        train_parts, val_parts = [], []
-        for cls in np.unique(y):
-            members = rng.permutation(np.flatnonzero(y == cls))
-            n_val = int(round(fraction * len(members)))
-            val_parts.append(members[:n_val])
-            train_parts.append(members[n_val:])
-        train_idx = rng.permutation(np.concatenate(train_parts))
-        val_idx = rng.permutation(np.concatenate(val_parts))
+        train_idx, val_idx = _split_classes(y, fraction, rng)
     else:
         order = rng.permutation(n)
         n_val = int(round(fraction * n))
@@ -37,3 +30,26 @@ def stratified_split(
     if len(train_idx) == 0:
         raise DataError(f"validation fraction {fraction} leaves no training samples out of {n}")
     return train_idx.astype(np.int64), val_idx.astype(np.int64)
+
+
+def _split_classes(y, fraction, rng):
+    """The stratified split of class labels ``y``, in one sort: a class's members are
+    permuted in ascending index order, class by class in label order, so the ``rng``
+    draws (and the split) are those of one ``y == cls`` pass per class."""
+    classes, counts = np.unique(y, return_counts=True)
+    by_class = np.argsort(y, kind="stable")
+    ends = np.cumsum(counts)
+    train_parts, val_parts = [], []
+    for start, end in zip((ends - counts).tolist(), ends.tolist()):
+        members = rng.permutation(by_class[start:end])
+        n_val = int(round(fraction * (end - start)))
+        val_parts.append(members[:n_val])
+        train_parts.append(members[n_val:])
+    if fraction and not any(len(part) for part in val_parts):
+        largest = int(counts.max())
+        raise DataError(
+            f"data.validation_split {fraction} holds out round({fraction} x a class's samples) of "
+            f"each class, which is none here: the {len(classes)} classes have at most {largest} "
+            f"sample(s) each; raise validation_split or give validation data, or check that "
+            f"the labels are class indices")
+    return rng.permutation(np.concatenate(train_parts)), rng.permutation(np.concatenate(val_parts))

@@ -6,6 +6,7 @@ name, as a person would look the cell up in an editor or spreadsheet.
 
 import csv
 import difflib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ import numpy as np
 
 from mlpcli.data.labels import encode_strings, string_class_names
 from mlpcli.data.raw import RawData
-from mlpcli.errors import DataError
+from mlpcli.errors import DataError, FileSystemError, os_error_text
+from mlpcli.files import open_input
 
 _INTEGER = re.compile(r"[+-]?\d{1,18}")
 # A longer line is refused before more of it is read: a file without line
@@ -57,7 +59,7 @@ def _read_table(path: Path) -> _Table:
     """Read a CSV file; blank lines are skipped, every row must match the header."""
     header, header_line, rows, lines = None, 0, [], []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(_limited_lines(f, path))
             try:
                 for record in reader:
@@ -81,7 +83,7 @@ def _read_table(path: Path) -> _Table:
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise FileSystemError(os_error_text(e, path)) from None
     if header is None:
         raise DataError(f"{path}: the file is empty; expected a header row and data rows")
     if not rows:
