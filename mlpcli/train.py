@@ -152,12 +152,13 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
     with runs.RunLock(folder), report.logging_to(folder / runs.LOG_FILE):
         # features stay as stored (uint8 for images) and are scaled a batch at a time, to keep memory low
         data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line, scale=False)
+        # labels are checked against the model's classes before the split, which sorts them
+        for y, part in ((data.y_train, "training"), (data.y_val, "validation"), (data.y_test, "test")):
+            _check_targets(y, model, cfg, part)
         x_train, y_train, x_val, y_val = _split(cfg, data, streams["split"])
         x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
                                   ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
         data.x_train = data.x_val = data.x_test = None
-        for y, part in ((y_train, "training"), (y_val, "validation"), (data.y_test, "test")):
-            _check_targets(y, model, cfg, part)
         check_memory(cfg, model, len(x_train))  # a batch of this data, before training allocates it
         config_mod.check_monitors(cfg, x_val is not None)
         session = Session(cfg, model, streams, data, folder, report, len(x_train))

@@ -225,3 +225,15 @@ def test_threads_option_limits_blas_during_training(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen and all(set(s.values()) == {1} for s in seen)
     assert "threads: 1" in (tmp_path / "r" / "config.yaml").read_text()
+
+
+def test_labels_outside_the_classes_are_named_before_the_split(tmp_path):
+    """Labels 0..4999 for a 10-class model: the message says so, not that the split found
+    every class too small (the split used to run first)."""
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=np.zeros((5000, 784), np.float32), y_train=np.arange(5000))
+    result = run(["train", "configs/quick.yaml", "--run-dir", str(tmp_path / "r"), "--no-plots",
+                  "--set", f"data={{dataset: npz, path: {data}}}"])
+    assert result.exit_code == 2, result.output
+    assert "labels range over 0..4999" in result.output and "validation_split" not in result.output
+    assert not (tmp_path / "r").exists()
