@@ -13,6 +13,7 @@ Pillow is imported inside the functions that decode, so that importing this
 module stays cheap for CLI commands that never read an image.
 """
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -70,39 +71,35 @@ def decode_png(path, color_mode: str = "grayscale") -> np.ndarray:
     data is decoded.
     """
     path = Path(path)
+    with _open_png(path) as f:
+        return _decode_open_png(f, path, color_mode)
+
+
+def _open_png(path):
     try:
-        f = open_input(path)
+        return open_input(path)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    with f:
-        return _decode_open_png(f, path, color_mode)
 
 
 def png_size(path) -> tuple[int, int, bool]:
     """(width, height, 16-bit) of the PNG file at ``path``, read from its header alone:
     nothing is decoded. Refuses what ``decode_png`` refuses before decoding."""
-    from PIL import Image
-
     path = Path(path)
-    try:
-        f = open_input(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    with f:
-        _check_signature(f, path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(f, formats=["PNG"]) as image:
-                    _check_pixels(image, path)
-                    return (*image.size, image.mode in SIXTEEN_BIT_MODES)
-        except Image.DecompressionBombError:
-            raise DataError(_too_large(path)) from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"{path}: truncated or corrupt PNG ({e})") from None
+    with _open_png(path) as f, _png_image(f, path) as image:
+        return (*image.size, image.mode in SIXTEEN_BIT_MODES)
 
 
 def _decode_open_png(f, path: Path, color_mode: str) -> np.ndarray:
+    with _png_image(f, path) as image:
+        image.load()
+        return _pixels(image, color_mode)
+
+
+@contextlib.contextmanager
+def _png_image(f, path: Path):
+    """The PNG in the open file ``f`` as a Pillow image, its header checked (signature, pixel
+    limit) and nothing decoded yet; what goes wrong in it, decoding included, is a DataError."""
     from PIL import Image
 
     _check_signature(f, path)
@@ -113,8 +110,7 @@ def _decode_open_png(f, path: Path, color_mode: str) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(f, formats=["PNG"]) as image:
                 _check_pixels(image, path)
-                image.load()
-                return _pixels(image, color_mode)
+                yield image
     except Image.DecompressionBombError:
         raise DataError(_too_large(path)) from None
     except (OSError, SyntaxError, ValueError) as e:

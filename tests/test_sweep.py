@@ -166,14 +166,14 @@ def test_resume_runs_only_the_unfinished_trials(local_sweep, tmp_path):
     assert (folder / "trial-004" / "model.h5").is_file()
 
 
-def test_resume_continues_an_interrupted_trial_from_its_saved_state(local_sweep, tmp_path):
+def interrupted_copy(local_sweep, tmp_path):
+    """A copy of the local sweep whose trial-002 stopped after its first epoch of two."""
     folder = tmp_path / local_sweep[0].name
     shutil.copytree(local_sweep[0], folder)
     before = read_rows(folder)
     trial = folder / "trial-002"
     config = yaml.safe_load((trial / "config.yaml").read_text())
     shutil.rmtree(trial)
-    # as if Ctrl-C had stopped it after its first epoch: a run saved at epoch 1 of 2
     one_epoch = tmp_path / "one-epoch.yaml"
     one_epoch.write_text(yaml.safe_dump({**config, "training": {**config["training"], "epochs": 1}}))
     result = invoke(["train", one_epoch, "--run-dir", trial, "-q", "--no-plots"])
@@ -184,6 +184,12 @@ def test_resume_continues_an_interrupted_trial_from_its_saved_state(local_sweep,
         writer = csv.DictWriter(f, fieldnames=list(before[0]))
         writer.writeheader()
         writer.writerows(dict(r, status="interrupted") if r["trial"] == "trial-002" else r for r in before)
+    return folder, trial
+
+
+def test_resume_continues_an_interrupted_trial_from_its_saved_state(local_sweep, tmp_path):
+    folder, trial = interrupted_copy(local_sweep, tmp_path)
+    before = read_rows(local_sweep[0])
 
     result = invoke(["sweep", "--resume", folder, "--workers", 1])
     assert result.exit_code == 0, result.output
@@ -500,27 +506,6 @@ def test_damaged_sweep_folder_files_are_refused_and_change_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------- found by a hostile review
-
-def interrupted_copy(local_sweep, tmp_path):
-    """A copy of the local sweep whose trial-002 stopped after its first epoch of two."""
-    folder = tmp_path / local_sweep[0].name
-    shutil.copytree(local_sweep[0], folder)
-    before = read_rows(folder)
-    trial = folder / "trial-002"
-    config = yaml.safe_load((trial / "config.yaml").read_text())
-    shutil.rmtree(trial)
-    one_epoch = tmp_path / "one-epoch.yaml"
-    one_epoch.write_text(yaml.safe_dump({**config, "training": {**config["training"], "epochs": 1}}))
-    result = invoke(["train", one_epoch, "--run-dir", trial, "-q", "--no-plots"])
-    assert result.exit_code == 0, result.output
-    (trial / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (trial / "results.json").unlink()
-    with open(folder / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(before[0]))
-        writer.writeheader()
-        writer.writerows(dict(r, status="interrupted") if r["trial"] == "trial-002" else r for r in before)
-    return folder, trial
-
 
 def test_a_trial_whose_resume_fails_keeps_its_saved_states(local_sweep, tmp_path):
     """Only a trial whose saved states are all unusable starts over; any other failure of its
