@@ -296,14 +296,18 @@ def test_latest_moves_only_to_a_run_that_a_signal_no_longer_takes_back(tmp_path)
 
 
 def test_resume_refuses_epochs_that_would_drop_the_epoch_under_way(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = start("train", "configs/quick.yaml", "--run-dir", run_dir, "--no-plots", "-q", *SMALL,
-                 "--set", "training.epochs=3", "--set", "training.batch_size=4")  # 225 batches an epoch
-    wait_until(lambda: (run_dir / runs.RESUME_DIR / runs.resume_state_name(1)).exists(), proc)
-    proc.send_signal(signal.SIGINT)
-    assert proc.communicate(timeout=120) and proc.returncode == 130
-    newest = runs.resume_states(run_dir)[0]
-    assert newest.name == runs.resume_state_name(1, int(newest.stem.split("-")[3])), "not stopped mid-epoch"
+    for attempt in range(3):  # the signal must land inside epoch 2, not at its edge
+        run_dir = tmp_path / f"run{attempt}"
+        proc = start("train", "configs/quick.yaml", "--run-dir", run_dir, "--no-plots", "-q", *SMALL,
+                     "--set", "training.epochs=3", "--set", "training.batch_size=2")  # 450 batches an epoch
+        wait_until(lambda: (run_dir / runs.RESUME_DIR / runs.resume_state_name(1)).exists(), proc)
+        time.sleep(0.05)  # past the end of epoch 1, where a signal stops the run between epochs
+        proc.send_signal(signal.SIGINT)
+        assert proc.communicate(timeout=120) and proc.returncode == 130
+        newest = runs.resume_states(run_dir)[0].name
+        if "batch" in newest:
+            break
+    assert newest.startswith(runs.resume_state_name(1)[:-3] + "-batch-"), newest
     done = 1
     before = snapshot(run_dir)
     result = invoke("train", "--resume", run_dir, "--no-plots", "--set", f"training.epochs={done}")
