@@ -25,7 +25,7 @@ import csv
 import json
 from pathlib import Path
 
-from mlpcli import runs
+from mlpcli import files, runs
 from mlpcli.history import (
     as_columns,
     epoch_numbers,
@@ -118,7 +118,7 @@ def diagnose(history, cfg=None):
 def report_diagnostics(folder, history, cfg, line):
     """Diagnose a finished run, write ``<folder>/diagnostics.json`` and ``line()`` each message."""
     result = diagnose(history, cfg)
-    runs.write_text(Path(folder) / runs.DIAGNOSTICS_FILE, json.dumps(result, indent=2) + "\n")
+    files.write_text(Path(folder) / runs.DIAGNOSTICS_FILE, json.dumps(result, indent=2) + "\n")
     for message in result["messages"]:
         line(message)
     return result

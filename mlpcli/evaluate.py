@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import config as config_mod
-from mlpcli import modelfile, runs
+from mlpcli import files, modelfile, runs
 from mlpcli.data import apply_preprocessing, fit_preprocessing, load_raw
 from mlpcli.data.builtin import BUILTINS
 from mlpcli.errors import ConfigError, DataError, MlpError, ModelFileError
@@ -31,7 +31,7 @@ class Evaluation:
     path: Path  # where ``save`` writes it
 
     def save(self):
-        runs.write_text(self.path, json.dumps(self.report, indent=2) + "\n")
+        files.write_text(self.path, json.dumps(self.report, indent=2) + "\n")
 
 
 def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_root="runs", note=None):
@@ -76,21 +76,21 @@ def choose_checkpoint(run_dir, checkpoint):
             raise MlpError(f"{run_dir}: no model.h5 yet (the run is still training, or was stopped: "
                            f"`mlp train --resume {run_dir}` finishes it); use --checkpoint last")
         return path
-    files = _checkpoints_by_epoch(run_dir)
+    by_epoch = _checkpoints_by_epoch(run_dir)
     if checkpoint == "last":
-        if not files:
+        if not by_epoch:
             raise MlpError(f"{run_dir}: no checkpoints")
-        return files[max(files)]
+        return by_epoch[max(by_epoch)]
     if checkpoint == "best":
         epoch = _best_epoch(run_dir)
-        if epoch in files:
-            return files[epoch]
+        if epoch in by_epoch:
+            return by_epoch[epoch]
         raise MlpError(f"{run_dir}: no checkpoint of the best epoch ({epoch}) was kept")
     if str(checkpoint).isdigit():
-        if int(checkpoint) in files:
-            return files[int(checkpoint)]
+        if int(checkpoint) in by_epoch:
+            return by_epoch[int(checkpoint)]
         raise MlpError(f"{run_dir}: no checkpoint of epoch {checkpoint}; there are epochs "
-                       f"{', '.join(map(str, sorted(files))) or 'none'}")
+                       f"{', '.join(map(str, sorted(by_epoch))) or 'none'}")
     path = run_dir / runs.CHECKPOINTS_DIR / checkpoint
     if path.exists():
         return path

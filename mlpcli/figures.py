@@ -48,7 +48,7 @@ def save(fig, path, fmt, report, label):
     figure is still tried: one that cannot be written does not cost the others)."""
     import warnings
 
-    from mlpcli.runs import atomic_path
+    from mlpcli.files import atomic_path
 
     plt = pyplot()
     try:

@@ -26,7 +26,7 @@ from mlpcli.files import open_input
 from mlpcli.keras_layers import layer_specs_from_keras
 from mlpcli.nn import optimizers
 from mlpcli.nn.model import Sequential
-from mlpcli.runs import atomic_path
+from mlpcli.files import atomic_path
 
 KERAS_VERSION = "2.15.0"  # the layout version we write: Keras 2's, which Keras 3 reads
 

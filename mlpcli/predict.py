@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpcli import modelfile, runs
+from mlpcli import files, modelfile, runs
 from mlpcli.data import apply_preprocessing, fit_preprocessing
 from mlpcli.data.features import check_finite
 from mlpcli.data.npy import read_npy
@@ -155,7 +155,7 @@ def _save_digits(folder, paths, digits):
     try:
         for target, digit in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
-            with runs.atomic_path(target, replace=False) as tmp:
+            with files.atomic_path(target, replace=False) as tmp:
                 Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
             written.append(target)
     except BaseException as exc:

@@ -1,28 +1,22 @@
-"""Run folders and atomic file writes.
+"""Run folders: what they hold, how they are made, locked, found and resumed.
 
 A run folder is ``<runs root>/<name>-<YYYYmmdd-HHMMSS>/``; ``<runs
 root>/latest`` points at the newest. A command given a run folder resolves it
 once (``resolve_run_dir``) and works on the real folder, so a link that moves
-meanwhile cannot redirect it. Every file is written to a temporary name in its
-final folder (``.tmp-<writer's pid>-...``), flushed, fsynced and renamed into
-place, so a file under its final name is always complete, and a temporary file
-is only ever removed once its writer is gone.
+meanwhile cannot redirect it. Its files are written atomically (``mlpcli.files``).
 """
 
 import contextlib
-import errno
 import fcntl
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from mlpcli.errors import DiskFullError, FileSystemError, MlpError, os_error_text, printable
-from mlpcli.files import open_own_file
+from mlpcli.errors import FileSystemError, MlpError, os_error_text, printable
+from mlpcli.files import TMP_PREFIX, open_own_file, temporary_prefix
 
-TMP_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"  # held by the process writing into a run or sweep folder
 LATEST = "latest"
 
@@ -37,144 +31,6 @@ DIAGNOSTICS_FILE = "diagnostics.json"
 CHECKPOINTS_DIR = "checkpoints"
 RESUME_DIR = "resume"
 PLOTS_DIR = "plots"
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates 0600 files; final files get the usual 0666 & ~umask
-FILE_MODE = 0o666 & ~_umask()
-
-
-@contextlib.contextmanager
-def atomic_path(path, *, replace=True):
-    """Yield a temporary path beside ``path``; on success it replaces ``path``
-    (with ``replace=False`` it only ever creates ``path``: an existing file, even one
-    that appeared meanwhile, is left alone and ``FileExistsError`` is raised).
-
-    The caller writes the whole file to the yielded path. On any error the
-    temporary file is removed and ``path`` is left as it was; an OSError (h5py's
-    own included, also under the error a library raised on top of it, as h5py's
-    close does after a failed write) becomes a ``FileSystemError`` naming
-    ``path``, the name the user knows.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(), suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        os.chmod(tmp, FILE_MODE)
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(exc, FileExistsError) and not replace:
-            raise
-        if _is_disk_full(exc):
-            raise DiskFullError(f"{path}: no space left on the device while writing it; "
-                                "its previous version (if any) is untouched") from None
-        cause = _os_error_in_chain(exc)
-        if cause is not None:
-            raise FileSystemError(f"{os_error_text(cause, path)}; its previous version "
-                                  "(if any) is untouched") from None
-        raise
-    _fsync_dir(path.parent)
-
-
-def _link_new(tmp, path):
-    """Move ``tmp`` to ``path`` only if nothing is there: a hard link, unlike a rename,
-    never replaces a file."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:  # a file system without hard links: claim the name, then fill it
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
-def _chain(exc):
-    """``exc`` and the exceptions it was raised from or while handling, newest first."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _is_disk_full(exc):
-    """ENOSPC, also when a library (h5py) wraps it in its own exception."""
-    if not isinstance(exc, Exception) or isinstance(exc, MlpError):
-        return False
-    return any(getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
-               for e in _chain(exc))
-
-
-def _os_error_in_chain(exc):
-    """The OSError behind a failed write, also under a library's own error raised on top
-    of it; None for an interruption (KeyboardInterrupt, ...) or an error of mlp's own."""
-    if not isinstance(exc, Exception) or isinstance(exc, MlpError):
-        return None
-    found = next((e for e in _chain(exc) if isinstance(e, OSError)), None)
-    if found is None:
-        return None
-    # HDF5 buries the system's error in a long text ("... errno = 27, error message = ...")
-    number = found.errno if found.errno is not None else _HDF5_ERRNO.search(str(found))
-    number = number if number is None or isinstance(number, int) else int(number.group(1))
-    return found if number is None else OSError(number, os.strerror(number))
-
-
-_HDF5_ERRNO = re.compile(r"\berrno = ([0-9]+)")
-
-
-def _temporary_prefix():
-    """``.tmp-<pid>-``: a temporary name says which process is writing it."""
-    return f"{TMP_PREFIX}{os.getpid()}-"
-
-
-def _writer_pid(name):
-    """The pid in a temporary name made by ``_temporary_prefix``, else None."""
-    pid, dash, _ = name[len(TMP_PREFIX):].partition("-")
-    return int(pid) if name.startswith(TMP_PREFIX) and dash and pid.isascii() and pid.isdigit() else None
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder):
-    """Delete the temporary files under ``folder`` whose writer has died; return how many.
-
-    A temporary file of a live process (a concurrent `mlp plot`, an `mlp
-    evaluate`) or one whose name carries no pid is left alone.
-    """
-    stale = []
-    for path in Path(folder).rglob(f"{TMP_PREFIX}*"):
-        pid = _writer_pid(path.name)
-        if pid and pid != os.getpid() and (path.is_file() or path.is_symlink()) and not _process_alive(pid):
-            stale.append(path)
-    for p in stale:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    return len(stale)
 
 
 class RunLock:
@@ -212,21 +68,6 @@ class RunLock:
 
     def __exit__(self, *exc):
         os.close(self.fd)
-
-
-def write_text(path, text):
-    """Atomically replace ``path`` with ``text`` (UTF-8)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def _fsync_dir(folder):
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def new_run_dir(runs_root, name, run_dir=None, made=None):
@@ -330,7 +171,7 @@ def point_latest(runs_root, run_dir):
         kind = "folder" if link.is_dir() else "file"
         return (f"Warning: {link} is a {kind}, not a link mlp made, so it was left alone and does not "
                 f"point at this run; rename it for `latest` to follow the newest run")
-    tmp = root / f"{_temporary_prefix()}{LATEST}"
+    tmp = root / f"{temporary_prefix()}{LATEST}"
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:

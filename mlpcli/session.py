@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from mlpcli import modelfile, runs
+from mlpcli import files, modelfile, runs
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import (ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, NoSavedState,
                            TrainingError)
@@ -120,7 +120,7 @@ class Session:
 
     def resume(self):
         """Restore the newest valid state in ``resume/``, falling back past damaged ones."""
-        removed = runs.remove_stale_temporaries(self.folder)
+        removed = files.remove_stale_temporaries(self.folder)
         if removed:
             self.report.line(f"Removed {removed} temporary file(s) left by an interrupted run")
         for name in (*FINAL_FILES, runs.HISTORY_FILE, runs.CONFIG_FILE, runs.SUMMARY_FILE):
@@ -142,7 +142,7 @@ class Session:
                              + ")")
             if self.finished:
                 self.report.line("Training had finished; writing the final files")
-            runs.write_text(self.folder / runs.HISTORY_FILE, _history_csv(self.history) if self.history else "")
+            files.write_text(self.folder / runs.HISTORY_FILE, _history_csv(self.history) if self.history else "")
             return
         raise NoSavedState(f"{self.folder}: no valid checkpoint in {runs.RESUME_DIR}/ to resume from; "
                        "start a new run instead (nothing was changed)")
@@ -266,7 +266,7 @@ class Session:
             drawn = plot_runs([self.folder])
             report.line(f"Plots: {len(drawn.written)} figures in {self.folder / 'plots'}")
         check_stop(f"writing {runs.RESULTS_FILE}")
-        runs.write_text(self._target(self.folder / runs.RESULTS_FILE), json.dumps(results, indent=2) + "\n")
+        files.write_text(self._target(self.folder / runs.RESULTS_FILE), json.dumps(results, indent=2) + "\n")
         return results
 
     def _train_epoch(self, x, y, epoch, epochs, stop):
@@ -301,7 +301,7 @@ class Session:
         self.history.append(row)
         self.trainer.end_epoch(logs)
         self.report.line(_epoch_line(row, epochs))
-        runs.write_text(self.folder / runs.HISTORY_FILE, _history_csv(self.history))
+        files.write_text(self.folder / runs.HISTORY_FILE, _history_csv(self.history))
         ckpt = self.cfg["checkpoint"]
         improved = self.best.update(epoch, logs)
         if ckpt["enabled"] and (improved or not ckpt["save_best_only"]):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from mlpcli import runs
+from mlpcli import files, runs
 from mlpcli.config_yaml import read_yaml, safe_load
 from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError
 from mlpcli.files import read_text
@@ -127,7 +127,7 @@ def write_results(folder, trials, rows):
         row.update({k: v for k, v in rows.get(t.name, {}).items() if k not in varied})
         row.update({k: _cell(v) for k, v in t.overrides.items()})
         writer.writerow({k: _cell(v) for k, v in row.items()})
-    runs.write_text(Path(folder) / RESULTS_FILE, out.getvalue())
+    files.write_text(Path(folder) / RESULTS_FILE, out.getvalue())
 
 
 def _settle(folder, trials, rows):
@@ -293,8 +293,8 @@ def _new_sweep_folder(runs_root, spec, base_text, stack, stop):
     folder = runs.new_run_dir(runs_root, spec["name"], made=made)
     try:
         stack.enter_context(runs.RunLock(folder, "mlp sweep", "sweep"))
-        runs.write_text(folder / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
-        runs.write_text(folder / BASE_CONFIG, base_text)
+        files.write_text(folder / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
+        files.write_text(folder / BASE_CONFIG, base_text)
         if stop():
             raise Interrupted(f"{signal.Signals(stop.signum).name} before any trial started; the "
                               "sweep folder was removed", stop.signum)

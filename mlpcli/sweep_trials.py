@@ -32,7 +32,8 @@ from pathlib import Path
 from mlpcli import runs
 from mlpcli.errors import Interrupted, MlpError, NoSavedState
 from mlpcli.files import read_text
-from mlpcli.runs import LOCK_FILE, TMP_PREFIX, RunLock, atomic_path
+from mlpcli.files import TMP_PREFIX, atomic_path
+from mlpcli.runs import LOCK_FILE, RunLock
 
 DASK_HINT = "pip install 'mlpcli[dask]'"
 POLL_SECONDS = 0.1  # how often a waiting sweep looks at its trials and at Ctrl-C

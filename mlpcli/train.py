@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import config as config_mod
-from mlpcli import runs
+from mlpcli import files, runs
 from mlpcli.data import load_dataset, stratified_split
 from mlpcli.data.features import Features
 from mlpcli.errors import DataError, Interrupted, MlpError, os_error_text, printable
@@ -166,8 +166,8 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             session.resume()
         else:
             (folder / runs.CHECKPOINTS_DIR).mkdir()
-        runs.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
-        runs.write_text(folder / runs.SUMMARY_FILE, summary + "\n")
+        files.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
+        files.write_text(folder / runs.SUMMARY_FILE, summary + "\n")
         # from here a signal no longer takes the run back but stops it after a batch, saved;
         # so `latest` (only ever a run with its config.yaml) moves after this, never to a
         # folder that a signal removes

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mlpcli import images, predict, runs
+from mlpcli import files, images, predict
 from mlpcli.cli import main
 from mlpcli.errors import MlpError
 
@@ -70,7 +70,7 @@ def test_a_file_appearing_after_the_check_is_not_replaced(tmp_path):
     """The write itself refuses an existing name (a link, not a rename), whatever was checked."""
     target = tmp_path / "d-28x28.png"
     target.write_bytes(b"mine")
-    with pytest.raises(FileExistsError), runs.atomic_path(target, replace=False) as tmp:
+    with pytest.raises(FileExistsError), files.atomic_path(target, replace=False) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"mine"
     assert [p.name for p in tmp_path.iterdir()] == ["d-28x28.png"]  # no temporary left behind
@@ -82,14 +82,14 @@ def test_a_file_appearing_during_the_save_is_kept_and_the_rest_removed(tmp_path,
     sources = [bar(tmp_path / "in" / f"{n}.png", n % 2 == 0) for n in range(3)]
     digits = np.stack([images.load_digit(p) for p in sources])
     out = tmp_path / "seen" / "deeper"
-    real_atomic_path = runs.atomic_path
+    real_atomic_path = files.atomic_path
 
     def intruder(path, **kwargs):
         if path.name.startswith("2"):
             path.write_bytes(b"theirs")
         return real_atomic_path(path, **kwargs)
 
-    monkeypatch.setattr(runs, "atomic_path", intruder)
+    monkeypatch.setattr(files, "atomic_path", intruder)
     with pytest.raises(MlpError, match="would overwrite"):
         predict._save_digits(out, sources, digits)
     assert [p.name for p in out.iterdir()] == ["2-28x28.png"]

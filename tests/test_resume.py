@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mlpcli import modelfile, runs
+from mlpcli import files, modelfile, runs
 from mlpcli.cli import main
 
 # dropout, Nadam (u_product state), reduce-on-plateau and early stopping with best weights:
@@ -167,7 +167,7 @@ def trainings_started(run_dir):
 
 def files_under_final_names_open(run_dir):
     for path in run_dir.rglob("*"):
-        if path.name.startswith(runs.TMP_PREFIX) or path.is_dir():
+        if path.name.startswith(files.TMP_PREFIX) or path.is_dir():
             continue
         if path.suffix == ".h5":
             modelfile.load(path)  # raises if partial
@@ -235,7 +235,7 @@ def test_killed_many_times_while_writing_every_file_left_is_whole(tmp_path):
         proc = train_process("--resume", str(run_dir))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert not list(run_dir.rglob(f"{runs.TMP_PREFIX}*"))
+    assert not list(run_dir.rglob(f"{files.TMP_PREFIX}*"))
     assert [r["epoch"] for r in history(run_dir)] == ["1", "2", "3"]
 
 
@@ -344,7 +344,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     assert "model-02.h5: no space left on the device" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["model-01.h5"]
     modelfile.load(run_dir / "checkpoints" / "model-01.h5")
-    assert not list(run_dir.rglob(f"{runs.TMP_PREFIX}*"))
+    assert not list(run_dir.rglob(f"{files.TMP_PREFIX}*"))
     # the run can go on from its last good state once there is space again
     done = CliRunner().invoke(main, ["train", "--resume", str(run_dir), "--no-plots", "-q"])
     assert done.exit_code == 0, done.output

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mlpcli import runs
+from mlpcli import files, runs
 from mlpcli.cli import main
 
 SMALL = ["--set", "data.max_train_samples=1000", "--set", "data.max_test_samples=200"]
@@ -175,11 +175,11 @@ def test_resume_removes_only_temporaries_whose_writer_is_gone(tmp_path):
                           text=True).stdout.strip()
     try:
         (run_dir / "plots").mkdir()
-        live = run_dir / "plots" / f"{runs.TMP_PREFIX}{writer.pid}-abc123.png"
+        live = run_dir / "plots" / f"{files.TMP_PREFIX}{writer.pid}-abc123.png"
         live.write_bytes(b"a figure being drawn")
-        stale = run_dir / "resume" / f"{runs.TMP_PREFIX}{gone}-def456.h5"
+        stale = run_dir / "resume" / f"{files.TMP_PREFIX}{gone}-def456.h5"
         stale.write_bytes(b"half a state")
-        foreign = run_dir / f"{runs.TMP_PREFIX}notes.txt"
+        foreign = run_dir / f"{files.TMP_PREFIX}notes.txt"
         foreign.write_text("not ours to remove")
         result = invoke("train", "--resume", run_dir, "--no-plots")
         assert result.exit_code == 0, result.output
