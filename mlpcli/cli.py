@@ -106,8 +106,10 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
 @click.option("--data", default=None, metavar="DATASET|FILE",
               help="Evaluate on mnist, fashion_mnist, or a .npz/.csv file or image folder instead of the run's test split.")
 @click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as one JSON object (what evaluation*.json holds) instead of tables.")
 @clean_errors
-def evaluate(run_dir, checkpoint, model_path, data, runs_root):
+def evaluate(run_dir, checkpoint, model_path, data, runs_root, as_json):
     """Score a model on test data: loss, metrics, per-class precision/recall/F1, confusion matrix.
 
     RUN_DIR defaults to the newest run. Writes evaluation.json (or
@@ -118,12 +120,20 @@ def evaluate(run_dir, checkpoint, model_path, data, runs_root):
       mlp evaluate                       # the newest run's model.h5
       mlp evaluate runs/mnist-mlp-20261129-212900 --checkpoint best
       mlp evaluate --model keras_model.h5 --data mnist
+      mlp evaluate --json | jq .metrics
     """
     from mlpcli.evaluate import evaluate as run_evaluate
     from mlpcli.evaluate import format_report
 
     result = run_evaluate(run_dir, checkpoint=checkpoint, model_path=model_path, data=data,
                           runs_root=runs_root, note=_note)
+    if as_json:  # stdout holds the JSON alone; where it was saved is a note
+        import json
+
+        echo(json.dumps(result.report))
+        result.save()
+        _note(f"Wrote {result.path}")
+        return
     echo(format_report(result.report))
     result.save()
     echo(f"\nWrote {result.path}")

@@ -155,15 +155,35 @@ def _check_layer_stack(check, model):
 
 
 def _check_loss_fits(check, cfg, outputs):
-    """The loss can compare the model's outputs with the task's targets."""
-    if cfg["loss"] != "sparse_categorical_crossentropy":
-        return
-    if cfg["task"] != "classification":
+    """The loss can compare the model's outputs with the task's targets: the classic
+    mismatches of a cross-entropy and the output layer are refused with the fix."""
+    loss, activation = cfg["loss"], output_activation(cfg["model"]["layers"])
+    if loss == "sparse_categorical_crossentropy" and cfg["task"] != "classification":
         check.error("loss", "sparse_categorical_crossentropy compares class labels, so it needs task: "
                             "classification; for regression use mean_squared_error, mean_absolute_error or huber")
-    elif outputs is not None and outputs < 2:
-        check.error("loss", f"sparse_categorical_crossentropy needs one output per class (2 or more), but the "
-                            f"model has {outputs}; for two classes with one sigmoid output use binary_crossentropy")
+    elif loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and outputs is not None \
+            and outputs < 2:
+        check.error("loss", f"{loss} needs one output per class (2 or more), but the model has {outputs}; "
+                            "for two classes with one sigmoid output use binary_crossentropy")
+    elif loss == "binary_crossentropy" and activation == "softmax" and outputs is not None and outputs > 1:
+        check.error("loss", f"binary_crossentropy on a softmax of {outputs} outputs scores each output as a "
+                            "yes/no of its own, though softmax makes them compete; for one class out of "
+                            f"{outputs} use categorical_crossentropy (or sparse_categorical_crossentropy), "
+                            "for two classes one sigmoid output with binary_crossentropy")
+
+
+def output_activation(layer_specs):
+    """The activation of the model's outputs: the last dense or activation layer's
+    (what follows it, e.g. dropout, passes values through at inference)."""
+    for spec in reversed(layer_specs):
+        if spec.get("type") in ("dense", "activation"):
+            return spec.get("activation")
+    return None
+
+
+def last_dense_index(layer_specs):
+    """The position of the output layer in ``model.layers``, for messages that name its units."""
+    return max(i for i, spec in enumerate(layer_specs) if spec.get("type") == "dense")
 
 
 def _metric_names(spec_list):

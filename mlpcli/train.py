@@ -153,6 +153,7 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
         # features stay as stored (uint8 for images) and are scaled a batch at a time, to keep memory low
         data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line, scale=False)
         # labels are checked against the model's classes before the split, which sorts them
+        _check_classes(data.class_names, model, cfg)
         for y, part in ((data.y_train, "training"), (data.y_val, "validation"), (data.y_test, "test")):
             _check_targets(y, model, cfg, part)
         x_train, y_train, x_val, y_val = _split(cfg, data, streams["split"])
@@ -231,6 +232,22 @@ def _fit_input(x, model, preprocessing, part):
                         f"({int(np.prod(x.shape[1:]))} values) but model.input_shape is "
                         f"{list(want)}; set model.input_shape to match the data")
     return Features(x, preprocessing, want)
+
+
+def _check_classes(class_names, model, cfg):
+    """A dataset that names its classes (string labels, image folders, MNIST) needs one output
+    per class, or one sigmoid output for two: an extra output is a class that never occurs,
+    which predict would still offer."""
+    if cfg["task"] != "classification" or not class_names:
+        return
+    outputs, count = model.n_outputs, len(class_names)
+    if outputs == count or (outputs == 1 and count == 2):
+        return
+    shown = ", ".join(map(str, class_names[:6])) + (", ..." if count > 6 else "")
+    key = f"model.layers[{config_mod.last_dense_index(cfg['model']['layers'])}].units"
+    raise config_mod.ConfigError(f"{key}: the data has {count} classes ({shown}) but the output layer has "
+                                 f"{outputs} unit(s); set it to {count}"
+                                 + (" (or 1 with a sigmoid and binary_crossentropy)" if count == 2 else ""))
 
 
 def _check_targets(y, model, cfg, part):

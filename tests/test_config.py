@@ -207,7 +207,7 @@ def test_dataset_paths_are_relative_to_the_config_file(tmp_path):
     sub = tmp_path / "cfg"
     sub.mkdir()
     path = write(sub, "data: {dataset: csv, path: data/x.csv}\n"
-                      "model: {input_shape: [3], layers: [{type: dense, units: 1}]}\n")
+                      "model: {input_shape: [3], layers: [{type: dense, units: 2, activation: softmax}]}\n")
     cfg = load_config(path)
     assert cfg["data"]["path"] == str((sub / "data" / "x.csv").resolve())
     probs = problems(tmp_path, MINIMAL + "data: {dataset: csv}\n")
@@ -259,3 +259,28 @@ def test_sweep_section_is_allowed_in_a_training_config(tmp_path):
     cfg = load_config(write(tmp_path, MINIMAL + "sweep: {grid: {training.batch_size: [64, 128]}}\n"))
     assert cfg["sweep"] == {"grid": {"training.batch_size": [64, 128]}}
     assert problems(tmp_path, MINIMAL + "sweep: [1, 2]\n")[0].startswith("sweep: must be a mapping")
+
+
+@pytest.mark.parametrize("loss, last, words", [
+    ("binary_crossentropy", "{type: dense, units: 10, activation: softmax}",
+     ["binary_crossentropy on a softmax of 10 outputs", "use categorical_crossentropy"]),
+    ("categorical_crossentropy", "{type: dense, units: 1, activation: sigmoid}",
+     ["categorical_crossentropy needs one output per class", "use binary_crossentropy"]),
+])
+def test_a_loss_that_cannot_score_the_output_layer_is_refused_with_the_fix(tmp_path, loss, last, words):
+    found = problems(tmp_path, f"""
+        model:
+          input_shape: [784]
+          layers: [{{type: dense, units: 8, activation: relu}}, {last}]
+        loss: {loss}
+    """)
+    assert any(p.startswith("loss:") and all(w in p for w in words) for p in found), found
+
+
+def test_the_losses_that_fit_their_output_layers_are_accepted():
+    for loss, units, activation in [("binary_crossentropy", 1, "sigmoid"),
+                                    ("binary_crossentropy", 3, "sigmoid"),  # multi-label, as Keras allows
+                                    ("categorical_crossentropy", 10, "softmax")]:
+        resolve({"model": {"input_shape": [784], "layers": [
+            {"type": "dense", "units": 8}, {"type": "dense", "units": units, "activation": activation}]},
+                 "loss": loss})

@@ -273,3 +273,19 @@ def test_predict_npy_on_a_model_with_per_feature_scaling_of_another_shape(tmp_pa
     np.save(tmp_path / "flat.npy", x[:50].reshape(50, 20))
     flat = invoke(["predict", "--npy", tmp_path / "flat.npy", "--run", tmp_path / "r", "--json", "--top-k", "1"])
     assert [int(json.loads(line)["class"]) for line in flat.output.splitlines()] == predicted
+
+
+def test_evaluate_json_prints_the_report_alone_on_stdout(tiny_run, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    done = subprocess.run([sys.executable, "-m", "mlpcli", "evaluate", str(run_dir), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # the whole of stdout is one JSON object
+    assert report == json.loads((run_dir / "evaluation.json").read_text())
+    assert set(report["metrics"]) == {"accuracy"} and report["samples"] > 0
+    assert f"Wrote {run_dir / 'evaluation.json'}" in done.stderr

@@ -237,3 +237,18 @@ def test_labels_outside_the_classes_are_named_before_the_split(tmp_path):
     assert result.exit_code == 2, result.output
     assert "labels range over 0..4999" in result.output and "validation_split" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_output_units_that_do_not_match_the_named_classes_are_refused(tmp_path):
+    """Three string classes and four output units: the fourth class never occurs, yet predict
+    would offer it; refused before training, naming the layer's units and the fix."""
+    rows = ["a,b,kind"] + [f"{i % 7},{i % 5},{('cat', 'dog', 'eel')[i % 3]}" for i in range(60)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    result = run(["train", "configs/quick.yaml", "--run-dir", str(tmp_path / "r"), "--no-plots",
+                  "--set", f"data={{dataset: csv, path: {tmp_path / 'd.csv'}, label_column: kind}}",
+                  "--set", "model={input_shape: [2], layers: [{type: dense, units: 8, activation: relu}, "
+                           "{type: dense, units: 4, activation: softmax}]}"])
+    assert result.exit_code == 2, result.output
+    assert ("model.layers[1].units: the data has 3 classes (cat, dog, eel) but the output layer has 4 "
+            "unit(s); set it to 3") in result.output
+    assert not (tmp_path / "r").exists()
