@@ -265,7 +265,7 @@ def sweep(config, grid, random_trials, ranges, overrides, workers, executor, sch
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--monitor", default=None, metavar="NAME",
               help="Rank by this logged quantity (default: the runs' checkpoint.monitor, e.g. val_loss).")
 @click.option("--tolerance", type=float, default=None,
@@ -276,9 +276,13 @@ def sweep(config, grid, random_trials, ranges, overrides, workers, executor, sch
                    "or the first run's plots/).")
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True)
 @click.option("--no-plots", is_flag=True, help="Print the table only.")
+@click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="Where to look for the newest sweep when no PATHS are given.")
 @clean_errors
-def compare(paths, monitor, tolerance, out_dir, fmt, no_plots):
+def compare(paths, monitor, tolerance, out_dir, fmt, no_plots, runs_root):
     """Rank runs and sweep trials by their best validation score; recommend the smallest good one.
+
+    PATHS (run or sweep folders) default to the newest sweep.
 
     The recommended run has the fewest parameters among those within
     --tolerance of the best score. Notes flag overfitting and a training
@@ -286,6 +290,7 @@ def compare(paths, monitor, tolerance, out_dir, fmt, no_plots):
 
     \b
     Examples:
+      mlp compare                        # the newest sweep
       mlp compare runs/mnist-batch-sweep-20261129-212900
       mlp compare runs/mnist-mlp-20261129-212900 runs/quick-20261129-213000 --monitor val_accuracy
     """
@@ -293,7 +298,7 @@ def compare(paths, monitor, tolerance, out_dir, fmt, no_plots):
     from mlpcli.compare import format_comparison
 
     result = run_compare(paths, monitor=monitor, tolerance=tolerance, out_dir=out_dir, fmt=fmt,
-                         plots=not no_plots, note=_note)
+                         plots=not no_plots, note=_note, runs_root=runs_root)
     echo(format_comparison(result))
     if result.plots is not None:
         result.plots.raise_failures()

@@ -266,13 +266,18 @@ def _plot(comparison, out_dir, fmt):
     return report
 
 
-def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=True, note=None):
-    """Rank the runs in ``paths`` (run or sweep folders); see the module docstring. ``note``
-    is told where a link among ``paths`` led (see ``runs.resolve_run_dir``)."""
+def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=True, note=None,
+            runs_root="runs"):
+    """Rank the runs in ``paths`` (run or sweep folders; none: the newest sweep under
+    ``runs_root``); see the module docstring. ``note`` is told where a link among ``paths``
+    led (see ``runs.resolve_run_dir``) and which sweep was taken."""
     from mlpcli.nn.metrics import higher_is_better
+    from mlpcli.sweep import newest_sweep
 
     if not paths:
-        raise MlpError("give one or more run or sweep folders to compare")
+        paths = [newest_sweep(runs_root)]
+        if note is not None:
+            note(f"Comparing the newest sweep: {paths[0]}")
     entries, sweeps = _collect([resolve_run_dir(p, note=note) for p in paths])
     monitor, mode = _choose_monitor(entries, monitor)
     higher = higher_is_better(monitor, mode)

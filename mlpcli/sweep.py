@@ -56,6 +56,16 @@ def _read_folder_yaml(path):
         raise MlpError("\n".join(exc.problems)) from None
 
 
+def newest_sweep(runs_root):
+    """The sweep folder under ``runs_root`` made last (by its sweep.yaml's time)."""
+    root = Path(runs_root)
+    found = [path for path in root.glob(f"*/{SWEEP_FILE}") if path.is_file()]
+    if not found:
+        raise MlpError(f"{root}: no sweeps found; run one with `mlp sweep CONFIG`, or give the run "
+                       "or sweep folders to compare")
+    return max(found, key=lambda path: path.stat().st_mtime).parent
+
+
 def load_sweep_file(folder):
     """The sweep.yaml of a sweep folder, checked enough to rebuild its trials."""
     folder = Path(folder)

@@ -547,3 +547,13 @@ def test_a_signal_while_the_sweep_folder_is_made_leaves_no_half_made_folder(tmp_
         assert folders == [] or all((f / "sweep.yaml").is_file() and (f / "base-config.yaml").is_file()
                                     for f in folders), [sorted(os.listdir(f)) for f in folders]
         assert "Resume with" in err or "the sweep folder was removed" in err
+
+
+def test_compare_without_paths_takes_the_newest_sweep(local_sweep, tmp_path):
+    folder = local_sweep[0]
+    result = invoke(["compare", "--runs-root", folder.parent, "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert f"Comparing the newest sweep: {folder}" in result.output
+    assert all(f"trial-00{n}" in result.output for n in (1, 2, 3, 4))
+    empty = invoke(["compare", "--runs-root", tmp_path, "--no-plots"])
+    assert empty.exit_code == 2 and f"{tmp_path}: no sweeps found" in empty.output
