@@ -96,16 +96,6 @@ def recommend(scores, params, higher, tolerance=None):
 
 # ---------------------------------------------------------------- reading folders
 
-def param_count(folder):
-    """The total parameter count in a run's ``summary.txt``, or None."""
-    try:
-        text = read_text(Path(folder) / runs.SUMMARY_FILE)
-    except (OSError, UnicodeDecodeError):
-        return None
-    match = re.search(r"Total params:\s*([0-9,]+)", text)
-    return int(match.group(1).replace(",", "")) if match else None
-
-
 def _read_yaml(path):
     """The mapping in a YAML file, or None when it is missing or unreadable."""
     from mlpcli.config_yaml import read_yaml
@@ -129,7 +119,7 @@ def read_run(folder, label=None):
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         entry.status, entry.error = "failed", f"no readable history.csv ({getattr(exc, 'strerror', None) or exc})"
         return entry
-    entry.params = param_count(folder)
+    entry.params = runs.param_count(folder)
     try:
         results = json.loads(read_text(folder / runs.RESULTS_FILE))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -144,7 +134,7 @@ def read_run(folder, label=None):
 
 def read_sweep_entries(folder):
     """Entries for every trial of a sweep folder, in trial order (unfinished ones too)."""
-    from mlpcli.sweep import load_sweep_file, read_results
+    from mlpcli.sweep_folder import load_sweep_file, read_results
 
     folder = Path(folder)
     spec = load_sweep_file(folder)
@@ -272,7 +262,7 @@ def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=
     ``runs_root``); see the module docstring. ``note`` is told where a link among ``paths``
     led (see ``runs.resolve_run_dir``) and which sweep was taken."""
     from mlpcli.nn.metrics import higher_is_better
-    from mlpcli.sweep import newest_sweep
+    from mlpcli.sweep_folder import newest_sweep
 
     if not paths:
         paths = [newest_sweep(runs_root)]

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mlpcli.errors import FileSystemError, MlpError, os_error_text, printable
-from mlpcli.files import TMP_PREFIX, open_own_file, temporary_prefix
+from mlpcli.files import TMP_PREFIX, open_own_file, read_text, temporary_prefix
 
 LOCK_FILE = ".lock"  # held by the process writing into a run or sweep folder
 LATEST = "latest"
@@ -266,3 +266,13 @@ def resume_states(run_dir, warn=None):
         else:
             states.append((progress, path))
     return [path for _, path in sorted(states, reverse=True)]
+
+
+def param_count(folder):
+    """The total parameter count in a run's ``summary.txt``, or None."""
+    try:
+        text = read_text(Path(folder) / SUMMARY_FILE)
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = re.search(r"Total params:\s*([0-9,]+)", text)
+    return int(match.group(1).replace(",", "")) if match else None

@@ -20,125 +20,21 @@ those with a saved state.
 
 import contextlib
 import copy
-import csv
-import io
-import re
 import signal
 import sys
 import time
-from pathlib import Path
 
 import yaml
 
-from mlpcli import files, runs
-from mlpcli.config_yaml import read_yaml, safe_load
+from mlpcli import runs
+from mlpcli.config_yaml import safe_load
 from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError
-from mlpcli.files import read_text
+from mlpcli.sweep_folder import (BASE_CONFIG, RESULTS_FILE, load_sweep_file, read_folder_yaml, read_results,
+                                 write_results, write_sweep_files)
 from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, trial_sets
 from mlpcli.sweep_trials import (Trial, available_cores, dask_client, finished, finished_row, import_dask,
                                  remove_trial_folder, resumable, run_dask)
 from mlpcli.sweep_workers import run_local
-
-SWEEP_FILE = "sweep.yaml"
-RESULTS_FILE = "results.csv"
-BASE_CONFIG = "base-config.yaml"
-SUMMARY_COLUMNS = ("params", "best_epoch", "monitor", "best_value")
-TRIAL_NAME = re.compile(r"^trial-[0-9]{3,}$")
-
-
-# ---------------------------------------------------------------- the sweep folder
-
-def _read_folder_yaml(path):
-    """The mapping in one of the sweep folder's YAML files; an error names the file."""
-    try:
-        return read_yaml(path)
-    except ConfigError as exc:
-        raise MlpError("\n".join(exc.problems)) from None
-
-
-def newest_sweep(runs_root):
-    """The sweep folder under ``runs_root`` made last (by its sweep.yaml's time)."""
-    root = Path(runs_root)
-    found = [path for path in root.glob(f"*/{SWEEP_FILE}") if path.is_file()]
-    if not found:
-        raise MlpError(f"{root}: no sweeps found; run one with `mlp sweep CONFIG`, or give the run "
-                       "or sweep folders to compare")
-    return max(found, key=lambda path: path.stat().st_mtime).parent
-
-
-def load_sweep_file(folder):
-    """The sweep.yaml of a sweep folder, checked enough to rebuild its trials."""
-    folder = Path(folder)
-    path = folder / SWEEP_FILE
-    if not folder.is_dir():
-        raise MlpError(f"{folder}: no such sweep folder")
-    if not path.is_file():
-        raise MlpError(f"{folder}: not a sweep folder (no {SWEEP_FILE})")
-    spec = _read_folder_yaml(path)
-    trials = spec.get("trials")
-    if not isinstance(trials, list) or not trials or not all(
-            isinstance(t, dict) and isinstance(t.get("name"), str) and TRIAL_NAME.match(t["name"])
-            and isinstance(t.get("overrides") or {}, dict) for t in trials):
-        raise MlpError(f"{path}: has no list of trials (each with a name trial-NNN and overrides)")
-    names = [t["name"] for t in trials]
-    if len(set(names)) < len(names):
-        raise MlpError(f"{path}: names a trial twice ({sorted({n for n in names if names.count(n) > 1})[0]})")
-    workers = spec.get("workers")
-    problems = [
-        (spec.get("executor") not in (None, *EXECUTORS), f"executor: must be one of {', '.join(EXECUTORS)}"),
-        (workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1),
-         "workers: must be a whole number of 1 or more"),
-        (not isinstance(spec.get("scheduler"), (str, type(None))), "scheduler: must be an address"),
-    ]
-    for bad, problem in problems:
-        if bad:
-            key = problem.split(":")[0]
-            raise MlpError(f"{path}: {problem}, got {spec.get(key)!r}")
-    return spec
-
-
-def read_results(folder):
-    """The rows of a sweep's results.csv as dicts of strings ([] when there is none)."""
-    path = Path(folder) / RESULTS_FILE
-    rebuild = "move it away to rebuild it from the trial folders"
-    try:
-        with io.StringIO(read_text(path), newline="") as f:
-            reader = csv.DictReader(f)
-            rows = [row for row in reader if isinstance(row.get("trial"), str) and row["trial"]]
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MlpError(f"{path}: cannot be read ({exc}); {rebuild}") from None
-    if reader.fieldnames is not None and not {"trial", "status"} <= set(reader.fieldnames):
-        raise MlpError(f"{path}: is not a sweep's results (no trial and status columns); {rebuild}")
-    return rows
-
-
-def _cell(value):
-    if isinstance(value, (list, dict)):
-        return yaml.safe_dump(value, default_flow_style=True).strip()
-    return "" if value is None else value
-
-
-def write_results(folder, trials, rows):
-    """Write results.csv: one row per trial in trial order (``pending`` when not run yet)."""
-    varied = []
-    for t in trials:
-        varied += [k for k in t.overrides if k not in varied]
-    finals = []
-    for row in rows.values():
-        finals += [k for k in row if k.startswith("final_") and k not in finals]
-    columns = ["trial", "status", *varied, *SUMMARY_COLUMNS, *finals, "seconds", "error"]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for t in trials:
-        row = {**{k: "" for k in columns}, "trial": t.name, "status": "pending"}
-        row.update({k: v for k, v in rows.get(t.name, {}).items() if k not in varied})
-        row.update({k: _cell(v) for k, v in t.overrides.items()})
-        writer.writerow({k: _cell(v) for k, v in row.items()})
-    files.write_text(Path(folder) / RESULTS_FILE, out.getvalue())
-
 
 def _settle(folder, trials, rows):
     """Make ``rows`` say what the trial folders hold: ``ok`` exactly when the trial's folder holds
@@ -303,8 +199,7 @@ def _new_sweep_folder(runs_root, spec, base_text, stack, stop):
     folder = runs.new_run_dir(runs_root, spec["name"], made=made)
     try:
         stack.enter_context(runs.RunLock(folder, "mlp sweep", "sweep"))
-        files.write_text(folder / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
-        files.write_text(folder / BASE_CONFIG, base_text)
+        write_sweep_files(folder, spec, base_text)
         if stop():
             raise Interrupted(f"{signal.Signals(stop.signum).name} before any trial started; the "
                               "sweep folder was removed", stop.signum)
@@ -329,7 +224,7 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
                            "CONFIG, --grid, --random, --range or --set with it")
         folder = runs.resolve_run_dir(resume, note=note)  # once: a link that moves cannot redirect it
         spec = load_sweep_file(folder)
-        base = _read_folder_yaml(folder / BASE_CONFIG)
+        base = read_folder_yaml(folder / BASE_CONFIG)
         read_results(folder)  # a damaged results.csv is refused here, before anything changes
         executor = executor or spec.get("executor") or "local"
         workers = workers or spec.get("workers") or 1

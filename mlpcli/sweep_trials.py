@@ -66,8 +66,6 @@ def summary_row(folder):
     """What results.csv keeps of a finished run: params, best epoch and value, final metrics."""
     import json
 
-    from mlpcli.compare import param_count
-
     path = Path(folder) / runs.RESULTS_FILE
     try:
         results = json.loads(read_text(path))
@@ -75,7 +73,7 @@ def summary_row(folder):
         raise MlpError(f"{path}: cannot be read ({exc})") from None
     if not isinstance(results, dict):
         raise MlpError(f"{path}: is not the results of a run (no mapping of results)")
-    row = {"params": param_count(folder), "best_epoch": results.get("best_epoch"),
+    row = {"params": runs.param_count(folder), "best_epoch": results.get("best_epoch"),
            "monitor": results.get("monitor"), "best_value": results.get("best_value"),
            "seconds": results.get("seconds")}
     final = results.get("final") if isinstance(results.get("final"), dict) else {}

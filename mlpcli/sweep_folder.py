@@ -1,0 +1,124 @@
+"""The sweep folder's files: the one module that names them, writes and reads them.
+
+``<runs root>/<sweep name>-<YYYYmmdd-HHMMSS>/`` holds ``sweep.yaml`` (what was
+asked and every trial with its overrides), ``base-config.yaml`` (the config every
+trial starts from), ``results.csv`` (one row per trial) and a run folder
+``trial-NNN/`` per trial. ``mlp sweep`` writes them; ``mlp compare`` reads them.
+"""
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import yaml
+
+from mlpcli import files
+from mlpcli.config_yaml import read_yaml
+from mlpcli.errors import ConfigError, MlpError
+from mlpcli.files import read_text
+from mlpcli.sweep_spec import EXECUTORS
+
+SWEEP_FILE = "sweep.yaml"
+RESULTS_FILE = "results.csv"
+BASE_CONFIG = "base-config.yaml"
+SUMMARY_COLUMNS = ("params", "best_epoch", "monitor", "best_value")
+TRIAL_NAME = re.compile(r"^trial-[0-9]{3,}$")
+
+
+def read_folder_yaml(path):
+    """The mapping in one of the sweep folder's YAML files; an error names the file."""
+    try:
+        return read_yaml(path)
+    except ConfigError as exc:
+        raise MlpError("\n".join(exc.problems)) from None
+
+
+def write_sweep_files(folder, spec, base_text):
+    """sweep.yaml (``spec``: what was asked and every trial) and base-config.yaml."""
+    files.write_text(Path(folder) / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
+    files.write_text(Path(folder) / BASE_CONFIG, base_text)
+
+
+def newest_sweep(runs_root):
+    """The sweep folder under ``runs_root`` made last (by its sweep.yaml's time)."""
+    root = Path(runs_root)
+    found = [path for path in root.glob(f"*/{SWEEP_FILE}") if path.is_file()]
+    if not found:
+        raise MlpError(f"{root}: no sweeps found; run one with `mlp sweep CONFIG`, or give the run "
+                       "or sweep folders to compare")
+    return max(found, key=lambda path: path.stat().st_mtime).parent
+
+
+def load_sweep_file(folder):
+    """The sweep.yaml of a sweep folder, checked enough to rebuild its trials."""
+    folder = Path(folder)
+    path = folder / SWEEP_FILE
+    if not folder.is_dir():
+        raise MlpError(f"{folder}: no such sweep folder")
+    if not path.is_file():
+        raise MlpError(f"{folder}: not a sweep folder (no {SWEEP_FILE})")
+    spec = read_folder_yaml(path)
+    trials = spec.get("trials")
+    if not isinstance(trials, list) or not trials or not all(
+            isinstance(t, dict) and isinstance(t.get("name"), str) and TRIAL_NAME.match(t["name"])
+            and isinstance(t.get("overrides") or {}, dict) for t in trials):
+        raise MlpError(f"{path}: has no list of trials (each with a name trial-NNN and overrides)")
+    names = [t["name"] for t in trials]
+    if len(set(names)) < len(names):
+        raise MlpError(f"{path}: names a trial twice ({sorted({n for n in names if names.count(n) > 1})[0]})")
+    workers = spec.get("workers")
+    problems = [
+        (spec.get("executor") not in (None, *EXECUTORS), f"executor: must be one of {', '.join(EXECUTORS)}"),
+        (workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1),
+         "workers: must be a whole number of 1 or more"),
+        (not isinstance(spec.get("scheduler"), (str, type(None))), "scheduler: must be an address"),
+    ]
+    for bad, problem in problems:
+        if bad:
+            key = problem.split(":")[0]
+            raise MlpError(f"{path}: {problem}, got {spec.get(key)!r}")
+    return spec
+
+
+def read_results(folder):
+    """The rows of a sweep's results.csv as dicts of strings ([] when there is none)."""
+    path = Path(folder) / RESULTS_FILE
+    rebuild = "move it away to rebuild it from the trial folders"
+    try:
+        with io.StringIO(read_text(path), newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [row for row in reader if isinstance(row.get("trial"), str) and row["trial"]]
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MlpError(f"{path}: cannot be read ({exc}); {rebuild}") from None
+    if reader.fieldnames is not None and not {"trial", "status"} <= set(reader.fieldnames):
+        raise MlpError(f"{path}: is not a sweep's results (no trial and status columns); {rebuild}")
+    return rows
+
+
+def _cell(value):
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+    return "" if value is None else value
+
+
+def write_results(folder, trials, rows):
+    """Write results.csv: one row per trial in trial order (``pending`` when not run yet)."""
+    varied = []
+    for t in trials:
+        varied += [k for k in t.overrides if k not in varied]
+    finals = []
+    for row in rows.values():
+        finals += [k for k in row if k.startswith("final_") and k not in finals]
+    columns = ["trial", "status", *varied, *SUMMARY_COLUMNS, *finals, "seconds", "error"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for t in trials:
+        row = {**{k: "" for k in columns}, "trial": t.name, "status": "pending"}
+        row.update({k: v for k, v in rows.get(t.name, {}).items() if k not in varied})
+        row.update({k: _cell(v) for k, v in t.overrides.items()})
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    files.write_text(Path(folder) / RESULTS_FILE, out.getvalue())
