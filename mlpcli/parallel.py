@@ -34,6 +34,7 @@ import warnings
 import numpy as np
 
 from mlpcli.errors import TrainingError
+from mlpcli.machine import usable_cores
 
 ALIGN = 16  # float32s per 64-byte cache line: no two processes write one line of weights
 LINE = 8  # int64s per counter: each process's counter on a cache line of its own
@@ -49,7 +50,7 @@ def usable_processes(requested):
     ``$MLPCLI_CORES``); 1 where fork or x86's store ordering is missing."""
     if requested <= 1 or not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
         return 1
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     if os.environ.get(CORES_ENV, "").isdigit():
         cores = min(cores, int(os.environ[CORES_ENV]))
     return max(1, min(requested, cores))

@@ -31,8 +31,9 @@ from mlpcli.config_yaml import safe_load
 from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError
 from mlpcli.sweep_folder import (BASE_CONFIG, RESULTS_FILE, load_sweep_file, read_folder_yaml, read_results,
                                  write_results, write_sweep_files)
+from mlpcli.machine import usable_cores
 from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, trial_sets
-from mlpcli.sweep_trials import (Trial, available_cores, dask_client, finished, finished_row, import_dask,
+from mlpcli.sweep_trials import (Trial, dask_client, finished, finished_row, import_dask,
                                  remove_trial_folder, resumable, run_dask)
 from mlpcli.sweep_workers import run_local
 
@@ -152,7 +153,7 @@ def _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers
     auto_threads = not (isinstance(training, dict) and training.get("threads") is not None)
     runnable = [t for t in todo if t.name not in invalid]
     if executor == "local":
-        threads = max(1, available_cores() // workers)
+        threads = max(1, usable_cores() // workers)
         how = f"{workers} local worker(s), {threads} BLAS thread(s) each"
     else:
         how = f"Dask scheduler {scheduler}" if scheduler else f"a Dask LocalCluster of {workers} worker(s)"

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from mlpcli import runs
 from mlpcli.errors import Interrupted, MlpError, NoSavedState
-from mlpcli.files import read_text
-from mlpcli.files import TMP_PREFIX, atomic_path
+from mlpcli.files import TMP_PREFIX, atomic_path, read_text
+from mlpcli.machine import usable_cores
 from mlpcli.runs import LOCK_FILE, RunLock
 
 DASK_HINT = "pip install 'mlpcli[dask]'"
@@ -47,13 +47,6 @@ class Trial:
     name: str  # trial-001, ...
     overrides: dict  # {dotted key: value}
     sets: list  # the KEY=VALUE strings passed to train, the trial's overrides last
-
-
-def available_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _with_threads(sets, threads):
@@ -180,7 +173,7 @@ def dask_trial(config_text, trial, plots, host_slots, auto_threads):
             slots = host_slots.get(urlparse(get_worker().address).hostname) or 1
         except Exception:  # noqa: BLE001 - not on a worker, or an API change: 1 slot
             pass
-        threads = max(1, available_cores() // slots)
+        threads = max(1, usable_cores() // slots)
     with _TRIAL_LOCK, tempfile.TemporaryDirectory(prefix="mlp-trial-") as tmp:
         config_path = Path(tmp) / "base-config.yaml"
         config_path.write_text(config_text, encoding="utf-8")

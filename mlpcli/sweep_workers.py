@@ -26,7 +26,8 @@ import signal
 import threading
 import time
 
-from mlpcli.sweep_trials import POLL_SECONDS, available_cores, failed_row, run_trial
+from mlpcli.machine import usable_cores
+from mlpcli.sweep_trials import POLL_SECONDS, failed_row, run_trial
 
 _sweep = {}  # in a pool process: the sweep's pid, its stop flag, whether a trial is under way
 
@@ -91,7 +92,7 @@ def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads
 
     # BLAS threads by --workers alone, not by how many trials are left: a resumed sweep's
     # trials then compute exactly as they would have in the first run
-    threads = max(1, available_cores() // workers)
+    threads = max(1, usable_cores() // workers)
     workers = max(1, min(workers, len(trials)))
     context = multiprocessing.get_context("spawn")
     # a flag in shared memory, read without a lock: a sweep killed at any moment leaves none held

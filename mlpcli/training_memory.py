@@ -8,10 +8,10 @@ beyond this machine's memory into a ConfigError naming the key to change.
 """
 
 import math
-import os
 from dataclasses import dataclass
 
 from mlpcli.errors import ConfigError
+from mlpcli.machine import physical_memory
 from mlpcli.nn import optimizers
 from mlpcli.nn.layers import Dense
 from mlpcli.nn.model import output_shapes, predict_chunk_bytes
@@ -23,11 +23,6 @@ FLOAT32_BYTES = 4
 ARRAYS_PER_ACTIVATION = 4
 # per row of the model's input: the float32 batch and the stored samples gathered for it
 ARRAYS_PER_INPUT = 2
-
-
-def machine_memory():
-    """Bytes of physical memory."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @dataclass
@@ -81,7 +76,7 @@ def check_memory(cfg, model, data_rows=1):
     would fit, else the widest layer), what training would need and what there is.
     ``build_model`` checks the model itself (a batch of one), ``train`` again once it knows the data's rows."""
     need = memory_needed(cfg, model, data_rows)
-    memory = machine_memory()
+    memory = physical_memory()
     if need.total() <= memory:
         return
     if need.for_model() <= memory:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpcli.data.npy import available_memory
+from mlpcli.machine import available_memory
 from mlpcli.data.raw import RawData
 from mlpcli.errors import DataError
 from mlpcli.images import decode_png, png_size

@@ -19,6 +19,7 @@ from numpy.lib import format as npy_format
 
 from mlpcli.errors import DataError, FileSystemError, os_error_text
 from mlpcli.files import open_input
+from mlpcli.machine import available_memory
 
 NPY_SUFFIX = ".npy"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -43,21 +44,6 @@ class ArrayHeader:
 
     def describe(self) -> str:
         return f"shape {self.shape} of {self.dtype} ({self.nbytes:,} bytes)"
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this machine can still give without swapping, or None when unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def read_npy(path) -> np.ndarray:
