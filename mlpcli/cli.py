@@ -97,6 +97,21 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
               dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=echo)
 
 
+SCALING_HELP = ("What the inputs need before the model: none (already prepared), unit (x / 255) or "
+                "standardize (the training mean and std). Default: what the model file records; "
+                "none for a Keras file without mlpcli's record.")
+
+
+def _scaling_option(fn):
+    return click.option("--scaling", type=click.Choice(["none", "unit", "standardize"]), default=None,
+                        help=SCALING_HELP)(fn)
+
+
+def _warn_all(lines):
+    for line in lines:
+        _note(line)
+
+
 @main.command()
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
@@ -105,79 +120,98 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
               help="Any Keras-layout .h5 MLP instead of a run's model.")
 @click.option("--data", default=None, metavar="DATASET|FILE",
               help="Evaluate on mnist, fashion_mnist, or a .npz/.csv file or image folder instead of the run's test split.")
+@_scaling_option
 @click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report as one JSON object (what evaluation*.json holds) instead of tables.")
 @clean_errors
-def evaluate(run_dir, checkpoint, model_path, data, runs_root, as_json):
+def evaluate(run_dir, checkpoint, model_path, data, scaling, runs_root, as_json):
     """Score a model on test data: loss, metrics, per-class precision/recall/F1, confusion matrix.
 
-    RUN_DIR defaults to the newest run. Writes evaluation.json (or
-    evaluation-<checkpoint>.json) into the run folder.
+    RUN_DIR (a run, or a sweep: its recommended trial) defaults to the
+    newest run. Writes evaluation.json (or evaluation-<checkpoint>.json)
+    into the run folder.
 
     \b
     Examples:
       mlp evaluate                       # the newest run's model.h5
       mlp evaluate runs/mnist-mlp-20261129-212900 --checkpoint best
-      mlp evaluate --model keras_model.h5 --data mnist
+      mlp evaluate --model keras_model.h5 --data scaled.npz --scaling none
       mlp evaluate --json | jq .metrics
     """
     from mlpcli.evaluate import evaluate as run_evaluate
     from mlpcli.evaluate import format_report
 
-    result = run_evaluate(run_dir, checkpoint=checkpoint, model_path=model_path, data=data,
+    result = run_evaluate(run_dir, checkpoint=checkpoint, model_path=model_path, data=data, scaling=scaling,
                           runs_root=runs_root, note=_note)
     if as_json:  # stdout holds the JSON alone; where it was saved is a note
         import json
 
         echo(json.dumps(result.report))
+        _warn_all(result.warnings)
         result.save()
         _note(f"Wrote {result.path}")
         return
     echo(format_report(result.report))
+    _warn_all(result.warnings)
     result.save()
     echo(f"\nWrote {result.path}")
 
 
 @main.command()
-@click.argument("images", nargs=-1, type=click.Path())
+@click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None,
-              help="Use this run's model.h5 (default: the newest run).")
+              help="Use this run's model (a sweep: its recommended trial; default: the newest run).")
+@click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
+              help="Which of the run's models (as in mlp evaluate).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="Use this Keras-layout .h5 model.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the predictions to this .csv, .jsonl or .npy file instead of the terminal.")
+@click.option("--overwrite", is_flag=True, help="Let --out replace an existing file.")
+@_scaling_option
+@click.option("--images", "image_steps", type=click.Choice(["digits", "resize"]), default=None,
+              help="For a Keras file without mlpcli's record: centre images as MNIST digits, or resize "
+                   "them to the model's input size.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="How many classes to list per input.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")
-@click.option("--npy", type=click.Path(dir_okay=False), default=None,
-              help="Predict every row of this .npy array (raw features, scaled as in training).")
+@click.option("--npy", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="A .npy file to predict (the same as giving it as an INPUT).")
 @click.option("--save-preprocessed", type=click.Path(file_okay=False), default=None,
-              help="Write the 28x28 image the model saw for each PNG into this folder.")
+              help="Write each image as the model saw it (before scaling) as a PNG into this folder.")
 @click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
 @clean_errors
-def predict(images, run_dir, model_path, top_k, as_json, npy, save_preprocessed, runs_root):
-    """Predict the class of PNG images (files or folders of PNGs) or of .npy rows.
+def predict(inputs, run_dir, checkpoint, model_path, out, overwrite, scaling, image_steps, top_k, as_json, npy,
+            save_preprocessed, runs_root):
+    """Predict INPUTS: image files or folders, .csv rows, .npy or .npz arrays.
 
-    A PNG of any size, grayscale or colour, dark ink on light paper or light on
-    dark, is cropped, scaled and centred the way MNIST digits were.
+    Each input is prepared as the model's training data was (recorded in the
+    model file): a digit model centres digits as MNIST did, an image-folder
+    model gets its training size and colour mode, a CSV's columns are matched
+    to the model's by name. A CSV or .npz with labels also prints a score.
 
     \b
     Examples:
-      mlp predict digit.png
+      mlp predict digit.png photo.jpg
       mlp predict my_digits/ --run runs/latest --top-k 5 --json
-      mlp predict --npy samples.npy --model model.h5
+      mlp predict new_rows.csv --out predictions.csv
+      mlp predict rows.npy --model keras_model.h5 --scaling none
     """
-    import json
-
-    from mlpcli.predict import format_predictions
     from mlpcli.predict import predict as run_predict
 
-    results = run_predict(images, run_dir=run_dir, model_path=model_path, npy=npy, top_k=top_k,
-                          save_preprocessed=save_preprocessed, runs_root=runs_root, note=_note)
-    if as_json:
-        for r in results:
-            echo(json.dumps(r.as_dict()))
-    else:
-        echo(format_predictions(results))
+    inputs = (*inputs, npy) if npy is not None else inputs
+    outcome = run_predict(inputs, run_dir=run_dir, checkpoint=checkpoint, model_path=model_path, top_k=top_k,
+                          out=out, overwrite=overwrite, as_json=as_json, scaling=scaling, image_steps=image_steps,
+                          save_preprocessed=save_preprocessed, runs_root=runs_root, note=_note, emit=echo)
+    _warn_all(outcome.notes)
+    score = outcome.score_line()
+    if outcome.out is not None:
+        echo(f"Wrote {outcome.count:,} predictions to {outcome.out}")
+        if score:
+            echo(score)
+    elif score:
+        _note(score)
 
 
 @main.command()

@@ -5,8 +5,8 @@ entry is an ``InputLayer`` with ``batch_input_shape``), ``training_config``,
 group ``model_weights`` (attribute ``layer_names``; per layer a group with
 ``weight_names`` and datasets ``<layer>/kernel:0``, ``<layer>/bias:0``) —
 what ``keras.models.load_model`` reads. mlpcli's own extras (resolved config,
-preprocessing, class names, training state, optimizer slots) live in the root
-group ``mlpcli``, which Keras ignores.
+the input pipeline (``mlpcli.pipeline``), training state, optimizer slots) live
+in the root group ``mlpcli``, which Keras ignores.
 
 Read: any such file, also one written by Keras 2 or 3, as JSON config plus
 numeric arrays and nothing else; anything else is refused with a
@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlpcli import __version__
+from mlpcli import pipeline as input_pipeline
 from mlpcli.errors import ModelFileError
-from mlpcli.files import open_input
+from mlpcli.files import atomic_path, open_input
 from mlpcli.keras_layers import layer_specs_from_keras
 from mlpcli.nn import optimizers
 from mlpcli.nn.model import Sequential
-from mlpcli.files import atomic_path
+from mlpcli.pipeline import InputPipeline
 
 KERAS_VERSION = "2.15.0"  # the layout version we write: Keras 2's, which Keras 3 reads
 
@@ -38,15 +39,14 @@ class ModelFile:
     model: Sequential
     loss: str | None = None
     config: dict | None = None
-    preprocessing: dict | None = None
-    class_names: list | None = None
+    pipeline: InputPipeline | None = None  # None: a foreign file, which does not say what its inputs need
     state: dict = field(default_factory=dict)
     optimizer_state: dict = field(default_factory=dict)
     arrays: dict = field(default_factory=dict)
 
 
 def save(path, model, *, loss=None, optimizer=None, metrics=(), config=None,
-         preprocessing=None, class_names=None, state=None, arrays=None):
+         pipeline=None, state=None, arrays=None):
     """Atomically write ``model`` (and the extras given) to ``path``.
 
     ``state`` is JSON-able training state; ``arrays`` maps names to numeric
@@ -72,10 +72,11 @@ def save(path, model, *, loss=None, optimizer=None, metrics=(), config=None,
                 g.create_dataset(name, data=value)
         own = f.create_group("mlpcli")
         own.attrs["version"] = __version__
-        for key, value in (("config", config), ("preprocessing", preprocessing),
-                           ("class_names", class_names), ("state", state)):
+        for key, value in (("config", config), ("state", state)):
             if value is not None:
                 own.attrs[key] = json.dumps(value)
+        if pipeline is not None:
+            input_pipeline.write(own, pipeline)
         for group, values in (("optimizer", optimizer.get_state() if optimizer else None),
                               ("arrays", arrays)):
             if values:
@@ -271,10 +272,7 @@ def _read(f, path):
     if "mlpcli" in f:
         own = f["mlpcli"]
         out.config = _typed(_json_attr(own, "config", path), dict, "config", path)
-        out.preprocessing = _preprocessing(_json_attr(own, "preprocessing", path), path)
-        out.class_names = _typed(_json_attr(own, "class_names", path), list, "class_names", path)
-        if out.class_names is not None and not all(isinstance(c, str) for c in out.class_names):
-            raise ModelFileError(f"{path}: attribute 'class_names' must be a list of strings")
+        out.pipeline = _pipeline(own, out.config, model, path)
         out.state = _typed(_json_attr(own, "state", path), dict, "state", path) or {}
         out.optimizer_state = _datasets(own, "optimizer", path)
         out.arrays = _datasets(own, "arrays", path)
@@ -289,6 +287,29 @@ def _datasets(own, group, path):
     own[group].visititems(lambda key, obj: items.__setitem__(key, obj))
     return {k: _numeric(v, path, f"mlpcli/{group}/{k}") for k, v in items.items()
             if not hasattr(v, "keys")}
+
+
+def _pipeline(own, config, model, path):
+    """The input pipeline the file records, or (a file written before mlpcli recorded one)
+    the one its stored config, preprocessing and class names describe."""
+    if input_pipeline.GROUP in own:
+        group = own[input_pipeline.GROUP]
+        if not hasattr(group, "keys"):
+            raise ModelFileError(f"{path}: mlpcli/{input_pipeline.GROUP} is not a group")
+        arrays = {key: _numeric(group[key], path, f"mlpcli/{input_pipeline.GROUP}/{key}")
+                  for key in ("scale", "offset") if key in group}
+        pipeline = input_pipeline.read(_json_attr(group, "record", path),
+                                       arrays.get("scale"), arrays.get("offset"), path)
+    else:
+        class_names = _typed(_json_attr(own, "class_names", path), list, "class_names", path)
+        if class_names is not None and not all(isinstance(c, str) for c in class_names):
+            raise ModelFileError(f"{path}: attribute 'class_names' must be a list of strings")
+        pipeline = input_pipeline.from_legacy(config, _preprocessing(_json_attr(own, "preprocessing", path), path),
+                                              class_names, model.input_shape, path)
+    if pipeline is not None and math.prod(pipeline.feature_shape) != math.prod(model.input_shape):
+        raise ModelFileError(f"{path}: the input pipeline gives samples of shape {list(pipeline.feature_shape)}, "
+                             f"which do not fit the model's input shape {list(model.input_shape)}")
+    return pipeline
 
 
 def _preprocessing(value, path):

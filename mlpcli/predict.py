@@ -1,142 +1,122 @@
-"""The ``predict`` stage: classes and probabilities for PNG images or rows of a .npy array.
+"""The ``predict`` stage: classes and probabilities (or values) for new inputs, streamed.
 
-Images are brought to MNIST's form (see ``mlpcli.images``), then scaled as the
-model's training data was (the scaling stored in the model file); ``.npy``
-rows are raw features, scaled the same way.
+Inputs of every kind (images, folders of them, .csv, .npy, .npz; see
+``mlpcli.predict_inputs``) are prepared through the model's ``Predictor``,
+a chunk at a time, and the predictions go to the terminal (lines or JSON) or
+to ``--out`` (.csv, .jsonl or .npy; see ``mlpcli.prediction_file``), so a
+file of millions of rows is predicted in flat memory.
 """
 
 import contextlib
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mlpcli import files, modelfile, runs
-from mlpcli.data import apply_preprocessing, fit_preprocessing
-from mlpcli.data.features import check_finite
-from mlpcli.data.npy import read_npy
-from mlpcli.errors import DataError, MlpError
+from mlpcli import files
+from mlpcli.errors import MlpError
+from mlpcli.predict_inputs import Notices, read_batches
+from mlpcli.predictor import Predictor
 
-IMAGE_SIZE = 28
-SAVED_SUFFIX = f"-{IMAGE_SIZE}x{IMAGE_SIZE}.png"  # --save-preprocessed: <input name>-28x28.png
+SAVED_SUFFIX = "-{width}x{height}.png"  # --save-preprocessed: <input name>-28x28.png
 
 
 @dataclass
-class Prediction:
-    source: str  # file name, or "<file>[row]"
-    label: str
-    probability: float
-    top: list  # [(label, probability), ...], best first
+class Outcome:
+    """What a prediction run did, for the closing lines."""
 
-    def as_dict(self):
-        return {"source": self.source, "class": self.label, "probability": self.probability,
-                "top_k": [{"class": c, "probability": p} for c, p in self.top]}
+    count: int = 0
+    labelled: int = 0
+    correct: int = 0  # classification
+    squared: float = 0.0  # regression: sums of squared and absolute errors
+    absolute: float = 0.0
+    task: str = "classification"
+    out: Path | None = None
+    notes: list = field(default_factory=list)
 
+    def score_line(self):
+        if not self.labelled:
+            return None
+        if self.task == "classification":
+            return f"Accuracy on the {self.labelled:,} labelled inputs: {self.correct / self.labelled:.4f}"
+        return (f"On the {self.labelled:,} labelled inputs: mse {self.squared / self.labelled:.6g}, "
+                f"mae {self.absolute / self.labelled:.6g}")
 
-def open_model(run_dir=None, model_path=None, runs_root="runs", note=None):
-    """The model file of ``--model``, else of ``--run`` (default: the newest run; ``note`` is
-    told where a link to it led)."""
-    if model_path is not None:
-        return modelfile.load(model_path)
-    run_dir = runs.resolve_run_dir(run_dir, runs_root, note)
-    path = run_dir / runs.MODEL_FILE
-    if not path.exists():
-        raise MlpError(f"{run_dir}: no model.h5 (the run is still training, or was stopped: "
-                       f"`mlp train --resume {run_dir}` finishes it)")
-    return modelfile.load(path)
-
-
-def predict(inputs=(), *, run_dir=None, model_path=None, npy=None, top_k=3,
-            save_preprocessed=None, runs_root="runs", note=None):
-    """Predictions for every PNG in ``inputs`` (files or folders) and every row of ``npy``."""
-    if not inputs and npy is None:
-        raise MlpError("nothing to predict: give PNG files or folders, or --npy FILE")
-    loaded = open_model(run_dir, model_path, runs_root, note)
-    model = loaded.model
-    # a foreign Keras file does not say how it scaled its inputs: assume Keras's usual x / 255
-    preprocessing = loaded.preprocessing or fit_preprocessing(None, "unit")
-    names = _class_names(loaded)
-    batches = []
-    if inputs:
-        _require_image_model(model)
-        from mlpcli import images
-
-        paths = images.list_pngs(inputs)
-        digits = np.stack([images.load_digit(p) for p in paths])
-        if save_preprocessed is not None:
-            _save_digits(Path(save_preprocessed), paths, digits)
-        batches.append(([p.name for p in paths], digits))
-    if npy is not None:
-        rows = _load_npy(Path(npy), model)
-        batches.append(([f"{Path(npy).name}[{i}]" for i in range(len(rows))], rows))
-    results = []
-    for sources, raw in batches:
-        x = _scaled(raw, preprocessing).reshape((len(raw),) + model.input_shape)
-        results += _decode(sources, model.predict(x).reshape(len(raw), -1), names, top_k)
-    return results
+    def tally(self, outputs, y, predictor):
+        if y is None:
+            return
+        self.labelled += len(y)
+        if self.task == "classification":
+            self.correct += int((predictor.probabilities(outputs).argmax(axis=1) == y).sum())
+        else:
+            error = outputs.astype(np.float64) - y
+            self.squared += float(np.square(error).mean(axis=1).sum())
+            self.absolute += float(np.abs(error).mean(axis=1).sum())
 
 
-def _scaled(raw, preprocessing):
-    """Scale raw samples as in training: per-feature scaling applies in the training data's
-    own feature shape, which may differ from the model's input shape."""
-    shape = np.shape(preprocessing["scale"])
-    if shape and raw.shape[1:] != shape:
-        if int(np.prod(raw.shape[1:])) != int(np.prod(shape)):
-            raise DataError(f"samples of shape {raw.shape[1:]} do not fit the training data's "
-                            f"feature shape {shape}")
-        raw = raw.reshape((len(raw),) + shape)
-    return apply_preprocessing(raw, preprocessing)
+def predict(inputs, *, run_dir=None, model_path=None, checkpoint=None, top_k=3, out=None, overwrite=False,
+            as_json=False, scaling=None, image_steps=None, save_preprocessed=None, runs_root="runs",
+            note=None, emit=print, chunk_rows=8192):
+    """Predict every input; lines (or JSON objects) go to ``emit`` unless ``out`` is given."""
+    if not inputs:
+        raise MlpError("nothing to predict: give image files or folders, or .csv, .npy or .npz files")
+    if out is not None and as_json:
+        raise MlpError("give --out FILE or --json, not both (--out FILE.jsonl writes JSON lines)")
+    predictor = Predictor.open(run_dir, model_path=model_path, checkpoint=checkpoint, runs_root=runs_root,
+                               note=note, scaling=scaling)
+    outcome = Outcome(task=predictor.task, out=Path(out) if out is not None else None)
+    notices = Notices()
+    seen, seen_paths = [], []
+    with _prediction_file(predictor, out, overwrite) as written:
+        for batch in read_batches(predictor, inputs, chunk_rows=chunk_rows, image_steps=image_steps,
+                                  notices=notices):
+            outputs = predictor.outputs(batch.x, batch.sources)
+            outcome.count += len(outputs)
+            outcome.tally(outputs, batch.y, predictor)
+            if save_preprocessed is not None and batch.seen is not None:
+                seen += list(batch.seen)
+                seen_paths += batch.paths
+            if written is not None:
+                written.write(batch.sources, outputs)
+            else:
+                for line in _lines(predictor, batch.sources, outputs, top_k, as_json):
+                    emit(line)
+    if seen:
+        _save_seen(Path(save_preprocessed), seen_paths, seen)
+    outcome.notes = notices.text(predictor.feature_shape) + predictor.warnings()
+    return outcome
 
 
-def _require_image_model(model):
-    if int(np.prod(model.input_shape)) != IMAGE_SIZE * IMAGE_SIZE:
-        raise MlpError(f"the model's input shape is {list(model.input_shape)}, not a 28x28 image "
-                       "(784 values); predict on arrays with --npy instead")
+def _prediction_file(predictor, out, overwrite):
+    if out is None:
+        return contextlib.nullcontext()
+    from mlpcli.prediction_file import open_prediction_file
+
+    return open_prediction_file(out, class_names=predictor.class_names, n_outputs=predictor.model.n_outputs,
+                                task=predictor.task, overwrite=overwrite)
 
 
-def _class_names(loaded):
-    n = loaded.model.n_outputs
-    count = 2 if n == 1 else n
-    if loaded.class_names and len(loaded.class_names) == count:
-        return list(loaded.class_names)
-    return [str(i) for i in range(count)]
+def _lines(predictor, sources, outputs, top_k, as_json):
+    """The terminal's lines for a chunk: one per input."""
+    import json
+
+    if predictor.task != "classification":
+        values = [row.tolist() if len(row) > 1 else float(row[0]) for row in outputs]
+        if as_json:
+            return [json.dumps({"source": s, "value": v}) for s, v in zip(sources, values)]
+        width = max(len(s) for s in sources)
+        return [f"{s:<{width}}  {v}" for s, v in zip(sources, values)]
+    results = predictor.decode(sources, outputs, top_k)
+    if as_json:
+        return [json.dumps(r.as_dict()) for r in results]
+    return format_predictions(results).splitlines()
 
 
-def _decode(sources, outputs, names, top_k):
-    """Predictions from model outputs (n, outputs): softmax rows, or one sigmoid column."""
-    finite = np.isfinite(outputs).all(axis=1)
-    if not finite.all():  # weights that overflow float32 on this input: no probability to show
-        raise MlpError(f"{sources[int(np.argmin(finite))]}: the model's outputs are not finite "
-                       "numbers (its weights overflow float32 on this input)")
-    if outputs.shape[1] == 1:  # binary: P(class 1) = output
-        outputs = np.hstack([1.0 - outputs, outputs])
-    k = max(1, min(top_k, outputs.shape[1]))
-    order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]
-    return [Prediction(src, names[o[0]], float(row[o[0]]), [(names[j], float(row[j])) for j in o])
-            for src, row, o in zip(sources, outputs, order)]
-
-
-def _load_npy(path, model):
-    """The rows of the .npy file at ``path`` shaped (n, *model.input_shape); n >= 1."""
-    stored = read_npy(path)
-    if stored.dtype.kind not in "fiub":
-        raise DataError(f"{path}: holds {stored.dtype} values, not numbers")
-    if stored.size == 0:
-        raise DataError(f"{path}: holds no values (shape {stored.shape}); nothing to predict")
-    want = int(np.prod(model.input_shape))
-    rows = stored[None] if stored.ndim == len(model.input_shape) else stored  # a single sample
-    if rows.ndim < 2 or int(np.prod(rows.shape[1:])) != want:
-        raise DataError(f"{path}: shape {stored.shape} does not give rows of {want} values "
-                        f"(the model's input shape is {list(model.input_shape)})")
-    if rows.dtype.kind == "f":
-        check_finite(rows, str(path))
-    return rows.reshape(len(rows), *model.input_shape)
-
-
-def _save_digits(folder, paths, digits):
-    """Write each 28x28 the model saw as a PNG under ``folder`` (see ``_preprocessed_names``).
+def _save_seen(folder, paths, seen):
+    """Write each image the model saw (before scaling) as a PNG under ``folder`` (see
+    ``_preprocessed_names``).
 
     Every file is new: none is written if one of the names exists, and each is
     linked into place complete, so an existing file is never replaced. On failure,
@@ -145,7 +125,9 @@ def _save_digits(folder, paths, digits):
     """
     from PIL import Image
 
-    targets = dict(zip((folder / name for name in _preprocessed_names(paths)), digits))
+    height, width = seen[0].shape[:2]
+    suffix = SAVED_SUFFIX.format(width=width, height=height)
+    targets = dict(zip((folder / name for name in _preprocessed_names(paths, suffix)), seen))
     existing = [t for t in targets if t.exists()]
     if existing:
         raise _would_overwrite(existing)
@@ -153,10 +135,10 @@ def _save_digits(folder, paths, digits):
     made = sorted((d for d in folders if not d.exists()), key=lambda d: len(d.parts), reverse=True)
     written = []
     try:
-        for target, digit in targets.items():
+        for target, image in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
-            with files.atomic_path(target, replace=False) as tmp:
-                Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+            with files.atomic_path(target, replace=False) as tmp:  # (H, W): grayscale, (H, W, 3): RGB
+                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(tmp, format="PNG")
             written.append(target)
     except BaseException as exc:
         for path in written:
@@ -169,17 +151,17 @@ def _save_digits(folder, paths, digits):
         raise
 
 
-def _preprocessed_names(paths):
+def _preprocessed_names(paths, suffix):
     """Where each input's 28x28 goes, relative to the --save-preprocessed folder: the input's
-    path relative to the folder holding all inputs, SAVED_SUFFIX in place of its suffix (its
+    path relative to the folder holding all inputs, ``suffix`` in place of its suffix (its
     whole name is kept when two inputs would share one). Distinct inputs get distinct names;
     an input given twice gets the same one."""
     sources = [p.resolve() for p in paths]
     common = Path(os.path.commonpath([s.parent for s in sources]))
     relative = [s.relative_to(common) for s in sources]
-    names = [r.with_name(r.stem + SAVED_SUFFIX) for r in relative]
+    names = [r.with_name(r.stem + suffix) for r in relative]
     inputs_per_name = Counter(name for name, _ in set(zip(names, sources)))
-    return [r.with_name(r.name + SAVED_SUFFIX) if inputs_per_name[name] > 1 else name
+    return [r.with_name(r.name + suffix) if inputs_per_name[name] > 1 else name
             for r, name in zip(relative, names)]
 
 

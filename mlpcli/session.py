@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from mlpcli import files, modelfile, runs
+from mlpcli import files, modelfile, pipeline, runs
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import (ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, NoSavedState,
                            TrainingError)
@@ -81,7 +81,7 @@ class StopRequest:
 class Session:
     """One training run's moving parts, and how they are saved and restored."""
 
-    def __init__(self, cfg, model, streams, data, folder, report, n_train):
+    def __init__(self, cfg, model, streams, data, feature_shape, folder, report, n_train):
         self.cfg, self.model, self.folder, self.report = cfg, model, folder, report
         self.n_train = n_train
         self.trainer = Trainer(model, cfg, streams, math.ceil(n_train / cfg["training"]["batch_size"]))
@@ -90,8 +90,8 @@ class Session:
         es = cfg["early_stopping"]
         self.stopper = EarlyStopping(model, es["monitor"], es["patience"], es["min_delta"], es["mode"],
                                      es["restore_best_weights"]) if es else None
-        self.extras = {"config": cfg, "class_names": data.class_names,
-                       "preprocessing": {**data.preprocessing, "input_shape": list(model.input_shape)}}
+        self.extras = {"config": cfg, "pipeline": pipeline.from_training(
+            cfg, data.preprocessing, data.class_names, feature_shape, data.feature_names)}
         self.history = []
         self.finished = False
         self.refused = set()  # saved states resume found unusable

@@ -157,12 +157,13 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
         for y, part in ((data.y_train, "training"), (data.y_val, "validation"), (data.y_test, "test")):
             _check_targets(y, model, cfg, part)
         x_train, y_train, x_val, y_val = _split(cfg, data, streams["split"])
+        feature_shape = x_train.shape[1:]
         x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
                                   ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
         data.x_train = data.x_val = data.x_test = None
         check_memory(cfg, model, len(x_train))  # a batch of this data, before training allocates it
         config_mod.check_monitors(cfg, x_val is not None)
-        session = Session(cfg, model, streams, data, folder, report, len(x_train))
+        session = Session(cfg, model, streams, data, feature_shape, folder, report, len(x_train))
         if runs_root is None:
             session.resume()
         else:

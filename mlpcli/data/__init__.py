@@ -63,6 +63,7 @@ class Dataset:
     class_names: list[str] | None
     preprocessing: dict  # {"scale", "offset"}: x_model = x_raw * scale + offset (numbers or per-feature lists)
     name: str  # e.g. "mnist"
+    feature_names: list[str] | None = None  # a table's feature columns, in order
 
 
 def _float32_blocks(x: np.ndarray):
@@ -222,4 +223,5 @@ def load_dataset(
         class_names=raw.class_names,
         preprocessing=preprocessing,
         name=name,
+        feature_names=raw.feature_names,
     )

@@ -234,4 +234,4 @@ def load_csv(
     else:
         encoded, class_names = _class_labels(list(splits.values()), label_column)
         ys = dict(zip(splits, encoded, strict=True))
-    return RawData.from_splits(xs, ys, class_names)
+    return RawData.from_splits(xs, ys, class_names, feature_names=features)

@@ -1,0 +1,210 @@
+"""The input pipeline a model carries: everything between a raw input and its first layer.
+
+``mlp train`` records it in the model file (group ``mlpcli/pipeline``: the
+JSON attribute ``record`` and the float32 datasets ``scale`` and ``offset``;
+never code), and every consumer (evaluate, predict, and whatever opens a
+model later) reads it back through ``read``, so a raw input is prepared the
+way the training data was:
+
+- ``kind``: ``digits`` (MNIST-style handwritten digits: an image is centred
+  as MNIST's were), ``image`` (images of ``feature_shape`` (H, W) or (H, W, 3)
+  in ``color_mode``: decoded and, when their size differs, resized), ``table``
+  (rows of the named ``columns``, in that order, with ``label_column``) or
+  ``array`` (numeric samples of ``feature_shape``);
+- the scaling: its name (``unit``, ``none``, ``standardize``) and its numbers
+  (``raw * scale + offset``; scalars or arrays of the feature shape);
+- the task and the class names.
+
+``version`` grows when the record changes; a reader takes every version up to
+its own. Model files written before the record existed are read from their
+stored config, preprocessing and class names (``from_legacy``), and a
+foreign Keras file has no pipeline at all: the user says what its inputs need.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlpcli.errors import ModelFileError
+
+VERSION = 1
+KINDS = ("digits", "image", "table", "array")
+SCALINGS = ("unit", "none", "standardize")
+COLOR_MODES = ("grayscale", "rgb")
+GROUP = "pipeline"  # below the model file's mlpcli group
+DIGITS_SHAPE = (28, 28)
+# which kind of input each dataset of a config gives
+KIND_OF_DATASET = {"mnist": "digits", "fashion_mnist": "image", "image_folder": "image",
+                   "csv": "table", "npz": "array"}
+
+
+@dataclass
+class InputPipeline:
+    kind: str
+    feature_shape: tuple  # one raw sample as the data gives it, before it is shaped for the model
+    scaling: str
+    scale: np.ndarray  # float32, shape () or feature_shape
+    offset: np.ndarray
+    task: str = "classification"
+    class_names: list | None = None
+    color_mode: str | None = None  # image
+    columns: list | None = None  # table: the feature columns, in the model's order
+    label_column: str | None = None  # table
+    notes: list = field(default_factory=list)  # what a reader of an older file should know
+
+    @property
+    def image_size(self):
+        """(height, width) of an image or digits pipeline."""
+        return tuple(self.feature_shape[:2])
+
+    def scaling_numbers(self, scaling):
+        """(scale, offset) float32 arrays of ``scaling``: this pipeline's own numbers for its own
+        scaling (and for ``standardize``, which only the training data's numbers can give)."""
+        if scaling == self.scaling or scaling == "standardize":
+            return self.scale, self.offset
+        return standard_numbers(scaling)
+
+    def record(self):
+        """The JSON record (the arrays go next to it)."""
+        out = {"version": VERSION, "kind": self.kind, "feature_shape": list(self.feature_shape),
+               "scaling": self.scaling, "task": self.task, "class_names": self.class_names}
+        if self.kind == "image":
+            out["color_mode"] = self.color_mode
+        if self.kind == "table":
+            out["columns"] = self.columns
+            out["label_column"] = self.label_column
+        return out
+
+
+def standard_numbers(scaling):
+    """(scale, offset) of the scalings that need no data: ``unit`` (x / 255) and ``none``."""
+    scale = 1.0 / 255.0 if scaling == "unit" else 1.0
+    return np.asarray(scale, np.float32), np.asarray(0.0, np.float32)
+
+
+def from_training(cfg, preprocessing, class_names, feature_shape, columns=None):
+    """The pipeline of a model trained with config ``cfg`` on data whose samples have
+    ``feature_shape``, scaled by ``preprocessing`` ({"scale", "offset"})."""
+    data = cfg["data"]
+    kind = KIND_OF_DATASET[data["dataset"]]
+    return InputPipeline(
+        kind=kind, feature_shape=tuple(int(d) for d in feature_shape), scaling=data["scaling"],
+        scale=np.asarray(preprocessing["scale"], np.float32), offset=np.asarray(preprocessing["offset"], np.float32),
+        task=cfg["task"], class_names=list(class_names) if class_names else None,
+        color_mode=(data.get("color_mode") or "grayscale") if kind == "image" else None,
+        columns=list(columns) if kind == "table" and columns else None,
+        label_column=(data.get("label_column") or "label") if kind == "table" else None)
+
+
+def write(group, pipeline):
+    """Store ``pipeline`` in the h5py group ``group`` (the model file's mlpcli group)."""
+    own = group.create_group(GROUP)
+    own.attrs["record"] = json.dumps(pipeline.record())
+    own.create_dataset("scale", data=np.asarray(pipeline.scale, np.float32))
+    own.create_dataset("offset", data=np.asarray(pipeline.offset, np.float32))
+
+
+def read(record, scale, offset, path):
+    """The pipeline of a stored ``record`` (parsed JSON) and its ``scale``/``offset`` arrays;
+    ``ModelFileError`` naming ``path`` for anything that does not hold together."""
+    def bad(what):
+        return ModelFileError(f"{path}: the input pipeline record (mlpcli/{GROUP}) {what}")
+
+    if not isinstance(record, dict):
+        raise bad("is not a JSON object")
+    version = record.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad(f"has no valid version (got {version!r})")
+    if version > VERSION:
+        raise ModelFileError(f"{path}: written by a newer mlpcli (input pipeline record version {version}; "
+                             f"this mlpcli reads up to {VERSION}); upgrade mlpcli to use it")
+    kind = _choice(record, "kind", KINDS, bad)
+    shape = record.get("feature_shape")
+    if (not isinstance(shape, list) or not shape or len(shape) > 3
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 2**31 for d in shape)):
+        raise bad(f"has an invalid feature_shape {shape!r}")
+    pipeline = InputPipeline(
+        kind=kind, feature_shape=tuple(shape), scaling=_choice(record, "scaling", SCALINGS, bad),
+        scale=_numbers(scale, shape, "scale", bad), offset=_numbers(offset, shape, "offset", bad),
+        task=_choice(record, "task", ("classification", "regression"), bad),
+        class_names=_strings(record.get("class_names"), "class_names", bad, nullable=True))
+    if kind in ("image", "digits") and len(shape) not in (2, 3):
+        raise bad(f"has an image feature_shape {shape!r}; expected [height, width] or [height, width, 3]")
+    if kind == "image":
+        pipeline.color_mode = _choice(record, "color_mode", COLOR_MODES, bad)
+        if (len(shape) == 3) != (pipeline.color_mode == "rgb") or (len(shape) == 3 and shape[2] != 3):
+            raise bad(f"has feature_shape {shape!r}, which does not fit color_mode {pipeline.color_mode!r}")
+    if kind == "table":
+        pipeline.columns = _strings(record.get("columns"), "columns", bad, nullable=True)
+        if pipeline.columns is not None and [len(pipeline.columns)] != list(shape):
+            raise bad(f"names {len(pipeline.columns)} columns for feature_shape {shape!r}")
+        label = record.get("label_column")
+        if not isinstance(label, str):
+            raise bad(f"has label_column {label!r}, not a string")
+        pipeline.label_column = label
+    return pipeline
+
+
+def _choice(record, key, allowed, bad):
+    value = record.get(key)
+    if value not in allowed:
+        raise bad(f"has {key} {value!r}; expected one of {', '.join(allowed)}")
+    return value
+
+
+def _strings(value, key, bad, nullable=False):
+    if value is None and nullable:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad(f"has {key} that is not a list of strings")
+    return value
+
+
+def _numbers(values, shape, key, bad):
+    """float32 ``values`` (a scalar, or an array of the feature shape), all finite in float32."""
+    if values is None:
+        raise bad(f"has no {key} array")
+    values = np.asarray(values)
+    if values.shape not in ((), tuple(shape)):
+        raise bad(f"has a {key} of shape {values.shape}; expected () or {tuple(shape)}")
+    limit = float(np.finfo(np.float32).max)
+    if not (np.abs(values.astype(np.float64)) <= limit).all():  # NaN compares False
+        raise bad(f"has a {key} that is not finite in float32")
+    return values.astype(np.float32)
+
+
+def from_legacy(config, preprocessing, class_names, input_shape, path):
+    """The pipeline of a model file mlpcli wrote before it recorded one: read from the
+    stored config (dataset, scaling, task, colour mode, label column), the stored
+    ``preprocessing`` numbers and class names. None when the file has no config."""
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        return None
+    data = config["data"]
+    dataset = data.get("dataset")
+    if dataset not in KIND_OF_DATASET:
+        return None
+    stored = preprocessing or {}
+    scale = np.asarray(stored.get("scale", 1.0), np.float32)
+    offset = np.asarray(stored.get("offset", 0.0), np.float32)
+    scaling = data.get("scaling") if data.get("scaling") in SCALINGS else \
+        ("unit" if dataset in ("mnist", "fashion_mnist", "image_folder") else "none")
+    # the data's own sample shape: a per-feature scaling has it; else the model's input shape
+    feature_shape = scale.shape if scale.ndim else tuple(input_shape)
+    kind = KIND_OF_DATASET[dataset]
+    notes = []
+    color_mode = (data.get("color_mode") or "grayscale") if kind == "image" else None
+    if dataset in ("mnist", "fashion_mnist"):
+        feature_shape = DIGITS_SHAPE
+    elif kind == "image" and len(feature_shape) != (3 if color_mode == "rgb" else 2):
+        notes.append(f"{path} was written by an older mlpcli that did not record its images' size; "
+                     "it takes arrays only (.npy, .npz, .csv), not image files")
+        kind = "array"
+    task = config.get("task") if config.get("task") in ("classification", "regression") else "classification"
+    if scale.ndim and scale.shape != tuple(feature_shape) or offset.ndim and offset.shape != tuple(feature_shape):
+        raise ModelFileError(f"{path}: the stored preprocessing does not fit the model's input shape")
+    return InputPipeline(kind=kind, feature_shape=tuple(feature_shape), scaling=scaling, scale=scale,
+                         offset=offset, task=task, class_names=class_names or None,
+                         color_mode=color_mode if kind == "image" else None,
+                         label_column=(data.get("label_column") or "label") if kind == "table" else None,
+                         notes=notes)

@@ -1,0 +1,216 @@
+"""Raw inputs of every kind, read in chunks and prepared for a model by its ``Predictor``.
+
+An input is an image file (any format ``mlpcli.images`` reads), a folder of
+them, a ``.csv`` of rows (columns matched to the model's by header name), a
+``.npy`` array of samples or an ``.npz`` archive (its ``x`` or ``x_test``
+array, with ``y``/``y_test`` as labels). Images are prepared as the model's
+training images were: MNIST's digit centring for a digits model, its
+training loader's size and colour mode for an image-folder model.
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlpcli import images
+from mlpcli.data.npy import NpzArchive, read_npy
+from mlpcli.errors import DataError, MlpError
+from mlpcli.pipeline import DIGITS_SHAPE
+
+CSV_SUFFIX, NPY_SUFFIX, NPZ_SUFFIX = ".csv", ".npy", ".npz"
+ARRAY_SUFFIXES = (CSV_SUFFIX, NPY_SUFFIX, NPZ_SUFFIX)
+IMAGE_CHUNK = 256
+IMAGE_STEPS = ("digits", "resize")  # --images: how a foreign model's images are prepared
+NPZ_FEATURES = ("x", "x_test")  # the arrays of an .npz predicted, in order of preference
+NPZ_LABELS = {"x": "y", "x_test": "y_test"}
+
+
+@dataclass
+class Batch:
+    sources: list  # what each row came from: a file name, "<file>[i]" or "<file>:<line>"
+    x: np.ndarray  # float32 (k, *input_shape), prepared
+    y: np.ndarray | None = None  # class indices or targets, when the input has labels
+    seen: np.ndarray | None = None  # images as the model saw them before scaling (--save-preprocessed)
+    paths: list | None = None  # the image files of ``seen``
+
+
+@dataclass
+class Notices:
+    """One-line notes gathered while reading, printed once at the end."""
+
+    resized: list = field(default_factory=list)  # (path, (width, height)) of resized images
+    ignored_columns: dict = field(default_factory=dict)  # csv path -> columns not used
+    lines: list = field(default_factory=list)
+
+    def text(self, size):
+        out = list(self.lines)
+        if self.resized:
+            path, (w, h) = self.resized[0]
+            out.append(f"Note: {len(self.resized)} image(s) were resized to the model's {size[1]}x{size[0]} "
+                       f"pixels (bilinear), e.g. {path} ({w}x{h})")
+        for path, columns in self.ignored_columns.items():
+            shown = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
+            out.append(f"Note: {path}: column(s) not used by the model: {shown}")
+        return out
+
+
+def read_batches(predictor, inputs, *, chunk_rows=8192, image_steps=None, notices=None):
+    """Batches of every input, in the order given (a folder's images sorted by name)."""
+    notices = notices if notices is not None else Notices()
+    pending = []  # consecutive image files, read together
+    for path in map(Path, inputs):
+        if path.is_dir() or path.suffix.lower() not in ARRAY_SUFFIXES:
+            pending += images.list_images([path])
+            continue
+        if pending:
+            yield from _image_batches(predictor, pending, image_steps, notices)
+            pending = []
+        suffix = path.suffix.lower()
+        if suffix == CSV_SUFFIX:
+            yield from _csv_batches(predictor, path, chunk_rows, notices)
+        elif suffix == NPY_SUFFIX:
+            yield from _array_batches(predictor, read_npy(path), None, str(path), path.name, chunk_rows)
+        else:
+            yield from _npz_batches(predictor, path, chunk_rows)
+    if pending:
+        yield from _image_batches(predictor, pending, image_steps, notices)
+
+
+# ---------------------------------------------------------------- arrays
+
+def _array_batches(predictor, stored, labels, where, name, chunk_rows):
+    if stored.dtype.kind not in "fiub":
+        raise DataError(f"{where}: holds {stored.dtype} values, not numbers")
+    if stored.size == 0:
+        raise DataError(f"{where}: holds no values (shape {stored.shape}); nothing to predict")
+    shape = predictor.feature_shape
+    if stored.shape in (tuple(shape), tuple(predictor.model.input_shape)):
+        stored = stored[None]  # a single sample
+    for start in range(0, len(stored), chunk_rows):
+        part = stored[start:start + chunk_rows]
+        y = None if labels is None else labels[start:start + chunk_rows]
+        yield Batch([f"{name}[{i}]" for i in range(start, start + len(part))], predictor.prepare(part, where), y)
+
+
+def _npz_batches(predictor, path, chunk_rows):
+    with NpzArchive(path) as archive:
+        names = archive.names
+        chosen = next((n for n in NPZ_FEATURES if n in names), names[0] if len(names) == 1 else None)
+        if chosen is None:
+            raise DataError(f"{path}: holds {', '.join(sorted(names)) or 'no arrays'}; expected an array "
+                            f"named {' or '.join(NPZ_FEATURES)} (with {' or '.join(NPZ_LABELS.values())} "
+                            "as labels), or a single array")
+        label_name = NPZ_LABELS.get(chosen)
+        arrays = archive.read([chosen] + ([label_name] if label_name in names else []))
+    labels = arrays.get(label_name)
+    if labels is not None:
+        if len(labels) != len(arrays[chosen]):
+            raise DataError(f"{path}: {chosen} has {len(arrays[chosen])} rows but {label_name} has {len(labels)}")
+        labels = _targets(predictor, labels, f"{path}: {label_name}")
+    yield from _array_batches(predictor, arrays[chosen], labels, f"{path}: {chosen}", path.name, chunk_rows)
+
+
+def _targets(predictor, labels, where):
+    """Labels of an input as the model's class indices, or float32 targets (n, outputs)."""
+    if predictor.task == "classification":
+        if labels.dtype.kind == "f":
+            if not (np.isfinite(labels) & (labels == np.round(labels))).all():
+                raise DataError(f"{where}: class labels must be whole numbers or names")
+            labels = labels.astype(np.int64)
+        return predictor.encode_labels(labels, where)
+    if labels.dtype.kind not in "biuf":
+        raise DataError(f"{where}: regression targets must be numbers, got {labels.dtype}")
+    targets = labels.astype(np.float32).reshape(len(labels), -1)
+    if targets.shape[1] != predictor.model.n_outputs or not np.isfinite(targets).all():
+        raise DataError(f"{where}: expected {predictor.model.n_outputs} finite target value(s) per row")
+    return targets
+
+
+# ---------------------------------------------------------------- CSV
+
+def _csv_batches(predictor, path, chunk_rows, notices):
+    from mlpcli.data.table_rows import read_table_rows
+
+    pipeline = predictor.pipeline
+    table = pipeline if pipeline is not None and pipeline.kind == "table" else None
+    rows = read_table_rows(path, table.columns if table else None,
+                           table.label_column if table else "label",
+                           n_features=math.prod(predictor.model.input_shape), chunk_rows=chunk_rows)
+    if rows.ignored:
+        notices.ignored_columns[str(path)] = list(rows.ignored)
+    for chunk in rows:
+        y = None
+        if chunk.labels is not None:
+            y = _csv_targets(predictor, chunk, path)
+        yield Batch([f"{path.name}:{line}" for line in chunk.lines], predictor.prepare(chunk.x, str(path)), y)
+
+
+def _csv_targets(predictor, chunk, path):
+    if predictor.task == "classification":
+        return predictor.encode_labels(np.char.strip(chunk.labels), f"{path}: label column")
+    try:
+        values = chunk.labels.astype(np.float32)
+    except ValueError:
+        raise DataError(f"{path}: the label column holds values that are not numbers") from None
+    return _targets(predictor, values, f"{path}: label column")
+
+
+# ---------------------------------------------------------------- images
+
+def image_steps_of(predictor, asked=None):
+    """("digits", None) or ("resize", (height, width, color_mode)): how this model's images are
+    prepared; DataError when it does not take images. ``asked`` is --images (foreign files only)."""
+    pipeline, shape = predictor.pipeline, tuple(predictor.model.input_shape)
+    if pipeline is not None:
+        if asked is not None:
+            raise MlpError(f"--images: {predictor.path} records how its images were prepared "
+                           f"({pipeline.kind}); --images is for model files that do not")
+        if pipeline.kind == "digits":
+            return "digits", None
+        if pipeline.kind == "image":
+            return "resize", (*pipeline.image_size, pipeline.color_mode)
+        what = "table rows (give a .csv)" if pipeline.kind == "table" else "arrays (give a .npy or .npz)"
+        raise DataError(f"{predictor.path}: the model was trained on {what}, not images")
+    if len(shape) in (2, 3) and (len(shape) == 2 or shape[2] in (1, 3)):
+        size = (shape[0], shape[1], "rgb" if len(shape) == 3 and shape[2] == 3 else "grayscale")
+    else:
+        count = math.prod(shape)
+        gray, rgb = math.isqrt(count), math.isqrt(count // 3)
+        size = (gray, gray, "grayscale") if gray * gray == count else \
+            (rgb, rgb, "rgb") if 3 * rgb * rgb == count else None
+    if asked == "digits" or (asked is None and size is not None and size[:2] == DIGITS_SHAPE
+                             and size[2] == "grayscale" and len(shape) == 1):
+        if math.prod(shape) != math.prod(DIGITS_SHAPE):
+            raise MlpError(f"--images digits: the model takes {math.prod(shape)} values, not a 28x28 digit")
+        return "digits", None
+    if size is None:
+        raise DataError(f"{predictor.path}: the model takes {list(shape)} values, which is no image size; "
+                        "give .npy, .npz or .csv rows")
+    return "resize", size
+
+
+def _image_batches(predictor, paths, asked, notices):
+    steps, size = image_steps_of(predictor, asked)
+    if predictor.pipeline is None and asked is None:
+        how = "centred as MNIST digits (28x28)" if steps == "digits" else \
+            f"resized to {size[1]}x{size[0]} {size[2]}"
+        other = "resize" if steps == "digits" else "digits"
+        line = (f"Note: {predictor.path} does not record how its images were prepared; they are {how} "
+                f"(pass --images {other} for the other way)")
+        if line not in notices.lines:
+            notices.lines.append(line)
+    for start in range(0, len(paths), IMAGE_CHUNK):
+        part = paths[start:start + IMAGE_CHUNK]
+        if steps == "digits":
+            seen = np.stack([images.load_digit(p) for p in part])
+        else:
+            loaded = []
+            for path in part:
+                pixels, original = images.load_image(path, size[0], size[1], size[2])
+                if original is not None:
+                    notices.resized.append((path, original))
+                loaded.append(pixels)
+            seen = np.stack(loaded)
+        yield Batch([p.name for p in part], predictor.prepare(seen, str(part[0].parent)), None, seen, part)

@@ -1,0 +1,284 @@
+"""The one way into a model: open it, prepare raw inputs as it needs them, predict, score.
+
+``Predictor`` opens a model file (a run's ``model.h5``, one of its checkpoints,
+a sweep's recommended trial, or any Keras-layout ``.h5``) with the input
+pipeline it records (``mlpcli.pipeline``), and prepares raw samples through it:
+the scaling and its numbers, the sample shape, the class names.
+``mlp evaluate`` and ``mlp predict`` both go through it; reading the inputs
+themselves (images, CSV rows, arrays) is ``mlpcli.predict_inputs``.
+
+A foreign Keras file records no pipeline: its inputs go in as they are
+(``--scaling none``) unless the user says otherwise, and a warning names the
+option when the values suggest otherwise (``RangeCheck``).
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlpcli import config as config_mod
+from mlpcli import modelfile, runs
+from mlpcli.data.features import check_finite, scale_into
+from mlpcli.errors import ConfigError, DataError, MlpError, ModelFileError
+from mlpcli.nn import losses, metrics
+from mlpcli.nn.metrics import confusion_matrix, per_class_scores, predicted_classes
+from mlpcli.pipeline import SCALINGS, standard_numbers
+
+FOREIGN_SCALING = "none"  # what a file without mlpcli's record gets unless --scaling says otherwise
+MISCLASSIFIED_KEPT = 100
+
+
+@dataclass
+class Prediction:
+    source: str  # file name, or "<file>[row]"
+    label: str
+    probability: float
+    top: list  # [(label, probability), ...], best first
+
+    def as_dict(self):
+        return {"source": self.source, "class": self.label, "probability": self.probability,
+                "top_k": [{"class": c, "probability": p} for c, p in self.top]}
+
+
+class RangeCheck:
+    """The range of the raw values a predictor took in, and the warning it calls for: values
+    that look already scaled for a model that divides by 255, or raw pixels for a model that
+    takes them as they are."""
+
+    def __init__(self):
+        self.low, self.high = math.inf, -math.inf
+
+    def add(self, raw):
+        if raw.size:
+            self.low = min(self.low, float(raw.min()))
+            self.high = max(self.high, float(raw.max()))
+
+    def warning(self, predictor):
+        if self.high < self.low:
+            return None
+        seen = f"input values range over [{self.low:g}, {self.high:g}]"
+        if predictor.scaling == "unit" and self.high <= 1:
+            told = "--scaling unit" if predictor.scaling_given else "the model, as in its training"
+            return (f"Warning: {seen}, yet they are divided by 255 ({told}); if they are "
+                    "already scaled (x / 255), pass --scaling none")
+        if predictor.scaling != "none" or self.high <= 1:
+            return None
+        if predictor.pipeline is not None and predictor.pipeline.scaling == "unit":
+            return (f"Warning: {seen} and go in as they are (--scaling none), but the model was trained "
+                    "on values divided by 255; leave out --scaling none to scale them as in training")
+        if predictor.pipeline is None and not predictor.scaling_given:
+            return (f"Warning: {seen} and go in as they are: {predictor.path} does not record how its "
+                    f"inputs were scaled, and --scaling defaults to {FOREIGN_SCALING} for such files; if "
+                    "the model was trained on x / 255 (as in the Keras MNIST tutorial), pass --scaling "
+                    "unit; pass --scaling none to say the inputs are right as they are")
+        return None
+
+
+class Predictor:
+    """A model and what its raw inputs need (see the module docstring)."""
+
+    def __init__(self, loaded, path, run_dir=None, *, scaling=None):
+        self.loaded, self.model, self.path, self.run_dir = loaded, loaded.model, Path(path), run_dir
+        self.pipeline = loaded.pipeline
+        self.config = _checked_config(loaded.config, path) if loaded.config else None
+        if scaling is not None and scaling not in SCALINGS:
+            raise MlpError(f"--scaling: must be one of {', '.join(SCALINGS)}, got {scaling!r}")
+        self.scaling_given = scaling is not None
+        own = self.pipeline.scaling if self.pipeline else FOREIGN_SCALING
+        self.scaling = scaling or own
+        if self.scaling == "standardize" and self.pipeline is None:
+            raise MlpError(f"--scaling standardize: {path} does not record the training data's mean and "
+                           "standard deviation (only a model file mlpcli wrote does); standardize the "
+                           "inputs yourself and pass --scaling none")
+        if self.scaling == "standardize" and self.pipeline.scaling != "standardize":
+            raise MlpError(f"--scaling standardize: {path} was trained with scaling "
+                           f"{self.pipeline.scaling}, so it records no mean and standard deviation")
+        self.scale, self.offset = (self.pipeline.scaling_numbers(self.scaling) if self.pipeline
+                                   else standard_numbers(self.scaling))
+        self.feature_shape = tuple(self.pipeline.feature_shape) if self.pipeline else self.model.input_shape
+        self.task = (self.pipeline.task if self.pipeline else
+                     self.config["task"] if self.config else _guess_task(self.model))
+        self.range = RangeCheck()
+
+    @classmethod
+    def open(cls, run_dir=None, *, model_path=None, checkpoint=None, runs_root="runs", note=None, scaling=None):
+        """The model of ``model_path``, else of the run ``run_dir`` (default: the newest run;
+        a sweep: its recommended trial), its ``checkpoint`` (model.h5, best, last, an epoch)."""
+        if model_path is not None and checkpoint is not None:
+            raise MlpError("give either --checkpoint or --model, not both")
+        if model_path is None or run_dir is not None:
+            run_dir = runs.resolve_run_dir(run_dir, runs_root, note)  # MERGE: runs.model_folder
+            if not (run_dir / runs.CONFIG_FILE).exists():
+                raise MlpError(f"{run_dir}: not a run folder (no config.yaml)")
+        path = Path(model_path) if model_path is not None else _choose(run_dir, checkpoint)
+        return cls(modelfile.load(path), path, run_dir, scaling=scaling)
+
+    # ---------------------------------------------------------------- what the model is
+
+    @property
+    def n_classes(self):
+        return max(self.model.n_outputs, 2)
+
+    @property
+    def class_names(self):
+        """The names of the classes, by index (the indices themselves when none were recorded)."""
+        names = self.pipeline.class_names if self.pipeline else None
+        if names and len(names) == self.n_classes:
+            return list(names)
+        return [str(i) for i in range(self.n_classes)]
+
+    @property
+    def loss_name(self):
+        if self.config:
+            return self.config["loss"]
+        if self.loaded.loss in losses.LOSSES or self.loaded.loss in losses.ALIASES:
+            return self.loaded.loss
+        if self.task == "regression":
+            return "mean_squared_error"
+        return "binary_crossentropy" if self.model.n_outputs == 1 else "categorical_crossentropy"
+
+    def expects(self):
+        """What one sample must be, in words, for messages."""
+        count = math.prod(self.model.input_shape)
+        shape = self.feature_shape if self.pipeline else self.model.input_shape
+        return f"{count} values (shape {list(shape)})"
+
+    # ---------------------------------------------------------------- preparing inputs
+
+    def prepare(self, raw, where):
+        """Raw samples (n, ...) -> float32 (n, *input_shape): checked, scaled as the model needs."""
+        raw = np.asarray(raw)
+        if raw.dtype.kind not in "biuf":
+            raise DataError(f"{where}: holds {raw.dtype} values, not numbers")
+        want = math.prod(self.model.input_shape)
+        if raw.ndim < 1 or math.prod(raw.shape[1:]) != want:
+            got = math.prod(raw.shape[1:]) if raw.ndim > 1 else 1
+            raise DataError(f"{where}: samples of shape {list(raw.shape[1:])} ({got} values); the model "
+                            f"takes {self.expects()}")
+        if raw.dtype.kind == "f":
+            check_finite(raw, where)
+        self.range.add(raw)
+        x = np.empty((len(raw), *self.feature_shape), np.float32)
+        return scale_into(raw.reshape(x.shape), x, self.scale, self.offset).reshape(
+            (len(raw), *self.model.input_shape))
+
+    def encode_labels(self, labels, where):
+        """Label cells (str array, or numbers) -> int64 class indices of this model's classes."""
+        labels = np.asarray(labels)
+        names = self.class_names
+        if labels.dtype.kind in "iu":
+            codes = labels.astype(np.int64)
+        else:
+            text = labels.astype(str)
+            recorded = self.pipeline.class_names if self.pipeline else None
+            if recorded:
+                lookup = {name: i for i, name in enumerate(names)}
+                codes = np.array([lookup.get(t.strip(), -1) for t in text], dtype=np.int64)
+            else:
+                try:
+                    codes = np.array([int(t) for t in text], dtype=np.int64)
+                except ValueError:
+                    raise DataError(f"{where}: labels are names, but the model records no class names; "
+                                    f"give class indices 0..{len(names) - 1}") from None
+        bad = (codes < 0) | (codes >= len(names))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"{where}: label {labels[i].item()!r} (row {i}) is not one of the model's "
+                            f"classes: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}")
+        return codes
+
+    def remap_labels(self, y, data_names, where):
+        """Class indices of a dataset whose classes are ``data_names`` -> this model's indices."""
+        if not data_names or not self.pipeline or not self.pipeline.class_names or data_names == self.class_names:
+            return y
+        return self.encode_labels(np.asarray(data_names, dtype=str)[y], where)
+
+    # ---------------------------------------------------------------- outputs
+
+    def outputs(self, x, sources=None):
+        """The model's outputs (n, outputs) for prepared ``x``."""
+        out = self.model.predict(x).reshape(len(x), -1)
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():  # weights that overflow float32 on this input: no probability to show
+            which = sources[int(np.argmin(finite))] if sources else f"sample {int(np.argmin(finite))}"
+            raise MlpError(f"{which}: the model's outputs are not finite numbers (its weights overflow "
+                           "float32 on this input)")
+        return out
+
+    def probabilities(self, outputs):
+        """Class probabilities (n, classes): softmax rows as they are, a sigmoid's P(1) as [1-p, p]."""
+        return np.hstack([1.0 - outputs, outputs]) if outputs.shape[1] == 1 else outputs
+
+    def decode(self, sources, outputs, top_k=3):
+        """A Prediction per row of ``outputs`` (classification) with the ``top_k`` classes."""
+        names, probs = self.class_names, self.probabilities(outputs)
+        k = max(1, min(top_k, probs.shape[1]))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [Prediction(src, names[o[0]], float(row[o[0]]), [(names[j], float(row[j])) for j in o])
+                for src, row, o in zip(sources, probs, order)]
+
+    def warnings(self):
+        """What the inputs seen so far suggest the user check (a list of lines)."""
+        line = self.range.warning(self)
+        return ([line] if line else []) + (self.pipeline.notes if self.pipeline else [])
+
+    # ---------------------------------------------------------------- scoring
+
+    def score(self, x, y, metric_specs=None):
+        """Loss, metrics and, for classification, the per-class report on prepared (x, y)."""
+        model = self.model
+        metric_specs = metric_specs or (self.config["metrics"] if self.config else [{"type": "accuracy"}])
+        loss = losses.get(self.loss_name)
+        y_pred = self.outputs(x)
+        penalty = model.weight_penalty() + model.predict_activity_penalty
+        report = {"samples": int(len(x)),
+                  "loss": loss.value(losses.encode_targets(loss, y, model.n_outputs), y_pred) + penalty,
+                  "metrics": metrics.compute(metric_specs, y, y_pred)}
+        if self.task != "classification":
+            return report
+        return {**report, **self._class_report(y.astype(np.int64), y_pred)}
+
+    def _class_report(self, y, y_pred):
+        n_classes, names = self.n_classes, self.class_names
+        predicted = predicted_classes(y_pred)
+        cm = confusion_matrix(y, predicted, n_classes)
+        precision, recall, f1, support = per_class_scores(cm)
+        total = support.sum()
+        weights = support / max(total, 1)
+        wrong = np.flatnonzero(predicted != y)[:MISCLASSIFIED_KEPT]
+        confidence = y_pred.max(axis=1) if self.model.n_outputs > 1 else np.abs(y_pred[:, 0] - 0.5) + 0.5
+        return {
+            "class_names": names,
+            "per_class": [{"class": names[i], "precision": float(precision[i]), "recall": float(recall[i]),
+                           "f1": float(f1[i]), "support": int(support[i])} for i in range(n_classes)],
+            "macro_avg": {"precision": float(precision.mean()), "recall": float(recall.mean()),
+                          "f1": float(f1.mean()), "support": int(total)},
+            "weighted_avg": {"precision": float(precision @ weights), "recall": float(recall @ weights),
+                             "f1": float(f1 @ weights), "support": int(total)},
+            "confusion_matrix": cm.tolist(),
+            "misclassified": [{"index": int(i), "true": int(y[i]), "predicted": int(predicted[i]),
+                               "probability": float(confidence[i])} for i in wrong]}
+
+
+def _checked_config(cfg, path):
+    """The mlpcli config stored in a model file, checked as ``mlp train`` checks a config."""
+    try:
+        return config_mod.resolve(cfg)
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: the mlpcli config stored in the file is not valid: "
+                             + "; ".join(exc.problems)) from None
+
+
+def _guess_task(model):
+    """A foreign file's task, from its output activation: a softmax or sigmoid gives probabilities."""
+    last = model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "name", "linear")
+    return "classification" if activation in ("softmax", "sigmoid") else "regression"
+
+
+def _choose(run_dir, checkpoint):  # MERGE: runs.choose_checkpoint
+    from mlpcli.evaluate import choose_checkpoint
+
+    return choose_checkpoint(run_dir, checkpoint)
