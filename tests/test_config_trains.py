@@ -166,7 +166,6 @@ def train_like_mlp(raw, folder):
     path = folder / "model.h5"
     modelfile.save(path, model, loss=cfg["loss"], optimizer=trainer.optimizer,
                    metrics=[m["type"] for m in cfg["metrics"]], config=cfg,
-                   preprocessing={"scale": 1.0, "offset": 0.0}, class_names=None,
                    state={"trainer": state}, arrays=arrays)
     loaded = modelfile.load(path)
     assert loaded.model.count_params() == model.count_params()

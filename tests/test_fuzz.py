@@ -40,6 +40,7 @@ from mlpcli.nn import (
     schedules,
 )
 from mlpcli.nn.model import Sequential
+from mlpcli.pipeline import InputPipeline
 
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -251,8 +252,10 @@ def small_model_file(path):
     opt.build(model.params)
     opt.apply(model.params, [np.ones_like(p) for p in model.params], 0.01)
     modelfile.save(path, model, loss="categorical_crossentropy", optimizer=opt, metrics=["accuracy"],
-                   config={"name": "x"}, preprocessing={"scale": 1.0, "offset": 0.0},
-                   class_names=["a", "b", "c"], state={"epoch": 1})
+                   config={"name": "x"}, state={"epoch": 1},
+                   pipeline=InputPipeline(kind="array", feature_shape=(4,), scaling="standardize",
+                                          scale=np.full(4, 0.5, np.float32), offset=np.zeros(4, np.float32),
+                                          class_names=["a", "b", "c"]))
     return path.read_bytes()
 
 
@@ -270,7 +273,7 @@ def test_small_model_file_loads(fuzz_dir, model_bytes):
     path = fuzz_dir / "again.h5"
     path.write_bytes(model_bytes)
     loaded = modelfile.load(path)
-    assert loaded.class_names == ["a", "b", "c"] and loaded.model.count_params() == 4 * 8 + 8 + 8 * 3 + 3
+    assert loaded.pipeline.class_names == ["a", "b", "c"] and loaded.model.count_params() == 4 * 8 + 8 + 8 * 3 + 3
 
 
 def model_or_error(path):

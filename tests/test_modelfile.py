@@ -14,12 +14,14 @@ from mlpcli import modelfile
 from mlpcli.errors import DiskFullError, ModelFileError
 from mlpcli.nn import optimizers
 from mlpcli.nn.model import Sequential
+from mlpcli.pipeline import InputPipeline
 
 MLP = [{"type": "dense", "units": 16, "activation": "relu"},
        {"type": "dropout", "rate": 0.3},
        {"type": "dense", "units": 10, "activation": "softmax"}]
-PREPROCESSING = {"scale": 1 / 255, "offset": 0.0, "input_shape": [784]}
 CLASS_NAMES = [f"digit {i}" for i in range(10)]
+PIPELINE = InputPipeline(kind="digits", feature_shape=(28, 28), scaling="unit",
+                         scale=np.float32(1 / 255), offset=np.float32(0), class_names=CLASS_NAMES)
 CONFIG = {"model": {"layers": MLP}, "training": {"epochs": 3, "batch_size": 32,
                                                  "optimizer": {"type": "adam", "learning_rate": 0.001}},
           "seed": 0}
@@ -47,8 +49,7 @@ def inputs(n=7, shape=(784,), seed=2):
 
 def save_full(path, model, opt):
     modelfile.save(path, model, loss="categorical_crossentropy", optimizer=opt,
-                   metrics=["accuracy", "top_k"], config=CONFIG, preprocessing=PREPROCESSING,
-                   class_names=CLASS_NAMES, state=STATE)
+                   metrics=["accuracy", "top_k"], config=CONFIG, pipeline=PIPELINE, state=STATE)
 
 
 @pytest.fixture
@@ -86,9 +87,9 @@ def test_round_trip_restores_everything(saved):
 
     assert mf.loss == "categorical_crossentropy"
     assert mf.config == CONFIG
-    assert mf.preprocessing == PREPROCESSING
-    assert mf.preprocessing["scale"] == 1 / 255  # exact, not rounded
-    assert mf.class_names == CLASS_NAMES
+    assert mf.pipeline.record() == PIPELINE.record()
+    assert mf.pipeline.scale == np.float32(1 / 255)  # exact in float32, as applied
+    assert mf.pipeline.class_names == CLASS_NAMES
     assert mf.state == STATE
 
 
@@ -123,8 +124,8 @@ def test_save_without_extras_loads_with_defaults(tmp_path):
     path = tmp_path / "bare.h5"
     modelfile.save(path, model)
     mf = modelfile.load(path)
-    assert mf.loss is None and mf.config is None and mf.preprocessing is None
-    assert mf.class_names is None and mf.state == {} and mf.optimizer_state == {}
+    assert mf.loss is None and mf.config is None and mf.pipeline is None
+    assert mf.state == {} and mf.optimizer_state == {}
     for a, b in zip(mf.model.params, model.params):
         np.testing.assert_array_equal(a, b)
 
@@ -264,8 +265,8 @@ def test_written_layout_is_keras_legacy_hdf5(saved):
         own = f["mlpcli"]
         assert "version" in own.attrs
         assert json.loads(own.attrs["config"]) == CONFIG
-        assert json.loads(own.attrs["preprocessing"]) == PREPROCESSING
-        assert json.loads(own.attrs["class_names"]) == CLASS_NAMES
+        assert json.loads(own["pipeline"].attrs["record"]) == PIPELINE.record()
+        assert own["pipeline/scale"][()] == np.float32(1 / 255)
         assert json.loads(own.attrs["state"]) == STATE
         assert int(own["optimizer/iterations"][()]) == 3
         np.testing.assert_array_equal(own["optimizer/m/0"][()], opt.get_state()["m/0"])
@@ -528,7 +529,7 @@ def test_failed_save_leaves_the_old_file(tmp_path, monkeypatch, fail):
         calls = _create_dataset_calls(m)
         save_full(tmp_path / "probe.h5", new, new_opt)
     os.unlink(tmp_path / "probe.h5")
-    assert len(calls) == 4 + 9  # 4 weights + iterations + 8 Adam slots
+    assert len(calls) == 4 + 2 + 9  # 4 weights + the pipeline's scale and offset + iterations + 8 Adam slots
 
     fail_at = 1 if fail == "first" else len(calls)
     with monkeypatch.context() as m:

@@ -19,6 +19,7 @@ from mlpcli import modelfile  # noqa: E402
 from mlpcli.errors import ModelFileError  # noqa: E402
 from mlpcli.nn import optimizers  # noqa: E402
 from mlpcli.nn.model import Sequential  # noqa: E402
+from mlpcli.pipeline import InputPipeline  # noqa: E402
 
 OPTIMIZER_ERROR = "Error in loading the saved optimizer state"
 
@@ -43,8 +44,10 @@ def ours_saved(path):
                                  for p in model.params], 0.01)
     modelfile.save(path, model, loss="categorical_crossentropy", optimizer=opt,
                    metrics=["accuracy"], config={"seed": 0},
-                   preprocessing={"scale": 1 / 255, "offset": 0.0, "input_shape": [784]},
-                   class_names=[str(i) for i in range(10)], state={"epoch": 3})
+                   pipeline=InputPipeline(kind="digits", feature_shape=(28, 28), scaling="unit",
+                                          scale=np.float32(1 / 255), offset=np.float32(0),
+                                          class_names=[str(i) for i in range(10)]),
+                   state={"epoch": 3})
     return model
 
 
@@ -239,14 +242,14 @@ def test_keras_written_model_through_mlp_predict_and_evaluate(tmp_path):
     model.save(path)
     raw = load_builtin("mnist").x_test[:20]
     np.save(tmp_path / "rows.npy", raw)
-    result = CliRunner().invoke(main, ["predict", "--npy", str(tmp_path / "rows.npy"), "--model", str(path),
-                                       "--json", "--top-k", "10"])
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "rows.npy"), "--model", str(path),
+                                       "--json", "--top-k", "10", "--scaling", "unit"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines()]
     expected = model.predict(raw.reshape(20, 784).astype(np.float32) / 255.0, verbose=0)
     for row, probs in zip(rows, expected):
         got = {int(t["class"]): t["probability"] for t in row["top_k"]}
         np.testing.assert_allclose([got[k] for k in range(10)], probs, atol=1e-5)
-    result = CliRunner().invoke(main, ["evaluate", "--model", str(path), "--data", "mnist"])
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(path), "--data", "mnist", "--scaling", "unit"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "evaluation-keras_mlp-on-mnist.json").exists()

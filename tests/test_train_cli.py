@@ -63,9 +63,9 @@ def test_output_shows_summary_epochs_and_test(mnist_run):
 def test_model_file_holds_preprocessing_and_classes(mnist_run):
     root, _ = mnist_run
     loaded = modelfile.load(root / "latest" / "model.h5")
-    assert loaded.preprocessing["scale"] == pytest.approx(1 / 255)
-    assert loaded.preprocessing["input_shape"] == [784]
-    assert loaded.class_names == [str(i) for i in range(10)]
+    assert loaded.pipeline.kind == "digits" and loaded.pipeline.scaling == "unit"
+    assert loaded.pipeline.scale == np.float32(1 / 255) and loaded.pipeline.feature_shape == (28, 28)
+    assert loaded.pipeline.class_names == [str(i) for i in range(10)]
     assert loaded.config["name"] == "mnist-mlp"
     assert loaded.optimizer_state["iterations"] > 0
 
