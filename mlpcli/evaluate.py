@@ -131,8 +131,8 @@ def _test_data(predictor, data):
     followed (a file from elsewhere could name any local file or folder).
     """
     cfg, run_dir = predictor.config, predictor.run_dir
-    if data is not None and Path(data).suffix.lower() == ".csv" and not Path(data).is_dir():
-        return _csv_data(predictor, Path(data))
+    if data is not None and Path(data).suffix.lower() in (".csv", ".npz") and not Path(data).is_dir():
+        return _labelled_file(predictor, Path(data))
     if data is None:
         if run_dir is not None:
             data_cfg = dict(_run_config(run_dir)["data"])
@@ -163,13 +163,16 @@ def _test_data(predictor, data):
     return predictor.prepare(x, name), y, f"{what} ({len(x)} samples)"
 
 
-def _csv_data(predictor, path):
-    """A CSV file's rows, columns matched to the model's by name, and its label column."""
+def _labelled_file(predictor, path):
+    """A CSV file's rows (columns matched to the model's by name) and its label column, or an
+    .npz archive's x_test and y_test (or x and y, or x_train and y_train)."""
     from mlpcli.predict_inputs import read_batches
 
     xs, ys = [], []
     for batch in read_batches(predictor, [path]):
         if batch.y is None:
+            if path.suffix.lower() == ".npz":
+                raise DataError(f"{path}: no labels (y_test, y or y_train) to score the predictions against")
             label = predictor.pipeline.label_column if predictor.pipeline and predictor.pipeline.label_column \
                 else "label"
             raise DataError(f"{path}: no label column {label!r} to score the predictions against")
@@ -194,9 +197,6 @@ def _stored_builtin_data(data_cfg, model_path):
 def _kind_of(path, cfg):
     if path.is_dir():
         return "image_folder"
-    suffix = path.suffix.lower()
-    if suffix in (".npz", ".csv"):
-        return suffix[1:]
     if cfg and cfg["data"]["dataset"] not in BUILTINS:
         return cfg["data"]["dataset"]
     raise MlpError(f"--data {path}: expected mnist, fashion_mnist, a .npz or .csv file, or a folder of images")

@@ -2,8 +2,8 @@
 
 An input is an image file (any format ``mlpcli.images`` reads), a folder of
 them, a ``.csv`` of rows (columns matched to the model's by header name), a
-``.npy`` array of samples or an ``.npz`` archive (its ``x`` or ``x_test``
-array, with ``y``/``y_test`` as labels). Images are prepared as the model's
+``.npy`` array of samples or an ``.npz`` archive (its ``x``, ``x_test`` or
+``x_train`` array, with ``y``, ``y_test`` or ``y_train`` as labels). Images are prepared as the model's
 training images were: MNIST's digit centring for a digits model, its
 training loader's size and colour mode for an image-folder model.
 """
@@ -23,8 +23,8 @@ CSV_SUFFIX, NPY_SUFFIX, NPZ_SUFFIX = ".csv", ".npy", ".npz"
 ARRAY_SUFFIXES = (CSV_SUFFIX, NPY_SUFFIX, NPZ_SUFFIX)
 IMAGE_CHUNK = 256
 IMAGE_STEPS = ("digits", "resize")  # --images: how a foreign model's images are prepared
-NPZ_FEATURES = ("x", "x_test")  # the arrays of an .npz predicted, in order of preference
-NPZ_LABELS = {"x": "y", "x_test": "y_test"}
+NPZ_FEATURES = ("x", "x_test", "x_train")  # the arrays of an .npz predicted, in order of preference
+NPZ_LABELS = {"x": "y", "x_test": "y_test", "x_train": "y_train"}
 
 
 @dataclass
