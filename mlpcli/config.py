@@ -22,6 +22,7 @@ from pathlib import Path
 from mlpcli.config_check import FLOAT32_MAX, INTEGER_KEYS, MODES, RANGES, _brief, _Checker, _join, _show
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS, SCALINGS
+from mlpcli.data.shape import SHAPE_FROM_FILES, infer_shape
 from mlpcli.errors import ConfigError
 from mlpcli.files import check_input, plain_name_problem
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
@@ -31,7 +32,7 @@ from mlpcli.nn.registry import unknown_name_message
 
 __all__ = ["INTEGER_KEYS", "MODES", "RANGES", "NAME_PATTERN", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
            "apply_override", "check_monitors", "dump_yaml", "has_validation", "load_config", "monitor_names",
-           "read_yaml", "resolve", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
+           "read_yaml", "resolve", "resolve_with_data", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
 
 TASKS = ("classification", "regression")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -54,8 +55,9 @@ TOP_DEFAULTS = {"name": "mlp", "seed": 42, "task": "classification", "data": {},
 PATH_KEYS = ("path", "test_path", "validation_path")
 IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 
-def load_config(path, overrides=()):
-    """Read the YAML file at ``path``, apply ``KEY=VALUE`` overrides, resolve and validate."""
+def load_config(path, overrides=(), note=None):
+    """Read the YAML file at ``path``, apply ``KEY=VALUE`` overrides, resolve and validate
+    (a model.input_shape left out is read from the data, see ``resolve_with_data``)."""
     check_input(path)  # a folder, a FIFO, a name too long: refused at once as what they are
     raw = read_yaml(path)
     base = Path(path).resolve().parent
@@ -66,7 +68,27 @@ def load_config(path, overrides=()):
                 data[key] = str((base / os.path.expanduser(data[key])).resolve())
     for override in overrides:
         apply_override(raw, override)
-    return resolve(raw)
+    return resolve_with_data(raw, note)
+
+
+def resolve_with_data(raw, note=None):
+    """``resolve(raw)``, with a model.input_shape left out read from the data's files (only
+    their headers, see ``mlpcli.data.shape``) and the layers checked against it: what a run
+    trains with. ``note`` is told the shape and where it was read."""
+    cfg = resolve(raw)
+    model = cfg["model"]
+    if model["input_shape"] is not None:
+        return cfg
+    inferred = infer_shape(cfg["data"])
+    model["input_shape"] = inferred.shape
+    check = _Checker()
+    origin = f"model.input_shape {inferred.shape} was inferred from {inferred.path}"
+    _check_loss_fits(check, cfg, _check_layer_stack(check, model, origin))
+    if check.problems:
+        raise ConfigError(check.problems)
+    if note is not None:
+        note(f"model.input_shape: {inferred.shape} (inferred from {inferred.source}: {inferred.how})")
+    return cfg
 
 
 def _regularizer(check, path, value):
@@ -131,9 +153,10 @@ def _initializer(check, path, value):
     return spec
 
 
-def _check_layer_stack(check, model):
+def _check_layer_stack(check, model, shape_origin=None):
     """The layers fit together (shapes, names) and have weights to train; returns the number of
-    outputs, or None when they do not fit."""
+    outputs, or None when they do not fit or the input shape is yet to be read from the data.
+    ``shape_origin`` says where model.input_shape came from, when not from the config."""
     specs = model["layers"]
     seen = {}
     for i, spec in enumerate(specs):
@@ -145,11 +168,14 @@ def _check_layer_stack(check, model):
         check.error("model.layers", "needs a dense layer (the weights training learns), got only "
                                     f"{', '.join(spec['type'] for spec in specs)}")
         return None
+    model_shape = model["input_shape"]
+    if model_shape is None:
+        return None
     try:
-        shapes = output_shapes([layers.from_config(spec) for spec in specs], model["input_shape"])
+        shapes = output_shapes([layers.from_config(spec) for spec in specs], model_shape)
     except LayerShapeError as exc:
-        check.error(f"model.layers[{exc.index}]", f"{exc.message} (model.input_shape is "
-                                                  f"{model['input_shape']})")
+        check.error(f"model.layers[{exc.index}]",
+                    f"{exc.message} ({shape_origin or f'model.input_shape is {model_shape}'})")
         return None
     return shapes[-1][0]
 
@@ -229,9 +255,12 @@ def resolve(raw):
     shape = model["input_shape"]
     if shape is None and data["dataset"] in ("mnist", "fashion_mnist"):
         shape = model["input_shape"] = [784]
-    if (not isinstance(shape, list) or not shape
+    from_files = data["dataset"] in SHAPE_FROM_FILES
+    # left out for a dataset of files, it is read from them by resolve_with_data (resolve reads no files)
+    if not (shape is None and from_files) and (not isinstance(shape, list) or not shape
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
-        check.error("model.input_shape", f"must be a list of positive integers, e.g. [784], got {_show(shape)}")
+        check.error("model.input_shape", "must be a list of positive integers, e.g. [784]"
+                    f"{', or null to read it from the data' if from_files else ''}, got {_show(shape)}")
     if not isinstance(model["layers"], list) or not model["layers"]:
         check.error("model.layers", f"must be a non-empty list of layers, got {_show(model['layers'])}")
         model["layers"] = []
