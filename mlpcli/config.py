@@ -13,18 +13,17 @@ their messages, ``config_yaml`` reading, overriding and writing the text.
 
 import copy
 import inspect
-import math
 import os
 import re
-import string
 from pathlib import Path
 
-from mlpcli.config_check import FLOAT32_MAX, INTEGER_KEYS, MODES, RANGES, _brief, _Checker, _join, _show
+from mlpcli.config_check import (INTEGER_KEYS, MODES, RANGES, _brief, _Checker, _join, _show,
+                                  check_checkpoint_filename)
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS, SCALINGS
 from mlpcli.data.shape import SHAPE_FROM_FILES, infer_shape
 from mlpcli.errors import ConfigError
-from mlpcli.files import check_input, plain_name_problem
+from mlpcli.files import check_input
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
                        schedules)
 from mlpcli.nn.model import LayerShapeError, output_shapes
@@ -303,7 +302,7 @@ def resolve(raw):
     check.boolean("checkpoint.save_best_only", ckpt["save_best_only"])
     ckpt["mode"] = check.choice("checkpoint.mode", ckpt["mode"], MODES, "mode")
     check.string("checkpoint.monitor", ckpt["monitor"])
-    _check_checkpoint_filename(check, ckpt["filename"], training["epochs"])
+    check_checkpoint_filename(check, ckpt["filename"], training["epochs"])
 
     if cfg["early_stopping"] is not None:
         es = cfg["early_stopping"] = check.mapping(
@@ -326,53 +325,6 @@ def resolve(raw):
 
 def _metric_params(name):
     return {k: v.default for k, v in list(inspect.signature(metrics.get(name)).parameters.items())[2:]}
-
-
-# a format spec that can only give characters of a file name: fill (no '.', '/' or NUL), align,
-# sign, '#', '0', width, grouping, precision and a numeric type ('c' would give any character,
-# 'n' the locale's separators)
-_SAFE_SPEC = re.compile(r"(?:[A-Za-z0-9_+=,-]?[<>=^])?[-+ ]?z?#?0?[0-9]*[,_]?(?:\.[0-9]+)?[bdeEfFgGoxX%]?")
-_CHECKPOINT_FIELDS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy")
-# metric values a name is tried with: ordinary, huge, tiny, the longest repr, not finite
-_SAMPLE_VALUES = (0.1234, -FLOAT32_MAX, 1e30, -1e-30, -2.2250738585072014e-308, math.nan, -math.inf)
-
-
-def _check_checkpoint_filename(check, filename, epochs):
-    """A template whose every filling is a plain file name in checkpoints/ (no '/', no NUL, no
-    leading '.', at most 255 bytes), tried with epoch 1 and the last epoch."""
-    def refuse(why):
-        check.error("checkpoint.filename", f"{why}, got {_brief(filename)}")
-
-    if not isinstance(filename, str) or not filename.endswith(".h5"):
-        check.error("checkpoint.filename", f"must be a file name ending in .h5, got {_show(filename)}")
-        return
-    if any(c in filename for c in "/\\\0") or filename.startswith("."):
-        return refuse("must be a plain file name: no folders, no NUL, not starting with '.'")
-    try:
-        fields = [(name, conv, spec) for _, name, spec, conv in string.Formatter().parse(filename)
-                  if name is not None]
-    except ValueError as exc:
-        return refuse(f"is not a valid template ({exc})")
-    for name, _, spec in fields:
-        if name not in _CHECKPOINT_FIELDS:
-            return refuse(f"may use the fields {', '.join(_CHECKPOINT_FIELDS)} (e.g. 'model-{{epoch:02d}}.h5'); "
-                          f"{{{name}}} is not one")
-        if not _SAFE_SPEC.fullmatch(spec):
-            return refuse(f"{{{name}:{spec}}}: a field may be padded, signed, grouped, rounded and given a "
-                          "numeric type (b, d, e, E, f, F, g, G, o, x, X, %); fill characters are letters, "
-                          "digits and _+=,-")
-        if any(int(digits) > 64 for digits in re.findall(r"[0-9]+", spec)):
-            return refuse("a field is too wide (at most 64 characters)")
-    last = epochs if isinstance(epochs, int) and epochs >= 1 else 10**9
-    for epoch in sorted({1, last}):
-        for value in _SAMPLE_VALUES:
-            try:
-                name = filename.format(epoch=epoch, **dict.fromkeys(_CHECKPOINT_FIELDS[1:], value))
-            except (ValueError, TypeError) as exc:
-                return refuse(f"cannot be filled in ({exc})")
-            problem = plain_name_problem(name)
-            if problem:
-                return refuse(f"gives {_brief(name)} (at epoch {epoch}, a metric {value!r}), which {problem}")
 
 
 def monitor_names(cfg, with_validation=True):

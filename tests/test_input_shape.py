@@ -15,7 +15,8 @@ from PIL import Image
 from mlpcli import modelfile
 from mlpcli.cli import main
 from mlpcli.config import load_config, resolve
-from mlpcli.errors import ConfigError
+from mlpcli.data.npy import NpzArchive
+from mlpcli.errors import ConfigError, DataError
 
 LAYERS = "[{type: dense, units: 4, activation: relu}, {type: dense, units: 2, activation: softmax}]"
 
@@ -65,6 +66,29 @@ def test_csv_shape_is_read_from_the_header_and_written_into_the_run(tmp_path):
     result = train("--resume", run_dir, "--set", "training.epochs=3")
     assert result.exit_code == 0, result.output
     assert "inferred" not in result.output and "Epoch 3/3" in result.output
+
+
+def test_only_headers_are_read(tmp_path, monkeypatch):
+    """The rows of a CSV file, the data of an .npz array, are left to the loader."""
+    (tmp_path / "train.csv").write_text("a,b,label\n1,2\n" + "9" * 3_000_000 + "\n")
+    assert load_config(write_config(tmp_path, "{dataset: csv, path: train.csv}"))["model"]["input_shape"] == [2]
+
+    def no_data(*_):
+        raise AssertionError("the array data was read")
+
+    monkeypatch.setattr(NpzArchive, "read", no_data)
+    np.savez_compressed(tmp_path / "d.npz", x_train=np.zeros((6, 7)), y_train=np.zeros(6))
+    assert load_config(write_config(tmp_path, "{dataset: npz, path: d.npz}"))["model"]["input_shape"] == [7]
+
+
+@pytest.mark.parametrize("text, problem", [("", "the file is empty"), ("a,a,label\n", "appears more than once"),
+                                           ("a,b,target\n", "no label column named 'label'"),
+                                           ("label\n", "has only the label column")])
+def test_a_header_that_gives_no_features_is_the_loaders_error(tmp_path, text, problem):
+    (tmp_path / "train.csv").write_text(text)
+    with pytest.raises(DataError, match=problem) as info:
+        load_config(write_config(tmp_path, "{dataset: csv, path: train.csv}"))
+    assert str(info.value).startswith(f"{tmp_path / 'train.csv'}: ")
 
 
 def test_dry_run_shows_where_the_shape_came_from(tmp_path):
@@ -118,7 +142,7 @@ def test_image_folder_shape_is_the_first_image_size(tmp_path, color_mode, shape)
 def test_data_that_cannot_be_read_is_the_loaders_error_not_a_traceback(tmp_path, data, named):
     config = write_config(tmp_path, data)
     done = subprocess.run([sys.executable, "-m", "mlpcli", "train", str(config), "--runs-root",
-                           str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "runs")], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("Error: ") and named in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "runs").exists()
