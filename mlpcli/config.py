@@ -13,17 +13,17 @@ their messages, ``config_yaml`` reading, overriding and writing the text.
 
 import copy
 import inspect
-import math
 import os
 import re
-import string
 from pathlib import Path
 
-from mlpcli.config_check import FLOAT32_MAX, INTEGER_KEYS, MODES, RANGES, _brief, _Checker, _join, _show
+from mlpcli.config_check import (INTEGER_KEYS, MODES, RANGES, _brief, _Checker, _join, _show,
+                                  check_checkpoint_filename)
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS, SCALINGS
+from mlpcli.data.shape import SHAPE_FROM_FILES, infer_shape
 from mlpcli.errors import ConfigError
-from mlpcli.files import check_input, plain_name_problem
+from mlpcli.files import check_input
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
                        schedules)
 from mlpcli.nn.model import LayerShapeError, output_shapes
@@ -31,7 +31,7 @@ from mlpcli.nn.registry import unknown_name_message
 
 __all__ = ["INTEGER_KEYS", "MODES", "RANGES", "NAME_PATTERN", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
            "apply_override", "check_monitors", "dump_yaml", "has_validation", "load_config", "monitor_names",
-           "read_yaml", "resolve", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
+           "read_yaml", "resolve", "resolve_with_data", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
 
 TASKS = ("classification", "regression")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -54,8 +54,9 @@ TOP_DEFAULTS = {"name": "mlp", "seed": 42, "task": "classification", "data": {},
 PATH_KEYS = ("path", "test_path", "validation_path")
 IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 
-def load_config(path, overrides=()):
-    """Read the YAML file at ``path``, apply ``KEY=VALUE`` overrides, resolve and validate."""
+def load_config(path, overrides=(), note=None):
+    """Read the YAML file at ``path``, apply ``KEY=VALUE`` overrides, resolve and validate
+    (a model.input_shape left out is read from the data, see ``resolve_with_data``)."""
     check_input(path)  # a folder, a FIFO, a name too long: refused at once as what they are
     raw = read_yaml(path)
     base = Path(path).resolve().parent
@@ -66,7 +67,27 @@ def load_config(path, overrides=()):
                 data[key] = str((base / os.path.expanduser(data[key])).resolve())
     for override in overrides:
         apply_override(raw, override)
-    return resolve(raw)
+    return resolve_with_data(raw, note)
+
+
+def resolve_with_data(raw, note=None):
+    """``resolve(raw)``, with a model.input_shape left out read from the data's files (only
+    their headers, see ``mlpcli.data.shape``) and the layers checked against it: what a run
+    trains with. ``note`` is told the shape and where it was read."""
+    cfg = resolve(raw)
+    model = cfg["model"]
+    if model["input_shape"] is not None:
+        return cfg
+    inferred = infer_shape(cfg["data"])
+    model["input_shape"] = inferred.shape
+    check = _Checker()
+    origin = f"model.input_shape {inferred.shape} was inferred from {inferred.path}"
+    _check_loss_fits(check, cfg, _check_layer_stack(check, model, origin))
+    if check.problems:
+        raise ConfigError(check.problems)
+    if note is not None:
+        note(f"model.input_shape: {inferred.shape} (inferred from {inferred.source}: {inferred.how})")
+    return cfg
 
 
 def _regularizer(check, path, value):
@@ -131,9 +152,10 @@ def _initializer(check, path, value):
     return spec
 
 
-def _check_layer_stack(check, model):
+def _check_layer_stack(check, model, shape_origin=None):
     """The layers fit together (shapes, names) and have weights to train; returns the number of
-    outputs, or None when they do not fit."""
+    outputs, or None when they do not fit or the input shape is yet to be read from the data.
+    ``shape_origin`` says where model.input_shape came from, when not from the config."""
     specs = model["layers"]
     seen = {}
     for i, spec in enumerate(specs):
@@ -145,11 +167,14 @@ def _check_layer_stack(check, model):
         check.error("model.layers", "needs a dense layer (the weights training learns), got only "
                                     f"{', '.join(spec['type'] for spec in specs)}")
         return None
+    model_shape = model["input_shape"]
+    if model_shape is None:
+        return None
     try:
-        shapes = output_shapes([layers.from_config(spec) for spec in specs], model["input_shape"])
+        shapes = output_shapes([layers.from_config(spec) for spec in specs], model_shape)
     except LayerShapeError as exc:
-        check.error(f"model.layers[{exc.index}]", f"{exc.message} (model.input_shape is "
-                                                  f"{model['input_shape']})")
+        check.error(f"model.layers[{exc.index}]",
+                    f"{exc.message} ({shape_origin or f'model.input_shape is {model_shape}'})")
         return None
     return shapes[-1][0]
 
@@ -229,9 +254,12 @@ def resolve(raw):
     shape = model["input_shape"]
     if shape is None and data["dataset"] in ("mnist", "fashion_mnist"):
         shape = model["input_shape"] = [784]
-    if (not isinstance(shape, list) or not shape
+    from_files = data["dataset"] in SHAPE_FROM_FILES
+    # left out for a dataset of files, it is read from them by resolve_with_data (resolve reads no files)
+    if not (shape is None and from_files) and (not isinstance(shape, list) or not shape
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
-        check.error("model.input_shape", f"must be a list of positive integers, e.g. [784], got {_show(shape)}")
+        check.error("model.input_shape", "must be a list of positive integers, e.g. [784]"
+                    f"{', or null to read it from the data' if from_files else ''}, got {_show(shape)}")
     if not isinstance(model["layers"], list) or not model["layers"]:
         check.error("model.layers", f"must be a non-empty list of layers, got {_show(model['layers'])}")
         model["layers"] = []
@@ -274,7 +302,7 @@ def resolve(raw):
     check.boolean("checkpoint.save_best_only", ckpt["save_best_only"])
     ckpt["mode"] = check.choice("checkpoint.mode", ckpt["mode"], MODES, "mode")
     check.string("checkpoint.monitor", ckpt["monitor"])
-    _check_checkpoint_filename(check, ckpt["filename"], training["epochs"])
+    check_checkpoint_filename(check, ckpt["filename"], training["epochs"])
 
     if cfg["early_stopping"] is not None:
         es = cfg["early_stopping"] = check.mapping(
@@ -297,53 +325,6 @@ def resolve(raw):
 
 def _metric_params(name):
     return {k: v.default for k, v in list(inspect.signature(metrics.get(name)).parameters.items())[2:]}
-
-
-# a format spec that can only give characters of a file name: fill (no '.', '/' or NUL), align,
-# sign, '#', '0', width, grouping, precision and a numeric type ('c' would give any character,
-# 'n' the locale's separators)
-_SAFE_SPEC = re.compile(r"(?:[A-Za-z0-9_+=,-]?[<>=^])?[-+ ]?z?#?0?[0-9]*[,_]?(?:\.[0-9]+)?[bdeEfFgGoxX%]?")
-_CHECKPOINT_FIELDS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy")
-# metric values a name is tried with: ordinary, huge, tiny, the longest repr, not finite
-_SAMPLE_VALUES = (0.1234, -FLOAT32_MAX, 1e30, -1e-30, -2.2250738585072014e-308, math.nan, -math.inf)
-
-
-def _check_checkpoint_filename(check, filename, epochs):
-    """A template whose every filling is a plain file name in checkpoints/ (no '/', no NUL, no
-    leading '.', at most 255 bytes), tried with epoch 1 and the last epoch."""
-    def refuse(why):
-        check.error("checkpoint.filename", f"{why}, got {_brief(filename)}")
-
-    if not isinstance(filename, str) or not filename.endswith(".h5"):
-        check.error("checkpoint.filename", f"must be a file name ending in .h5, got {_show(filename)}")
-        return
-    if any(c in filename for c in "/\\\0") or filename.startswith("."):
-        return refuse("must be a plain file name: no folders, no NUL, not starting with '.'")
-    try:
-        fields = [(name, conv, spec) for _, name, spec, conv in string.Formatter().parse(filename)
-                  if name is not None]
-    except ValueError as exc:
-        return refuse(f"is not a valid template ({exc})")
-    for name, _, spec in fields:
-        if name not in _CHECKPOINT_FIELDS:
-            return refuse(f"may use the fields {', '.join(_CHECKPOINT_FIELDS)} (e.g. 'model-{{epoch:02d}}.h5'); "
-                          f"{{{name}}} is not one")
-        if not _SAFE_SPEC.fullmatch(spec):
-            return refuse(f"{{{name}:{spec}}}: a field may be padded, signed, grouped, rounded and given a "
-                          "numeric type (b, d, e, E, f, F, g, G, o, x, X, %); fill characters are letters, "
-                          "digits and _+=,-")
-        if any(int(digits) > 64 for digits in re.findall(r"[0-9]+", spec)):
-            return refuse("a field is too wide (at most 64 characters)")
-    last = epochs if isinstance(epochs, int) and epochs >= 1 else 10**9
-    for epoch in sorted({1, last}):
-        for value in _SAMPLE_VALUES:
-            try:
-                name = filename.format(epoch=epoch, **dict.fromkeys(_CHECKPOINT_FIELDS[1:], value))
-            except (ValueError, TypeError) as exc:
-                return refuse(f"cannot be filled in ({exc})")
-            problem = plain_name_problem(name)
-            if problem:
-                return refuse(f"gives {_brief(name)} (at epoch {epoch}, a metric {value!r}), which {problem}")
 
 
 def monitor_names(cfg, with_validation=True):

@@ -1,10 +1,13 @@
 """The checks a config's values go through, collected so that every problem is reported at once."""
 
 import math
+import re
 import reprlib
+import string
 
 import numpy as np
 
+from mlpcli.files import plain_name_problem
 from mlpcli.nn.registry import did_you_mean, unknown_name_message
 
 MODES = ("auto", "min", "max")
@@ -136,6 +139,53 @@ class _Checker:
         for key, default in defaults.items():
             spec[key] = self.by_default(_join(path, key), spec[key], default, key)
         return spec
+
+
+# a format spec that can only give characters of a file name: fill (no '.', '/' or NUL), align,
+# sign, '#', '0', width, grouping, precision and a numeric type ('c' would give any character,
+# 'n' the locale's separators)
+_SAFE_SPEC = re.compile(r"(?:[A-Za-z0-9_+=,-]?[<>=^])?[-+ ]?z?#?0?[0-9]*[,_]?(?:\.[0-9]+)?[bdeEfFgGoxX%]?")
+_CHECKPOINT_FIELDS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy")
+# metric values a name is tried with: ordinary, huge, tiny, the longest repr, not finite
+_SAMPLE_VALUES = (0.1234, -FLOAT32_MAX, 1e30, -1e-30, -2.2250738585072014e-308, math.nan, -math.inf)
+
+
+def check_checkpoint_filename(check, filename, epochs):
+    """A template whose every filling is a plain file name in checkpoints/ (no '/', no NUL, no
+    leading '.', at most 255 bytes), tried with epoch 1 and the last epoch."""
+    def refuse(why):
+        check.error("checkpoint.filename", f"{why}, got {_brief(filename)}")
+
+    if not isinstance(filename, str) or not filename.endswith(".h5"):
+        check.error("checkpoint.filename", f"must be a file name ending in .h5, got {_show(filename)}")
+        return
+    if any(c in filename for c in "/\\\0") or filename.startswith("."):
+        return refuse("must be a plain file name: no folders, no NUL, not starting with '.'")
+    try:
+        fields = [(name, conv, spec) for _, name, spec, conv in string.Formatter().parse(filename)
+                  if name is not None]
+    except ValueError as exc:
+        return refuse(f"is not a valid template ({exc})")
+    for name, _, spec in fields:
+        if name not in _CHECKPOINT_FIELDS:
+            return refuse(f"may use the fields {', '.join(_CHECKPOINT_FIELDS)} (e.g. 'model-{{epoch:02d}}.h5'); "
+                          f"{{{name}}} is not one")
+        if not _SAFE_SPEC.fullmatch(spec):
+            return refuse(f"{{{name}:{spec}}}: a field may be padded, signed, grouped, rounded and given a "
+                          "numeric type (b, d, e, E, f, F, g, G, o, x, X, %); fill characters are letters, "
+                          "digits and _+=,-")
+        if any(int(digits) > 64 for digits in re.findall(r"[0-9]+", spec)):
+            return refuse("a field is too wide (at most 64 characters)")
+    last = epochs if isinstance(epochs, int) and epochs >= 1 else 10**9
+    for epoch in sorted({1, last}):
+        for value in _SAMPLE_VALUES:
+            try:
+                name = filename.format(epoch=epoch, **dict.fromkeys(_CHECKPOINT_FIELDS[1:], value))
+            except (ValueError, TypeError) as exc:
+                return refuse(f"cannot be filled in ({exc})")
+            problem = plain_name_problem(name)
+            if problem:
+                return refuse(f"gives {_brief(name)} (at epoch {epoch}, a metric {value!r}), which {problem}")
 
 
 def _join(path, key):

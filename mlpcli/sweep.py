@@ -117,7 +117,8 @@ def _check_executor(executor, scheduler):
 
 
 def _prevalidate(base, trials):
-    """{trial name: config error} for trials whose config does not validate."""
+    """{trial name: config error} for trials whose config does not validate, checked as their
+    runs will check it (a model.input_shape left out read from the data)."""
     from mlpcli import config as config_mod
 
     errors = {}
@@ -126,7 +127,7 @@ def _prevalidate(base, trials):
         try:
             for item in t.sets:
                 config_mod.apply_override(candidate, item)
-            config_mod.resolve(candidate)
+            config_mod.resolve_with_data(candidate)
         except ConfigError as exc:
             errors[t.name] = exc
     return errors

@@ -310,7 +310,7 @@ def plan_sweep(config_path, grid_items=(), random_n=None, range_items=(), sets=(
     for item in fixed:
         config_mod.apply_override(raw, item)
     _absolute_paths(raw, Path.cwd())  # paths given with --set are relative to the current folder
-    cfg = config_mod.resolve(raw)
+    cfg = config_mod.resolve_with_data(raw)  # as each trial's run resolves it: bad data fails here, once
     width = max(3, len(str(len(overrides))))
     trials = [{"name": f"trial-{i:0{width}d}", "overrides": o} for i, o in enumerate(overrides, 1)]
     random_spec = {"trials": random_n, "seed": seed, "ranges": ranges} if random_n else None

@@ -109,11 +109,15 @@ def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_
     report = Reporter(echo, quiet)
     if resume is not None:
         resume = runs.resolve_run_dir(resume, note=report.line)
-    cfg = _resume_config(resume, overrides, report) if resume else config_mod.load_config(config_path, overrides)
+    notes = []  # what the config did not say but the data did
+    cfg = _resume_config(resume, overrides, report) if resume else \
+        config_mod.load_config(config_path, overrides, note=notes.append)
     streams = random_streams(cfg["seed"])
     model = build_model(cfg, streams)
     summary = model.summary()
     if dry_run:
+        for text in notes:
+            echo(text)
         echo(config_mod.dump_yaml(cfg).rstrip())
         echo(summary)
         return TrainResult(None, [], {})
@@ -128,7 +132,7 @@ def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_
             nonlocal folder
             # made before the data is loaded, so a name the file system refuses fails early
             folder = runs.new_run_dir(runs_root, cfg["name"], run_dir, made)
-            return _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root)
+            return _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root, notes)
 
         try:
             return _guarded_setup(stop, new_run, "; the new run folder was removed")
@@ -147,8 +151,9 @@ def _guarded_setup(stop, run, outcome):
         raise Interrupted(f"{name} before training started{outcome}", exc.signum) from None
 
 
-def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=None):
-    """Train into ``folder``: the run to resume, or (with ``runs_root``) a new, empty one."""
+def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=None, notes=()):
+    """Train into ``folder``: the run to resume, or (with ``runs_root``) a new, empty one;
+    ``notes`` are printed and logged after the run folder's name."""
     with runs.RunLock(folder), report.logging_to(folder / runs.LOG_FILE):
         # features stay as stored (uint8 for images) and are scaled a batch at a time, to keep memory low
         data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line, scale=False)
@@ -177,6 +182,8 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
         if runs_root is not None:
             warning = runs.point_latest(runs_root, folder)
             report.line(f"Run folder: {folder}")
+            for text in notes:
+                report.line(text)
             if warning:
                 report.warn(warning)
             report.line(summary)

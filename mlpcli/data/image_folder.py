@@ -78,16 +78,33 @@ def _list_split(
         if not entries:
             raise DataError(f"{folder}: class folder holds no images")
         for path in entries:
-            if path.suffix.lower() != ".png" or not path.is_file():
-                raise DataError(f"{path}: not a PNG file; class folders may hold only .png images")
-            width, height, wide = png_size(path)
-            size = (height, width) if color_mode == "grayscale" else (height, width, 3)
+            size, wide = _image_size(path, color_mode)
             shape = shape or size
             _check_size(path, size, shape)
             sixteen_bit |= wide
             files.append(path)
             labels.append(class_names.index(name))
     return _Split(root, files, np.array(labels, dtype=np.int64), sixteen_bit), shape
+
+
+def _image_size(path: Path, color_mode: str) -> tuple[tuple, bool]:
+    """The shape the image at ``path`` decodes to in ``color_mode``, and whether it is
+    16-bit; only its header is read."""
+    if path.suffix.lower() != ".png" or not path.is_file():
+        raise DataError(f"{path}: not a PNG file; class folders may hold only .png images")
+    width, height, wide = png_size(path)
+    return ((height, width) if color_mode == "grayscale" else (height, width, 3)), wide
+
+
+def image_shape(path, color_mode: str = "grayscale") -> tuple[tuple, Path]:
+    """The shape the images under ``path`` decode to, and the image it was read from: the
+    first image of the first class folder, whose header alone is read (the loader checks
+    that every image has this size)."""
+    folder = next(iter(_class_folders(Path(path)).values()))
+    entries = _visible(folder)
+    if not entries:
+        raise DataError(f"{folder}: class folder holds no images")
+    return _image_size(entries[0], color_mode)[0], entries[0]
 
 
 def _check_size(path: Path, size: tuple, shape: tuple) -> None:

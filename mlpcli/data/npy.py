@@ -96,7 +96,7 @@ class NpzArchive:
 
     def read(self, names) -> dict[str, np.ndarray]:
         """{name: array} for ``names``; every header is checked before any data is read."""
-        headers = {name: self._header(name) for name in names}
+        headers = {name: self.header(name) for name in names}
         _check_memory(headers.values(), str(self.path))
         arrays = {}
         for name, header in headers.items():
@@ -110,7 +110,8 @@ class NpzArchive:
         except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError) as e:
             raise DataError(f"{self.path}: array {name!r} cannot be read: {e}") from None
 
-    def _header(self, name) -> ArrayHeader:
+    def header(self, name) -> ArrayHeader:
+        """The checked header of array ``name`` (shape, dtype); none of its data is read."""
         info = self._members[name]
         where = f"{self.path}: array {name!r}"
         ratio = info.file_size / max(info.compress_size, 1)

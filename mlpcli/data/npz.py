@@ -13,17 +13,50 @@ from mlpcli.errors import DataError
 SPLITS = ("train", "val", "test")
 
 
-def _features(x: np.ndarray, where: str) -> np.ndarray:
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"{where}: features must be numbers, got dtype {x.dtype}")
-    if x.ndim < 2:
+def _check_features(shape: tuple, dtype: np.dtype, where: str) -> None:
+    if dtype.kind not in "biuf":
+        raise DataError(f"{where}: features must be numbers, got dtype {dtype}")
+    if len(shape) < 2:
         raise DataError(
-            f"{where}: features must have shape (n, ...), got {x.shape} "
+            f"{where}: features must have shape (n, ...), got {shape} "
             "(for one feature per sample save x.reshape(-1, 1))"
         )
+
+
+def _features(x: np.ndarray, where: str) -> np.ndarray:
+    _check_features(x.shape, x.dtype, where)
     if x.dtype.kind == "f":
         check_finite(x, where)
     return x
+
+
+def _splits(archive: NpzArchive) -> list[str]:
+    """The splits the archive holds (train first); DataError unless x_train and y_train are
+    there and every x_<split> has its y_<split>."""
+    present = set(archive.names)
+    if not {"x_train", "y_train"} <= present:
+        missing = sorted({"x_train", "y_train"} - present)
+        raise DataError(
+            f"{archive.path}: missing array(s) {', '.join(missing)}; the archive holds "
+            f"{', '.join(sorted(present)) or 'no arrays'}"
+        )
+    for split in SPLITS:
+        xn, yn = f"x_{split}", f"y_{split}"
+        if (xn in present) != (yn in present):
+            have, lack = (xn, yn) if xn in present else (yn, xn)
+            raise DataError(f"{archive.path}: has {have} but not {lack}; give both or neither")
+    return [s for s in SPLITS if f"x_{s}" in present]
+
+
+def feature_shape(path) -> tuple:
+    """The shape of one sample of x_train in the .npz at ``path``, from the array's header
+    alone: nothing is decompressed."""
+    path = Path(path)
+    with NpzArchive(path) as archive:
+        _splits(archive)
+        header = archive.header("x_train")
+    _check_features(header.shape, header.dtype, f"{path}: x_train")
+    return header.shape[1:]
 
 
 def load_npz(path, *, task: str = "classification") -> RawData:
@@ -35,19 +68,7 @@ def load_npz(path, *, task: str = "classification") -> RawData:
     """
     path = Path(path)
     with NpzArchive(path) as archive:
-        present = set(archive.names)
-        if not {"x_train", "y_train"} <= present:
-            missing = sorted({"x_train", "y_train"} - present)
-            raise DataError(
-                f"{path}: missing array(s) {', '.join(missing)}; the archive holds "
-                f"{', '.join(sorted(present)) or 'no arrays'}"
-            )
-        for split in SPLITS:
-            xn, yn = f"x_{split}", f"y_{split}"
-            if (xn in present) != (yn in present):
-                have, lack = (xn, yn) if xn in present else (yn, xn)
-                raise DataError(f"{path}: has {have} but not {lack}; give both or neither")
-        splits = [s for s in SPLITS if f"x_{s}" in present]
+        splits = _splits(archive)
         arrays = archive.read([f"{xy}_{s}" for s in splits for xy in "xy"])
     xs = {s: _features(arrays[f"x_{s}"], f"{path}: x_{s}") for s in splits}
     ys = {s: arrays[f"y_{s}"] for s in splits}

@@ -4,6 +4,7 @@ Errors give the file's line number (the header is line 1) and the column
 name, as a person would look the cell up in an editor or spreadsheet.
 """
 
+import contextlib
 import csv
 import difflib
 import io
@@ -55,40 +56,81 @@ def _limited_lines(f, path: Path):
         yield line
 
 
-def _read_table(path: Path) -> _Table:
-    """Read a CSV file; blank lines are skipped, every row must match the header."""
-    header, header_line, rows, lines = None, 0, [], []
+@contextlib.contextmanager
+def _csv_records(path: Path):
+    """The records of the CSV file at ``path``, read as the loader reads it (UTF-8, lines
+    limited to MAX_LINE_CHARS); every problem of reading it is a DataError or
+    FileSystemError naming the file."""
+    reader = None
     try:
         with io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(_limited_lines(f, path))
-            try:
-                for record in reader:
-                    if not record or (len(record) == 1 and not record[0].strip()):
-                        continue
-                    if header is None:
-                        header, header_line = [name.strip() for name in record], reader.line_num
-                        _check_header(header, f"{path}: line {header_line}")
-                    elif len(record) != len(header):
-                        raise DataError(
-                            f"{path}: line {reader.line_num}: {len(record)} fields, "
-                            f"but the header (line {header_line}) has {len(header)}"
-                        )
-                    else:
-                        rows.append(record)
-                        lines.append(reader.line_num)
-            except csv.Error as e:
-                raise DataError(f"{path}: line {reader.line_num}: malformed CSV: {e}") from None
+            yield reader
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV: {e}") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise FileSystemError(os_error_text(e, path)) from None
+
+
+def _blank(record: list[str]) -> bool:
+    return not record or (len(record) == 1 and not record[0].strip())
+
+
+def _read_table(path: Path) -> _Table:
+    """Read a CSV file; blank lines are skipped, every row must match the header."""
+    header, header_line, rows, lines = None, 0, [], []
+    with _csv_records(path) as reader:
+        for record in reader:
+            if _blank(record):
+                continue
+            if header is None:
+                header, header_line = [name.strip() for name in record], reader.line_num
+                _check_header(header, f"{path}: line {header_line}")
+            elif len(record) != len(header):
+                raise DataError(
+                    f"{path}: line {reader.line_num}: {len(record)} fields, "
+                    f"but the header (line {header_line}) has {len(header)}"
+                )
+            else:
+                rows.append(record)
+                lines.append(reader.line_num)
     if header is None:
         raise DataError(f"{path}: the file is empty; expected a header row and data rows")
     if not rows:
         raise DataError(f"{path}: has a header but no data rows")
     return _Table(path, header, rows, lines)
+
+
+def feature_columns(path, label_column: str = "label") -> list[str]:
+    """The feature columns of the CSV file at ``path`` (every column but ``label_column``),
+    from its header line alone: the data rows are not read."""
+    path = Path(path)
+    with _csv_records(path) as reader:
+        record = next((r for r in reader if not _blank(r)), None)
+        line = reader.line_num
+    if record is None:
+        raise DataError(f"{path}: the file is empty; expected a header row and data rows")
+    header = [name.strip() for name in record]
+    _check_header(header, f"{path}: line {line}")
+    return _features(path, header, label_column)
+
+
+def _features(path: Path, header: list[str], label_column: str) -> list[str]:
+    if label_column not in header:
+        close = difflib.get_close_matches(label_column, header, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(
+            f"{path}: no label column named {label_column!r}{hint}; "
+            f"the columns are: {', '.join(header)}"
+        )
+    features = [c for c in header if c != label_column]
+    if not features:
+        raise DataError(f"{path}: has only the label column {label_column!r}, no features")
+    return features
 
 
 def _check_header(header: list[str], where: str) -> None:
@@ -210,16 +252,7 @@ def load_csv(
     float32 (n, 1) targets.
     """
     train = _read_table(Path(path))
-    if label_column not in train.header:
-        close = difflib.get_close_matches(label_column, train.header, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(
-            f"{train.path}: no label column named {label_column!r}{hint}; "
-            f"the columns are: {', '.join(train.header)}"
-        )
-    features = [c for c in train.header if c != label_column]
-    if not features:
-        raise DataError(f"{train.path}: has only the label column {label_column!r}, no features")
+    features = _features(train.path, train.header, label_column)
 
     splits = {"train": train}
     for split, other_path in (("val", validation_path), ("test", test_path)):

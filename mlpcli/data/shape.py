@@ -1,0 +1,45 @@
+"""The shape of one sample of a dataset, read from its files without loading them: what
+``model.input_shape`` is when a config leaves it out.
+
+Only headers are read (a CSV file's header line, the .npy header of x_train, the first
+image's header), through the loaders' own readers, so a file that cannot be read gives
+the error loading it would give.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlpcli.data.image_folder import image_shape
+from mlpcli.data.npz import feature_shape as npz_feature_shape
+from mlpcli.data.tabular import feature_columns
+
+# the datasets whose sample shape their files tell (the built-in ones have a fixed shape)
+SHAPE_FROM_FILES = ("npz", "csv", "image_folder")
+
+
+@dataclass(frozen=True)
+class InferredShape:
+    """A sample shape and where it was read: the file ``path`` (``source`` for short), and
+    ``how`` what it says."""
+
+    shape: list[int]
+    path: Path
+    source: str
+    how: str
+
+
+def infer_shape(data_cfg: dict) -> InferredShape:
+    """The sample shape of the dataset that a resolved ``data:`` section describes (one of
+    SHAPE_FROM_FILES); DataError or FileSystemError, naming the file, when it cannot be read."""
+    kind, path = data_cfg["dataset"], Path(data_cfg["path"]).expanduser()
+    if kind == "csv":
+        columns = feature_columns(path, data_cfg["label_column"])
+        return InferredShape([len(columns)], path, path.name, f"{len(columns)} feature columns")
+    if kind == "npz":
+        shape = npz_feature_shape(path)
+        return InferredShape(list(shape), path, path.name, f"x_train holds samples of shape {shape}")
+    if kind == "image_folder":
+        shape, image = image_shape(path, data_cfg["color_mode"])
+        return InferredShape(list(shape), image, str(image.relative_to(path.parent)),
+                             f"{shape[1]}x{shape[0]} pixels, {data_cfg['color_mode']}")
+    raise ValueError(f"the sample shape of dataset {kind!r} is not read from files")
