@@ -89,6 +89,10 @@ def test_evaluate_foreign_model_file(mnist_run, tmp_path):
         del f["mlpcli"]
     result = invoke(["evaluate", "--model", foreign, "--data", "mnist"])
     assert result.exit_code == 0, result.output
+    assert "does not record how its inputs were scaled" in result.output and "--scaling unit" in result.output
+    result = invoke(["evaluate", "--model", foreign, "--data", "mnist", "--scaling", "unit"])
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.output
     report = json.loads((tmp_path / "evaluation-foreign-on-mnist.json").read_text())
     ours = json.loads((mnist_run / "evaluation.json").read_text())
     assert report["metrics"]["accuracy"] == pytest.approx(ours["metrics"]["accuracy"])
@@ -200,7 +204,7 @@ def test_predict_refuses_non_image_model(tmp_path):
     png = tmp_path / "d.png"
     _save_png(png, np.eye(28, dtype=np.uint8) * 255, "L")
     result = invoke(["predict", png, "--run", tmp_path / "r"])
-    assert result.exit_code == 2 and "not a 28x28 image" in result.output
+    assert result.exit_code == 2 and "the model was trained on table rows (give a .csv), not images" in result.output
 
 
 def test_evaluate_regression_run_and_csv_data(tmp_path):
