@@ -63,7 +63,7 @@ def predict(inputs=(), *, run_dir=None, model_path=None, npy=None, top_k=3,
         _require_image_model(model)
         from mlpcli import images
 
-        paths = images.list_pngs(inputs)
+        paths = images.list_images(inputs)
         digits = np.stack([images.load_digit(p) for p in paths])
         if save_preprocessed is not None:
             _save_digits(Path(save_preprocessed), paths, digits)
@@ -143,7 +143,7 @@ def _save_digits(folder, paths, digits):
     what this call made (the PNGs and the folders it created) is removed, so nothing
     half-made is left.
     """
-    from PIL import Image
+    from mlpcli import images
 
     targets = dict(zip((folder / name for name in _preprocessed_names(paths)), digits))
     existing = [t for t in targets if t.exists()]
@@ -156,7 +156,7 @@ def _save_digits(folder, paths, digits):
         for target, digit in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             with files.atomic_path(target, replace=False) as tmp:
-                Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+                images.encode_png(tmp, digit)
             written.append(target)
     except BaseException as exc:
         for path in written:

@@ -16,14 +16,14 @@ from mlpcli.errors import DataError, FileSystemError
 from mlpcli.images import (
     CENTER,
     MAX_PIXELS,
-    PNG_SIGNATURE,
-    list_pngs,
+    list_images,
     load_digit,
     read_image,
     to_mnist,
 )
 
 N_DIGITS = 50
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +377,7 @@ def test_blank_png_names_the_file(tmp_path):
         load_digit(path)
 
 
-def test_list_pngs_expands_folders(tmp_path):
+def test_list_images_expands_folders(tmp_path):
     folder = tmp_path / "digits"
     folder.mkdir()
     for name in ["b.png", "c.png", "a.PNG", "notes.txt", "._b.png"]:
@@ -385,21 +385,21 @@ def test_list_pngs_expands_folders(tmp_path):
     (folder / "sub.png").mkdir()
     single = tmp_path / "single.dat"
     single.write_bytes(b"x")
-    assert list_pngs([folder]) == [folder / "a.PNG", folder / "b.png", folder / "c.png"]
-    assert list_pngs([single, str(folder)])[0] == single
-    assert list_pngs(str(single)) == [single]
+    assert list_images([folder]) == [folder / "a.PNG", folder / "b.png", folder / "c.png"]
+    assert list_images([single, str(folder)])[0] == single
+    assert list_images(str(single)) == [single]
 
 
-def test_list_pngs_refuses_missing_and_empty(tmp_path):
+def test_list_images_refuses_missing_and_empty(tmp_path):
     with pytest.raises(DataError, match=r"missing\.png: no such file or folder"):
-        list_pngs([tmp_path / "missing.png"])
+        list_images([tmp_path / "missing.png"])
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match=r"empty: folder holds no \.png files"):
-        list_pngs([empty])
+        list_images([empty])
     (empty / "readme.txt").write_text("no images")
     with pytest.raises(DataError, match="no .png files"):
-        list_pngs([empty])
+        list_images([empty])
 
 
 @pytest.fixture(scope="module")
