@@ -1,4 +1,5 @@
-"""Reading PNG digits and normalizing them to MNIST style (mlpcli.images)."""
+"""Reading digit images and normalizing them to MNIST style (mlpcli.images); the other
+formats, fitting and writing images are in tests/test_image_formats.py."""
 
 import time
 import warnings
@@ -328,9 +329,9 @@ def jpeg_bytes(tmp_path):
     "content, message",
     [
         (b"", "empty file"),
-        (b"hello, I am text\n", "not a PNG file"),
-        (jpeg_bytes, "not a PNG file"),
-        (b"GIF89a" + bytes(40), "not a PNG file"),
+        (b"hello, I am text\n", r"not an image mlp can read \(accepted formats: PNG, JPEG, BMP"),
+        (lambda t: jpeg_bytes(t)[:40], "truncated or corrupt JPEG image"),
+        (b"GIF89a" + bytes(40), "truncated or corrupt GIF image"),
         (half_a_png, "truncated or corrupt PNG"),
         (PNG_SIGNATURE + b"garbage" * 10, "truncated or corrupt PNG"),
         (png_bytes(10, 10, idat=b"not zlib data"), "truncated or corrupt PNG"),
@@ -346,8 +347,8 @@ def jpeg_bytes(tmp_path):
     ids=[
         "zero-bytes",
         "text",
-        "jpeg",
-        "gif",
+        "truncated-jpeg",
+        "broken-gif",
         "truncated",
         "garbage",
         "bad-idat",
@@ -395,10 +396,11 @@ def test_list_images_refuses_missing_and_empty(tmp_path):
         list_images([tmp_path / "missing.png"])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError, match=r"empty: folder holds no \.png files"):
+    with pytest.raises(DataError, match=r"empty: folder holds no image files \(names ending in "
+                                        r"\.png, \.jpg, \.jpeg, \.bmp, \.gif, \.webp, \.tif, \.tiff\)"):
         list_images([empty])
     (empty / "readme.txt").write_text("no images")
-    with pytest.raises(DataError, match="no .png files"):
+    with pytest.raises(DataError, match="no image files"):
         list_images([empty])
 
 
