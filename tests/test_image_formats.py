@@ -163,13 +163,19 @@ def test_truncated_file_of_each_format_is_refused_naming_it(fmt, tmp_path):
             decode_image(path)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_the_pixel_limit_is_checked_before_decoding_in_every_format(fmt, tmp_path, monkeypatch):
-    path = save(tmp_path / f"x{SUFFIX[fmt]}", Image.fromarray(gray_picture()), fmt)
-    decoded = []
+@pytest.fixture
+def decoded(monkeypatch):
+    """The Pillow images decoded from now on (none is: decoding them is left out)."""
+    images_decoded = []
     for cls in image_file_classes():  # every load decodes (plugins override ImageFile.load)
         if "load" in vars(cls):
-            monkeypatch.setattr(cls, "load", lambda self: decoded.append(self))
+            monkeypatch.setattr(cls, "load", lambda self: images_decoded.append(self))
+    return images_decoded
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_pixel_limit_is_checked_before_decoding_in_every_format(fmt, tmp_path, monkeypatch, decoded):
+    path = save(tmp_path / f"x{SUFFIX[fmt]}", Image.fromarray(gray_picture()), fmt)
     monkeypatch.setattr(images, "MAX_PIXELS", 24 * 32 - 1)
     with pytest.raises(DataError, match=r"image is too large \(more than 767 pixels\): 32x24 = 768 pixels"):
         decode_image(path)
@@ -190,7 +196,7 @@ def jpeg_claiming(width, height):
     return bytes(data)
 
 
-def test_a_small_jpeg_claiming_a_huge_size_is_refused_before_decoding(tmp_path):
+def test_a_small_jpeg_claiming_a_huge_size_is_refused_before_decoding(tmp_path, decoded):
     path = tmp_path / "bomb.jpg"
     path.write_bytes(jpeg_claiming(10_000, 10_000))
     assert path.stat().st_size < 1000
@@ -198,6 +204,7 @@ def test_a_small_jpeg_claiming_a_huge_size_is_refused_before_decoding(tmp_path):
     with pytest.raises(DataError, match=r"bomb\.jpg: image is too large .*10000x10000 = 100,000,000"):
         decode_image(path)
     assert time.perf_counter() - start < 2
+    assert decoded == []  # libjpeg would decode it, padding the missing data
 
 
 def test_list_images_takes_every_image_suffix_and_skips_the_rest(tmp_path):
