@@ -38,6 +38,8 @@ MAX_PIXELS = 50_000_000
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 # Pillow's mode of 32-bit floating-point grayscale (TIFF), kept as float32
 FLOAT_MODE = "F"
+# Images of these modes decode to float32, all others to uint8.
+FLOAT32_MODES = (*SIXTEEN_BIT_MODES, FLOAT_MODE)
 
 # What decode_image gives for each color mode: one gray channel, or three.
 COLOR_MODES = ("grayscale", "rgb")
@@ -93,7 +95,7 @@ def image_size(path) -> tuple[int, int, bool]:
     Refuses what ``decode_image`` refuses before decoding."""
     path = Path(path)
     with _open_image_file(path) as f, _opened_image(f, path) as image:
-        return (*image.size, image.mode in (*SIXTEEN_BIT_MODES, FLOAT_MODE))
+        return (*image.size, image.mode in FLOAT32_MODES)
 
 
 def _open_image_file(path: Path):
@@ -186,7 +188,7 @@ def _pixels(image, color_mode: str, path: Path) -> np.ndarray:
     """A decoded Pillow image as (H, W) gray or (H, W, 3) RGB in [0, 255], alpha composited on white."""
     from PIL import Image
 
-    if image.mode in (*SIXTEEN_BIT_MODES, FLOAT_MODE):
+    if image.mode in FLOAT32_MODES:
         # Pillow's convert("L") clips 16-bit levels at 255 instead of scaling, and
         # rounds floats: scale here, and keep the fractions.
         raw = np.asarray(image)
