@@ -123,7 +123,7 @@ def _save_seen(folder, paths, seen):
     what this call made (the PNGs and the folders it created) is removed, so nothing
     half-made is left.
     """
-    from PIL import Image
+    from mlpcli import images
 
     height, width = seen[0].shape[:2]
     suffix = SAVED_SUFFIX.format(width=width, height=height)
@@ -137,8 +137,8 @@ def _save_seen(folder, paths, seen):
     try:
         for target, image in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
-            with files.atomic_path(target, replace=False) as tmp:  # (H, W): grayscale, (H, W, 3): RGB
-                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(tmp, format="PNG")
+            with files.atomic_path(target, replace=False) as tmp:
+                images.encode_png(tmp, image)
             written.append(target)
     except BaseException as exc:
         for path in written:

@@ -1,4 +1,4 @@
-"""The PNG image-folder loader."""
+"""The image-folder loader (class folders of PNG, JPEG, BMP, GIF, WebP or TIFF images)."""
 
 import re
 import time
@@ -8,7 +8,10 @@ import pytest
 from conftest import png_bytes
 from PIL import Image
 
+from click.testing import CliRunner
+
 from mlpcli import images
+from mlpcli.cli import main
 from mlpcli.data import load_dataset
 from mlpcli.data.image_folder import load_image_folder
 from mlpcli.errors import DataError
@@ -79,18 +82,55 @@ def test_hidden_files_are_ignored(folder):
     assert len(load_image_folder(root).x_train) == 5
 
 
-def test_non_png_file_is_refused(folder):
+def test_stray_file_in_a_class_folder_is_refused_naming_the_suffixes(folder):
     root, _ = folder
     (root / "dog" / "notes.txt").write_text("hello")
-    with pytest.raises(DataError, match=r"dog/notes\.txt: not a PNG file"):
+    with pytest.raises(DataError, match=r"dog/notes\.txt: not an image file; class folders may hold "
+                                        r"only images \(names ending in \.png, \.jpg, \.jpeg, \.bmp, "
+                                        r"\.gif, \.webp, \.tif, \.tiff\)$"):
         load_image_folder(root)
 
 
-def test_jpeg_named_png_is_refused(folder):
+def test_text_file_named_jpg_is_refused_in_one_line(folder):
     root, _ = folder
-    png(root / "cat" / "z.png", pixels(3), fmt="JPEG")
-    with pytest.raises(DataError, match=r"cat/z\.png: not a PNG file \(it does not start with the PNG"):
+    (root / "cat" / "z.jpg").write_text("not a picture\n")
+    with pytest.raises(DataError, match=r"^\S*cat/z\.jpg: not an image mlp can read \(accepted formats: "
+                                        r"PNG, JPEG, BMP, GIF, WEBP, TIFF\)$"):
         load_image_folder(root)
+
+
+def test_a_file_is_read_by_its_content_not_its_name(folder):
+    root, _ = folder
+    png(root / "cat" / "z.png", pixels(3), fmt="BMP")
+    raw = load_image_folder(root)
+    np.testing.assert_array_equal(raw.x_train[2], pixels(3))  # cat/x, cat/y, cat/z
+
+
+def test_jpeg_and_bmp_classes_load_and_train(tmp_path):
+    """Class folders of JPEG and BMP files (any case of suffix) load like PNGs, and train."""
+    rng = np.random.default_rng(0)
+    light, dark = (rng.integers(170, 256, (12, 8, 10)), rng.integers(0, 86, (12, 8, 10)))
+    for i in range(12):
+        png(tmp_path / "d" / "light" / f"{i}.jpg", light[i], fmt="JPEG")
+        png(tmp_path / "d" / "dark" / f"{i}.BMP", dark[i], fmt="BMP")
+    raw = load_image_folder(tmp_path / "d")
+    assert raw.class_names == ["dark", "light"] and raw.x_train.shape == (24, 8, 10)
+    assert raw.x_train.dtype == np.uint8 and raw.y_train.tolist() == [0] * 12 + [1] * 12
+    np.testing.assert_array_equal(raw.x_train[:12], np.stack(  # BMP: lossless, in name order
+        [dark[int(name)] for name in sorted(str(i) for i in range(12))]))
+    jpegs = sorted((tmp_path / "d" / "light").iterdir())
+    np.testing.assert_array_equal(raw.x_train[12:], np.stack([np.asarray(Image.open(p)) for p in jpegs]))
+    assert raw.x_train[12:].min() > 128  # lossy, still light
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{dataset: image_folder, path: '{tmp_path / 'd'}'}}\n"
+                      "model:\n  input_shape: [80]\n  layers:\n"
+                      "    - {type: dense, units: 2, activation: softmax}\n"
+                      "loss: sparse_categorical_crossentropy\noptimizer: adam\n"
+                      "training: {epochs: 2, batch_size: 8}\n")
+    result = CliRunner().invoke(main, ["train", str(config), "--run-dir", str(tmp_path / "run"),
+                                       "-q", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "model.h5").exists()
 
 
 def test_corrupt_png_is_refused(folder):

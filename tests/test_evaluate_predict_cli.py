@@ -186,7 +186,7 @@ def test_predict_npy_rows_match_model(mnist_run, mnist_test, tmp_path):
 @pytest.mark.parametrize("content, message", [
     (None, "no such file"),
     (b"", "empty"),
-    (b"hello, not an image", "not a PNG"),
+    (b"hello, not an image", "not an image mlp can read"),
 ])
 def test_predict_bad_files_exit_2(mnist_run, tmp_path, content, message):
     path = tmp_path / "bad.png"

@@ -540,7 +540,8 @@ def jpeg(tmp_path):
 
 
 @pytest.mark.parametrize("content, words", [
-    (jpeg, ["not a PNG file"]),
+    (lambda t: jpeg(t)[:40], ["truncated or corrupt JPEG"]),
+    (b"hello, I am text\n", ["not an image mlp can read", "accepted formats: PNG, JPEG"]),
     (lambda t: digit_png(t)[:60], ["truncated or corrupt PNG"]),
     (lambda t: digit_png(t)[:len(digit_png(t)) // 2], ["truncated or corrupt PNG"]),
     (b"", ["empty file (0 bytes)"]),
@@ -549,7 +550,7 @@ def jpeg(tmp_path):
     (png_bytes(2**31 - 1, 2**31 - 1), ["too large"]),
     (png_bytes(0, 0), ["truncated or corrupt PNG"]),
     (lambda t: digit_png(t).replace(b"IHDR", b"IHDX"), ["truncated or corrupt PNG"]),
-], ids=["jpeg", "truncated-head", "truncated-half", "zero-bytes", "20000x20000", "8000x8000", "2^31-1",
+], ids=["truncated-jpeg", "text", "truncated-head", "truncated-half", "zero-bytes", "20000x20000", "8000x8000", "2^31-1",
         "zero-size", "bad-crc-chunk-name"])
 def test_predict_refuses_bad_images_quickly(tiny_run, tmp_path, content, words):
     path = tmp_path / "digit.png"

@@ -1,4 +1,5 @@
-"""Reading PNG digits and normalizing them to MNIST style (mlpcli.images)."""
+"""Reading digit images and normalizing them to MNIST style (mlpcli.images); the other
+formats, fitting and writing images are in tests/test_image_formats.py."""
 
 import time
 import warnings
@@ -16,14 +17,14 @@ from mlpcli.errors import DataError, FileSystemError
 from mlpcli.images import (
     CENTER,
     MAX_PIXELS,
-    PNG_SIGNATURE,
-    list_pngs,
+    list_images,
     load_digit,
     read_image,
     to_mnist,
 )
 
 N_DIGITS = 50
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -328,9 +329,9 @@ def jpeg_bytes(tmp_path):
     "content, message",
     [
         (b"", "empty file"),
-        (b"hello, I am text\n", "not a PNG file"),
-        (jpeg_bytes, "not a PNG file"),
-        (b"GIF89a" + bytes(40), "not a PNG file"),
+        (b"hello, I am text\n", r"not an image mlp can read \(accepted formats: PNG, JPEG, BMP"),
+        (lambda t: jpeg_bytes(t)[:40], "truncated or corrupt JPEG image"),
+        (b"GIF89a" + bytes(40), "truncated or corrupt GIF image"),
         (half_a_png, "truncated or corrupt PNG"),
         (PNG_SIGNATURE + b"garbage" * 10, "truncated or corrupt PNG"),
         (png_bytes(10, 10, idat=b"not zlib data"), "truncated or corrupt PNG"),
@@ -346,8 +347,8 @@ def jpeg_bytes(tmp_path):
     ids=[
         "zero-bytes",
         "text",
-        "jpeg",
-        "gif",
+        "truncated-jpeg",
+        "broken-gif",
         "truncated",
         "garbage",
         "bad-idat",
@@ -377,7 +378,7 @@ def test_blank_png_names_the_file(tmp_path):
         load_digit(path)
 
 
-def test_list_pngs_expands_folders(tmp_path):
+def test_list_images_expands_folders(tmp_path):
     folder = tmp_path / "digits"
     folder.mkdir()
     for name in ["b.png", "c.png", "a.PNG", "notes.txt", "._b.png"]:
@@ -385,21 +386,22 @@ def test_list_pngs_expands_folders(tmp_path):
     (folder / "sub.png").mkdir()
     single = tmp_path / "single.dat"
     single.write_bytes(b"x")
-    assert list_pngs([folder]) == [folder / "a.PNG", folder / "b.png", folder / "c.png"]
-    assert list_pngs([single, str(folder)])[0] == single
-    assert list_pngs(str(single)) == [single]
+    assert list_images([folder]) == [folder / "a.PNG", folder / "b.png", folder / "c.png"]
+    assert list_images([single, str(folder)])[0] == single
+    assert list_images(str(single)) == [single]
 
 
-def test_list_pngs_refuses_missing_and_empty(tmp_path):
+def test_list_images_refuses_missing_and_empty(tmp_path):
     with pytest.raises(DataError, match=r"missing\.png: no such file or folder"):
-        list_pngs([tmp_path / "missing.png"])
+        list_images([tmp_path / "missing.png"])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError, match=r"empty: folder holds no \.png files"):
-        list_pngs([empty])
+    with pytest.raises(DataError, match=r"empty: folder holds no image files \(names ending in "
+                                        r"\.png, \.jpg, \.jpeg, \.bmp, \.gif, \.webp, \.tif, \.tiff\)"):
+        list_images([empty])
     (empty / "readme.txt").write_text("no images")
-    with pytest.raises(DataError, match="no .png files"):
-        list_pngs([empty])
+    with pytest.raises(DataError, match="no image files"):
+        list_images([empty])
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
-"""Loader for a folder of PNG images, one sub-folder per class.
+"""Loader for a folder of images, one sub-folder per class.
 
 Names starting with "." (such as .DS_Store) are ignored; every other entry
-must be a class sub-folder holding only PNG files. Images are decoded by
-``mlpcli.images.decode_png``, as ``mlp predict`` decodes them.
+must be a class sub-folder holding only image files (named by
+``mlpcli.images.IMAGE_SUFFIXES``). Images are decoded by
+``mlpcli.images.decode_image``, as ``mlp predict`` decodes them.
 """
 
 import math
@@ -14,7 +15,7 @@ import numpy as np
 from mlpcli.machine import available_memory
 from mlpcli.data.raw import RawData
 from mlpcli.errors import DataError
-from mlpcli.images import decode_png, png_size
+from mlpcli.images import IMAGE_SUFFIXES, decode_image, image_size, is_image_name
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -41,22 +42,22 @@ def _class_folders(root: Path) -> dict[str, Path]:
         folders[entry.name] = entry
     if not folders:
         raise DataError(
-            f"{root}: no class sub-folders; expected one sub-folder of PNG files per class"
+            f"{root}: no class sub-folders; expected one sub-folder of images per class"
         )
     return folders
 
 
 @dataclass
 class _Split:
-    """A folder's PNG files and their labels, listed and sized from the headers alone."""
+    """A folder's image files and their labels, listed and sized from the headers alone."""
 
     folder: Path
     files: list[Path]
     labels: np.ndarray  # int64 (n,)
-    sixteen_bit: bool  # some image is 16-bit, so all decode to float32 (else uint8)
+    floats: bool  # some image decodes to float32 (16-bit or floating point), so all do (else uint8)
 
     def decoded_bytes(self, shape: tuple) -> int:
-        return len(self.files) * math.prod(shape) * (4 if self.sixteen_bit else 1)
+        return len(self.files) * math.prod(shape) * (4 if self.floats else 1)
 
 
 def _list_split(
@@ -66,9 +67,9 @@ def _list_split(
 
     Each sub-folder of ``root`` must be one of ``class_names``; all images
     must share ``shape`` (or the first image's shape when None). Only the
-    PNG headers are read.
+    images' headers are read.
     """
-    files, labels, sixteen_bit = [], [], False
+    files, labels, floats = [], [], False
     for name, folder in _class_folders(root).items():
         if name not in class_names:
             raise DataError(
@@ -78,22 +79,23 @@ def _list_split(
         if not entries:
             raise DataError(f"{folder}: class folder holds no images")
         for path in entries:
-            size, wide = _image_size(path, color_mode)
+            size, decodes_to_float = _image_size(path, color_mode)
             shape = shape or size
             _check_size(path, size, shape)
-            sixteen_bit |= wide
+            floats |= decodes_to_float
             files.append(path)
             labels.append(class_names.index(name))
-    return _Split(root, files, np.array(labels, dtype=np.int64), sixteen_bit), shape
+    return _Split(root, files, np.array(labels, dtype=np.int64), floats), shape
 
 
 def _image_size(path: Path, color_mode: str) -> tuple[tuple, bool]:
     """The shape the image at ``path`` decodes to in ``color_mode``, and whether it is
-    16-bit; only its header is read."""
-    if path.suffix.lower() != ".png" or not path.is_file():
-        raise DataError(f"{path}: not a PNG file; class folders may hold only .png images")
-    width, height, wide = png_size(path)
-    return ((height, width) if color_mode == "grayscale" else (height, width, 3)), wide
+    decodes to float32 (16-bit or floating point); only its header is read."""
+    if not (is_image_name(path) and path.is_file()):
+        raise DataError(f"{path}: not an image file; class folders may hold only images "
+                        f"(names ending in {', '.join(IMAGE_SUFFIXES)})")
+    width, height, decodes_to_float = image_size(path)
+    return ((height, width) if color_mode == "grayscale" else (height, width, 3)), decodes_to_float
 
 
 def image_shape(path, color_mode: str = "grayscale") -> tuple[tuple, Path]:
@@ -130,9 +132,9 @@ def _check_memory(root: Path, splits: list[_Split], shape: tuple) -> None:
 
 def _decode(split: _Split, color_mode: str, shape: tuple) -> np.ndarray:
     """The images of ``split`` (n, *shape), each decoded into its place."""
-    x = np.empty((len(split.files), *shape), dtype=np.float32 if split.sixteen_bit else np.uint8)
+    x = np.empty((len(split.files), *shape), dtype=np.float32 if split.floats else np.uint8)
     for i, path in enumerate(split.files):
-        pixels = decode_png(path, color_mode)
+        pixels = decode_image(path, color_mode)
         _check_size(path, pixels.shape, shape)  # the file may have changed since its header was read
         x[i] = pixels
     return x
@@ -145,11 +147,11 @@ def _size(shape: tuple) -> str:
 def load_image_folder(
     path, *, color_mode: str = "grayscale", test_path=None, validation_path=None
 ) -> RawData:
-    """Load PNG images from ``path/<class>/*.png`` (and optional val/test folders).
+    """Load images from ``path/<class>/*.<png|jpg|...>`` (and optional val/test folders).
 
     class_names are the sorted sub-folder names of ``path``; x is (n, H, W)
     for grayscale or (n, H, W, 3) for rgb, uint8 in [0, 255] (float32 if any
-    image is 16-bit, see ``decode_png``); y is int64 (n,).
+    image is 16-bit or floating point, see ``decode_image``); y is int64 (n,).
     """
     root = Path(path)
     class_names = list(_class_folders(root))
