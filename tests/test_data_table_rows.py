@@ -179,3 +179,11 @@ def test_the_file_is_closed_after_the_last_row_and_by_close(tmp_path):
     with pytest.raises(DataError, match="lacks"):
         read_table_rows(path, ["b"], None)
     assert open_descriptors(path) == 0
+    bad = write(tmp_path / "bad.csv", "a\n1\nx\n3\n")
+    table = read_table_rows(bad, ["a"], None, chunk_rows=1)
+    with pytest.raises(DataError, match="line 3, column 'a': not a number"):
+        list(table)
+    assert open_descriptors(bad) == 0
+    for _ in read_table_rows(path, ["a"], None, chunk_rows=1):
+        break  # the reader stops early
+    assert open_descriptors(path) == 0

@@ -48,14 +48,17 @@ class TableRows:
 
     def __iter__(self) -> Iterator[RowChunk]:
         path = self._file.path
-        while block := list(itertools.islice(self._file.rows, self._chunk_rows)):
-            lines, records = zip(*block)
-            x = parse_numbers(records, self._indices, self.columns, path, lines)
-            labels = None
-            if self.has_labels:
-                labels = np.array(label_cells(records, self._label_index, self._label_column,
-                                              path, lines), dtype=str)
-            yield RowChunk(np.array(lines, dtype=np.int64), x, labels)
+        try:
+            while block := list(itertools.islice(self._file.rows, self._chunk_rows)):
+                lines, records = zip(*block)
+                x = parse_numbers(records, self._indices, self.columns, path, lines)
+                labels = None
+                if self.has_labels:
+                    labels = np.array(label_cells(records, self._label_index, self._label_column,
+                                                  path, lines), dtype=str)
+                yield RowChunk(np.array(lines, dtype=np.int64), x, labels)
+        finally:  # also when a bad cell stops the reading, or the reader stops early
+            self.close()
 
     def close(self) -> None:
         self._file.close()

@@ -115,6 +115,7 @@ def open_csv(path: Path) -> CsvFile:
 
 
 def _rows_like_header(first, records, path, header_line, width):
+    """``first`` and the other ``records``, each checked to have ``width`` fields."""
     try:
         for line, record in itertools.chain([first], records):
             if len(record) != width:
