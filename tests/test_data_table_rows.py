@@ -56,7 +56,7 @@ def test_without_column_names_every_other_column_is_a_feature_in_file_order(tmp_
     path = write(tmp_path / "d.csv", "b,label,a\n1,x,2\n3,y,4\n")
     table = read_table_rows(path, None, "label", n_features=2)
     assert table.columns == ["b", "a"] and table.ignored == [] and table.has_labels
-    lines, x, labels = read_all(table)
+    _, x, labels = read_all(table)
     np.testing.assert_array_equal(x, [[1, 2], [3, 4]])
     assert labels.tolist() == ["x", "y"]
     # without a label column, every column is a feature
@@ -133,7 +133,7 @@ def test_overlong_line_and_missing_file(tmp_path):
 def test_byte_order_mark_and_crlf(tmp_path):
     path = tmp_path / "d.csv"
     path.write_bytes("\ufeffa,label\r\n1,x\r\n2,y\r\n".encode("utf-8"))
-    lines, x, labels = read_all(read_table_rows(path, ["a"], "label"))
+    _, x, labels = read_all(read_table_rows(path, ["a"], "label"))
     assert x[:, 0].tolist() == [1.0, 2.0] and labels.tolist() == ["x", "y"]
 
 

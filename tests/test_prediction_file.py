@@ -110,10 +110,10 @@ def test_existing_file_is_refused_and_unchanged(tmp_path):
 
 def test_file_appearing_meanwhile_is_not_replaced(tmp_path):
     path = tmp_path / "p.csv"
-    with pytest.raises(MlpError, match=r"p\.csv: already exists"):
-        with open_prediction_file(path, n_outputs=2, task="classification") as out:
-            out.write(["a"], np.array([[0.5, 0.5]], np.float32))
-            path.write_text("someone else's\n")
+    with (pytest.raises(MlpError, match=r"p\.csv: already exists"),
+          open_prediction_file(path, n_outputs=2, task="classification") as out):
+        out.write(["a"], np.array([[0.5, 0.5]], np.float32))
+        path.write_text("someone else's\n")
     assert path.read_text() == "someone else's\n" and leftovers(tmp_path) == ["p.csv"]
 
 
@@ -127,28 +127,28 @@ def test_overwrite_replaces(tmp_path):
 
 @pytest.mark.parametrize("name", ["p.csv", "p.jsonl", "p.npy"])
 def test_error_inside_leaves_no_file_and_no_temporary(tmp_path, name):
-    with pytest.raises(KeyboardInterrupt):
-        with open_prediction_file(tmp_path / name, n_outputs=2, task="classification") as out:
-            out.write(["a"], np.array([[0.5, 0.5]], np.float32))
-            assert len(leftovers(tmp_path)) == 1  # the temporary
-            raise KeyboardInterrupt
+    with (pytest.raises(KeyboardInterrupt),
+          open_prediction_file(tmp_path / name, n_outputs=2, task="classification") as out):
+        out.write(["a"], np.array([[0.5, 0.5]], np.float32))
+        assert len(leftovers(tmp_path)) == 1  # the temporary
+        raise KeyboardInterrupt
     assert leftovers(tmp_path) == []
 
 
 def test_disk_full_names_the_file_and_leaves_nothing(tmp_path):
-    with pytest.raises(DiskFullError, match=r"p\.npy: no space left on the device"):
-        with open_prediction_file(tmp_path / "p.npy", n_outputs=2, task="regression") as out:
-            out.write(["a"], np.array([[0.5, 0.5]], np.float32))
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with (pytest.raises(DiskFullError, match=r"p\.npy: no space left on the device"),
+          open_prediction_file(tmp_path / "p.npy", n_outputs=2, task="regression") as out):
+        out.write(["a"], np.array([[0.5, 0.5]], np.float32))
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert leftovers(tmp_path) == []
 
 
 def test_error_inside_keeps_the_old_file_when_overwriting(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("old\n")
-    with pytest.raises(RuntimeError):
-        with open_prediction_file(path, n_outputs=2, task="classification", overwrite=True):
-            raise RuntimeError
+    with (pytest.raises(RuntimeError),
+          open_prediction_file(path, n_outputs=2, task="classification", overwrite=True)):
+        raise RuntimeError
     assert path.read_text() == "old\n" and leftovers(tmp_path) == ["p.csv"]
 
 
