@@ -2,13 +2,19 @@
 
 Errors give the file's line number (the header is line 1) and the column
 name, as a person would look the cell up in an editor or spreadsheet.
+
+How a CSV file is read (``open_csv``) and how its cells are parsed
+(``parse_numbers``, ``label_cells``) is shared with the reader of rows to
+predict from (table_rows.py), so both take and refuse the same files.
 """
 
-import contextlib
 import csv
 import difflib
 import io
+import itertools
+import operator
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +33,21 @@ MAX_LINE_CHARS = 2**20
 
 
 @dataclass
+class CsvFile:
+    """A CSV file opened by ``open_csv``: its header, and its data rows, read as they are
+    iterated (``rows`` yields (file line, fields), each with the header's number of fields)."""
+
+    path: Path
+    header: list[str]
+    header_line: int
+    rows: Iterator[tuple[int, list[str]]]
+
+    def close(self) -> None:
+        """Close the file before its rows are all read."""
+        self.rows.close()
+
+
+@dataclass
 class _Table:
     """A CSV file's header and data rows; lines[i] is the file line of rows[i]."""
 
@@ -37,11 +58,6 @@ class _Table:
 
     def __post_init__(self):
         self.positions = {name: j for j, name in enumerate(self.header)}
-
-    def cells(self, column: str) -> list[str]:
-        """The stripped cells of one column, one per row."""
-        j = self.positions[column]
-        return [row[j].strip() for row in self.rows]
 
 
 def _limited_lines(f, path: Path):
@@ -56,18 +72,18 @@ def _limited_lines(f, path: Path):
         yield line
 
 
-@contextlib.contextmanager
-def _csv_records(path: Path):
-    """The records of the CSV file at ``path``, read as the loader reads it (UTF-8, lines
-    limited to MAX_LINE_CHARS); every problem of reading it is a DataError or
-    FileSystemError naming the file."""
-    reader = None
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(file line, fields) of each record of a CSV file, blank lines skipped; every problem
+    with the file is a DataError or FileSystemError naming it."""
     try:
         with io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(_limited_lines(f, path))
-            yield reader
-    except csv.Error as e:
-        raise DataError(f"{path}: line {reader.line_num}: malformed CSV: {e}") from None
+            try:
+                for record in reader:
+                    if record and (len(record) > 1 or record[0].strip()):
+                        yield reader.line_num, record
+            except csv.Error as e:
+                raise DataError(f"{path}: line {reader.line_num}: malformed CSV: {e}") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except UnicodeDecodeError as e:
@@ -76,44 +92,62 @@ def _csv_records(path: Path):
         raise FileSystemError(os_error_text(e, path)) from None
 
 
-def _blank(record: list[str]) -> bool:
-    return not record or (len(record) == 1 and not record[0].strip())
+def open_csv(path: Path) -> CsvFile:
+    """Open a CSV file and read its header and first data row: an empty file, a bad header or
+    a file without data rows is refused here; a later row with the wrong number of fields
+    when it is read."""
+    records = _records(path)
+    try:
+        header_record = next(records, None)
+        if header_record is None:
+            raise DataError(f"{path}: the file is empty; expected a header row and data rows")
+        header_line, names = header_record
+        header = [name.strip() for name in names]
+        _check_header(header, f"{path}: line {header_line}")
+        first = next(records, None)
+        if first is None:
+            raise DataError(f"{path}: has a header but no data rows")
+    except BaseException:
+        records.close()
+        raise
+    return CsvFile(path, header, header_line, _rows_like_header(first, records, path, header_line,
+                                                                len(header)))
+
+
+def _rows_like_header(first, records, path, header_line, width):
+    """``first`` and the other ``records``, each checked to have ``width`` fields."""
+    try:
+        for line, record in itertools.chain([first], records):
+            if len(record) != width:
+                raise DataError(f"{path}: line {line}: {len(record)} fields, "
+                                f"but the header (line {header_line}) has {width}")
+            yield line, record
+    finally:
+        records.close()
 
 
 def _read_table(path: Path) -> _Table:
-    """Read a CSV file; blank lines are skipped, every row must match the header."""
-    header, header_line, rows, lines = None, 0, [], []
-    with _csv_records(path) as reader:
-        for record in reader:
-            if _blank(record):
-                continue
-            if header is None:
-                header, header_line = [name.strip() for name in record], reader.line_num
-                _check_header(header, f"{path}: line {header_line}")
-            elif len(record) != len(header):
-                raise DataError(
-                    f"{path}: line {reader.line_num}: {len(record)} fields, "
-                    f"but the header (line {header_line}) has {len(header)}"
-                )
-            else:
-                rows.append(record)
-                lines.append(reader.line_num)
-    if header is None:
-        raise DataError(f"{path}: the file is empty; expected a header row and data rows")
-    if not rows:
-        raise DataError(f"{path}: has a header but no data rows")
-    return _Table(path, header, rows, lines)
+    """Read a whole CSV file; blank lines are skipped, every row must match the header."""
+    csv_file = open_csv(path)
+    rows, lines = [], []
+    for line, record in csv_file.rows:
+        rows.append(record)
+        lines.append(line)
+    return _Table(path, csv_file.header, rows, lines)
 
 
 def feature_columns(path, label_column: str = "label") -> list[str]:
     """The feature columns of the CSV file at ``path`` (every column but ``label_column``),
     from its header line alone: the data rows are not read."""
     path = Path(path)
-    with _csv_records(path) as reader:
-        record = next((r for r in reader if not _blank(r)), None)
-        line = reader.line_num
-    if record is None:
+    records = _records(path)
+    try:
+        first = next(records, None)
+    finally:
+        records.close()
+    if first is None:
         raise DataError(f"{path}: the file is empty; expected a header row and data rows")
+    line, record = first
     header = [name.strip() for name in record]
     _check_header(header, f"{path}: line {line}")
     return _features(path, header, label_column)
@@ -144,13 +178,19 @@ def _check_header(header: list[str], where: str) -> None:
         seen.add(name)
 
 
-def _numbers(table: _Table, columns: list[str]) -> np.ndarray:
-    """Parse the named columns of every row: float32 (n, len(columns)), all finite."""
-    idx = [table.positions[c] for c in columns]
-    cells = [[row[j] for j in idx] for row in table.rows]
+def parse_numbers(rows: Sequence[Sequence[str]], indices: list[int], columns: list[str],
+                  path: Path, lines: Sequence[int]) -> np.ndarray:
+    """Parse the cells at ``indices`` (named ``columns``) of every row, whose file lines are
+    ``lines``: float32 (n, len(indices)), all finite. A bad cell is a DataError naming the
+    file, its line and its column."""
+    if len(indices) == 1:
+        j = indices[0]
+        cells = [(row[j],) for row in rows]
+    else:
+        cells = list(map(operator.itemgetter(*indices), rows))
     try:
         with np.errstate(over="ignore"):
-            values = np.array(cells, dtype=np.float32)
+            values = np.array(cells, dtype=np.float32).reshape(len(cells), len(indices))
         if np.isfinite(values).all():
             return values
     except ValueError:
@@ -162,7 +202,12 @@ def _numbers(table: _Table, columns: list[str]) -> np.ndarray:
         for j, cell in enumerate(row)
         if (p := _cell_problem(cell))
     )
-    raise DataError(f"{table.path}: line {table.lines[i]}, column {columns[j]!r}: {problem}")
+    raise DataError(f"{path}: line {lines[i]}, column {columns[j]!r}: {problem}")
+
+
+def _numbers(table: _Table, columns: list[str]) -> np.ndarray:
+    return parse_numbers(table.rows, [table.positions[c] for c in columns], columns, table.path,
+                         table.lines)
 
 
 def _cell_problem(cell: str) -> str | None:
@@ -194,14 +239,19 @@ def _align(table: _Table, reference: _Table) -> None:
         )
 
 
-def _label_cells(table: _Table, column: str) -> list[str]:
-    cells = table.cells(column)
-    for i, cell in enumerate(cells):
-        if not cell:
-            raise DataError(
-                f"{table.path}: line {table.lines[i]}, column {column!r}: missing label"
-            )
+def label_cells(rows: Sequence[Sequence[str]], index: int, column: str, path: Path,
+                lines: Sequence[int]) -> list[str]:
+    """The stripped label cells at ``index`` (named ``column``) of every row, whose file lines
+    are ``lines``; an empty one is a DataError naming the file, its line and the column."""
+    cells = [row[index].strip() for row in rows]
+    if not all(cells):
+        i = cells.index("")
+        raise DataError(f"{path}: line {lines[i]}, column {column!r}: missing label")
     return cells
+
+
+def _label_cells(table: _Table, column: str) -> list[str]:
+    return label_cells(table.rows, table.positions[column], column, table.path, table.lines)
 
 
 def _class_labels(tables: list[_Table], column: str) -> tuple[list[np.ndarray], list[str] | None]:
