@@ -265,11 +265,13 @@ def test_encode_png_refuses_other_shapes():
 def test_save_preprocessed_writes_rgb_and_gray_pictures(tmp_path):
     sources = [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"]
     seen = np.stack([rgb_picture(), rgb_picture()[::-1]]).astype(np.float32)
-    predict._save_digits(tmp_path / "seen", sources, seen)
+    predict._save_seen(tmp_path / "seen", sources, seen)
+    height, width = seen.shape[1:3]  # named by the size the model saw
     for picture, name in zip(seen, ["a", "b"]):
-        np.testing.assert_array_equal(decode_image(tmp_path / "seen" / f"{name}-28x28.png", "rgb"), picture)
-    predict._save_digits(tmp_path / "gray", sources[:1], seen[:1, ..., 0])
-    np.testing.assert_array_equal(decode_image(tmp_path / "gray" / "a-28x28.png"), seen[0, ..., 0])
+        np.testing.assert_array_equal(decode_image(tmp_path / "seen" / f"{name}-{width}x{height}.png", "rgb"),
+                                      picture)
+    predict._save_seen(tmp_path / "gray", sources[:1], seen[:1, ..., 0])
+    np.testing.assert_array_equal(decode_image(tmp_path / "gray" / f"a-{width}x{height}.png"), seen[0, ..., 0])
 
 
 def small(fmt):

@@ -91,6 +91,6 @@ def test_a_file_appearing_during_the_save_is_kept_and_the_rest_removed(tmp_path,
 
     monkeypatch.setattr(files, "atomic_path", intruder)
     with pytest.raises(MlpError, match="would overwrite"):
-        predict._save_digits(out, sources, digits)
+        predict._save_seen(out, sources, digits)
     assert [p.name for p in out.iterdir()] == ["2-28x28.png"]
     assert (out / "2-28x28.png").read_bytes() == b"theirs"
