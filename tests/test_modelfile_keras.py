@@ -253,3 +253,35 @@ def test_keras_written_model_through_mlp_predict_and_evaluate(tmp_path):
     result = CliRunner().invoke(main, ["evaluate", "--model", str(path), "--data", "mnist", "--scaling", "unit"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "evaluation-keras_mlp-on-mnist.json").exists()
+
+
+def test_keras3_model_fed_pre_scaled_rows_predicts_what_keras_predicts(tmp_path):
+    """The Keras tutorial scales its rows itself (X_test /= 255); with --scaling none mlp predict
+    and mlp evaluate take them as they are and agree with Keras."""
+    from click.testing import CliRunner
+
+    from mlpcli.cli import main
+    from mlpcli.data.builtin import load_builtin
+
+    keras.utils.set_random_seed(3)
+    model = _keras_saved(tmp_path / "k.h5", keras.Sequential([
+        keras.Input((784,)), keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(10, activation="softmax")]))
+    mnist = load_builtin("mnist")
+    x = mnist.x_test[:200].reshape(200, 784).astype("float32")
+    x /= 255
+    y = mnist.y_test[:200]
+    np.save(tmp_path / "rows.npy", x)
+    np.savez(tmp_path / "scaled.npz", x_test=x, y_test=y)
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "rows.npy"), "--model", str(tmp_path / "k.h5"),
+                                       "--scaling", "none", "--out", str(tmp_path / "p.npy")])
+    assert result.exit_code == 0, result.output
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-6)
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "k.h5"), "--data",
+                                       str(tmp_path / "scaled.npz"), "--scaling", "none", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["metrics"]["accuracy"] == pytest.approx(float((expected.argmax(axis=1) == y).mean()))
+    _, keras_accuracy = model.evaluate(x, y, verbose=0)
+    assert report["metrics"]["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)

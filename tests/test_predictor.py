@@ -156,3 +156,50 @@ def test_an_old_csv_model_predicts_the_same_from_the_csv_itself(tmp_path):
 def test_predictor_refuses_scaling_it_does_not_know(tiny_run):
     with pytest.raises(MlpError, match="--scaling: must be one of unit, none, standardize"):
         Predictor.open(tiny_run, scaling="log")
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("csv") / "run"
+    result = mlp("train", "configs/breast-cancer.yaml", "--run-dir", run, "-q", "--no-plots",
+                 "--set", "training.epochs=2")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def write_columns(path, header, rows, order):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(",".join(r[j] for j in order) for r in [header] + rows) + "\n")
+    return path
+
+
+def test_csv_columns_in_any_order_predict_the_same(csv_run, tmp_path):
+    lines = Path("configs/data/breast_cancer_test.csv").read_text().splitlines()
+    header, rows = lines[0].split(","), [line.split(",") for line in lines[1:]]
+    order = list(range(len(header)))
+    shuffled = list(np.random.default_rng(0).permutation(order))
+    a = write_columns(tmp_path / "a" / "new.csv", header, rows, order)
+    b = write_columns(tmp_path / "b" / "new.csv", header + ["note"], [r + ["x"] for r in rows],
+                      shuffled + [len(header)])
+    first = mlp("predict", a, "--run", csv_run, "--out", tmp_path / "a.csv")
+    second = mlp("predict", b, "--run", csv_run, "--out", tmp_path / "b.csv")
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    assert f"Wrote {len(rows)} predictions" in first.output
+    assert "Accuracy on the" in first.output  # the label column is used for a score
+    assert "column(s) not used by the model: note" in second.output
+    missing = write_columns(tmp_path / "c" / "new.csv", header, rows, order[1:])
+    result = mlp("predict", missing, "--run", csv_run)
+    assert result.exit_code == 2 and header[0] in result.output and "new.csv" in result.output
+
+
+def test_csv_predictions_equal_evaluate_on_the_same_file(csv_run, tmp_path):
+    data = Path("configs/data/breast_cancer_test.csv")
+    result = mlp("evaluate", csv_run, "--data", data, "--json")
+    assert result.exit_code == 0, result.output
+    accuracy = json.loads(result.stdout)["metrics"]["accuracy"]
+    result = mlp("predict", data, "--run", csv_run, "--out", tmp_path / "p.jsonl")
+    assert result.exit_code == 0, result.output
+    assert f"Accuracy on the 114 labelled inputs: {accuracy:.4f}" in result.output
+    predicted = [json.loads(line)["class"] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert set(predicted) <= {"benign", "malignant"} and len(predicted) == 114
