@@ -6,9 +6,9 @@ Writes (in a temporary folder) a CSV file of ROWS rows of 30 float columns and a
 label column, and one of SMALL rows. Each step runs in a fresh process, so each
 measurement has its own peak memory (Linux carries ru_maxrss over an exec, so
 the parent, which forks them, stays small): reading the file alone through
-read_table_rows, a chunk at a time, and reading it, predicting every chunk with
-a stand-in model and writing the predictions to a .csv file through
-open_prediction_file. Reported: rows per second, and the peak RSS over the
+read_table_rows, a chunk at a time; and ``mlp predict``'s stage on it (the
+model's Predictor prepares each chunk, a 30-16-2 MLP predicts it, the
+predictions go to a .csv file). Reported: rows per second, and the peak RSS over the
 process's RSS before the file was opened (ru_maxrss). Flat memory shows as the
 same increase for both files.
 """
@@ -28,19 +28,23 @@ FEATURES = 30
 CHUNK_ROWS = 8192
 
 
-class StandInModel:
-    """A 30-16-2 MLP in plain numpy, standing in for the trained model's predictor."""
+def write_model(path):
+    """A 30-16-2 MLP (random weights: the speed does not depend on them) whose model file
+    records a table pipeline of columns f0..f29 with standardize scaling, as ``mlp train``
+    on such a CSV would."""
+    from mlpcli import modelfile
+    from mlpcli.nn.model import Sequential
+    from mlpcli.pipeline import InputPipeline
 
-    def __init__(self, rng):
-        self.w1 = rng.standard_normal((FEATURES, 16), dtype=np.float32) / np.sqrt(FEATURES)
-        self.w2 = rng.standard_normal((16, 2), dtype=np.float32) / 4
-        self.n_outputs, self.task, self.class_names = 2, "classification", ["no", "yes"]
-
-    def outputs(self, x):
-        """float32 (k, 2) softmax probabilities."""
-        z = np.maximum(x @ self.w1, 0) @ self.w2
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+    model = Sequential([{"type": "dense", "units": 16, "activation": "relu"},
+                        {"type": "dense", "units": 2, "activation": "softmax"}],
+                       (FEATURES,)).build(np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    pipeline = InputPipeline(kind="table", feature_shape=(FEATURES,), scaling="standardize",
+                             scale=rng.uniform(0.5, 2, FEATURES).astype(np.float32),
+                             offset=rng.uniform(-1, 1, FEATURES).astype(np.float32), class_names=["no", "yes"],
+                             columns=[f"f{j}" for j in range(FEATURES)], label_column="label")
+    modelfile.save(path, model, pipeline=pipeline)
 
 
 def write_csv(path, rows):
@@ -59,10 +63,10 @@ def write_csv(path, rows):
 def work(kind, csv_path):
     """One measurement in this process: ``read`` or ``pipeline`` (read, predict, write)."""
     from mlpcli.data.table_rows import read_table_rows
-    from mlpcli.prediction_file import open_prediction_file
+    from mlpcli.predict import predict
 
     columns = [f"f{j}" for j in range(FEATURES)]
-    model = StandInModel(np.random.default_rng(0))
+    model = os.path.join(os.path.dirname(csv_path), "model.h5")
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rows = 0
     t0 = time.perf_counter()
@@ -71,14 +75,10 @@ def work(kind, csv_path):
         for chunk in table:
             rows += len(chunk.lines)
     else:
+        table.close()
         out = os.path.join(os.path.dirname(csv_path), "predictions.csv")
-        with open_prediction_file(out, class_names=model.class_names, n_outputs=model.n_outputs,
-                                  task=model.task, overwrite=True) as predictions:
-            for chunk in table:
-                name = os.path.basename(csv_path)
-                predictions.write([f"{name}:{line}" for line in chunk.lines.tolist()],
-                                  model.outputs(chunk.x))
-                rows += len(chunk.lines)
+        # what `mlp predict ROWS.csv --model model.h5 --out predictions.csv --overwrite` runs
+        rows = predict([csv_path], model_path=model, out=out, overwrite=True, chunk_rows=CHUNK_ROWS).count
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"rows": rows, "seconds": seconds, "baseline_mib": baseline / 1024,
@@ -100,11 +100,14 @@ def main():
     args = parser.parse_args()
     if args.worker:
         kind, path, rows = args.worker
-        print(json.dumps(write_csv(path, int(rows)) if kind == "write" else work(kind, path)))
+        if kind == "write":
+            write_csv(path, int(rows))
+            write_model(os.path.join(os.path.dirname(path), "model.h5"))
+        print(json.dumps(None if kind == "write" else work(kind, path)))
         return
 
     print(f"{FEATURES} float columns + a label column, chunks of {CHUNK_ROWS:,} rows, "
-          f"stand-in model {FEATURES}-16-2 (softmax), predictions written as .csv")
+          f"a {FEATURES}-16-2 MLP (softmax, standardize scaling), predictions written as .csv")
     print(f"{'rows':>10} {'measured':<22}{'rows/s':>10}{'seconds':>9}{'RSS before MiB':>16}"
           f"{'peak increase MiB':>19}")
     with tempfile.TemporaryDirectory() as folder:
