@@ -171,14 +171,16 @@ class Predictor:
         if labels.dtype.kind in "iu":
             codes = labels.astype(np.int64)
         else:
-            text = labels.astype(str)
+            text = np.char.strip(labels.astype(str))
             recorded = self.pipeline.class_names if self.pipeline else None
             if recorded:
-                lookup = {name: i for i, name in enumerate(names)}
-                codes = np.array([lookup.get(t.strip(), -1) for t in text], dtype=np.int64)
+                known = np.asarray(names, dtype=str)
+                order = np.argsort(known, kind="stable")
+                at = np.minimum(np.searchsorted(known[order], text), len(known) - 1)
+                codes = np.where(known[order][at] == text, order[at], -1).astype(np.int64)
             else:
                 try:
-                    codes = np.array([int(t) for t in text], dtype=np.int64)
+                    codes = text.astype(np.int64)
                 except ValueError:
                     raise DataError(f"{where}: labels are names, but the model records no class names; "
                                     f"give class indices 0..{len(names) - 1}") from None
