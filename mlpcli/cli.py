@@ -202,9 +202,9 @@ def plot(run_dirs, out_dir, fmt, runs_root):
     from pathlib import Path
 
     from mlpcli.plots import plot_runs
-    from mlpcli.runs import resolve_run_dir
+    from mlpcli.runs import model_folder
 
-    dirs = [resolve_run_dir(d, note=_note) for d in run_dirs] or [resolve_run_dir(None, runs_root, _note)]
+    dirs = [model_folder(d, runs_root, _note) for d in run_dirs] or [model_folder(None, runs_root, _note)]
     report = plot_runs(dirs, Path(out_dir) if out_dir else None, fmt)
     for path in report.written:
         echo(f"wrote {path}")

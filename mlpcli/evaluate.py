@@ -6,7 +6,6 @@ split of the run's dataset, or ``--data``: a dataset name or a file/folder of
 the same kind as the training data.
 """
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import config as config_mod
-from mlpcli import files, modelfile, runs
+from mlpcli import files, modelfile, run_models, runs
 from mlpcli.data import apply_preprocessing, fit_preprocessing, load_raw
 from mlpcli.data.builtin import BUILTINS
 from mlpcli.errors import ConfigError, DataError, MlpError, ModelFileError
@@ -37,19 +36,22 @@ class Evaluation:
 def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_root="runs", note=None):
     """Evaluate a model; see the module docstring. The report is written by ``save``, so it
     can be shown first: a folder that cannot be written to does not cost the user the report.
-    ``note`` is told where a link to the run folder led (see ``runs.resolve_run_dir``)."""
+    ``note`` is told where a link to the run folder led and which trial of a sweep folder is
+    used (see ``runs.model_folder``)."""
     if model_path is not None and checkpoint is not None:
         raise MlpError("give either --checkpoint or --model, not both")
     if model_path is None or run_dir is not None:
-        run_dir = runs.resolve_run_dir(run_dir, runs_root, note)
+        run_dir = runs.model_folder(run_dir, runs_root, note)
         if not (run_dir / runs.CONFIG_FILE).exists():
-            raise MlpError(f"{run_dir}: not a run folder (no config.yaml)")
-    model_path = Path(model_path) if model_path is not None else choose_checkpoint(run_dir, checkpoint)
+            raise MlpError(f"{run_dir}: not a run folder (no {runs.CONFIG_FILE})")
+    if model_path is None:
+        model_path = run_models.choose_checkpoint(run_dir, checkpoint)
+    model_path = Path(model_path)
     loaded = modelfile.load(model_path)
     if loaded.config:
         cfg = _checked_config(loaded.config, model_path)
     else:
-        cfg = _run_config(run_dir) if run_dir else None
+        cfg = runs.run_config(run_dir) if run_dir else None
     x_raw, y, class_names, source, kind = _test_data(cfg, loaded, data, run_dir, model_path)
     # a foreign Keras file does not say how it scaled its inputs: assume Keras's usual x / 255 for images
     preprocessing = loaded.preprocessing or fit_preprocessing(None, "unit" if kind in IMAGE_DATASETS else "none")
@@ -65,81 +67,7 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, runs_
                    class_names=loaded.class_names or class_names)
     report = {"checkpoint": model_path.name, "model_file": str(model_path.resolve()),
               "data": source, "run_test_split": data is None and loaded.config is not None, **report}
-    return Evaluation(report, _report_path(run_dir, model_path, data))
-
-
-def choose_checkpoint(run_dir, checkpoint):
-    """The model file for ``--checkpoint``: None/"model.h5", "best", "last", an epoch number or a file name."""
-    if checkpoint in (None, runs.MODEL_FILE):
-        path = run_dir / runs.MODEL_FILE
-        if not path.exists():
-            raise MlpError(f"{run_dir}: no model.h5 yet (the run is still training, or was stopped: "
-                           f"`mlp train --resume {run_dir}` finishes it); use --checkpoint last")
-        return path
-    by_epoch = _checkpoints_by_epoch(run_dir)
-    if checkpoint == "last":
-        if not by_epoch:
-            raise MlpError(f"{run_dir}: no checkpoints")
-        return by_epoch[max(by_epoch)]
-    if checkpoint == "best":
-        epoch = _best_epoch(run_dir)
-        if epoch in by_epoch:
-            return by_epoch[epoch]
-        raise MlpError(f"{run_dir}: no checkpoint of the best epoch ({epoch}) was kept")
-    if str(checkpoint).isdigit():
-        if int(checkpoint) in by_epoch:
-            return by_epoch[int(checkpoint)]
-        raise MlpError(f"{run_dir}: no checkpoint of epoch {checkpoint}; there are epochs "
-                       f"{', '.join(map(str, sorted(by_epoch))) or 'none'}")
-    path = run_dir / runs.CHECKPOINTS_DIR / checkpoint
-    if path.exists():
-        return path
-    raise MlpError(f"--checkpoint {checkpoint}: use model.h5, best, last, an epoch number or a file "
-                   f"in {run_dir / 'checkpoints'}")
-
-
-def _checkpoints_by_epoch(run_dir):
-    """{epoch: path} of the run's checkpoints, read from each file's own record."""
-    found = {}
-    for path in sorted((run_dir / runs.CHECKPOINTS_DIR).glob("*.h5")):
-        try:
-            epoch = modelfile.load(path).state.get("epoch")
-        except MlpError:
-            continue  # a damaged checkpoint is simply not offered
-        if isinstance(epoch, int):
-            found[epoch] = path
-    return found
-
-
-def _best_epoch(run_dir):
-    """The epoch with the best value of the run's checkpoint monitor, from history.csv."""
-    import csv
-
-    from mlpcli.history import best_epoch, read_history
-
-    cfg = _run_config(run_dir)
-    monitor = cfg["checkpoint"]["monitor"]
-    path = run_dir / runs.HISTORY_FILE
-    try:
-        history = read_history(path)
-    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
-        raise MlpError(f"{path}: cannot read ({exc})") from None
-    if monitor not in history:
-        raise MlpError(f"{path}: no values of {monitor}")
-    epoch = best_epoch(history, monitor, cfg["checkpoint"]["mode"])
-    if epoch is None:
-        raise MlpError(f"{path}: no values of {monitor}")
-    return int(epoch)
-
-
-def _run_config(run_dir):
-    """The run's config.yaml, checked as ``mlp train`` checks a config."""
-    path = run_dir / runs.CONFIG_FILE
-    raw = config_mod.read_yaml(path)
-    try:
-        return config_mod.resolve(raw)
-    except ConfigError as exc:
-        raise ConfigError([f"{path}: {p}" for p in exc.problems]) from None
+    return Evaluation(report, run_models.evaluation_path(run_dir, model_path, data))
 
 
 def _checked_config(cfg, model_path):
@@ -161,7 +89,7 @@ def _test_data(cfg, loaded, data, run_dir, model_path):
     task = cfg["task"] if cfg else _guess_task(loaded)
     if data is None:
         if run_dir is not None:
-            data_cfg = dict(_run_config(run_dir)["data"])
+            data_cfg = dict(runs.run_config(run_dir)["data"])
         elif cfg is None:
             if int(np.prod(loaded.model.input_shape)) == 784 and loaded.model.n_outputs == 10:
                 data_cfg = {"dataset": "mnist"}
@@ -257,25 +185,6 @@ def score(model, x, y, *, loss_name, metric_specs, task, class_names=None):
     report["misclassified"] = [{"index": int(i), "true": int(y[i]), "predicted": int(predicted[i]),
                                 "probability": float(confidence[i])} for i in wrong]
     return report
-
-
-def _data_tag(data):
-    """A name for ``--data`` in a file name: the dataset, or the file's stem and a hash of its
-    full path (two different test.csv files get two reports)."""
-    if data in BUILTINS:
-        return data
-    path = str(Path(data).resolve())
-    return f"{Path(data).stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
-
-
-def _report_path(run_dir, model_path, data):
-    """evaluation.json for a run's model.h5, evaluation-<checkpoint>.json otherwise;
-    ``-on-<data>`` is added for other data than the run's, so no report replaces another's."""
-    folder = run_dir if run_dir is not None else model_path.parent
-    on = f"-on-{_data_tag(data)}" if data is not None else ""
-    if run_dir is not None and model_path.resolve() == (run_dir / runs.MODEL_FILE).resolve():
-        return folder / f"evaluation{on}.json"
-    return folder / f"evaluation-{model_path.stem}{on}.json"
 
 
 def format_report(report):

@@ -36,14 +36,14 @@ class Prediction:
 
 
 def open_model(run_dir=None, model_path=None, runs_root="runs", note=None):
-    """The model file of ``--model``, else of ``--run`` (default: the newest run; ``note`` is
-    told where a link to it led)."""
+    """The model file of ``--model``, else of ``--run`` (default: the newest run; a sweep folder
+    gives its recommended trial; ``note`` is told where a link led and which trial)."""
     if model_path is not None:
         return modelfile.load(model_path)
-    run_dir = runs.resolve_run_dir(run_dir, runs_root, note)
+    run_dir = runs.model_folder(run_dir, runs_root, note)
     path = run_dir / runs.MODEL_FILE
     if not path.exists():
-        raise MlpError(f"{run_dir}: no model.h5 (the run is still training, or was stopped: "
+        raise MlpError(f"{run_dir}: no {runs.MODEL_FILE} (the run is still training, or was stopped: "
                        f"`mlp train --resume {run_dir}` finishes it)")
     return modelfile.load(path)
 
