@@ -105,13 +105,13 @@ def test_the_recommended_trial_is_the_one_compare_recommends(tmp_path):
     finished after its sweep was killed (results.csv still says pending) and is ranked too."""
     sweep = hand_made_sweep(tmp_path / "s", {"trial-001": (5000, [0.5, 0.100]), "trial-002": (900, [0.5, 0.101]),
                                              "trial-003": (100, [0.5, 0.1015]), "trial-004": None})
+    c = compare([sweep], plots=False)
+    assert c.recommended.label == "trial-003" and c.best.label == "trial-001"
+    assert [e.label for e in c.unranked] == ["trial-004"]
     notes = []
     assert runs.model_folder(sweep, note=notes.append) == sweep / "trial-003"
     assert notes == [(f"Sweep {sweep}: using its recommended trial trial-003 (best val_loss 0.1015, "
                       f"100 params); give {sweep}/trial-NNN for another")]
-    c = compare([sweep], plots=False)
-    assert c.recommended.label == "trial-003" and c.best.label == "trial-001"
-    assert [e.label for e in c.unranked] == ["trial-004"]
 
 
 def test_a_sweep_without_a_finished_trial_is_a_clean_error(tmp_path):
@@ -156,10 +156,10 @@ def test_model_folder_of_a_model_file_is_its_run(tiny_run, tmp_path):
 def test_parameter_count_is_stored_as_a_number_and_old_runs_count_their_model(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    assert json.loads((run / runs.PARAMS_FILE).read_text()) == {"params": QUICK_PARAMS}
     (run / "summary.txt").unlink()  # not read back: it is text for people
     assert runs.param_count(run) == QUICK_PARAMS
     assert compare([run], plots=False).ranked[0].params == QUICK_PARAMS
+    assert json.loads((run / runs.PARAMS_FILE).read_text()) == {"params": QUICK_PARAMS}
     (run / runs.PARAMS_FILE).unlink()  # a run made before the count was stored: its model says
     assert runs.param_count(run) == QUICK_PARAMS
     (run / "model.h5").unlink()  # stopped before model.h5: its newest checkpoint says
@@ -182,6 +182,7 @@ def test_a_run_under_way_has_its_parameter_count(tmp_path):
             assert proc.poll() is None, proc.communicate()
             assert time.time() < deadline, "the first epoch never ended"
             time.sleep(0.05)
+        (run / "summary.txt").unlink()  # text for people, not read back
         assert runs.param_count(run) == QUICK_PARAMS and not (run / "model.h5").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
