@@ -12,8 +12,10 @@ makes ``<runs root>/<sweep name>-<YYYYmmdd-HHMMSS>/`` holding
 * ``compare-accuracy.png`` / ``compare-loss.png``: the trials' validation curves;
 * ``.lock``: held while a sweep runs in the folder (only the holder writes in it),
 
-runs the trials (``mlpcli.sweep_workers`` locally, ``mlpcli.sweep_trials`` on
-Dask) and ranks them (``mlpcli.compare``). ``sweep(resume=SWEEP_DIR)`` runs
+points ``<runs root>/latest`` at it (so commands given no run folder, or the sweep folder,
+use its recommended trial: ``runs.model_folder``), runs the trials
+(``mlpcli.sweep_workers`` locally, ``mlpcli.sweep_trials`` on Dask) and ranks them
+(``mlpcli.compare``). ``sweep(resume=SWEEP_DIR)`` runs
 again only the trials whose folder does not hold a finished run, continuing
 those with a saved state.
 """

@@ -47,7 +47,8 @@ def is_sweep(folder):
 def newest_sweep(runs_root):
     """The sweep folder under ``runs_root`` made last (by its sweep.yaml's time)."""
     root = Path(runs_root)
-    found = [path for path in root.glob(f"*/{SWEEP_FILE}") if path.is_file()]
+    # `latest` may name the same sweep: the real folder is found without it
+    found = [path for path in root.glob(f"*/{SWEEP_FILE}") if path.is_file() and not path.parent.is_symlink()]
     if not found:
         raise MlpError(f"{root}: no sweeps found; run one with `mlp sweep CONFIG`, or give the run "
                        "or sweep folders to compare")
