@@ -5,8 +5,9 @@ made by ``mlp sweep`` (each of their trials is a run folder) and ranks every
 run by the best value of one monitored quantity over its epochs (by default
 the runs' ``checkpoint.monitor``, usually ``val_loss``). It recommends the
 run with the fewest parameters whose score is within a tolerance of the best
-(``mlpcli.ranking``, the rule every command given a sweep folder follows), notes each run's diagnostics (``mlpcli.diagnostics``)
-and overlays the runs' validation curves (``compare-accuracy`` and
+(``mlpcli.ranking``; every command given a sweep folder uses the trial it
+recommends), notes each run's diagnostics (``mlpcli.diagnostics``) and
+overlays the runs' validation curves (``compare-accuracy`` and
 ``compare-loss``, drawn by the plot code).
 """
 
@@ -98,8 +99,9 @@ def read_sweep_entries(folder):
             if entry.seconds is not None and _float(row.get("seconds")) is not None:
                 entry.seconds = _float(row.get("seconds"))
         else:
+            missing = f"{runs.RESULTS_FILE} missing" if status == "ok" else None
             entry = Entry(name, folder / name, status=status if status != "ok" else "failed",
-                          error=row.get("error") or (None if status != "ok" else f"{runs.RESULTS_FILE} missing"))
+                          error=row.get("error") or missing)
         entry.values = dict(trial.get("overrides") or {})
         entries.append(entry)
     return entries

@@ -33,7 +33,7 @@ LATEST = "latest"
 # What a run folder holds: the one place these names are spelled.
 CONFIG_FILE = "config.yaml"  # the resolved config; a folder with one is a run
 SUMMARY_FILE = "summary.txt"
-PARAMS_FILE = "params.json"  # {"params": N}, written with summary.txt before training starts
+PARAMS_FILE = "params.json"  # {"params": N}, written as training starts (compare reads runs under way)
 HISTORY_FILE = "history.csv"
 LOG_FILE = "train.log"
 MODEL_FILE = "model.h5"
@@ -324,8 +324,8 @@ def write_param_count(folder, count):
 
 
 def param_count(folder):
-    """A run's parameter count: the number stored when it was made, else (a run made before
-    mlp stored it) counted from its model.h5 or newest checkpoint, else None."""
+    """A run's parameter count: the number stored when it started training, else (a run made
+    before mlp stored it) counted from its model.h5 or a checkpoint, else None."""
     try:
         stored = json.loads(read_text(Path(folder) / PARAMS_FILE))
         count = stored["params"]
@@ -337,11 +337,13 @@ def param_count(folder):
 
 
 def _counted_params(folder):
+    """The parameter count of the first of the run's model files that loads (they share one
+    architecture): model.h5, else a checkpoint."""
     from mlpcli import modelfile
 
-    checkpoints = (folder / CHECKPOINTS_DIR).glob(f"*{MODEL_SUFFIX}") if (folder / CHECKPOINTS_DIR).is_dir() else []
-    newest = sorted(checkpoints, key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in [folder / MODEL_FILE, *newest]:
+    checkpoints = folder / CHECKPOINTS_DIR
+    checkpoints = sorted(checkpoints.glob(f"*{MODEL_SUFFIX}")) if checkpoints.is_dir() else []
+    for path in [folder / MODEL_FILE, *checkpoints]:
         if path.is_file():
             with contextlib.suppress(MlpError):
                 return modelfile.load(path).model.count_params()
@@ -362,12 +364,12 @@ def run_config(run_dir):
 
 # ---------------------------------------------------------------- saved states in resume/
 
-_STATE_NAME = re.compile(r"epoch-([0-9]{4,})(?:-batch-([0-9]{6,}))?\.h5")
+_STATE_NAME = re.compile(r"epoch-([0-9]{4,})(?:-batch-([0-9]{6,}))?" + re.escape(MODEL_SUFFIX))
 
 
 def resume_state_name(epoch, batch=None):
     """``epoch-0003.h5`` (3 epochs done) or ``epoch-0003-batch-000120.h5`` (and 120 batches of the 4th)."""
-    return f"epoch-{epoch:04d}" + (f"-batch-{batch:06d}" if batch is not None else "") + ".h5"
+    return f"epoch-{epoch:04d}" + (f"-batch-{batch:06d}" if batch is not None else "") + MODEL_SUFFIX
 
 
 def _state_progress(name):

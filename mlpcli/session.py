@@ -244,7 +244,7 @@ class Session:
                                   f"had finished and is saved\nFinish with: mlp train --resume {self.folder}",
                                   stop.signum)
 
-        check_stop("writing model.h5")
+        check_stop(f"writing {runs.MODEL_FILE}")
         restored = self.stopper.restore() if self.stopper else False
         if restored and self.stopper.monitor.best_epoch != self.history[-1]["epoch"]:
             report.line(f"Restored the weights of epoch {self.stopper.monitor.best_epoch}")

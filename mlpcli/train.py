@@ -1,7 +1,7 @@
 """The ``train`` stage: config -> data -> model -> epochs -> run folder.
 
 Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
-``history.csv``, ``checkpoints/*.h5``, ``model.h5``, ``results.json``,
+``params.json``, ``history.csv``, ``checkpoints/*.h5``, ``model.h5``, ``results.json``,
 ``diagnostics.json``, ``train.log`` and the curves in ``plots/``.
 """
 

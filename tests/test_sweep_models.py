@@ -53,7 +53,7 @@ def note_of(folder, trial):
     return f"Sweep {folder}: using its recommended trial {trial} (best val_loss "
 
 
-def test_latest_names_the_sweep_and_commands_without_a_folder_use_its_recommended_trial(sweep, tmp_path):
+def test_latest_names_the_sweep_and_commands_given_no_folder_use_its_recommended_trial(sweep, tmp_path):
     root, folder, trial = sweep
     assert (root / "latest").is_symlink() and (root / "latest").resolve() == folder.resolve()
 
@@ -68,7 +68,8 @@ def test_latest_names_the_sweep_and_commands_without_a_folder_use_its_recommende
     np.save(rows, np.zeros((2, 784), dtype=np.uint8))
     result = invoke("predict", "--run", root / "latest", "--npy", rows, "--json")
     assert result.exit_code == 0, result.output
-    assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == ["rows.npy[0]", "rows.npy[1]"]
+    sources = [json.loads(line)["source"] for line in result.stdout.splitlines()]
+    assert sources == ["rows.npy[0]", "rows.npy[1]"]
     assert note_of(folder, trial) in result.stderr
 
     result = invoke("plot", "--runs-root", root)
@@ -103,8 +104,9 @@ def _rows(tmp_path):
 def test_the_recommended_trial_is_the_one_compare_recommends(tmp_path):
     """Hand-made trials: trial-002 is within 2% of the best with fewer parameters; trial-003
     finished after its sweep was killed (results.csv still says pending) and is ranked too."""
-    sweep = hand_made_sweep(tmp_path / "s", {"trial-001": (5000, [0.5, 0.100]), "trial-002": (900, [0.5, 0.101]),
-                                             "trial-003": (100, [0.5, 0.1015]), "trial-004": None})
+    sweep = hand_made_sweep(tmp_path / "s", {
+        "trial-001": (5000, [0.5, 0.100]), "trial-002": (900, [0.5, 0.101]),
+        "trial-003": (100, [0.5, 0.1015]), "trial-004": None})
     c = compare([sweep], plots=False)
     assert c.recommended.label == "trial-003" and c.best.label == "trial-001"
     assert [e.label for e in c.unranked] == ["trial-004"]
@@ -196,7 +198,8 @@ def hand_made_run(folder, params, val_loss):
     folder.mkdir(parents=True)
     rows = ["epoch,loss,val_loss"] + [f"{i + 1},{1.0 - 0.1 * i},{v}" for i, v in enumerate(val_loss)]
     (folder / "history.csv").write_text("\n".join(rows) + "\n")
-    (folder / "config.yaml").write_text(yaml.safe_dump({"checkpoint": {"monitor": "val_loss", "mode": "auto"}}))
+    cfg = {"checkpoint": {"monitor": "val_loss", "mode": "auto"}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     runs.write_param_count(folder, params)
     (folder / "results.json").write_text("{}")
     return folder
@@ -209,7 +212,8 @@ def hand_made_sweep(folder, trials):
     for name, run in trials.items():
         if run is not None:
             hand_made_run(folder / name, *run)
-    (folder / "sweep.yaml").write_text(yaml.safe_dump({"trials": [{"name": n, "overrides": {}} for n in trials]}))
+    spec = {"trials": [{"name": n, "overrides": {}} for n in trials]}
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(spec))
     first, *rest = trials
     (folder / "results.csv").write_text("trial,status,seconds,error\n" + f"{first},ok,1.0,\n"
                                         + "".join(f"{n},pending,,\n" for n in rest))
