@@ -112,8 +112,9 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
 def evaluate(run_dir, checkpoint, model_path, data, runs_root, as_json):
     """Score a model on test data: loss, metrics, per-class precision/recall/F1, confusion matrix.
 
-    RUN_DIR defaults to the newest run. Writes evaluation.json (or
-    evaluation-<checkpoint>.json) into the run folder.
+    RUN_DIR defaults to the newest run; a sweep folder means its recommended
+    trial. Writes evaluation.json (or evaluation-<checkpoint>.json) into the
+    run folder.
 
     \b
     Examples:
@@ -142,7 +143,7 @@ def evaluate(run_dir, checkpoint, model_path, data, runs_root, as_json):
 @main.command()
 @click.argument("images", nargs=-1, type=click.Path())
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None,
-              help="Use this run's model.h5 (default: the newest run).")
+              help="Use this run's model.h5 (default: the newest run; a sweep folder: its recommended trial).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="Use this Keras-layout .h5 model.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
@@ -190,8 +191,9 @@ def predict(images, run_dir, model_path, top_k, as_json, npy, save_preprocessed,
 def plot(run_dirs, out_dir, fmt, runs_root):
     """Draw accuracy, loss and learning-rate curves, confusion matrices and misclassified digits.
 
-    RUN_DIRS default to the newest run. With several runs, compare-accuracy
-    and compare-loss overlay their validation curves.
+    RUN_DIRS default to the newest run; a sweep folder means its recommended
+    trial. With several runs, compare-accuracy and compare-loss overlay their
+    validation curves.
 
     \b
     Examples:

@@ -1,9 +1,11 @@
 """Run folders: what they hold, how they are made, locked, found and resumed.
 
 A run folder is ``<runs root>/<name>-<YYYYmmdd-HHMMSS>/``; ``<runs
-root>/latest`` points at the newest. A command given a run folder resolves it
-once (``resolve_run_dir``) and works on the real folder, so a link that moves
-meanwhile cannot redirect it. Its files are written atomically (``mlpcli.files``).
+root>/latest`` points at the newest run or sweep. A command given a run folder
+resolves it once (``resolve_run_dir``) and works on the real folder, so a link
+that moves meanwhile cannot redirect it; a command that uses a run's model
+takes a sweep folder too, and uses its recommended trial (``model_folder``).
+Its files are written atomically (``mlpcli.files``).
 """
 
 import contextlib
