@@ -224,8 +224,9 @@ def predict(inputs, run_dir, checkpoint, model_path, out, overwrite, scaling, im
 def plot(run_dirs, out_dir, fmt, runs_root):
     """Draw accuracy, loss and learning-rate curves, confusion matrices and misclassified digits.
 
-    RUN_DIRS default to the newest run. With several runs, compare-accuracy
-    and compare-loss overlay their validation curves.
+    RUN_DIRS default to the newest run; a sweep folder means its recommended
+    trial. With several runs, compare-accuracy and compare-loss overlay their
+    validation curves.
 
     \b
     Examples:
@@ -236,9 +237,9 @@ def plot(run_dirs, out_dir, fmt, runs_root):
     from pathlib import Path
 
     from mlpcli.plots import plot_runs
-    from mlpcli.runs import resolve_run_dir
+    from mlpcli.runs import model_folder
 
-    dirs = [resolve_run_dir(d, note=_note) for d in run_dirs] or [resolve_run_dir(None, runs_root, _note)]
+    dirs = [model_folder(d, runs_root, _note) for d in run_dirs] or [model_folder(None, runs_root, _note)]
     report = plot_runs(dirs, Path(out_dir) if out_dir else None, fmt)
     for path in report.written:
         echo(f"wrote {path}")

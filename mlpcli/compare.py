@@ -5,27 +5,23 @@ made by ``mlp sweep`` (each of their trials is a run folder) and ranks every
 run by the best value of one monitored quantity over its epochs (by default
 the runs' ``checkpoint.monitor``, usually ``val_loss``). It recommends the
 run with the fewest parameters whose score is within a tolerance of the best
-(see ``recommend``), notes each run's diagnostics (``mlpcli.diagnostics``)
-and overlays the runs' validation curves (``compare-accuracy`` and
+(``mlpcli.ranking``; every command given a sweep folder uses the trial it
+recommends), notes each run's diagnostics (``mlpcli.diagnostics``) and
+overlays the runs' validation curves (``compare-accuracy`` and
 ``compare-loss``, drawn by the plot code).
 """
 
-import csv
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlpcli import runs
-from mlpcli.errors import ConfigError, MlpError, printable
+from mlpcli import ranking, runs, sweep_folder
+from mlpcli.errors import MlpError, printable
 from mlpcli.files import read_text
+from mlpcli.ranking import tolerance_text
 from mlpcli.runs import resolve_run_dir
-
-# default tolerance: absolute for quantities that go up (accuracy), relative for the rest (loss)
-TOLERANCE_HIGHER = 0.002
-TOLERANCE_LOWER = 0.02
-_EPS = 1e-12
 
 
 @dataclass
@@ -61,65 +57,19 @@ class Comparison:
     plots: object = None  # a PlotReport, or None when not drawn
 
 
-def tolerance_text(higher, tolerance):
-    return f"{tolerance:g}" if higher else f"{tolerance * 100:g}%"
-
-
-def within(score, best, higher, tolerance):
-    """Whether ``score`` is close enough to ``best``: ``best - tol`` for quantities that go
-    up (absolute), ``best + tol * |best|`` for those that go down (relative)."""
-    if higher:
-        return score >= best - tolerance - _EPS
-    return score <= best + tolerance * abs(best) + _EPS
-
-
-def recommend(scores, params, higher, tolerance=None):
-    """(index of the best score, index of the recommended run); (None, None) without scores.
-
-    The recommended run has the fewest parameters among the runs whose score is
-    within the tolerance of the best (``within``); ties go to the better score,
-    then to the earlier run. A run with an unknown parameter count (None) is
-    recommended only when no run within the tolerance has a known one.
-    ``tolerance`` defaults to 0.002 (absolute) when higher is better, else 0.02 (2%).
-    """
-    if tolerance is None:
-        tolerance = TOLERANCE_HIGHER if higher else TOLERANCE_LOWER
-    scored = [i for i, s in enumerate(scores) if s is not None and math.isfinite(s)]
-    if not scored:
-        return None, None
-    sign = -1 if higher else 1
-    best = min(scored, key=lambda i: (sign * scores[i], i))
-    close = [i for i in scored if within(scores[i], scores[best], higher, tolerance)]
-    recommended = min(close, key=lambda i: (params[i] is None, params[i] or 0, sign * scores[i], i))
-    return best, recommended
-
-
 # ---------------------------------------------------------------- reading folders
 
-def _read_yaml(path):
-    """The mapping in a YAML file, or None when it is missing or unreadable."""
-    from mlpcli.config_yaml import read_yaml
-
-    try:
-        return read_yaml(path)
-    except ConfigError:
-        return None
-
-
 def read_run(folder, label=None):
-    """An Entry for a run folder from its history.csv, config.yaml, results.json, summary.txt."""
+    """An Entry for a run folder (``runs.read_record``), with its time and diagnostics."""
     from mlpcli.diagnostics import diagnose
-    from mlpcli.history import read_history
 
     folder = Path(folder)
-    entry = Entry(label or folder.resolve().name, folder)
-    entry.cfg = _read_yaml(folder / runs.CONFIG_FILE) or {}
-    try:
-        entry.history = read_history(folder / runs.HISTORY_FILE)
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        entry.status, entry.error = "failed", f"no readable history.csv ({getattr(exc, 'strerror', None) or exc})"
+    record = runs.read_record(folder)
+    entry = Entry(label or folder.resolve().name, folder, cfg=record.cfg, history=record.history,
+                  params=record.params)
+    if record.history is None:
+        entry.status, entry.error = "failed", record.error
         return entry
-    entry.params = runs.param_count(folder)
     try:
         results = json.loads(read_text(folder / runs.RESULTS_FILE))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -133,24 +83,25 @@ def read_run(folder, label=None):
 
 
 def read_sweep_entries(folder):
-    """Entries for every trial of a sweep folder, in trial order (unfinished ones too)."""
-    from mlpcli.sweep_folder import load_sweep_file, read_results
-
+    """Entries for every trial of a sweep folder, in trial order (unfinished ones too). A trial
+    is ranked when its folder holds a finished run (``runs.finished``), as every command that
+    takes the sweep's recommended trial decides."""
     folder = Path(folder)
-    spec = load_sweep_file(folder)
-    rows = {row.get("trial"): row for row in read_results(folder)}
+    spec = sweep_folder.load_sweep_file(folder)
+    rows = {row.get("trial"): row for row in sweep_folder.read_results(folder)}
     entries = []
     for trial in spec["trials"]:
         name = trial["name"]
         row = rows.get(name) or {}
         status = row.get("status") or "pending"
-        if status == "ok" and (folder / name / runs.HISTORY_FILE).is_file():
+        if runs.finished(folder / name):
             entry = read_run(folder / name, label=name)
             if entry.seconds is not None and _float(row.get("seconds")) is not None:
                 entry.seconds = _float(row.get("seconds"))
         else:
+            missing = f"{runs.RESULTS_FILE} missing" if status == "ok" else None
             entry = Entry(name, folder / name, status=status if status != "ok" else "failed",
-                          error=row.get("error") or (None if status != "ok" else "history.csv missing"))
+                          error=row.get("error") or missing)
         entry.values = dict(trial.get("overrides") or {})
         entries.append(entry)
     return entries
@@ -169,7 +120,7 @@ def _collect(paths):
     for path in map(Path, paths):
         if not path.exists():
             raise MlpError(f"{path}: no such run or sweep folder")
-        if (path / "sweep.yaml").is_file():
+        if sweep_folder.is_sweep(path):
             trials = read_sweep_entries(path)
             if len(paths) > 1:
                 for t in trials:
@@ -179,7 +130,8 @@ def _collect(paths):
         elif path.is_dir() and ((path / runs.HISTORY_FILE).is_file() or (path / runs.CONFIG_FILE).is_file()):
             entries.append(read_run(path))
         else:
-            raise MlpError(f"{path}: not a run folder (no history.csv) or a sweep folder (no sweep.yaml)")
+            raise MlpError(f"{path}: not a run folder (no {runs.HISTORY_FILE}) or a sweep folder "
+                           f"(no {sweep_folder.SWEEP_FILE})")
     seen = {}
     for e in entries:
         e.label = printable(e.label)  # drawn in the figures' legends, which need UTF-8
@@ -187,49 +139,6 @@ def _collect(paths):
         if seen[e.label] > 1:
             e.label = f"{e.label}-{seen[e.label]}"
     return entries, sweeps
-
-
-# ---------------------------------------------------------------- scoring
-
-def _monitor_of(entry):
-    ckpt = entry.cfg.get("checkpoint") if isinstance(entry.cfg.get("checkpoint"), dict) else {}
-    monitor = ckpt.get("monitor")
-    mode = ckpt.get("mode") if ckpt.get("mode") in ("auto", "min", "max") else "auto"
-    return (monitor, mode) if isinstance(monitor, str) else (None, "auto")
-
-
-def _choose_monitor(entries, monitor):
-    with_history = [e for e in entries if e.history]
-    if monitor is not None:
-        if with_history and not any(monitor in e.history for e in with_history):
-            raise MlpError(f"--monitor {monitor}: no compared run logged it; logged: "
-                           f"{', '.join(sorted({c for e in with_history for c in e.history}))}")
-        modes = {_monitor_of(e)[1] for e in with_history if _monitor_of(e)[0] == monitor}
-        return monitor, modes.pop() if len(modes) == 1 else "auto"
-    found = {_monitor_of(e) for e in with_history if _monitor_of(e)[0]}
-    if len(found) == 1:
-        monitor, mode = found.pop()
-    else:
-        monitor, mode = "val_loss", "auto"
-    if with_history and not any(monitor in e.history for e in with_history):
-        monitor, mode = "loss", "auto"
-    return monitor, mode
-
-
-def _score(entry, monitor, higher, other):
-    from mlpcli.history import best_index, epoch_numbers
-
-    values = entry.history.get(monitor) if entry.history else None
-    if not values:
-        return
-    best = best_index(values, higher)
-    if best is None:
-        return
-    entry.score = values[best]
-    entry.best_epoch = epoch_numbers(entry.history)[best]
-    column = entry.history.get(other) if other else None
-    if column and best < len(column) and math.isfinite(column[best]):
-        entry.other = column[best]
 
 
 def _short_key(key, keys):
@@ -261,37 +170,32 @@ def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=
     """Rank the runs in ``paths`` (run or sweep folders; none: the newest sweep under
     ``runs_root``); see the module docstring. ``note`` is told where a link among ``paths``
     led (see ``runs.resolve_run_dir``) and which sweep was taken."""
-    from mlpcli.nn.metrics import higher_is_better
-    from mlpcli.sweep_folder import newest_sweep
-
     if not paths:
-        paths = [newest_sweep(runs_root)]
+        paths = [sweep_folder.newest_sweep(runs_root)]
         if note is not None:
             note(f"Comparing the newest sweep: {paths[0]}")
     entries, sweeps = _collect([resolve_run_dir(p, note=note) for p in paths])
-    monitor, mode = _choose_monitor(entries, monitor)
-    higher = higher_is_better(monitor, mode)
-    if tolerance is None:
-        tolerance = TOLERANCE_HIGHER if higher else TOLERANCE_LOWER
-    elif not math.isfinite(tolerance) or tolerance < 0:
+    if tolerance is not None and (not math.isfinite(tolerance) or tolerance < 0):
         raise MlpError(f"--tolerance must be a number >= 0, got {tolerance}")
+    scored = [e for e in entries if e.status == "ok"]
+    monitor, mode = ranking.choose_monitor(scored, monitor)
+    order = ranking.rank(scored, monitor, mode, tolerance)
     base = monitor[4:] if monitor.startswith("val_") else monitor
     prefix = "val_" if monitor.startswith("val_") else ""
     other = f"{prefix}loss" if base != "loss" else f"{prefix}accuracy"
-    for e in entries:
-        if e.status == "ok":
-            _score(e, monitor, higher, other)
-    ranked = sorted((e for e in entries if e.score is not None),
-                    key=lambda e: -e.score if higher else e.score)
+    for e, score, position in order.ranked:
+        e.score, e.best_epoch = score, ranking.best_epoch_at(e.history, position)
+        column = e.history.get(other)
+        if column and position < len(column) and math.isfinite(column[position]):
+            e.other = column[position]
+    ranked = [e for e, _, _ in order.ranked]
     unranked = [e for e in entries if e.score is None]
     varied = []
     for e in entries:
         varied += [k for k in e.values if k not in varied]
-    result = Comparison(monitor, higher, tolerance, ranked, unranked, varied=varied,
-                        other=other if any(e.other is not None for e in ranked) else None)
-    best, rec = recommend([e.score for e in ranked], [e.params for e in ranked], higher, tolerance)
-    if best is not None:
-        result.best, result.recommended = ranked[best], ranked[rec]
+    result = Comparison(monitor, order.higher, order.tolerance, ranked, unranked, varied=varied,
+                        other=other if any(e.other is not None for e in ranked) else None,
+                        best=order.best, recommended=order.recommended)
     if plots:
         if out_dir is None:
             first = Path(paths[0])

@@ -8,7 +8,6 @@ file/folder of the same kind as the training data (a CSV's columns are
 matched to the model's by name).
 """
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import config as config_mod
-from mlpcli import files, modelfile, runs
+from mlpcli import files, run_models, runs
 from mlpcli.data import load_raw
 from mlpcli.data.builtin import BUILTINS
-from mlpcli.errors import ConfigError, DataError, MlpError
+from mlpcli.errors import DataError, MlpError
 from mlpcli.predictor import Predictor
 
 
@@ -46,81 +45,7 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, scali
     report = {"checkpoint": model_path.name, "model_file": str(model_path.resolve()), "data": source,
               "run_test_split": data is None and predictor.config is not None, "scaling": predictor.scaling,
               **report}
-    return Evaluation(report, _report_path(predictor.run_dir, model_path, data), predictor.warnings())
-
-
-def choose_checkpoint(run_dir, checkpoint):
-    """The model file for ``--checkpoint``: None/"model.h5", "best", "last", an epoch number or a file name."""
-    if checkpoint in (None, runs.MODEL_FILE):
-        path = run_dir / runs.MODEL_FILE
-        if not path.exists():
-            raise MlpError(f"{run_dir}: no model.h5 yet (the run is still training, or was stopped: "
-                           f"`mlp train --resume {run_dir}` finishes it); use --checkpoint last")
-        return path
-    by_epoch = _checkpoints_by_epoch(run_dir)
-    if checkpoint == "last":
-        if not by_epoch:
-            raise MlpError(f"{run_dir}: no checkpoints")
-        return by_epoch[max(by_epoch)]
-    if checkpoint == "best":
-        epoch = _best_epoch(run_dir)
-        if epoch in by_epoch:
-            return by_epoch[epoch]
-        raise MlpError(f"{run_dir}: no checkpoint of the best epoch ({epoch}) was kept")
-    if str(checkpoint).isdigit():
-        if int(checkpoint) in by_epoch:
-            return by_epoch[int(checkpoint)]
-        raise MlpError(f"{run_dir}: no checkpoint of epoch {checkpoint}; there are epochs "
-                       f"{', '.join(map(str, sorted(by_epoch))) or 'none'}")
-    path = run_dir / runs.CHECKPOINTS_DIR / checkpoint
-    if path.exists():
-        return path
-    raise MlpError(f"--checkpoint {checkpoint}: use model.h5, best, last, an epoch number or a file "
-                   f"in {run_dir / 'checkpoints'}")
-
-
-def _checkpoints_by_epoch(run_dir):
-    """{epoch: path} of the run's checkpoints, read from each file's own record."""
-    found = {}
-    for path in sorted((run_dir / runs.CHECKPOINTS_DIR).glob("*.h5")):
-        try:
-            epoch = modelfile.load(path).state.get("epoch")
-        except MlpError:
-            continue  # a damaged checkpoint is simply not offered
-        if isinstance(epoch, int):
-            found[epoch] = path
-    return found
-
-
-def _best_epoch(run_dir):
-    """The epoch with the best value of the run's checkpoint monitor, from history.csv."""
-    import csv
-
-    from mlpcli.history import best_epoch, read_history
-
-    cfg = _run_config(run_dir)
-    monitor = cfg["checkpoint"]["monitor"]
-    path = run_dir / runs.HISTORY_FILE
-    try:
-        history = read_history(path)
-    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
-        raise MlpError(f"{path}: cannot read ({exc})") from None
-    if monitor not in history:
-        raise MlpError(f"{path}: no values of {monitor}")
-    epoch = best_epoch(history, monitor, cfg["checkpoint"]["mode"])
-    if epoch is None:
-        raise MlpError(f"{path}: no values of {monitor}")
-    return int(epoch)
-
-
-def _run_config(run_dir):
-    """The run's config.yaml, checked as ``mlp train`` checks a config."""
-    path = run_dir / runs.CONFIG_FILE
-    raw = config_mod.read_yaml(path)
-    try:
-        return config_mod.resolve(raw)
-    except ConfigError as exc:
-        raise ConfigError([f"{path}: {p}" for p in exc.problems]) from None
+    return Evaluation(report, run_models.evaluation_path(predictor.run_dir, model_path, data), predictor.warnings())
 
 
 def _test_data(predictor, data):
@@ -135,7 +60,7 @@ def _test_data(predictor, data):
         return _labelled_file(predictor, Path(data))
     if data is None:
         if run_dir is not None:
-            data_cfg = dict(_run_config(run_dir)["data"])
+            data_cfg = dict(runs.run_config(run_dir)["data"])
         elif cfg is None:
             if int(np.prod(predictor.model.input_shape)) == 784 and predictor.model.n_outputs == 10:
                 data_cfg = {"dataset": "mnist"}
@@ -200,25 +125,6 @@ def _kind_of(path, cfg):
     if cfg and cfg["data"]["dataset"] not in BUILTINS:
         return cfg["data"]["dataset"]
     raise MlpError(f"--data {path}: expected mnist, fashion_mnist, a .npz or .csv file, or a folder of images")
-
-
-def _data_tag(data):
-    """A name for ``--data`` in a file name: the dataset, or the file's stem and a hash of its
-    full path (two different test.csv files get two reports)."""
-    if data in BUILTINS:
-        return data
-    path = str(Path(data).resolve())
-    return f"{Path(data).stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
-
-
-def _report_path(run_dir, model_path, data):
-    """evaluation.json for a run's model.h5, evaluation-<checkpoint>.json otherwise;
-    ``-on-<data>`` is added for other data than the run's, so no report replaces another's."""
-    folder = run_dir if run_dir is not None else model_path.parent
-    on = f"-on-{_data_tag(data)}" if data is not None else ""
-    if run_dir is not None and model_path.resolve() == (run_dir / runs.MODEL_FILE).resolve():
-        return folder / f"evaluation{on}.json"
-    return folder / f"evaluation-{model_path.stem}{on}.json"
 
 
 def format_report(report):

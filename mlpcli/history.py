@@ -9,7 +9,6 @@ import csv
 import io
 import math
 import numbers
-from pathlib import Path
 
 from mlpcli.files import read_text
 
@@ -112,12 +111,6 @@ def best_index(values, higher):
         if finite(v) and (best is None or (v > values[best] if higher else v < values[best])):
             best = i
     return best
-
-
-def evaluation_suffix(path):
-    """``evaluation.json`` -> "", ``evaluation-model-03.json`` -> "-model-03"."""
-    rest = Path(path).stem[len("evaluation"):]
-    return rest if not rest or rest.startswith("-") else f"-{rest}"
 
 
 def number_or_nan(text):

@@ -36,7 +36,6 @@ from mlpcli.figures import FORMATS, PlotReport
 from mlpcli.history import (
     best_epoch,
     epoch_numbers,
-    evaluation_suffix,
     finite,
     has_values,
     monitored_column,
@@ -44,6 +43,7 @@ from mlpcli.history import (
     read_history,
 )
 from mlpcli.plots_evaluation import plot_evaluations
+from mlpcli.run_models import evaluation_suffix
 
 # the history helpers are part of this module's interface too
 __all__ = ["FORMATS", "PlotReport", "best_epoch", "evaluation_suffix", "monitored_column",

@@ -3,10 +3,10 @@
 import json
 import math
 
-from mlpcli import figures
+from mlpcli import figures, run_models
 from mlpcli.errors import printable
 from mlpcli.files import read_text
-from mlpcli.history import evaluation_suffix, finite
+from mlpcli.history import finite
 
 MAX_MISCLASSIFIED = 25
 GRID_COLUMNS = 5
@@ -139,8 +139,8 @@ def _misclassified_plot(ev, cfg, path, fmt, report, label, source, cache):
 
 def plot_evaluations(run, cfg, folder, fmt, report, label):
     cache = {}
-    for source in sorted(run.glob("evaluation*.json")):
-        suffix = evaluation_suffix(source)
+    for source in run_models.evaluation_reports(run):
+        suffix = run_models.evaluation_suffix(source)
         try:
             ev = json.loads(read_text(source))
         except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import config as config_mod
-from mlpcli import modelfile, runs
+from mlpcli import modelfile, run_models, runs
 from mlpcli.data.features import check_finite, scale_into
 from mlpcli.errors import ConfigError, DataError, MlpError, ModelFileError
 from mlpcli.nn import losses, metrics
@@ -109,10 +109,10 @@ class Predictor:
         if model_path is not None and checkpoint is not None:
             raise MlpError("give either --checkpoint or --model, not both")
         if model_path is None or run_dir is not None:
-            run_dir = runs.resolve_run_dir(run_dir, runs_root, note)  # MERGE: runs.model_folder
+            run_dir = runs.model_folder(run_dir, runs_root, note)
             if not (run_dir / runs.CONFIG_FILE).exists():
                 raise MlpError(f"{run_dir}: not a run folder (no config.yaml)")
-        path = Path(model_path) if model_path is not None else _choose(run_dir, checkpoint)
+        path = Path(model_path) if model_path is not None else run_models.choose_checkpoint(run_dir, checkpoint)
         return cls(modelfile.load(path), path, run_dir, scaling=scaling)
 
     # ---------------------------------------------------------------- what the model is
@@ -279,8 +279,3 @@ def _guess_task(model):
     activation = getattr(getattr(last, "activation", None), "name", "linear")
     return "classification" if activation in ("softmax", "sigmoid") else "regression"
 
-
-def _choose(run_dir, checkpoint):  # MERGE: runs.choose_checkpoint
-    from mlpcli.evaluate import choose_checkpoint
-
-    return choose_checkpoint(run_dir, checkpoint)

@@ -1,20 +1,32 @@
 """Run folders: what they hold, how they are made, locked, found and resumed.
 
 A run folder is ``<runs root>/<name>-<YYYYmmdd-HHMMSS>/``; ``<runs
-root>/latest`` points at the newest. A command given a run folder resolves it
-once (``resolve_run_dir``) and works on the real folder, so a link that moves
-meanwhile cannot redirect it. Its files are written atomically (``mlpcli.files``).
+root>/latest`` points at the newest run or sweep. A command given a run folder
+resolves it once (``resolve_run_dir``) and works on the real folder, so a link
+that moves meanwhile cannot redirect it; a command that uses a run's model
+takes a sweep folder too, and uses its recommended trial (``model_folder``).
+Its files are written atomically (``mlpcli.files``).
 """
 
 import contextlib
+import csv
 import fcntl
+import json
 import os
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from mlpcli.errors import FileSystemError, MlpError, os_error_text, printable
+from mlpcli import files, ranking, sweep_folder
+from mlpcli.errors import (
+    ConfigError,
+    FileSystemError,
+    MlpError,
+    os_error_text,
+    printable,
+)
 from mlpcli.files import TMP_PREFIX, open_own_file, read_text, temporary_prefix
 
 LOCK_FILE = ".lock"  # held by the process writing into a run or sweep folder
@@ -23,12 +35,15 @@ LATEST = "latest"
 # What a run folder holds: the one place these names are spelled.
 CONFIG_FILE = "config.yaml"  # the resolved config; a folder with one is a run
 SUMMARY_FILE = "summary.txt"
+PARAMS_FILE = "params.json"  # {"params": N}, written as training starts (compare reads runs under way)
 HISTORY_FILE = "history.csv"
 LOG_FILE = "train.log"
 MODEL_FILE = "model.h5"
 RESULTS_FILE = "results.json"  # written last: a run that has it finished
 DIAGNOSTICS_FILE = "diagnostics.json"
 CHECKPOINTS_DIR = "checkpoints"
+MODEL_SUFFIX = ".h5"  # of model.h5, the checkpoints and the saved states
+EVALUATION = "evaluation"  # evaluation[-<checkpoint>][-on-<data>].json, written by mlp evaluate
 RESUME_DIR = "resume"
 PLOTS_DIR = "plots"
 
@@ -185,7 +200,8 @@ def point_latest(runs_root, run_dir):
 
 
 def latest_run(runs_root):
-    """The newest run under ``runs_root``: what ``latest`` names, else the newest run folder."""
+    """The newest run or sweep under ``runs_root``: what ``latest`` names, else the newest
+    folder holding a run (config.yaml) or a sweep (sweep.yaml)."""
     root = Path(runs_root)
     link = root / LATEST
     if link.is_symlink():
@@ -198,11 +214,11 @@ def latest_run(runs_root):
     if link.exists():
         raise MlpError(f"{link}: is a file, not a link to a run folder; give the run folder, or "
                        "remove the file")
-    runs = sorted((p for p in root.glob("*") if p.is_dir() and (p / CONFIG_FILE).exists()),
-                  key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise MlpError(f"{root}: no runs found; train one with `mlp train CONFIG`")
-    return runs[-1]
+    found = sorted((p for p in root.glob("*") if p.is_dir() and (
+        (p / CONFIG_FILE).exists() or sweep_folder.is_sweep(p))), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise MlpError(f"{root}: no runs found; train one with `mlp train CONFIG` (or `mlp sweep CONFIG`)")
+    return found[-1]
 
 
 def resolve_run_dir(path=None, runs_root="runs", note=None):
@@ -227,14 +243,135 @@ def resolve_run_dir(path=None, runs_root="runs", note=None):
     return real
 
 
+def model_folder(path=None, runs_root="runs", note=None):
+    """The run folder whose model a command uses, resolved once (``resolve_run_dir``).
+
+    ``path`` is a run folder, a sweep folder (its recommended trial is used, the one
+    ``mlp compare`` recommends, and ``note`` is told which), or a model file a run
+    holds (its model.h5 or a checkpoint: that run's folder); None is the newest run or
+    sweep. A model file outside any run folder gives None.
+    """
+    folder = resolve_run_dir(path, runs_root, note)
+    if folder.is_file():
+        run = folder.parent.parent if folder.parent.name == CHECKPOINTS_DIR else folder.parent
+        return run if (run / CONFIG_FILE).is_file() else None
+    if not sweep_folder.is_sweep(folder):
+        return folder
+    choice = recommended_trial(folder)
+    trial = choice.recommended
+    if note is not None:
+        params = f"{trial.params:,} params" if trial.params is not None else "parameter count unknown"
+        note(f"Sweep {shown(folder)}: using its recommended trial {trial.path.name} (best {choice.monitor} "
+             f"{choice.score_of(trial):.4f}, {params}); give {shown(folder)}/trial-NNN for another")
+    return trial.path
+
+
+def recommended_trial(sweep):
+    """The ``ranking.Ranking`` of a sweep's finished trials (``RunRecord``s), as ``mlp compare``
+    ranks them; its ``recommended`` is the trial to use. An error when none can be used."""
+    sweep = Path(sweep)
+    spec = sweep_folder.load_sweep_file(sweep)
+    records = [read_record(sweep / t["name"]) for t in spec["trials"] if finished(sweep / t["name"])]
+    if not records:
+        raise MlpError(f"{shown(sweep)}: no trial of this sweep has finished yet, so it has no model "
+                       f"to use; see {shown(sweep / sweep_folder.RESULTS_FILE)}, or give a trial's folder")
+    monitor, mode = ranking.choose_monitor(records)
+    choice = ranking.rank(records, monitor, mode)
+    if choice.recommended is None:
+        raise MlpError(f"{shown(sweep)}: no finished trial logged a finite {monitor}, so none can be "
+                       "recommended; give a trial's folder")
+    return choice
+
+
+# ---------------------------------------------------------------- what a run holds
+
+@dataclass
+class RunRecord:
+    """What ranking a run needs from its folder."""
+
+    path: Path
+    cfg: dict  # config.yaml as written ({} when it is missing or unreadable)
+    history: dict | None  # {column: [values per epoch]}; None when history.csv cannot be read
+    params: int | None
+    error: str | None = None  # why history.csv could not be read
+
+
+def read_record(folder):
+    """The ``RunRecord`` of a run folder (its history, config and parameter count)."""
+    from mlpcli.config_yaml import read_yaml
+    from mlpcli.history import read_history
+
+    folder = Path(folder)
+    try:
+        cfg = read_yaml(folder / CONFIG_FILE)
+    except ConfigError:
+        cfg = {}
+    try:
+        history = read_history(folder / HISTORY_FILE)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        return RunRecord(folder, cfg, None, None,
+                         f"no readable {HISTORY_FILE} ({getattr(exc, 'strerror', None) or exc})")
+    return RunRecord(folder, cfg, history, param_count(folder))
+
+
+def finished(run_dir):
+    """Whether a folder holds a finished run (train writes results.json last but for the
+    diagnostics and plots)."""
+    return (Path(run_dir) / RESULTS_FILE).is_file()
+
+
+def write_param_count(folder, count):
+    """Store the model's parameter count as a number, for compare and sweeps to read."""
+    files.write_text(Path(folder) / PARAMS_FILE, json.dumps({"params": int(count)}) + "\n")
+
+
+def param_count(folder):
+    """A run's parameter count: the number stored when it started training, else (a run made
+    before mlp stored it) counted from its model.h5 or a checkpoint, else None."""
+    try:
+        stored = json.loads(read_text(Path(folder) / PARAMS_FILE))
+        count = stored["params"]
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            return count
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError):
+        pass
+    return _counted_params(Path(folder))
+
+
+def _counted_params(folder):
+    """The parameter count of the first of the run's model files that loads (they share one
+    architecture): model.h5, else a checkpoint."""
+    from mlpcli import modelfile
+
+    checkpoints = folder / CHECKPOINTS_DIR
+    checkpoints = sorted(checkpoints.glob(f"*{MODEL_SUFFIX}")) if checkpoints.is_dir() else []
+    for path in [folder / MODEL_FILE, *checkpoints]:
+        if path.is_file():
+            with contextlib.suppress(MlpError):
+                return modelfile.load(path).model.count_params()
+    return None
+
+
+def run_config(run_dir):
+    """The run's config.yaml, checked as ``mlp train`` checks a config."""
+    from mlpcli import config as config_mod
+
+    path = Path(run_dir) / CONFIG_FILE
+    raw = config_mod.read_yaml(path)
+    try:
+        return config_mod.resolve(raw)
+    except ConfigError as exc:
+        raise ConfigError([f"{path}: {p}" for p in exc.problems]) from None
+
+
 # ---------------------------------------------------------------- saved states in resume/
 
-_STATE_NAME = re.compile(r"epoch-([0-9]{4,})(?:-batch-([0-9]{6,}))?\.h5")
+_STATE_NAME = re.compile(r"epoch-([0-9]{4,})(?:-batch-([0-9]{6,}))?" + re.escape(MODEL_SUFFIX))
 
 
 def resume_state_name(epoch, batch=None):
     """``epoch-0003.h5`` (3 epochs done) or ``epoch-0003-batch-000120.h5`` (and 120 batches of the 4th)."""
-    return f"epoch-{epoch:04d}" + (f"-batch-{batch:06d}" if batch is not None else "") + ".h5"
+    return f"epoch-{epoch:04d}" + (f"-batch-{batch:06d}" if batch is not None else "") + MODEL_SUFFIX
 
 
 def _state_progress(name):
@@ -266,13 +403,3 @@ def resume_states(run_dir, warn=None):
         else:
             states.append((progress, path))
     return [path for _, path in sorted(states, reverse=True)]
-
-
-def param_count(folder):
-    """The total parameter count in a run's ``summary.txt``, or None."""
-    try:
-        text = read_text(Path(folder) / SUMMARY_FILE)
-    except (OSError, UnicodeDecodeError):
-        return None
-    match = re.search(r"Total params:\s*([0-9,]+)", text)
-    return int(match.group(1).replace(",", "")) if match else None

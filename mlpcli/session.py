@@ -123,7 +123,7 @@ class Session:
         removed = files.remove_stale_temporaries(self.folder)
         if removed:
             self.report.line(f"Removed {removed} temporary file(s) left by an interrupted run")
-        for name in (*FINAL_FILES, runs.HISTORY_FILE, runs.CONFIG_FILE, runs.SUMMARY_FILE):
+        for name in (*FINAL_FILES, runs.HISTORY_FILE, runs.CONFIG_FILE, runs.SUMMARY_FILE, runs.PARAMS_FILE):
             self._target(self.folder / name)
         for name in (runs.CHECKPOINTS_DIR, runs.RESUME_DIR):
             if (self.folder / name).exists() and not (self.folder / name).is_dir():
@@ -214,6 +214,8 @@ class Session:
         (x, y), (x_val, y_val) = train_set, val_set
         trainer, epochs = self.trainer, self.cfg["training"]["epochs"]
         started = time.perf_counter()
+        # as a number, for compare and sweeps to rank this run by, while it trains too
+        runs.write_param_count(self.folder, self.model.count_params())
         path = None
         # a loss or weights gone non-finite stop the run with a message naming the epoch;
         # numpy's overflow warnings on the way there would only bury that message
@@ -242,7 +244,7 @@ class Session:
                                   f"had finished and is saved\nFinish with: mlp train --resume {self.folder}",
                                   stop.signum)
 
-        check_stop("writing model.h5")
+        check_stop(f"writing {runs.MODEL_FILE}")
         restored = self.stopper.restore() if self.stopper else False
         if restored and self.stopper.monitor.best_epoch != self.history[-1]["epoch"]:
             report.line(f"Restored the weights of epoch {self.stopper.monitor.best_epoch}")
@@ -258,13 +260,13 @@ class Session:
             report.line("Test: " + " - ".join(f"{k}: {v:.4f}" for k, v in results["test"].items()))
         check_stop("the diagnostics")
         report_diagnostics(self.folder, self.history, self.cfg, report.line)
-        report.line(f"Saved {self.folder / 'model.h5'}")
+        report.line(f"Saved {self.folder / runs.MODEL_FILE}")
         if plots:
             from mlpcli.plots import plot_runs
 
             check_stop("drawing the plots")
             drawn = plot_runs([self.folder])
-            report.line(f"Plots: {len(drawn.written)} figures in {self.folder / 'plots'}")
+            report.line(f"Plots: {len(drawn.written)} figures in {self.folder / runs.PLOTS_DIR}")
         check_stop(f"writing {runs.RESULTS_FILE}")
         files.write_text(self._target(self.folder / runs.RESULTS_FILE), json.dumps(results, indent=2) + "\n")
         return results

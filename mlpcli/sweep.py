@@ -12,8 +12,10 @@ makes ``<runs root>/<sweep name>-<YYYYmmdd-HHMMSS>/`` holding
 * ``compare-accuracy.png`` / ``compare-loss.png``: the trials' validation curves;
 * ``.lock``: held while a sweep runs in the folder (only the holder writes in it),
 
-runs the trials (``mlpcli.sweep_workers`` locally, ``mlpcli.sweep_trials`` on
-Dask) and ranks them (``mlpcli.compare``). ``sweep(resume=SWEEP_DIR)`` runs
+points ``<runs root>/latest`` at it (so commands given no run folder, or the sweep folder,
+use its recommended trial: ``runs.model_folder``), runs the trials
+(``mlpcli.sweep_workers`` locally, ``mlpcli.sweep_trials`` on Dask) and ranks them
+(``mlpcli.compare``). ``sweep(resume=SWEEP_DIR)`` runs
 again only the trials whose folder does not hold a finished run, continuing
 those with a saved state.
 """
@@ -28,13 +30,13 @@ import yaml
 
 from mlpcli import runs
 from mlpcli.config_yaml import safe_load
-from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError
+from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError, printable
 from mlpcli.sweep_folder import (BASE_CONFIG, RESULTS_FILE, load_sweep_file, read_folder_yaml, read_results,
                                  write_results, write_sweep_files)
 from mlpcli.machine import usable_cores
 from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, trial_sets
-from mlpcli.sweep_trials import (Trial, dask_client, finished, finished_row, import_dask,
-                                 remove_trial_folder, resumable, run_dask)
+from mlpcli.sweep_trials import (Trial, dask_client, finished_row, import_dask, remove_trial_folder,
+                                 resumable, run_dask)
 from mlpcli.sweep_workers import run_local
 
 def _settle(folder, trials, rows):
@@ -43,9 +45,9 @@ def _settle(folder, trials, rows):
     trained again). Returns ``rows``."""
     for t in trials:
         ok = rows.get(t.name, {}).get("status") == "ok"
-        if finished(folder / t.name) and not ok:
+        if runs.finished(folder / t.name) and not ok:
             rows[t.name] = finished_row(t.name, folder / t.name)
-        elif ok and not finished(folder / t.name):
+        elif ok and not runs.finished(folder / t.name):
             del rows[t.name]
     return rows
 
@@ -271,6 +273,11 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
             if executor == "dask" and runnable else None
         if resume is None:
             folder = _new_sweep_folder(runs_root, spec, base_text, stack, stop)
+            # from here a signal stops the trials but keeps the folder, so `latest` may name it,
+            # as it names a run once it trains: every command given it takes its recommended trial
+            warning = runs.point_latest(runs_root, folder)
+            if warning:
+                print(printable(warning), file=sys.stderr)
         rows, wall = _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers,
                           scheduler, client, plots, Progress(len(todo), quiet, echo), stop)
         ok = sum(1 for t in trials if rows.get(t.name, {}).get("status") == "ok")

@@ -17,7 +17,6 @@ from mlpcli import files
 from mlpcli.config_yaml import read_yaml
 from mlpcli.errors import ConfigError, MlpError
 from mlpcli.files import read_text
-from mlpcli.sweep_spec import EXECUTORS
 
 SWEEP_FILE = "sweep.yaml"
 RESULTS_FILE = "results.csv"
@@ -40,10 +39,16 @@ def write_sweep_files(folder, spec, base_text):
     files.write_text(Path(folder) / BASE_CONFIG, base_text)
 
 
+def is_sweep(folder):
+    """Whether ``folder`` is a sweep folder (it holds a sweep.yaml)."""
+    return (Path(folder) / SWEEP_FILE).is_file()
+
+
 def newest_sweep(runs_root):
     """The sweep folder under ``runs_root`` made last (by its sweep.yaml's time)."""
     root = Path(runs_root)
-    found = [path for path in root.glob(f"*/{SWEEP_FILE}") if path.is_file()]
+    # `latest` may name the same sweep: the real folder is found without it
+    found = [path for path in root.glob(f"*/{SWEEP_FILE}") if path.is_file() and not path.parent.is_symlink()]
     if not found:
         raise MlpError(f"{root}: no sweeps found; run one with `mlp sweep CONFIG`, or give the run "
                        "or sweep folders to compare")
@@ -52,6 +57,8 @@ def newest_sweep(runs_root):
 
 def load_sweep_file(folder):
     """The sweep.yaml of a sweep folder, checked enough to rebuild its trials."""
+    from mlpcli.sweep_spec import EXECUTORS  # which imports numpy, through config
+
     folder = Path(folder)
     path = folder / SWEEP_FILE
     if not folder.is_dir():

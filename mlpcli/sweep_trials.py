@@ -13,7 +13,7 @@ an error (a bad value, a NaN loss, anything else) becomes a row with status
   shared filesystem is needed.
 
 A trial's folder records its outcome: a folder holding ``results.json`` is a
-finished run (``finished``), whatever happened to the sweep process since.
+finished run (``runs.finished``), whatever happened to the sweep process since.
 
 This module imports neither numpy nor Dask at import time, so a worker
 process can limit its BLAS threads before numpy loads.
@@ -34,6 +34,7 @@ from mlpcli.errors import Interrupted, MlpError, NoSavedState
 from mlpcli.files import TMP_PREFIX, atomic_path, read_text
 from mlpcli.machine import usable_cores
 from mlpcli.runs import LOCK_FILE, RunLock
+from mlpcli.sweep_folder import BASE_CONFIG
 
 DASK_HINT = "pip install 'mlpcli[dask]'"
 POLL_SECONDS = 0.1  # how often a waiting sweep looks at its trials and at Ctrl-C
@@ -72,12 +73,6 @@ def summary_row(folder):
     final = results.get("final") if isinstance(results.get("final"), dict) else {}
     row.update({f"final_{k}": v for k, v in final.items() if k != "lr"})
     return row
-
-
-def finished(run_dir):
-    """Whether a trial's folder holds a finished run (train writes results.json last but
-    for the diagnostics and plots)."""
-    return (Path(run_dir) / runs.RESULTS_FILE).is_file()
 
 
 def finished_row(name, run_dir):
@@ -175,7 +170,7 @@ def dask_trial(config_text, trial, plots, host_slots, auto_threads):
             pass
         threads = max(1, usable_cores() // slots)
     with _TRIAL_LOCK, tempfile.TemporaryDirectory(prefix="mlp-trial-") as tmp:
-        config_path = Path(tmp) / "base-config.yaml"
+        config_path = Path(tmp) / BASE_CONFIG
         config_path.write_text(config_text, encoding="utf-8")
         run_dir = Path(tmp) / trial.name
         row = run_trial(config_path, trial, run_dir, plots, threads)

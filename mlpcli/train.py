@@ -1,7 +1,7 @@
 """The ``train`` stage: config -> data -> model -> epochs -> run folder.
 
 Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
-``history.csv``, ``checkpoints/*.h5``, ``model.h5``, ``results.json``,
+``params.json``, ``history.csv``, ``checkpoints/*.h5``, ``model.h5``, ``results.json``,
 ``diagnostics.json``, ``train.log`` and the curves in ``plots/``.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import config as config_mod
-from mlpcli import files, runs
+from mlpcli import files, runs, sweep_folder
 from mlpcli.data import load_dataset, stratified_split
 from mlpcli.data.features import Features
 from mlpcli.errors import DataError, Interrupted, MlpError, os_error_text, printable
@@ -197,12 +197,15 @@ def _resume_config(folder, overrides, report):
     """The run's config with ``overrides`` applied, once they are known to fit its saved state."""
     if not folder.is_dir():
         raise MlpError(f"--resume {folder}: no such run folder")
+    if sweep_folder.is_sweep(folder):
+        raise MlpError(f"--resume {folder}: is a sweep folder, not a run folder; continue its "
+                       f"unfinished trials with: mlp sweep --resume {folder}")
     if not (folder / runs.CONFIG_FILE).exists():
-        raise MlpError(f"--resume {folder}: not a run folder (no config.yaml)")
+        raise MlpError(f"--resume {folder}: not a run folder (no {runs.CONFIG_FILE})")
     try:
         saved = config_mod.load_config(folder / runs.CONFIG_FILE)
     except config_mod.ConfigError as exc:
-        raise config_mod.ConfigError([f"{folder / 'config.yaml'} no longer validates, so the run "
+        raise config_mod.ConfigError([f"{folder / runs.CONFIG_FILE} no longer validates, so the run "
                                       "cannot be resumed:"] + exc.problems) from None
     cfg = config_mod.load_config(folder / runs.CONFIG_FILE, overrides)
     for key, old, new in config_mod.resume_changes(saved, cfg):

@@ -8,7 +8,9 @@ import yaml
 from click.testing import CliRunner
 
 from mlpcli.cli import main
-from mlpcli.compare import compare, recommend
+from mlpcli import runs
+from mlpcli.compare import compare
+from mlpcli.ranking import recommend
 
 
 def invoke(args):
@@ -24,7 +26,7 @@ def make_run(folder, params, val_loss, val_accuracy=None, loss=None, monitor="va
     rows += [f"{i + 1},{loss[i]},{0.9 + 0.001 * i},{val_loss[i]},{val_accuracy[i]},0.001,0.5"
              for i in range(n)]
     (folder / "history.csv").write_text("\n".join(rows) + "\n")
-    (folder / "summary.txt").write_text(f"Total params: {params:,}\nTrainable params: {params:,}\n")
+    runs.write_param_count(folder, params)
     (folder / "config.yaml").write_text(yaml.safe_dump({"checkpoint": {"monitor": monitor, "mode": "auto"}}))
     (folder / "results.json").write_text(json.dumps({"seconds": seconds}))
     return folder

@@ -34,7 +34,7 @@ def invoke(args):
 
 
 def sweep_dir(root):
-    (folder,) = [p for p in root.iterdir() if p.is_dir()]
+    (folder,) = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
     return folder
 
 
