@@ -85,6 +85,8 @@ def _array_batches(predictor, stored, labels, where, name, chunk_rows):
         raise DataError(f"{where}: holds {stored.dtype} values, not numbers")
     if stored.size == 0:
         raise DataError(f"{where}: holds no values (shape {stored.shape}); nothing to predict")
+    if stored.ndim == 0:
+        raise DataError(f"{where}: holds a single number (shape ()), not samples")
     shape = predictor.feature_shape
     if stored.shape in (tuple(shape), tuple(predictor.model.input_shape)):
         stored = stored[None]  # a single sample

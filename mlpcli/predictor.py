@@ -59,7 +59,7 @@ class RangeCheck:
         if self.high < self.low:
             return None
         seen = f"input values range over [{self.low:g}, {self.high:g}]"
-        if predictor.scaling == "unit" and self.high <= 1:
+        if predictor.scaling == "unit" and 0 < self.high <= 1:  # (all zeros: blank, nothing to tell)
             told = "--scaling unit" if predictor.scaling_given else "the model, as in its training"
             return (f"Warning: {seen}, yet they are divided by 255 ({told}); if they are "
                     "already scaled (x / 255), pass --scaling none")

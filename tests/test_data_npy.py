@@ -153,8 +153,9 @@ def test_predict_npy_header_claiming_a_huge_shape_is_refused(tiny_run, tmp_path)
 
 
 def test_predict_npy_given_an_npz_is_refused(tiny_run, tmp_path):
-    path = tmp_path / "rows.npz"
-    np.savez(path, x=np.zeros((1, 784)))
+    path = tmp_path / "rows.npy"  # named .npy, holding an .npz archive
+    with open(path, "wb") as f:
+        np.savez(f, x=np.zeros((1, 784)))
     assert_refused(predict_npy(tiny_run, path), str(path), "is an .npz archive")
 
 
