@@ -9,6 +9,7 @@ file of millions of rows is predicted in flat memory.
 
 import contextlib
 import os
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,12 +65,14 @@ def predict(inputs, *, run_dir=None, model_path=None, checkpoint=None, top_k=3, 
         raise MlpError("nothing to predict: give image files or folders, or .csv, .npy or .npz files")
     if out is not None and as_json:
         raise MlpError("give --out FILE or --json, not both (--out FILE.jsonl writes JSON lines)")
+    if out is not None:
+        _check_not_an_input(Path(out), inputs)
     predictor = Predictor.open(run_dir, model_path=model_path, checkpoint=checkpoint, runs_root=runs_root,
                                note=note, scaling=scaling)
     outcome = Outcome(task=predictor.task, out=Path(out) if out is not None else None)
     notices = Notices()
     seen, seen_paths = [], []
-    with _prediction_file(predictor, out, overwrite) as written:
+    with _ending_signals_interrupt(), _prediction_file(predictor, out, overwrite) as written:
         for batch in read_batches(predictor, inputs, chunk_rows=chunk_rows, image_steps=image_steps,
                                   notices=notices):
             outputs = predictor.outputs(batch.x, batch.sources)
@@ -87,6 +90,39 @@ def predict(inputs, *, run_dir=None, model_path=None, checkpoint=None, top_k=3, 
         _save_seen(Path(save_preprocessed), seen_paths, seen)
     outcome.notes = notices.text(predictor.feature_shape) + predictor.warnings()
     return outcome
+
+
+def _check_not_an_input(out, inputs):
+    """Refuse an --out that is one of the inputs (by any name: a link, a second hard link),
+    --overwrite or not: predictions never take the place of the data they were made from."""
+    if not os.path.exists(out):
+        return
+    for given in map(Path, inputs):
+        with contextlib.suppress(OSError):
+            if given.is_file() and os.path.samefile(out, given):
+                raise MlpError(f"--out {out}: is the input {given}; predictions are never written over "
+                               "their inputs (--overwrite or not): choose another --out")
+
+
+@contextlib.contextmanager
+def _ending_signals_interrupt():
+    """SIGTERM and SIGHUP end a prediction as Ctrl-C does (KeyboardInterrupt, exit 130), so the
+    --out file being written is removed instead of left half-made under its temporary name, as
+    a process killed by them would leave it. A signal the caller ignores (nohup) stays ignored;
+    outside the main thread nothing changes (Python lets only it set handlers)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {}
+    with contextlib.suppress(ValueError):
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _prediction_file(predictor, out, overwrite):

@@ -215,4 +215,5 @@ def _image_batches(predictor, paths, asked, notices):
                     notices.resized.append((path, original))
                 loaded.append(pixels)
             seen = np.stack(loaded)
-        yield Batch([p.name for p in part], predictor.prepare(seen, str(part[0].parent)), None, seen, part)
+        yield Batch([p.name for p in part], predictor.prepare(seen, str(part[0].parent), pixels=True),
+                    None, seen, part)

@@ -45,24 +45,30 @@ class Prediction:
 class RangeCheck:
     """The range of the raw values a predictor took in, and the warning it calls for: values
     that look already scaled for a model that divides by 255, or raw pixels for a model that
-    takes them as they are."""
+    takes them as they are.
+
+    Pixels decoded from image files are levels of 0..255 by construction, however dark the
+    image: they count towards "raw pixels", never towards "already scaled"."""
 
     def __init__(self):
         self.low, self.high = math.inf, -math.inf
+        self.array_low, self.array_high = math.inf, -math.inf  # of the values not from image files
 
-    def add(self, raw):
+    def add(self, raw, pixels=False):
         if raw.size:
-            self.low = min(self.low, float(raw.min()))
-            self.high = max(self.high, float(raw.max()))
+            low, high = float(raw.min()), float(raw.max())
+            self.low, self.high = min(self.low, low), max(self.high, high)
+            if not pixels:
+                self.array_low, self.array_high = min(self.array_low, low), max(self.array_high, high)
 
     def warning(self, predictor):
         if self.high < self.low:
             return None
-        seen = f"input values range over [{self.low:g}, {self.high:g}]"
-        if predictor.scaling == "unit" and 0 < self.high <= 1:  # (all zeros: blank, nothing to tell)
+        if predictor.scaling == "unit" and 0 < self.array_high <= 1:  # (all zeros: blank, nothing to tell)
             told = "--scaling unit" if predictor.scaling_given else "the model, as in its training"
-            return (f"Warning: {seen}, yet they are divided by 255 ({told}); if they are "
-                    "already scaled (x / 255), pass --scaling none")
+            return (f"Warning: input values range over [{self.array_low:g}, {self.array_high:g}], yet they "
+                    f"are divided by 255 ({told}); if they are already scaled (x / 255), pass --scaling none")
+        seen = f"input values range over [{self.low:g}, {self.high:g}]"
         if predictor.scaling != "none" or self.high <= 1:
             return None
         if predictor.pipeline is not None and predictor.pipeline.scaling == "unit":
@@ -147,8 +153,9 @@ class Predictor:
 
     # ---------------------------------------------------------------- preparing inputs
 
-    def prepare(self, raw, where):
-        """Raw samples (n, ...) -> float32 (n, *input_shape): checked, scaled as the model needs."""
+    def prepare(self, raw, where, pixels=False):
+        """Raw samples (n, ...) -> float32 (n, *input_shape): checked, scaled as the model needs.
+        ``pixels``: the samples are images decoded from files (see ``RangeCheck``)."""
         raw = np.asarray(raw)
         if raw.dtype.kind not in "biuf":
             raise DataError(f"{where}: holds {raw.dtype} values, not numbers")
@@ -159,7 +166,7 @@ class Predictor:
                             f"takes {self.expects()}")
         if raw.dtype.kind == "f":
             check_finite(raw, where)
-        self.range.add(raw)
+        self.range.add(raw, pixels)
         x = np.empty((len(raw), *self.feature_shape), np.float32)
         return scale_into(raw.reshape(x.shape), x, self.scale, self.offset).reshape(
             (len(raw), *self.model.input_shape))
