@@ -145,18 +145,20 @@ def _csv_batches(predictor, path, chunk_rows, notices):
     for chunk in rows:
         y = None
         if chunk.labels is not None:
-            y = _csv_targets(predictor, chunk, path)
+            y = _csv_targets(predictor, chunk, path, rows.label_column)
         yield Batch([f"{path.name}:{line}" for line in chunk.lines], predictor.prepare(chunk.x, str(path)), y)
 
 
-def _csv_targets(predictor, chunk, path):
+def _csv_targets(predictor, chunk, path, label_column):
+    """A chunk's label cells as class indices, or regression targets parsed as the training
+    loader parses them (a bad cell is named by its line and column)."""
+    from mlpcli.data.tabular import parse_numbers
+
+    where = f"{path}: column {label_column!r}"
     if predictor.task == "classification":
-        return predictor.encode_labels(np.char.strip(chunk.labels), f"{path}: label column")
-    try:
-        values = chunk.labels.astype(np.float32)
-    except ValueError:
-        raise DataError(f"{path}: the label column holds values that are not numbers") from None
-    return _targets(predictor, values, f"{path}: label column")
+        return predictor.encode_labels(chunk.labels, where, chunk.lines)
+    values = parse_numbers(chunk.labels[:, None], [0], [label_column], path, chunk.lines)
+    return _targets(predictor, values, where)
 
 
 # ---------------------------------------------------------------- images

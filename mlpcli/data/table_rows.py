@@ -40,11 +40,11 @@ class TableRows:
         positions = {name: j for j, name in enumerate(csv_file.header)}
         self.columns = columns  # the feature columns used, in the model's order
         self.has_labels = label_column is not None and label_column in positions
-        self._label_column = label_column if self.has_labels else None
-        used = set(columns) | {self._label_column}
+        self.label_column = label_column if self.has_labels else None
+        used = set(columns) | {self.label_column}
         self.ignored = [name for name in csv_file.header if name not in used]  # columns not used
         self._indices = [positions[name] for name in columns]
-        self._label_index = positions.get(self._label_column)
+        self._label_index = positions.get(self.label_column)
 
     def __iter__(self) -> Iterator[RowChunk]:
         path = self._file.path
@@ -54,7 +54,7 @@ class TableRows:
                 x = parse_numbers(records, self._indices, self.columns, path, lines)
                 labels = None
                 if self.has_labels:
-                    labels = np.array(label_cells(records, self._label_index, self._label_column,
+                    labels = np.array(label_cells(records, self._label_index, self.label_column,
                                                   path, lines), dtype=str)
                 yield RowChunk(np.array(lines, dtype=np.int64), x, labels)
         finally:  # also when a bad cell stops the reading, or the reader stops early
@@ -102,13 +102,13 @@ def read_table_rows(path, columns: list[str] | None, label_column: str | None, *
 
 def _check_count(csv_file: CsvFile, features: list[str], label_column: str | None,
                  n_features: int | None) -> None:
+    if not features:
+        raise DataError(f"{csv_file.path}: has only the label column {label_column!r}, no features")
     if n_features is not None and len(features) != n_features:
         besides = (f" besides the label column {label_column!r}"
                    if label_column in csv_file.header else "")
         raise DataError(f"{csv_file.path}: the model takes {n_features} values per row, and the "
                         f"file has {len(features)} feature column(s){besides}: {_listed(features)}")
-    if not features:
-        raise DataError(f"{csv_file.path}: has only the label column {label_column!r}, no features")
 
 
 def _listed(names: list[str]) -> str:
