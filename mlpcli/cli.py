@@ -107,6 +107,12 @@ def _scaling_option(fn):
                         help=SCALING_HELP)(fn)
 
 
+def _images_option(fn):
+    return click.option("--images", "image_steps", type=click.Choice(["digits", "resize"]), default=None,
+                        help="For a Keras file without mlpcli's record: centre images as MNIST digits, or "
+                             "resize them to the model's input size.")(fn)
+
+
 def _warn_all(lines):
     for line in lines:
         _note(line)
@@ -121,11 +127,12 @@ def _warn_all(lines):
 @click.option("--data", default=None, metavar="DATASET|FILE",
               help="Evaluate on mnist, fashion_mnist, or a .npz/.csv file or image folder instead of the run's test split.")
 @_scaling_option
+@_images_option
 @click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report as one JSON object (what evaluation*.json holds) instead of tables.")
 @clean_errors
-def evaluate(run_dir, checkpoint, model_path, data, scaling, runs_root, as_json):
+def evaluate(run_dir, checkpoint, model_path, data, scaling, image_steps, runs_root, as_json):
     """Score a model on test data: loss, metrics, per-class precision/recall/F1, confusion matrix.
 
     RUN_DIR (a run, or a sweep: its recommended trial) defaults to the
@@ -143,7 +150,7 @@ def evaluate(run_dir, checkpoint, model_path, data, scaling, runs_root, as_json)
     from mlpcli.evaluate import format_report
 
     result = run_evaluate(run_dir, checkpoint=checkpoint, model_path=model_path, data=data, scaling=scaling,
-                          runs_root=runs_root, note=_note)
+                          image_steps=image_steps, runs_root=runs_root, note=_note)
     if as_json:  # stdout holds the JSON alone; where it was saved is a note
         import json
 
@@ -170,9 +177,7 @@ def evaluate(run_dir, checkpoint, model_path, data, scaling, runs_root, as_json)
               help="Write the predictions to this .csv, .jsonl or .npy file instead of the terminal.")
 @click.option("--overwrite", is_flag=True, help="Let --out replace an existing file.")
 @_scaling_option
-@click.option("--images", "image_steps", type=click.Choice(["digits", "resize"]), default=None,
-              help="For a Keras file without mlpcli's record: centre images as MNIST digits, or resize "
-                   "them to the model's input size.")
+@_images_option
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="How many classes to list per input.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input.")

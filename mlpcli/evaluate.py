@@ -32,32 +32,39 @@ class Evaluation:
         files.write_text(self.path, json.dumps(self.report, indent=2) + "\n")
 
 
-def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, scaling=None, runs_root="runs",
-             note=None):
+def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, scaling=None, image_steps=None,
+             runs_root="runs", note=None):
     """Evaluate a model; see the module docstring. The report is written by ``save``, so it
     can be shown first: a folder that cannot be written to does not cost the user the report.
     ``note`` is told where a link to the run folder led (see ``runs.resolve_run_dir``)."""
     predictor = Predictor.open(run_dir, model_path=model_path, checkpoint=checkpoint, runs_root=runs_root,
                                note=note, scaling=scaling)
-    x, y, source = _test_data(predictor, data)
+    if image_steps is not None and (data is None or not Path(data).is_dir()):
+        raise MlpError("--images: is for --data FOLDER (of class sub-folders of images)")
+    x, y, source, notes = _test_data(predictor, data, image_steps)
     report = predictor.score(x, y)
     model_path = predictor.path
     report = {"checkpoint": model_path.name, "model_file": str(model_path.resolve()), "data": source,
               "run_test_split": data is None and predictor.config is not None, "scaling": predictor.scaling,
               **report}
-    return Evaluation(report, run_models.evaluation_path(predictor.run_dir, model_path, data), predictor.warnings())
+    return Evaluation(report, run_models.evaluation_path(predictor.run_dir, model_path, data),
+                      notes + predictor.warnings())
 
 
-def _test_data(predictor, data):
-    """(prepared features, targets as the model's class indices, description) of the evaluation data.
+def _test_data(predictor, data, image_steps=None):
+    """(prepared features, targets as the model's class indices, description, notes) of the
+    evaluation data.
 
     Data paths come only from the user: ``--data``, or the config.yaml of the
     run being evaluated; the paths in a model file's stored config are never
     followed (a file from elsewhere could name any local file or folder).
+    A file or folder given as ``--data`` is read as ``mlp predict`` reads it.
     """
     cfg, run_dir = predictor.config, predictor.run_dir
     if data is not None and Path(data).suffix.lower() in (".csv", ".npz") and not Path(data).is_dir():
-        return _labelled_file(predictor, Path(data))
+        return (*_labelled_file(predictor, Path(data)), [])
+    if data is not None and Path(data).is_dir() and _takes_images(predictor, image_steps):
+        return _labelled_folder(predictor, Path(data), image_steps)
     if data is None:
         if run_dir is not None:
             data_cfg = dict(runs.run_config(run_dir)["data"])
@@ -83,9 +90,43 @@ def _test_data(predictor, data):
         x, y, what = raw.x_train, raw.y_train, name
     else:
         raise MlpError(f"the run's dataset ({name}) has no test split; pass --data FILE to evaluate on")
+    where = str(data) if data is not None else name
+    x = predictor.prepare(x, where, pixels=data_cfg["dataset"] in config_mod.IMAGE_DATASETS)
     if predictor.task == "classification":
-        y = predictor.remap_labels(y, raw.class_names, name)
-    return predictor.prepare(x, name), y, f"{what} ({len(x)} samples)"
+        y = predictor.remap_labels(y, raw.class_names, where)
+    return x, y, f"{what} ({len(x)} samples)", []
+
+
+def _takes_images(predictor, image_steps):
+    """Whether image files are prepared for this model as ``mlp predict`` prepares them;
+    DataError for a model that takes no images. An array model takes a folder's images as
+    arrays, through the training loader (an older image model that did not record its
+    images' size is one)."""
+    from mlpcli.predict_inputs import image_steps_of
+
+    if predictor.pipeline is not None and predictor.pipeline.kind == "array" and image_steps is None:
+        return False
+    image_steps_of(predictor, image_steps)
+    return True
+
+
+def _labelled_folder(predictor, root, image_steps):
+    """The images of a folder of class sub-folders, each prepared as ``mlp predict`` prepares
+    it (digits centred, other sizes resized, with a note), labelled by its folder's name."""
+    from mlpcli.data.image_folder import labelled_images
+    from mlpcli.predict_inputs import Notices, image_batches
+
+    files, classes = labelled_images(root)
+    labels = np.asarray(classes, dtype=str)
+    recorded = predictor.pipeline is not None and predictor.pipeline.class_names
+    if not recorded and not all(name.isdigit() for name in set(classes)):
+        # numbered as the training loader (and Keras's image_dataset_from_directory) numbers
+        # them: by their folders' sorted names
+        labels = np.searchsorted(np.unique(labels), labels)
+    y = predictor.encode_labels(labels, str(root), lambda i: f"folder {files[i].parent}")
+    notices = Notices()
+    x = np.concatenate([batch.x for batch in image_batches(predictor, files, image_steps, notices)])
+    return x, y, f"{root.name} ({len(x)} samples)", notices.text(predictor.feature_shape)
 
 
 def _labelled_file(predictor, path):

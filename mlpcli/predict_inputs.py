@@ -65,7 +65,7 @@ def read_batches(predictor, inputs, *, chunk_rows=8192, image_steps=None, notice
             pending += images.list_images([path])
             continue
         if pending:
-            yield from _image_batches(predictor, pending, image_steps, notices)
+            yield from image_batches(predictor, pending, image_steps, notices)
             pending = []
         suffix = path.suffix.lower()
         if suffix == CSV_SUFFIX:
@@ -75,7 +75,7 @@ def read_batches(predictor, inputs, *, chunk_rows=8192, image_steps=None, notice
         else:
             yield from _npz_batches(predictor, path, chunk_rows)
     if pending:
-        yield from _image_batches(predictor, pending, image_steps, notices)
+        yield from image_batches(predictor, pending, image_steps, notices)
 
 
 # ---------------------------------------------------------------- arrays
@@ -156,7 +156,7 @@ def _csv_targets(predictor, chunk, path, label_column):
 
     where = f"{path}: column {label_column!r}"
     if predictor.task == "classification":
-        return predictor.encode_labels(chunk.labels, where, chunk.lines)
+        return predictor.encode_labels(chunk.labels, where, lambda i: f"line {chunk.lines[i]}")
     values = parse_numbers(chunk.labels[:, None], [0], [label_column], path, chunk.lines)
     return _targets(predictor, values, where)
 
@@ -195,7 +195,9 @@ def image_steps_of(predictor, asked=None):
     return "resize", size
 
 
-def _image_batches(predictor, paths, asked, notices):
+def image_batches(predictor, paths, asked, notices):
+    """Batches of the image files ``paths``, each prepared as the model's images were (see
+    ``image_steps_of``; ``asked`` is --images); what was resized goes to ``notices``."""
     steps, size = image_steps_of(predictor, asked)
     if predictor.pipeline is None and asked is None:
         how = "centred as MNIST digits (28x28)" if steps == "digits" else \

@@ -171,10 +171,10 @@ class Predictor:
         return scale_into(raw.reshape(x.shape), x, self.scale, self.offset).reshape(
             (len(raw), *self.model.input_shape))
 
-    def encode_labels(self, labels, where, lines=None):
+    def encode_labels(self, labels, where, row_name=None):
         """Label cells (str array, or numbers) -> int64 class indices of this model's classes.
-        A label that is none of them is named by its file line (``lines``, of a CSV) or else by
-        its row."""
+        A label that is none of them is named by ``row_name(i)`` (a CSV's file line, an image's
+        path), else by its row."""
         labels = np.asarray(labels)
         names = self.class_names
         if labels.dtype.kind in "iu":
@@ -196,7 +196,7 @@ class Predictor:
         bad = (codes < 0) | (codes >= len(names))
         if bad.any():
             i = int(np.argmax(bad))
-            row = f"line {lines[i]}" if lines is not None else f"row {i}"
+            row = row_name(i) if row_name is not None else f"row {i}"
             raise DataError(f"{where}: label {labels[i].item()!r} ({row}) is not one of the model's "
                             f"classes: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}")
         return codes

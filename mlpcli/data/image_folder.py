@@ -88,12 +88,32 @@ def _list_split(
     return _Split(root, files, np.array(labels, dtype=np.int64), floats), shape
 
 
-def _image_size(path: Path, color_mode: str) -> tuple[tuple, bool]:
-    """The shape the image at ``path`` decodes to in ``color_mode``, and whether it is
-    decodes to float32 (16-bit or floating point); only its header is read."""
+def labelled_images(root) -> tuple[list[Path], list[str]]:
+    """The image files of the class sub-folders of ``root``, sorted, and the class (its
+    folder's name) of each; stray files, empty class folders and files that are not images
+    are refused as the loader refuses them. No image is opened."""
+    files, classes = [], []
+    for name, folder in _class_folders(Path(root)).items():
+        entries = _visible(folder)
+        if not entries:
+            raise DataError(f"{folder}: class folder holds no images")
+        for path in entries:
+            _check_image_name(path)
+            files.append(path)
+            classes.append(name)
+    return files, classes
+
+
+def _check_image_name(path: Path) -> None:
     if not (is_image_name(path) and path.is_file()):
         raise DataError(f"{path}: not an image file; class folders may hold only images "
                         f"(names ending in {', '.join(IMAGE_SUFFIXES)})")
+
+
+def _image_size(path: Path, color_mode: str) -> tuple[tuple, bool]:
+    """The shape the image at ``path`` decodes to in ``color_mode``, and whether it is
+    decodes to float32 (16-bit or floating point); only its header is read."""
+    _check_image_name(path)
     width, height, decodes_to_float = image_size(path)
     return ((height, width) if color_mode == "grayscale" else (height, width, 3)), decodes_to_float
 
