@@ -126,7 +126,7 @@ def _labelled_folder(predictor, root, image_steps):
     y = predictor.encode_labels(labels, str(root), lambda i: f"folder {files[i].parent}")
     notices = Notices()
     x = np.concatenate([batch.x for batch in image_batches(predictor, files, image_steps, notices)])
-    return x, y, f"{root.name} ({len(x)} samples)", notices.text(predictor.feature_shape)
+    return x, y, f"{root.name} ({len(x)} samples)", notices.text()
 
 
 def _labelled_file(predictor, path):

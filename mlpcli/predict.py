@@ -88,7 +88,7 @@ def predict(inputs, *, run_dir=None, model_path=None, checkpoint=None, top_k=3, 
                     emit(line)
     if seen:
         _save_seen(Path(save_preprocessed), seen_paths, seen)
-    outcome.notes = notices.text(predictor.feature_shape) + predictor.warnings()
+    outcome.notes = notices.text() + predictor.warnings()
     return outcome
 
 

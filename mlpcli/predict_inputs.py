@@ -40,14 +40,16 @@ class Batch:
 class Notices:
     """One-line notes gathered while reading, printed once at the end."""
 
-    resized: list = field(default_factory=list)  # (path, (width, height)) of resized images
+    resized: list = field(default_factory=list)  # (path, (width, height) it had) of resized images
+    size: tuple = ()  # (height, width) they were resized to
     ignored_columns: dict = field(default_factory=dict)  # csv path -> columns not used
     lines: list = field(default_factory=list)
 
-    def text(self, size):
+    def text(self):
         out = list(self.lines)
         if self.resized:
             path, (w, h) = self.resized[0]
+            size = self.size
             out.append(f"Note: {len(self.resized)} image(s) were resized to the model's {size[1]}x{size[0]} "
                        f"pixels (bilinear), e.g. {path} ({w}x{h})")
         for path, columns in self.ignored_columns.items():
@@ -217,6 +219,7 @@ def image_batches(predictor, paths, asked, notices):
                 pixels, original = images.load_image(path, size[0], size[1], size[2])
                 if original is not None:
                     notices.resized.append((path, original))
+                    notices.size = size[:2]
                 loaded.append(pixels)
             seen = np.stack(loaded)
         yield Batch([p.name for p in part], predictor.prepare(seen, str(part[0].parent), pixels=True),

@@ -203,3 +203,17 @@ def test_csv_predictions_equal_evaluate_on_the_same_file(csv_run, tmp_path):
     assert f"Accuracy on the 114 labelled inputs: {accuracy:.4f}" in result.output
     predicted = [json.loads(line)["class"] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert set(predicted) <= {"benign", "malignant"} and len(predicted) == 114
+
+
+def test_a_foreign_flat_model_resizes_images_when_told_and_says_so(tmp_path):
+    """A Keras file of 784 flat inputs: digit centring by default (with a note naming --images),
+    a plain resize with --images resize, whose note gives the size resized to."""
+    from PIL import Image
+
+    foreign_model(tmp_path / "m.h5")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (56, 56)).astype(np.uint8)).save(tmp_path / "big.png")
+    result = mlp("predict", tmp_path / "big.png", "--model", tmp_path / "m.h5", "--images", "resize")
+    assert result.exit_code == 0, result.output
+    assert "resized to the model's 28x28 pixels" in result.stderr and "(56x56)" in result.stderr
+    result = mlp("predict", tmp_path / "big.png", "--model", tmp_path / "m.h5")
+    assert result.exit_code == 0 and "centred as MNIST digits" in result.stderr and "--images resize" in result.stderr
