@@ -199,13 +199,17 @@ def _pixels(image, color_mode: str, path: Path) -> np.ndarray:
         if "transparency" in image.info:  # tRNS: one gray value marks transparent pixels
             gray[raw == image.info["transparency"]] = 255
         return gray if color_mode == "grayscale" else np.repeat(gray[..., None], 3, axis=2)
+    target = "L" if color_mode == "grayscale" else "RGB"
+    if image.mode in ("L", "RGB") and "transparency" not in image.info:
+        # opaque: the same pixels as composited below, without a 4-channel copy of a large image
+        return np.asarray(image.convert(target))
     # RGBA covers every 8-bit mode (CMYK, YCbCr, LAB and palettes included), with
     # alpha from an alpha channel, a palette's alpha entries or a tRNS colour key
     # (opaque when none).
     rgba = image.convert("RGBA")
     paper = Image.new("RGBA", rgba.size, "white")
     flat = Image.alpha_composite(paper, rgba)
-    return np.asarray(flat.convert("L" if color_mode == "grayscale" else "RGB"))
+    return np.asarray(flat.convert(target))
 
 
 def fit_image(pixels: np.ndarray, height: int, width: int) -> tuple[np.ndarray, bool]:

@@ -310,3 +310,15 @@ def test_damaged_files_of_every_format_give_pixels_or_data_error(fmt, edits, cut
     else:
         assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype in (np.uint8, np.float32)
         assert pixels.min() >= 0 and pixels.max() <= 255
+
+
+@pytest.mark.parametrize("picture", [gray_picture, rgb_picture])
+@pytest.mark.parametrize("color_mode", ["grayscale", "rgb"])
+def test_an_opaque_image_reads_as_if_composited_on_white(tmp_path, picture, color_mode):
+    """Opaque L and RGB images skip the RGBA compositing (a 4-channel copy of a large image):
+    the pixels must be the same as through it."""
+    image = Image.fromarray(picture())
+    path = save(tmp_path / "x.png", image, "PNG")
+    composited = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+    expected = np.asarray(composited.convert("L" if color_mode == "grayscale" else "RGB"))
+    np.testing.assert_array_equal(decode_image(path, color_mode), expected)
