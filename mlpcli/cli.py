@@ -2,6 +2,8 @@
 calls one stage function and turns known errors into a clean message."""
 
 import functools
+import os
+import signal
 import sys
 
 import click
@@ -18,7 +20,8 @@ def echo(text="", err=False):
 
 def clean_errors(fn):
     """Print an ``MlpError`` as one message (no traceback) and exit with its code; an OSError
-    that a stage did not turn into one is printed as ``Error: <path>: <what happened>``, exit 1."""
+    that a stage did not turn into one is printed as ``Error: <path>: <what happened>``, exit 1;
+    a reader of stdout that went away (``| head``) ends it quietly, as SIGPIPE would (141)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -27,6 +30,9 @@ def clean_errors(fn):
         except MlpError as exc:
             echo(f"{exc.label}: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # stdout went to `head` or the like, which has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush fails silently
+            sys.exit(128 + signal.SIGPIPE)
         except OSError as exc:
             echo(f"Error: {os_error_text(exc)}", err=True)
             sys.exit(1)

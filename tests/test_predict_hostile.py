@@ -125,6 +125,18 @@ def test_sigterm_or_sighup_while_predicting_to_out_leaves_nothing(csv_run, tmp_p
 
 # ---------------------------------------------------------------- warnings
 
+def test_a_reader_that_goes_away_ends_predict_quietly(tiny_run, tmp_path):
+    """`mlp predict many.npy | head -2`: the pipe closes early; no traceback, no error line."""
+    np.save(tmp_path / "many.npy", np.zeros((20000, 784), np.uint8))
+    reader = subprocess.Popen(["head", "-2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    writer = subprocess.Popen([sys.executable, "-m", "mlpcli", "predict", str(tmp_path / "many.npy"), "--run",
+                               str(tiny_run)], stdout=reader.stdin, stderr=subprocess.PIPE)
+    reader.stdin.close()  # only head holds the pipe's reading end open
+    _, err = writer.communicate(timeout=120)
+    assert len(reader.stdout.read().splitlines()) == 2 and reader.wait(timeout=30) == 0
+    assert writer.returncode == 128 + signal.SIGPIPE and err == b"", err.decode()
+
+
 def test_a_dark_image_never_draws_the_already_scaled_warning(image_run, tmp_path):
     """Pixels from an image file are levels of 0..255 however dark it is: --scaling none
     would be the wrong advice."""
