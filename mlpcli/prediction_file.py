@@ -45,6 +45,9 @@ def open_prediction_file(path, *, class_names=None, n_outputs: int, task: str, o
                        f"the name must end in {', '.join(SUFFIXES[:-1])} or {SUFFIXES[-1]}")
     if path.is_dir():
         raise FileSystemError(f"{path}: is a folder; predictions are written to a file")
+    if not path.absolute().parent.is_dir():
+        raise FileSystemError(f"{path}: the folder {path.parent} does not exist; make it first, or "
+                              "choose another place")
     if not overwrite and os.path.lexists(path):
         raise _exists(path)
     return _writing(path, writer, _Outputs(task, n_outputs, class_names), overwrite)

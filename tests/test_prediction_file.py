@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mlpcli.errors import DiskFullError, MlpError
+from mlpcli.errors import DiskFullError, FileSystemError, MlpError
 from mlpcli.prediction_file import open_prediction_file
 
 SOFTMAX = np.array([[0.25, 0.5, 0.25], [0.125, 0.125, 0.75], [0.5, 0.5, 0.0]], dtype=np.float32)
@@ -165,3 +165,9 @@ def test_folder_as_out_is_refused_at_open(tmp_path):
     with pytest.raises(MlpError, match=r"p\.csv: is a folder"):
         open_prediction_file(tmp_path / "p.csv", n_outputs=2, task="classification",
                              overwrite=True)
+
+
+def test_out_in_a_missing_folder_is_refused_at_open(tmp_path):
+    with pytest.raises(FileSystemError, match=r"the folder .*nowhere does not exist"):
+        open_prediction_file(tmp_path / "nowhere" / "p.csv", n_outputs=2, task="classification")
+    assert not (tmp_path / "nowhere").exists()
