@@ -19,7 +19,6 @@ from pathlib import Path
 
 from mlpcli import ranking, runs, sweep_folder
 from mlpcli.errors import MlpError, printable
-from mlpcli.files import read_text
 from mlpcli.ranking import tolerance_text
 from mlpcli.runs import resolve_run_dir
 
@@ -71,7 +70,7 @@ def read_run(folder, label=None):
         entry.status, entry.error = "failed", record.error
         return entry
     try:
-        results = json.loads(read_text(folder / runs.RESULTS_FILE))
+        results = runs.read_json(folder / runs.RESULTS_FILE)
     except (OSError, UnicodeDecodeError, ValueError):
         results = {}
     seconds = results.get("seconds") if isinstance(results, dict) else None

@@ -20,7 +20,7 @@ from mlpcli import files, modelfile, pipeline, runs
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import (ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, NoSavedState,
                            TrainingError)
-from mlpcli.files import plain_name_problem, read_text
+from mlpcli.files import plain_name_problem
 from mlpcli.training import EarlyStopping, EpochPaused, Monitor, Trainer
 
 FINAL_FILES = (runs.MODEL_FILE, runs.RESULTS_FILE, runs.DIAGNOSTICS_FILE)
@@ -180,7 +180,7 @@ class Session:
     def _final_files_written(self, epochs_run):
         """Whether results.json (written last) describes a run of ``epochs_run`` epochs."""
         try:
-            results = json.loads(read_text(self.folder / runs.RESULTS_FILE))
+            results = runs.read_json(self.folder / runs.RESULTS_FILE)
         except (OSError, UnicodeDecodeError, ValueError):
             return False
         return isinstance(results, dict) and results.get("epochs_run") == epochs_run

@@ -1,8 +1,12 @@
 """Hostile use of what mlp keeps on disk: run and sweep folders given to the commands that
 read them, damaged or not what they seem."""
 
+import shutil
+
+import pytest
 from click.testing import CliRunner
 
+from mlpcli import runs
 from mlpcli.cli import main
 
 
@@ -20,3 +24,33 @@ def test_plot_of_a_folder_that_holds_no_run_is_an_error_and_draws_nothing(tmp_pa
         assert result.exit_code == 2, result.output
         assert f"Error: {folder}: {why}" in result.output
     assert list(empty.iterdir()) == [] and not (tmp_path / "typo").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished run of one epoch, evaluated: copy it before changing it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    result = mlp("train", "configs/breast-cancer.yaml", "--run-dir", run, "-q", "--no-plots",
+                 "--set", "training.epochs=1")
+    assert result.exit_code == 0, result.output
+    assert mlp("evaluate", run).exit_code == 0
+    return run
+
+
+def copy_run(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    return run
+
+
+@pytest.mark.parametrize("name", [runs.PARAMS_FILE, runs.RESULTS_FILE, "evaluation.json"])
+def test_a_run_file_nested_too_deeply_for_the_json_parser_is_unreadable_not_a_crash(trained, tmp_path, name):
+    run = copy_run(trained, tmp_path)
+    (run / name).write_text("[" * 100_000 + "]" * 100_000)
+    for args in (["compare", run, "--no-plots"], ["plot", run]):
+        result = mlp(*args)
+        assert result.exit_code == 0 and result.exception is None, (args, result.output)
+    if name == "evaluation.json":
+        assert "evaluation.json unreadable" in mlp("plot", run).output
+    else:
+        assert runs.read_record(run).params == 513  # counted from model.h5 when params.json is unreadable
