@@ -2,8 +2,10 @@
 read them, damaged or not what they seem."""
 
 import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from mlpcli import runs
@@ -54,3 +56,25 @@ def test_a_run_file_nested_too_deeply_for_the_json_parser_is_unreadable_not_a_cr
         assert "evaluation.json unreadable" in mlp("plot", run).output
     else:
         assert runs.read_record(run).params == 513  # counted from model.h5 when params.json is unreadable
+
+
+def test_a_data_path_given_with_set_is_stored_absolute_so_the_run_reads_it_from_any_folder(
+        tmp_path, monkeypatch):
+    """--set data.path=rows.csv is relative to the current folder (as in mlp sweep); the run's
+    config.yaml names the file itself, so evaluate from elsewhere reads the same file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy("configs/data/breast_cancer_train.csv", data / "rows.csv")
+    config = Path("configs/breast-cancer.yaml").resolve()
+    run = tmp_path / "run"
+    monkeypatch.chdir(data)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = mlp("train", config, "--run-dir", run, "-q", "--no-plots", "--set", "data.path=rows.csv",
+                 "--set", "training.epochs=1", "--set", "data.test_path=~/data/../data/rows.csv")
+    assert result.exit_code == 0, result.output
+    stored = yaml.safe_load((run / runs.CONFIG_FILE).read_text())["data"]
+    assert stored["path"] == str(data / "rows.csv")
+    assert stored["test_path"] == str(data / "rows.csv")  # ~ expanded, .. resolved
+    monkeypatch.chdir(tmp_path)
+    result = mlp("evaluate", run)
+    assert result.exit_code == 0, result.output
