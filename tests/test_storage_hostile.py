@@ -78,3 +78,29 @@ def test_a_data_path_given_with_set_is_stored_absolute_so_the_run_reads_it_from_
     monkeypatch.chdir(tmp_path)
     result = mlp("evaluate", run)
     assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    """A finished sweep of two trials (the newest under its root): (root, sweep folder)."""
+    root = tmp_path_factory.mktemp("sweeps")
+    result = mlp("sweep", "configs/breast-cancer.yaml", "--grid", "model.layers[0].units=8,2",
+                 "--set", "training.epochs=2", "--set", "training.threads=1", "--runs-root", root,
+                 "--no-plots", "-q")
+    assert result.exit_code == 0, result.output
+    (folder,) = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    return root, folder
+
+
+def test_compare_of_a_sweep_whose_results_csv_is_damaged_still_ranks_its_trials(small_sweep, tmp_path):
+    """The trials' folders say which finished; results.csv only how the others fared. So compare
+    recommends what evaluate uses, and warns, rather than refusing the whole sweep."""
+    folder = tmp_path / "sweep"
+    shutil.copytree(small_sweep[1], folder)
+    (folder / "results.csv").write_bytes(b"\xff\xfe not a csv")
+    result = mlp("compare", folder, "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert f"Warning: {folder / 'results.csv'}: cannot be read" in result.stderr
+    trial = runs.model_folder(folder).name
+    assert f"Recommended: {trial} " in result.stdout
+    assert (folder / "results.csv").read_bytes() == b"\xff\xfe not a csv"  # left as it was
