@@ -104,3 +104,22 @@ def test_compare_of_a_sweep_whose_results_csv_is_damaged_still_ranks_its_trials(
     trial = runs.model_folder(folder).name
     assert f"Recommended: {trial} " in result.stdout
     assert (folder / "results.csv").read_bytes() == b"\xff\xfe not a csv"  # left as it was
+
+
+def test_resume_refuses_data_whose_columns_were_reordered_since(tmp_path):
+    """Same count of columns, another order: the weights would take one feature for another."""
+    rows = [line.split(",") for line in Path("configs/data/breast_cancer_train.csv").read_text().splitlines()]
+    data = tmp_path / "rows.csv"
+    data.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    run = tmp_path / "run"
+    result = mlp("train", "configs/breast-cancer.yaml", "--run-dir", run, "-q", "--no-plots",
+                 "--set", f"data.path={data}", "--set", "data.test_path=null", "--set", "training.epochs=1",
+                 "--set", "early_stopping=null")
+    assert result.exit_code == 0, result.output
+    data.write_text("\n".join(",".join([r[1], r[0], *r[2:]]) for r in rows) + "\n")
+    history = (run / runs.HISTORY_FILE).read_bytes()
+    result = mlp("train", "--resume", run, "--set", "training.epochs=2", "--no-plots")
+    assert result.exit_code == 2, result.output
+    assert (f"Error: {run}: the run was trained on 30 columns, #1 '{rows[0][0]}', but the data now gives "
+            f"30 columns, #1 '{rows[0][1]}'; the data changed since") in result.output
+    assert (run / runs.HISTORY_FILE).read_bytes() == history
