@@ -30,7 +30,8 @@ from mlpcli.nn.model import LayerShapeError, output_shapes
 from mlpcli.nn.registry import unknown_name_message
 
 __all__ = ["INTEGER_KEYS", "MODES", "RANGES", "NAME_PATTERN", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
-           "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "load_config", "monitor_names",
+           "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "load_config",
+           "monitor_names",
            "read_yaml", "resolve", "resolve_with_data", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
 
 TASKS = ("classification", "regression")

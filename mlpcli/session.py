@@ -189,8 +189,8 @@ class Session:
                 continue
             after = after or []
             at = next((i for i, (b, a) in enumerate(zip(before, after)) if b != a), min(len(before), len(after)))
-            shown = [f"{len(names)} {what.replace('_', ' ')}" + (f", #{at + 1} {names[at]!r}" if at < len(names) else "")
-                     for names in (before, after)]
+            shown = [f"{len(names)} {what.replace('_', ' ')}"
+                     + (f", #{at + 1} {names[at]!r}" if at < len(names) else "") for names in (before, after)]
             raise MlpError(f"{self.folder}: the run was trained on {shown[0]}, but the data now gives "
                            f"{shown[1]}; the data changed since, so the run cannot go on (start a new run)")
 
