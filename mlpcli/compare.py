@@ -19,7 +19,6 @@ from pathlib import Path
 
 from mlpcli import ranking, runs, sweep_folder
 from mlpcli.errors import MlpError, printable
-from mlpcli.files import read_text
 from mlpcli.ranking import tolerance_text
 from mlpcli.runs import resolve_run_dir
 
@@ -71,7 +70,7 @@ def read_run(folder, label=None):
         entry.status, entry.error = "failed", record.error
         return entry
     try:
-        results = json.loads(read_text(folder / runs.RESULTS_FILE))
+        results = runs.read_json(folder / runs.RESULTS_FILE)
     except (OSError, UnicodeDecodeError, ValueError):
         results = {}
     seconds = results.get("seconds") if isinstance(results, dict) else None
@@ -82,13 +81,19 @@ def read_run(folder, label=None):
     return entry
 
 
-def read_sweep_entries(folder):
+def read_sweep_entries(folder, note=None):
     """Entries for every trial of a sweep folder, in trial order (unfinished ones too). A trial
     is ranked when its folder holds a finished run (``runs.finished``), as every command that
-    takes the sweep's recommended trial decides."""
+    takes the sweep's recommended trial decides; so an unreadable results.csv, which only says
+    how the others fared, loses only that (``note`` is told)."""
     folder = Path(folder)
     spec = sweep_folder.load_sweep_file(folder)
-    rows = {row.get("trial"): row for row in sweep_folder.read_results(folder)}
+    try:
+        rows = {row.get("trial"): row for row in sweep_folder.read_results(folder)}
+    except MlpError as exc:
+        rows = {}
+        if note is not None:
+            note(f"Warning: {exc}; the trials that did not finish are shown as pending")
     entries = []
     for trial in spec["trials"]:
         name = trial["name"]
@@ -115,13 +120,13 @@ def _float(text):
     return value if math.isfinite(value) else None
 
 
-def _collect(paths):
+def _collect(paths, note=None):
     entries, sweeps = [], []
     for path in map(Path, paths):
         if not path.exists():
             raise MlpError(f"{path}: no such run or sweep folder")
         if sweep_folder.is_sweep(path):
-            trials = read_sweep_entries(path)
+            trials = read_sweep_entries(path, note)
             if len(paths) > 1:
                 for t in trials:
                     t.label = f"{path.resolve().name}/{t.label}"
@@ -174,7 +179,7 @@ def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=
         paths = [sweep_folder.newest_sweep(runs_root)]
         if note is not None:
             note(f"Comparing the newest sweep: {paths[0]}")
-    entries, sweeps = _collect([resolve_run_dir(p, note=note) for p in paths])
+    entries, sweeps = _collect([resolve_run_dir(p, note=note) for p in paths], note)
     if tolerance is not None and (not math.isfinite(tolerance) or tolerance < 0):
         raise MlpError(f"--tolerance must be a number >= 0, got {tolerance}")
     scored = [e for e in entries if e.status == "ok"]

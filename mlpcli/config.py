@@ -30,7 +30,8 @@ from mlpcli.nn.model import LayerShapeError, output_shapes
 from mlpcli.nn.registry import unknown_name_message
 
 __all__ = ["INTEGER_KEYS", "MODES", "RANGES", "NAME_PATTERN", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
-           "apply_override", "check_monitors", "dump_yaml", "has_validation", "load_config", "monitor_names",
+           "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "load_config",
+           "monitor_names",
            "read_yaml", "resolve", "resolve_with_data", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
 
 TASKS = ("classification", "regression")
@@ -59,15 +60,21 @@ def load_config(path, overrides=(), note=None):
     (a model.input_shape left out is read from the data, see ``resolve_with_data``)."""
     check_input(path)  # a folder, a FIFO, a name too long: refused at once as what they are
     raw = read_yaml(path)
-    base = Path(path).resolve().parent
+    absolute_paths(raw, Path(path).resolve().parent)
+    for override in overrides:
+        apply_override(raw, override)
+    absolute_paths(raw, Path.cwd())  # paths given with --set are relative to the current folder
+    return resolve_with_data(raw, note)
+
+
+def absolute_paths(raw, base):
+    """Make the data files' paths of a raw config absolute (``~`` expanded, a relative one taken
+    from the folder ``base``), so a run's config.yaml names the same files from any folder."""
     data = raw.get("data")
     if isinstance(data, dict):
         for key in PATH_KEYS:
             if isinstance(data.get(key), str):
-                data[key] = str((base / os.path.expanduser(data[key])).resolve())
-    for override in overrides:
-        apply_override(raw, override)
-    return resolve_with_data(raw, note)
+                data[key] = str((Path(base) / os.path.expanduser(data[key])).resolve())
 
 
 def resolve_with_data(raw, note=None):

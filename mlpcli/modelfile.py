@@ -305,10 +305,9 @@ def _pipeline(own, config, model, path):
         if class_names is not None and not all(isinstance(c, str) for c in class_names):
             raise ModelFileError(f"{path}: attribute 'class_names' must be a list of strings")
         pipeline = input_pipeline.from_legacy(config, _preprocessing(_json_attr(own, "preprocessing", path), path),
-                                              class_names, model.input_shape, path)
-    if pipeline is not None and math.prod(pipeline.feature_shape) != math.prod(model.input_shape):
-        raise ModelFileError(f"{path}: the input pipeline gives samples of shape {list(pipeline.feature_shape)}, "
-                             f"which do not fit the model's input shape {list(model.input_shape)}")
+                                              class_names, model.input_shape, model.n_outputs, path)
+    if pipeline is not None:
+        input_pipeline.check_fits(pipeline, model.input_shape, model.n_outputs, path)
     return pipeline
 
 

@@ -22,6 +22,7 @@ foreign Keras file has no pipeline at all: the user says what its inputs need.
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,11 @@ SCALINGS = ("unit", "none", "standardize")
 COLOR_MODES = ("grayscale", "rgb")
 GROUP = "pipeline"  # below the model file's mlpcli group
 DIGITS_SHAPE = (28, 28)
+MAX_AXES = 32  # of one sample: numpy's limit on an array's axes, less the samples' own
+# how many axes a sample of each kind has (an array: any number up to MAX_AXES)
+AXES_OF_KIND = {"digits": (2,), "image": (2, 3), "table": (1,)}
+AXES_TEXT = {"digits": f"{list(DIGITS_SHAPE)} (MNIST's digits)", "image": "[height, width] or [height, width, 3]",
+             "table": "[columns]"}
 # which kind of input each dataset of a config gives
 KIND_OF_DATASET = {"mnist": "digits", "fashion_mnist": "image", "image_folder": "image",
                    "csv": "table", "npz": "array"}
@@ -88,13 +94,16 @@ def from_training(cfg, preprocessing, class_names, feature_shape, columns=None):
     ``feature_shape``, scaled by ``preprocessing`` ({"scale", "offset"})."""
     data = cfg["data"]
     kind = KIND_OF_DATASET[data["dataset"]]
-    return InputPipeline(
+    pipeline = InputPipeline(
         kind=kind, feature_shape=tuple(int(d) for d in feature_shape), scaling=data["scaling"],
         scale=np.asarray(preprocessing["scale"], np.float32), offset=np.asarray(preprocessing["offset"], np.float32),
         task=cfg["task"], class_names=list(class_names) if class_names else None,
         color_mode=(data.get("color_mode") or "grayscale") if kind == "image" else None,
         columns=list(columns) if kind == "table" and columns else None,
         label_column=(data.get("label_column") or "label") if kind == "table" else None)
+    # read back by the readers' own rules, so that no run writes a record it cannot read
+    return read(json.loads(json.dumps(pipeline.record())), pipeline.scale, pipeline.offset,
+                data.get("path") or data["dataset"])
 
 
 def write(group, pipeline):
@@ -111,6 +120,8 @@ def read(record, scale, offset, path):
     def bad(what):
         return ModelFileError(f"{path}: the input pipeline record (mlpcli/{GROUP}) {what}")
 
+    if record is None:
+        raise bad("has no 'record' attribute")
     if not isinstance(record, dict):
         raise bad("is not a JSON object")
     version = record.get("version")
@@ -121,28 +132,38 @@ def read(record, scale, offset, path):
                              f"this mlpcli reads up to {VERSION}); upgrade mlpcli to use it")
     kind = _choice(record, "kind", KINDS, bad)
     shape = record.get("feature_shape")
-    if (not isinstance(shape, list) or not shape or len(shape) > 3
+    if (not isinstance(shape, list) or not 0 < len(shape) <= MAX_AXES
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 2**31 for d in shape)):
         raise bad(f"has an invalid feature_shape {shape!r}")
+    if len(shape) not in AXES_OF_KIND.get(kind, range(1, MAX_AXES + 1)) or (
+            kind == "digits" and tuple(shape) != DIGITS_SHAPE):
+        raise bad(f"has a {kind} feature_shape {shape!r}; expected {AXES_TEXT[kind]}")
     pipeline = InputPipeline(
         kind=kind, feature_shape=tuple(shape), scaling=_choice(record, "scaling", SCALINGS, bad),
         scale=_numbers(scale, shape, "scale", bad), offset=_numbers(offset, shape, "offset", bad),
         task=_choice(record, "task", ("classification", "regression"), bad),
         class_names=_strings(record.get("class_names"), "class_names", bad, nullable=True))
-    if kind in ("image", "digits") and len(shape) not in (2, 3):
-        raise bad(f"has an image feature_shape {shape!r}; expected [height, width] or [height, width, 3]")
+    if pipeline.class_names is not None:
+        names = pipeline.class_names
+        if pipeline.task == "regression":
+            raise bad("names classes for a regression model")
+        if len(set(names)) < len(names) or not all(names):
+            raise bad(f"has class_names with an empty or repeated name: {names[:20]!r}")
     if kind == "image":
         pipeline.color_mode = _choice(record, "color_mode", COLOR_MODES, bad)
         if (len(shape) == 3) != (pipeline.color_mode == "rgb") or (len(shape) == 3 and shape[2] != 3):
             raise bad(f"has feature_shape {shape!r}, which does not fit color_mode {pipeline.color_mode!r}")
     if kind == "table":
-        pipeline.columns = _strings(record.get("columns"), "columns", bad, nullable=True)
-        if pipeline.columns is not None and [len(pipeline.columns)] != list(shape):
-            raise bad(f"names {len(pipeline.columns)} columns for feature_shape {shape!r}")
         label = record.get("label_column")
-        if not isinstance(label, str):
-            raise bad(f"has label_column {label!r}, not a string")
+        if not isinstance(label, str) or not label:
+            raise bad(f"has label_column {label!r}, not a column name")
         pipeline.label_column = label
+        columns = pipeline.columns = _strings(record.get("columns"), "columns", bad, nullable=True)
+        if columns is not None and [len(columns)] != list(shape):
+            raise bad(f"names {len(columns)} columns for feature_shape {shape!r}")
+        if columns is not None and (len(set(columns)) < len(columns) or not all(columns) or label in columns):
+            raise bad(f"has columns with an empty or repeated name, or the label column {label!r}: "
+                      f"{columns[:20]!r}")
     return pipeline
 
 
@@ -167,17 +188,30 @@ def _numbers(values, shape, key, bad):
         raise bad(f"has no {key} array")
     values = np.asarray(values)
     if values.shape not in ((), tuple(shape)):
-        raise bad(f"has a {key} of shape {values.shape}; expected () or {tuple(shape)}")
+        raise bad(f"has {key} of shape {values.shape}; expected () or {tuple(shape)}")
     limit = float(np.finfo(np.float32).max)
     if not (np.abs(values.astype(np.float64)) <= limit).all():  # NaN compares False
-        raise bad(f"has a {key} that is not finite in float32")
+        raise bad(f"has {key} values that are not finite in float32")
     return values.astype(np.float32)
 
 
-def from_legacy(config, preprocessing, class_names, input_shape, path):
+def check_fits(pipeline, input_shape, n_outputs, path):
+    """Refuse (``ModelFileError`` naming ``path``) a pipeline whose samples or class names do
+    not fit a model of ``input_shape`` with ``n_outputs`` outputs (one sigmoid output: 2 classes)."""
+    if math.prod(pipeline.feature_shape) != math.prod(input_shape):
+        raise ModelFileError(f"{path}: the input pipeline gives samples of shape {list(pipeline.feature_shape)}, "
+                             f"which do not fit the model's input shape {list(input_shape)}")
+    classes = max(n_outputs, 2)
+    if pipeline.class_names is not None and pipeline.task == "classification" and len(pipeline.class_names) != classes:
+        raise ModelFileError(f"{path}: the input pipeline names {len(pipeline.class_names)} classes, but the "
+                             f"model has {n_outputs} output(s), for {classes} classes")
+
+
+def from_legacy(config, preprocessing, class_names, input_shape, n_outputs, path):
     """The pipeline of a model file mlpcli wrote before it recorded one: read from the
     stored config (dataset, scaling, task, colour mode, label column), the stored
-    ``preprocessing`` numbers and class names. None when the file has no config."""
+    ``preprocessing`` numbers and class names (dropped, as that mlpcli ignored them, when
+    their count does not fit the model's ``n_outputs``). None when the file has no config."""
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
         return None
     data = config["data"]
@@ -201,6 +235,8 @@ def from_legacy(config, preprocessing, class_names, input_shape, path):
                      "it takes arrays only (.npy, .npz, .csv), not image files")
         kind = "array"
     task = config.get("task") if config.get("task") in ("classification", "regression") else "classification"
+    if task == "regression" or len(class_names or ()) != max(n_outputs, 2):
+        class_names = None
     if scale.ndim and scale.shape != tuple(feature_shape) or offset.ndim and offset.shape != tuple(feature_shape):
         raise ModelFileError(f"{path}: the stored preprocessing does not fit the model's input shape")
     return InputPipeline(kind=kind, feature_shape=tuple(feature_shape), scaling=scaling, scale=scale,

@@ -22,8 +22,8 @@ and ``compare-accuracy.<fmt>`` / ``compare-loss.<fmt>``, overlaying the
 validation curves (training curves for runs without validation) of every run,
 go to ``out_dir`` (default: the first run's ``plots/`` folder).
 
-Nothing a run folder lacks raises: what cannot be drawn is listed, with the
-reason, in ``PlotReport.skipped``. matplotlib is imported only when drawing,
+Nothing a run folder lacks raises (only being given no run folder at all): what
+cannot be drawn is listed, with the reason, in ``PlotReport.skipped``. matplotlib is imported only when drawing,
 so importing this module stays cheap.
 """
 
@@ -31,7 +31,7 @@ import csv
 from pathlib import Path
 
 from mlpcli import figures, runs
-from mlpcli.errors import ConfigError, printable
+from mlpcli.errors import ConfigError, MlpError, printable
 from mlpcli.figures import FORMATS, PlotReport
 from mlpcli.history import (
     best_epoch,
@@ -206,31 +206,41 @@ def _labels(run_dirs):
     return labels
 
 
+def _is_run(folder):
+    """Whether ``folder`` holds a run (its config.yaml or history.csv) to draw."""
+    return (folder / runs.CONFIG_FILE).is_file() or (folder / runs.HISTORY_FILE).is_file()
+
+
 def plot_runs(run_dirs: list[Path], out_dir: Path | None = None, fmt: str = "png") -> PlotReport:
     """Draw the figures of one or more run folders; return what was written and skipped.
 
     ``run_dirs``: run folders made by ``mlp train``. ``out_dir``: where to
     write (see the module docstring for the layout with several runs).
-    ``fmt``: "png", "svg" or "pdf" (else ValueError). Problems with a run
-    (no history.csv, no validation data, a regression run, ...) never raise;
-    they are listed in ``PlotReport.skipped``.
+    ``fmt``: "png", "svg" or "pdf" (else ValueError). A path that is not a run
+    folder (no such folder, or one with neither config.yaml nor history.csv) is
+    skipped, and an ``MlpError`` when no path is one; what a run lacks (no history.csv, no
+    validation data, a regression run, ...) never raises: it is listed in
+    ``PlotReport.skipped``.
     """
     if fmt not in FORMATS:
         raise ValueError(f"plot format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run_dirs = [Path(r) for r in run_dirs]
     if not run_dirs:
         raise ValueError("no run folders given")
+    usable = [run for run in run_dirs if _is_run(run)]
+    if not usable:  # checked before anything is drawn
+        run = run_dirs[0]
+        raise MlpError(f"{printable(str(run))}: " + (
+            f"not a run folder (no {runs.CONFIG_FILE} or {runs.HISTORY_FILE}); nothing drawn" if run.is_dir()
+            else "no such run folder; nothing drawn"))
     out_dir = None if out_dir is None else Path(out_dir)
     several = len(run_dirs) > 1
     report = PlotReport()
     histories = []  # (label, columns) of runs with a readable history, for comparison
-    first_existing = None
     for run, label in zip(run_dirs, _labels(run_dirs)):
-        if not run.is_dir():
+        if run not in usable:
             report.skipped.append(f"{label}: {run} is not a run folder; nothing drawn")
             continue
-        if first_existing is None:
-            first_existing = run
         if out_dir is None:
             folder = run / runs.PLOTS_DIR
         else:
@@ -251,11 +261,8 @@ def plot_runs(run_dirs: list[Path], out_dir: Path | None = None, fmt: str = "png
         plot_evaluations(run, cfg, folder, fmt, report, label)
 
     if several:
-        target = out_dir if out_dir is not None else (
-            first_existing / runs.PLOTS_DIR if first_existing is not None else None)
-        if target is None:
-            report.skipped.append("no run folder exists; no comparison plots drawn")
-        elif not histories:
+        target = out_dir if out_dir is not None else usable[0] / runs.PLOTS_DIR
+        if not histories:
             report.skipped.append("no run has a readable history; no comparison plots drawn")
         else:
             _compare_plot(histories, "accuracy", target / f"compare-accuracy.{fmt}", fmt, report)

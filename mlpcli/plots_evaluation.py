@@ -1,11 +1,9 @@
 """Figures of an evaluation: the confusion matrix and a grid of misclassified test images."""
 
-import json
 import math
 
-from mlpcli import figures, run_models
+from mlpcli import figures, run_models, runs
 from mlpcli.errors import printable
-from mlpcli.files import read_text
 from mlpcli.history import finite
 
 MAX_MISCLASSIFIED = 25
@@ -142,7 +140,7 @@ def plot_evaluations(run, cfg, folder, fmt, report, label):
     for source in run_models.evaluation_reports(run):
         suffix = run_models.evaluation_suffix(source)
         try:
-            ev = json.loads(read_text(source))
+            ev = runs.read_json(source)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             report.skipped.append(f"{label}: {source.name} unreadable ({exc}); no evaluation plots")
             continue

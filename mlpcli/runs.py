@@ -320,6 +320,17 @@ def finished(run_dir):
     return (Path(run_dir) / RESULTS_FILE).is_file()
 
 
+def read_json(path):
+    """The JSON value in one of a run's files (results.json, params.json, an evaluation report);
+    ``OSError`` or ``UnicodeDecodeError`` as ``files.read_text`` raises them, ``ValueError``
+    when it is not JSON, also when it nests too deeply for the parser (a RecursionError)."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{shown(path)}: JSON nested too deeply") from None
+
+
 def write_param_count(folder, count):
     """Store the model's parameter count as a number, for compare and sweeps to read."""
     files.write_text(Path(folder) / PARAMS_FILE, json.dumps({"params": int(count)}) + "\n")
@@ -329,7 +340,7 @@ def param_count(folder):
     """A run's parameter count: the number stored when it started training, else (a run made
     before mlp stored it) counted from its model.h5 or a checkpoint, else None."""
     try:
-        stored = json.loads(read_text(Path(folder) / PARAMS_FILE))
+        stored = read_json(Path(folder) / PARAMS_FILE)
         count = stored["params"]
         if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
             return count

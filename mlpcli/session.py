@@ -20,7 +20,7 @@ from mlpcli import files, modelfile, pipeline, runs
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import (ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, NoSavedState,
                            TrainingError)
-from mlpcli.files import plain_name_problem, read_text
+from mlpcli.files import plain_name_problem
 from mlpcli.training import EarlyStopping, EpochPaused, Monitor, Trainer
 
 FINAL_FILES = (runs.MODEL_FILE, runs.RESULTS_FILE, runs.DIAGNOSTICS_FILE)
@@ -168,6 +168,7 @@ class Session:
             raise MlpError(f"{self.folder}: the epoch under way was saved with "
                            f"{len(saved.arrays['progress/order'])} training samples, but the data now "
                            f"gives {self.n_train}; the data changed since, so the run cannot go on")
+        self._check_same_inputs(saved.pipeline)
         self.model.set_weights(saved.model.params)
         self.trainer.optimizer.set_state(saved.optimizer_state)
         self.trainer.set_state(state["trainer"], saved.arrays)
@@ -177,10 +178,26 @@ class Session:
         self.history = state["history"]
         self.finished = finished
 
+    def _check_same_inputs(self, saved):
+        """Refuse to go on when the data's feature columns or classes are not those the saved
+        state was trained on (reordered, renamed, added): the weights would silently take one
+        column or class for another. A state that does not record them is not checked."""
+        now = self.extras["pipeline"]
+        for what in ("columns", "class_names"):
+            before, after = getattr(saved, what) if saved else None, getattr(now, what)
+            if before is None or before == after:
+                continue
+            after = after or []
+            at = next((i for i, (b, a) in enumerate(zip(before, after)) if b != a), min(len(before), len(after)))
+            shown = [f"{len(names)} {what.replace('_', ' ')}"
+                     + (f", #{at + 1} {names[at]!r}" if at < len(names) else "") for names in (before, after)]
+            raise MlpError(f"{self.folder}: the run was trained on {shown[0]}, but the data now gives "
+                           f"{shown[1]}; the data changed since, so the run cannot go on (start a new run)")
+
     def _final_files_written(self, epochs_run):
         """Whether results.json (written last) describes a run of ``epochs_run`` epochs."""
         try:
-            results = json.loads(read_text(self.folder / runs.RESULTS_FILE))
+            results = runs.read_json(self.folder / runs.RESULTS_FILE)
         except (OSError, UnicodeDecodeError, ValueError):
             return False
         return isinstance(results, dict) and results.get("epochs_run") == epochs_run

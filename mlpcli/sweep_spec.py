@@ -22,7 +22,6 @@ section's ``set``.
 
 import itertools
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,14 +270,6 @@ def _section(value):
     return out
 
 
-def _absolute_paths(raw, base):
-    data = raw.get("data")
-    if isinstance(data, dict):
-        for key in config_mod.PATH_KEYS:
-            if isinstance(data.get(key), str):
-                data[key] = str((Path(base) / os.path.expanduser(data[key])).resolve())
-
-
 def plan_sweep(config_path, grid_items=(), random_n=None, range_items=(), sets=()):
     """The base config and trials of a new sweep; MlpError/ConfigError on bad input."""
     raw = config_mod.read_yaml(config_path)
@@ -305,11 +296,11 @@ def plan_sweep(config_path, grid_items=(), random_n=None, range_items=(), sets=(
     if len(overrides) > MAX_TRIALS:
         raise MlpError(f"the sweep has {len(overrides):,} trials; at most {MAX_TRIALS} are allowed")
 
-    _absolute_paths(raw, Path(config_path).resolve().parent)
+    config_mod.absolute_paths(raw, Path(config_path).resolve().parent)
     fixed = [*(section.get("set") or []), *sets]
     for item in fixed:
         config_mod.apply_override(raw, item)
-    _absolute_paths(raw, Path.cwd())  # paths given with --set are relative to the current folder
+    config_mod.absolute_paths(raw, Path.cwd())  # paths given with --set are relative to the current folder
     cfg = config_mod.resolve_with_data(raw)  # as each trial's run resolves it: bad data fails here, once
     width = max(3, len(str(len(overrides))))
     trials = [{"name": f"trial-{i:0{width}d}", "overrides": o} for i, o in enumerate(overrides, 1)]

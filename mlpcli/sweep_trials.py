@@ -31,7 +31,7 @@ from pathlib import Path
 
 from mlpcli import runs
 from mlpcli.errors import Interrupted, MlpError, NoSavedState
-from mlpcli.files import TMP_PREFIX, atomic_path, read_text
+from mlpcli.files import TMP_PREFIX, atomic_path
 from mlpcli.machine import usable_cores
 from mlpcli.runs import LOCK_FILE, RunLock
 from mlpcli.sweep_folder import BASE_CONFIG
@@ -58,11 +58,10 @@ def _with_threads(sets, threads):
 
 def summary_row(folder):
     """What results.csv keeps of a finished run: params, best epoch and value, final metrics."""
-    import json
 
     path = Path(folder) / runs.RESULTS_FILE
     try:
-        results = json.loads(read_text(path))
+        results = runs.read_json(path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise MlpError(f"{path}: cannot be read ({exc})") from None
     if not isinstance(results, dict):

@@ -65,11 +65,22 @@ def damage(path, change):
     (lambda r, f: r.update(version="1"), "has no valid version"),
     (lambda r, f: r.update(kind="python"), "has kind 'python'; expected one of digits, image, table, array"),
     (lambda r, f: r.update(columns=["x", "y"]), "names 2 columns for feature_shape [3]"),
-    (lambda r, f: r.update(feature_shape=[4], columns=list("abcd")), "has a scale of shape (3,); expected () or (4,)"),
+    (lambda r, f: r.update(feature_shape=[4], columns=list("abcd")), "has scale of shape (3,); expected () or (4,)"),
     (lambda r, f: r.update(scaling="log"), "has scaling 'log'"),
     (lambda r, f: r.update(class_names=[1, 2, 3]), "class_names that is not a list of strings"),
     (lambda r, f: f.__delitem__("mlpcli/pipeline/offset"),
      "has no offset array"),
+    # hand-edited records that type-check but do not hold together
+    (lambda r, f: r.update(columns=["x", "x", "z"]), "has columns with an empty or repeated name"),
+    (lambda r, f: r.update(columns=["x", "", "z"]), "has columns with an empty or repeated name"),
+    (lambda r, f: r.update(columns=["x", "kind", "z"]), "or the label column 'kind'"),
+    (lambda r, f: r.update(label_column=""), "has label_column '', not a column name"),
+    (lambda r, f: r.update(class_names=["a", "a", "c"]), "has class_names with an empty or repeated name"),
+    (lambda r, f: r.update(class_names=["a", "", "c"]), "has class_names with an empty or repeated name"),
+    (lambda r, f: r.update(task="regression"), "names classes for a regression model"),
+    (lambda r, f: r.update(feature_shape=[3, 1], columns=None), "has a table feature_shape [3, 1]; expected [columns]"),
+    (lambda r, f: r.update(class_names=["a", "b"]), "names 2 classes, but the model has 3 output(s), for 3 classes"),
+    (lambda r, f: r.update(feature_shape=[1] * 33, kind="array"), "has an invalid feature_shape"),
 ])
 def test_a_damaged_or_newer_record_is_refused(tmp_path, change, message):
     path = tmp_path / "m.h5"
@@ -115,10 +126,58 @@ def test_a_legacy_image_model_without_its_size_takes_arrays_and_says_so(tmp_path
     assert pipeline.kind == "array" and "did not record its images' size" in pipeline.notes[0]
 
 
+def test_a_group_without_its_record_is_refused(tmp_path):
+    path = tmp_path / "m.h5"
+    modelfile.save(path, model_of((3,)), pipeline=PIPELINES[2])
+    with h5py.File(path, "r+") as f:
+        del f["mlpcli/pipeline"].attrs["record"]
+    with pytest.raises(ModelFileError, match="has no 'record' attribute"):
+        modelfile.load(path)
+
+
 def test_a_record_that_does_not_fit_the_model_is_refused(tmp_path):
     path = tmp_path / "m.h5"
-    modelfile.save(path, model_of((28, 28)), pipeline=PIPELINES[0])
-    damage(path, lambda r, f: r.update(feature_shape=[28, 27]))
-    with pytest.raises(ModelFileError, match=r"samples of shape \[28, 27\], which do not fit the model's "
-                                             r"input shape \[28, 28\]"):
+    modelfile.save(path, model_of((12, 20, 3)), pipeline=PIPELINES[1])
+    damage(path, lambda r, f: r.update(feature_shape=[12, 19, 3]))
+    with pytest.raises(ModelFileError, match=r"samples of shape \[12, 19, 3\], which do not fit the model's "
+                                             r"input shape \[12, 20, 3\]"):
         modelfile.load(path)
+
+
+@pytest.mark.parametrize("shape", [[14, 56], [28, 28, 1], [784]])
+def test_a_digits_record_of_another_shape_is_refused(tmp_path, shape):
+    """MNIST's centring makes 28x28 digits, whatever the record says; another shape (even of
+    784 values) would be filled with them in the wrong order."""
+    path = tmp_path / "m.h5"
+    modelfile.save(path, model_of((28, 28)), pipeline=PIPELINES[0])
+    damage(path, lambda r, f: r.update(feature_shape=shape))
+    with pytest.raises(ModelFileError, match=r"has a digits feature_shape .*; expected \[28, 28\]"):
+        modelfile.load(path)
+
+
+def test_a_legacy_file_whose_class_names_do_not_fit_its_outputs_loads_without_them(tmp_path):
+    """As the mlpcli that wrote it did: the names are ignored and classes shown by index."""
+    path = tmp_path / "old.h5"
+    shutil.copy(LEGACY / "digits-model.h5", path)
+    with h5py.File(path, "r+") as f:
+        f["mlpcli"].attrs["class_names"] = json.dumps(["a", "b", "c"])
+    assert modelfile.load(path).pipeline.class_names is None
+
+
+def test_samples_of_many_axes_train_into_a_model_that_evaluates(tmp_path):
+    """The record takes every sample shape training takes (here (2, 2, 2, 2)): a run never
+    writes a model file that its own reader refuses."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.standard_normal((24, 2, 2, 2, 2)).astype(np.float32),
+             y_train=np.arange(24) % 2, x_test=rng.standard_normal((4, 2, 2, 2, 2)).astype(np.float32),
+             y_test=np.arange(4) % 2)
+    (tmp_path / "c.yaml").write_text(
+        "data: {dataset: npz, path: d.npz, validation_split: 0.25}\n"
+        "model: {layers: [{type: flatten}, {type: dense, units: 2, activation: softmax}]}\n"
+        "loss: sparse_categorical_crossentropy\ntraining: {epochs: 1, batch_size: 8}\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "c.yaml"), "--run-dir", str(run), "-q", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert modelfile.load(run / "model.h5").pipeline.feature_shape == (2, 2, 2, 2)
+    result = CliRunner().invoke(main, ["evaluate", str(run)])
+    assert result.exit_code == 0, result.output
