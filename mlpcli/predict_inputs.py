@@ -29,7 +29,8 @@ NPZ_LABELS = {"x": "y", "x_test": "y_test", "x_train": "y_train"}
 
 @dataclass
 class Batch:
-    sources: list  # what each row came from: a file name, "<file>[i]" or "<file>:<line>"
+    sources: list  # what each row came from, by its path as given (a folder's images joined to
+    # it): "<image>", "<array file>[i]" or "<csv>:<line>"; so inputs of one name in two folders differ
     x: np.ndarray  # float32 (k, *input_shape), prepared
     y: np.ndarray | None = None  # class indices or targets, when the input has labels
     seen: np.ndarray | None = None  # images as the model saw them before scaling (--save-preprocessed)
@@ -73,7 +74,7 @@ def read_batches(predictor, inputs, *, chunk_rows=8192, image_steps=None, notice
         if suffix == CSV_SUFFIX:
             yield from _csv_batches(predictor, path, chunk_rows, notices)
         elif suffix == NPY_SUFFIX:
-            yield from _array_batches(predictor, read_npy(path), None, str(path), path.name, chunk_rows)
+            yield from _array_batches(predictor, read_npy(path), None, str(path), str(path), chunk_rows)
         else:
             yield from _npz_batches(predictor, path, chunk_rows)
     if pending:
@@ -113,7 +114,7 @@ def _npz_batches(predictor, path, chunk_rows):
         if len(labels) != len(arrays[chosen]):
             raise DataError(f"{path}: {chosen} has {len(arrays[chosen])} rows but {label_name} has {len(labels)}")
         labels = _targets(predictor, labels, f"{path}: {label_name}")
-    yield from _array_batches(predictor, arrays[chosen], labels, f"{path}: {chosen}", path.name, chunk_rows)
+    yield from _array_batches(predictor, arrays[chosen], labels, f"{path}: {chosen}", str(path), chunk_rows)
 
 
 def _targets(predictor, labels, where):
@@ -148,7 +149,7 @@ def _csv_batches(predictor, path, chunk_rows, notices):
         y = None
         if chunk.labels is not None:
             y = _csv_targets(predictor, chunk, path, rows.label_column)
-        yield Batch([f"{path.name}:{line}" for line in chunk.lines], predictor.prepare(chunk.x, str(path)), y)
+        yield Batch([f"{path}:{line}" for line in chunk.lines], predictor.prepare(chunk.x, str(path)), y)
 
 
 def _csv_targets(predictor, chunk, path, label_column):
@@ -222,5 +223,5 @@ def image_batches(predictor, paths, asked, notices):
                     notices.size = size[:2]
                 loaded.append(pixels)
             seen = np.stack(loaded)
-        yield Batch([p.name for p in part], predictor.prepare(seen, str(part[0].parent), pixels=True),
+        yield Batch([str(p) for p in part], predictor.prepare(seen, str(part[0].parent), pixels=True),
                     None, seen, part)

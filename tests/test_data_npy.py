@@ -164,4 +164,4 @@ def test_predict_npy_still_predicts(tiny_run, tmp_path):
     np.save(path, np.zeros((3, 784), np.float32))
     result = predict_npy(tiny_run, path)
     assert result.exit_code == 0, result.output
-    assert [line.split()[0] for line in result.output.splitlines()] == [f"rows.npy[{i}]" for i in range(3)]
+    assert [line.split()[0] for line in result.output.splitlines()] == [f"{path}[{i}]" for i in range(3)]

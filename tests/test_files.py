@@ -105,8 +105,8 @@ def test_model_file_with_non_finite_preprocessing_is_refused(tiny_run, tmp_path,
     shutil.copy(tiny_run / "model.h5", model)
     with h5py.File(model, "r+") as f:
         f["mlpcli/pipeline/scale"][()] = float(scale)
-    with pytest.raises(ModelFileError, match=r"model\.h5: the input pipeline record \(mlpcli/pipeline\) has a "
-                                             r"scale that is not finite in float32"):
+    with pytest.raises(ModelFileError, match=r"model\.h5: the input pipeline record \(mlpcli/pipeline\) has "
+                                             r"scale values that are not finite in float32"):
         modelfile.load(model)
     with h5py.File(model, "r+") as f:  # a file written before the pipeline record: its preprocessing
         del f["mlpcli/pipeline"]

@@ -569,7 +569,7 @@ def test_predict_good_png_baseline(tiny_run, tmp_path):
     path.write_bytes(digit_png(tmp_path))
     result = invoke(["predict", path, "--run", tiny_run, "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output.splitlines()[0])["source"] == "digit.png"
+    assert json.loads(result.output.splitlines()[0])["source"] == str(path)
 
 
 def test_predict_folder_with_one_bad_png_names_it(tiny_run, tmp_path):

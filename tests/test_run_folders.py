@@ -108,7 +108,7 @@ def test_commands_given_a_link_say_where_it_led_and_json_stays_pure(tmp_path):
     np.save(tmp_path / "rows.npy", np.zeros((2, 784), np.uint8))
     result = mlp("predict", "--npy", tmp_path / "rows.npy", "--run", root / "latest", "--json")
     assert result.returncode == 0, result.stderr
-    assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == ["rows.npy[0]", "rows.npy[1]"]
+    assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == [f"{tmp_path / 'rows.npy'}[{i}]" for i in range(2)]
     assert f"Run folder: {root / 'latest'} -> {real}" in result.stderr
     for args in (["evaluate", "--runs-root", root], ["plot", root / "latest"], ["compare", root / "latest"]):
         result = invoke(*args)

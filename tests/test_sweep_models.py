@@ -69,7 +69,7 @@ def test_latest_names_the_sweep_and_commands_given_no_folder_use_its_recommended
     result = invoke("predict", "--run", root / "latest", "--npy", rows, "--json")
     assert result.exit_code == 0, result.output
     sources = [json.loads(line)["source"] for line in result.stdout.splitlines()]
-    assert sources == ["rows.npy[0]", "rows.npy[1]"]
+    assert sources == [f"{rows}[0]", f"{rows}[1]"]
     assert note_of(folder, trial) in result.stderr
 
     result = invoke("plot", "--runs-root", root)
