@@ -55,6 +55,18 @@ def tiny_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def csv_run(tmp_path_factory):
+    """configs/breast-cancer.yaml for one epoch: a table model (30 named columns, standardized,
+    classes benign and malignant) in a real run folder, for tests that read it (copy it before
+    changing it)."""
+    run_dir = tmp_path_factory.mktemp("breast-cancer") / "run"
+    result = CliRunner().invoke(main, ["train", "configs/breast-cancer.yaml", "--run-dir", str(run_dir), "-q",
+                                       "--no-plots", "--set", "training.epochs=1"])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
 # ------------------------------------------------------------------ PNG files made byte by byte
 
 def chunk(kind, data):

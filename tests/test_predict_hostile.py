@@ -41,12 +41,6 @@ def trained(tmp_path_factory, name, config, *overrides):
 
 
 @pytest.fixture(scope="module")
-def csv_run(tmp_path_factory):
-    """configs/breast-cancer.yaml for one epoch: a table model with class names."""
-    return trained(tmp_path_factory, "bc", REPO / "configs" / "breast-cancer.yaml")
-
-
-@pytest.fixture(scope="module")
 def regression_run(tmp_path_factory):
     return trained(tmp_path_factory, "diab", REPO / "configs" / "diabetes-regression.yaml")
 

@@ -158,15 +158,6 @@ def test_predictor_refuses_scaling_it_does_not_know(tiny_run):
         Predictor.open(tiny_run, scaling="log")
 
 
-@pytest.fixture(scope="module")
-def csv_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("csv") / "run"
-    result = mlp("train", "configs/breast-cancer.yaml", "--run-dir", run, "-q", "--no-plots",
-                 "--set", "training.epochs=2")
-    assert result.exit_code == 0, result.output
-    return run
-
-
 def write_columns(path, header, rows, order):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(",".join(r[j] for j in order) for r in [header] + rows) + "\n")

@@ -29,14 +29,10 @@ def test_plot_of_a_folder_that_holds_no_run_is_an_error_and_draws_nothing(tmp_pa
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(csv_run):
     """A finished run of one epoch, evaluated: copy it before changing it."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    result = mlp("train", "configs/breast-cancer.yaml", "--run-dir", run, "-q", "--no-plots",
-                 "--set", "training.epochs=1")
-    assert result.exit_code == 0, result.output
-    assert mlp("evaluate", run).exit_code == 0
-    return run
+    assert mlp("evaluate", csv_run).exit_code == 0
+    return csv_run
 
 
 def copy_run(trained, tmp_path):
