@@ -1,14 +1,17 @@
 """A run's models and the reports on them: which file ``--checkpoint`` names (model.h5, the
-best or last checkpoint, an epoch's, a file in checkpoints/) and where ``mlp evaluate``
-writes its report on one, read back by ``mlp plot``. The names are ``mlpcli.runs``'s.
+best or last checkpoint, an epoch's, a file in checkpoints/), the saved states in resume/
+(named by how far training got), and where ``mlp evaluate`` writes its report on one, read
+back by ``mlp plot``. The folder names are ``mlpcli.runs``'s.
 """
 
 import csv
 import hashlib
+import re
 from pathlib import Path
 
 from mlpcli import runs
 from mlpcli.errors import MlpError
+from mlpcli.files import TMP_PREFIX
 
 
 def choose_checkpoint(run_dir, checkpoint):
@@ -105,3 +108,44 @@ def evaluation_suffix(path):
     """``evaluation.json`` -> "", ``evaluation-model-03.json`` -> "-model-03"."""
     rest = Path(path).stem[len(runs.EVALUATION):]
     return rest if not rest or rest.startswith("-") else f"-{rest}"
+
+
+# ---------------------------------------------------------------- saved states in resume/
+
+_STATE_NAME = re.compile(r"epoch-([0-9]{4,})(?:-batch-([0-9]{6,}))?" + re.escape(runs.MODEL_SUFFIX))
+
+
+def resume_state_name(epoch, batch=None):
+    """``epoch-0003.h5`` (3 epochs done) or ``epoch-0003-batch-000120.h5`` (and 120 batches of the 4th)."""
+    return f"epoch-{epoch:04d}" + (f"-batch-{batch:06d}" if batch is not None else "") + runs.MODEL_SUFFIX
+
+
+def _state_progress(name):
+    """(epochs, batches) of a name ``resume_state_name`` made, else None."""
+    match = _STATE_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2)) if match.group(2) else -1
+
+
+def resume_states(run_dir, warn=None):
+    """A run's saved states, newest first. Anything else in ``resume/`` (a name mlp
+    does not make, a folder under a state's name) is skipped, and ``warn`` told."""
+    folder = Path(run_dir) / runs.RESUME_DIR
+    warn = warn or (lambda line: None)
+    if not folder.is_dir():
+        if folder.exists():
+            warn(f"Warning: {folder} is a file, not the folder of saved states; ignored")
+        return []
+    states = []
+    for path in folder.iterdir():
+        progress = _state_progress(path.name)
+        if path.name.startswith(TMP_PREFIX):
+            continue
+        if progress is None:
+            warn(f"Warning: {path} is not a saved state mlp wrote; ignored")
+        elif not path.is_file():
+            warn(f"Warning: {path} is not a file; ignored")
+        else:
+            states.append((progress, path))
+    return [path for _, path in sorted(states, reverse=True)]

@@ -13,7 +13,6 @@ import csv
 import fcntl
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from mlpcli.errors import (
     os_error_text,
     printable,
 )
-from mlpcli.files import TMP_PREFIX, open_own_file, read_text, temporary_prefix
+from mlpcli.files import open_own_file, read_text, temporary_prefix
 
 LOCK_FILE = ".lock"  # held by the process writing into a run or sweep folder
 LATEST = "latest"
@@ -373,44 +372,3 @@ def run_config(run_dir):
         return config_mod.resolve(raw)
     except ConfigError as exc:
         raise ConfigError([f"{path}: {p}" for p in exc.problems]) from None
-
-
-# ---------------------------------------------------------------- saved states in resume/
-
-_STATE_NAME = re.compile(r"epoch-([0-9]{4,})(?:-batch-([0-9]{6,}))?" + re.escape(MODEL_SUFFIX))
-
-
-def resume_state_name(epoch, batch=None):
-    """``epoch-0003.h5`` (3 epochs done) or ``epoch-0003-batch-000120.h5`` (and 120 batches of the 4th)."""
-    return f"epoch-{epoch:04d}" + (f"-batch-{batch:06d}" if batch is not None else "") + MODEL_SUFFIX
-
-
-def _state_progress(name):
-    """(epochs, batches) of a name ``resume_state_name`` made, else None."""
-    match = _STATE_NAME.fullmatch(name)
-    if match is None:
-        return None
-    return int(match.group(1)), int(match.group(2)) if match.group(2) else -1
-
-
-def resume_states(run_dir, warn=None):
-    """A run's saved states, newest first. Anything else in ``resume/`` (a name mlp
-    does not make, a folder under a state's name) is skipped, and ``warn`` told."""
-    folder = Path(run_dir) / RESUME_DIR
-    warn = warn or (lambda line: None)
-    if not folder.is_dir():
-        if folder.exists():
-            warn(f"Warning: {folder} is a file, not the folder of saved states; ignored")
-        return []
-    states = []
-    for path in folder.iterdir():
-        progress = _state_progress(path.name)
-        if path.name.startswith(TMP_PREFIX):
-            continue
-        if progress is None:
-            warn(f"Warning: {path} is not a saved state mlp wrote; ignored")
-        elif not path.is_file():
-            warn(f"Warning: {path} is not a file; ignored")
-        else:
-            states.append((progress, path))
-    return [path for _, path in sorted(states, reverse=True)]

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from mlpcli import files, modelfile, pipeline, runs
+from mlpcli import files, modelfile, pipeline, run_models, runs
 from mlpcli.diagnostics import report_diagnostics
 from mlpcli.errors import (ConfigError, FileSystemError, Interrupted, MlpError, ModelFileError, NoSavedState,
                            TrainingError)
@@ -108,13 +108,13 @@ class Session:
             state["early_stopping"], kept = self.stopper.get_state()
             arrays.update(kept)
         p = self.trainer.progress
-        path = self._target(self.folder / runs.RESUME_DIR / runs.resume_state_name(
+        path = self._target(self.folder / runs.RESUME_DIR / run_models.resume_state_name(
             self.trainer.epoch, p.batch if p else None))
         path.parent.mkdir(exist_ok=True)
         modelfile.save(path, self.model, loss=self.cfg["loss"], optimizer=self.trainer.optimizer,
                        state=state, arrays=arrays, **self.extras)
         # the two newest of the states this run can use: one that resume refused is not counted
-        for old in [p for p in runs.resume_states(self.folder) if p not in self.refused][2:]:
+        for old in [p for p in run_models.resume_states(self.folder) if p not in self.refused][2:]:
             old.unlink()
         return path
 
@@ -129,7 +129,7 @@ class Session:
             if (self.folder / name).exists() and not (self.folder / name).is_dir():
                 raise FileSystemError(f"{self.folder / name}: is a file, where mlp keeps a folder; move it "
                                       f"away, then go on with: mlp train --resume {self.folder}")
-        for path in runs.resume_states(self.folder, warn=self.report.warn):
+        for path in run_models.resume_states(self.folder, warn=self.report.warn):
             try:
                 saved = modelfile.load(path)
                 self._restore(saved)

@@ -95,7 +95,7 @@ def remove_trial_folder(run_dir):
 
 def resumable(run_dir):
     """Whether an interrupted trial's folder holds a saved state to continue from."""
-    from mlpcli.runs import resume_states
+    from mlpcli.run_models import resume_states
 
     return (Path(run_dir) / runs.CONFIG_FILE).is_file() and bool(resume_states(run_dir))
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mlpcli import files, runs
+from mlpcli import files, run_models, runs
 from mlpcli.cli import main
 
 SMALL = ["--set", "data.max_train_samples=1000", "--set", "data.max_test_samples=200"]
@@ -292,7 +292,7 @@ def test_latest_moves_only_to_a_run_that_a_signal_no_longer_takes_back(tmp_path)
     assert proc.returncode == 143, err
     run_dir = (root / "latest").resolve()
     assert run_dir.is_dir() and (run_dir / runs.CONFIG_FILE).is_file()
-    assert runs.resume_states(run_dir) and f"Resume with: mlp train --resume {run_dir}" in err
+    assert run_models.resume_states(run_dir) and f"Resume with: mlp train --resume {run_dir}" in err
 
 
 def test_resume_refuses_epochs_that_would_drop_the_epoch_under_way(tmp_path):
@@ -300,14 +300,14 @@ def test_resume_refuses_epochs_that_would_drop_the_epoch_under_way(tmp_path):
         run_dir = tmp_path / f"run{attempt}"
         proc = start("train", "configs/quick.yaml", "--run-dir", run_dir, "--no-plots", "-q", *SMALL,
                      "--set", "training.epochs=3", "--set", "training.batch_size=2")  # 450 batches an epoch
-        wait_until(lambda: (run_dir / runs.RESUME_DIR / runs.resume_state_name(1)).exists(), proc)
+        wait_until(lambda: (run_dir / runs.RESUME_DIR / run_models.resume_state_name(1)).exists(), proc)
         time.sleep(0.05)  # past the end of epoch 1, where a signal stops the run between epochs
         proc.send_signal(signal.SIGINT)
         assert proc.communicate(timeout=120) and proc.returncode == 130
-        newest = runs.resume_states(run_dir)[0].name
+        newest = run_models.resume_states(run_dir)[0].name
         if "batch" in newest:
             break
-    assert newest.startswith(runs.resume_state_name(1)[:-3] + "-batch-"), newest
+    assert newest.startswith(run_models.resume_state_name(1)[:-3] + "-batch-"), newest
     done = 1
     before = snapshot(run_dir)
     result = invoke("train", "--resume", run_dir, "--no-plots", "--set", f"training.epochs={done}")
@@ -319,10 +319,10 @@ def test_resume_refuses_epochs_that_would_drop_the_epoch_under_way(tmp_path):
 def test_a_refused_state_is_not_counted_among_the_two_kept(tmp_path):
     run_dir = tmp_path / "run"
     interrupted_run(run_dir, epochs=4)
-    garbage = run_dir / runs.RESUME_DIR / runs.resume_state_name(9999)
+    garbage = run_dir / runs.RESUME_DIR / run_models.resume_state_name(9999)
     garbage.write_bytes(b"not a model file")
     result = invoke("train", "--resume", run_dir, "--no-plots")
     assert result.exit_code == 0, result.output
     assert f"Warning: {garbage} is not a usable checkpoint" in result.output
-    kept = [p.name for p in runs.resume_states(run_dir)]
-    assert kept == [garbage.name, runs.resume_state_name(4), runs.resume_state_name(3)]
+    kept = [p.name for p in run_models.resume_states(run_dir)]
+    assert kept == [garbage.name, run_models.resume_state_name(4), run_models.resume_state_name(3)]
