@@ -12,13 +12,11 @@ their messages, ``config_yaml`` reading, overriding and writing the text.
 """
 
 import copy
-import inspect
 import os
 import re
 from pathlib import Path
 
-from mlpcli.config_check import (INTEGER_KEYS, MODES, RANGES, _brief, _Checker, _join, _show,
-                                  check_checkpoint_filename)
+from mlpcli.config_check import MAX_THREADS, MODES, _brief, _Checker, _join, _show, check_checkpoint_filename
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS, SCALINGS
 from mlpcli.data.shape import SHAPE_FROM_FILES, infer_shape
@@ -28,10 +26,11 @@ from mlpcli.nn import (activations, initializers, layers, losses, metrics, optim
                        schedules)
 from mlpcli.nn.model import LayerShapeError, output_shapes
 from mlpcli.nn.registry import unknown_name_message
+from mlpcli.nn.spec import integer, number
 
-__all__ = ["INTEGER_KEYS", "MODES", "RANGES", "NAME_PATTERN", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
-           "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "load_config",
-           "monitor_names",
+__all__ = ["MODES", "NAME_PATTERN", "NUMBER_KEYS", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
+           "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "integer_key",
+           "load_config", "monitor_names",
            "read_yaml", "resolve", "resolve_with_data", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
 
 TASKS = ("classification", "regression")
@@ -52,6 +51,14 @@ TOP_DEFAULTS = {"name": "mlp", "seed": 42, "task": "classification", "data": {},
                 "loss": "categorical_crossentropy", "optimizer": "adam", "schedule": "constant",
                 "metrics": ["accuracy"], "training": {}, "checkpoint": {}, "early_stopping": None,
                 "sweep": None}
+# the numbers of the sections (the components' are in their declarations, mlpcli.nn)
+NUMBER_KEYS = {
+    "seed": integer(0), "data.validation_split": number(0, 1, closed="left"),
+    "data.max_train_samples": integer(1, nullable=True), "data.max_test_samples": integer(1, nullable=True),
+    "training.epochs": integer(1), "training.batch_size": integer(1),
+    "training.threads": integer(1, MAX_THREADS, nullable=True), "training.processes": integer(1),
+    "early_stopping.patience": integer(0), "early_stopping.min_delta": number(0),
+}
 PATH_KEYS = ("path", "test_path", "validation_path")
 IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 
@@ -102,15 +109,18 @@ def _regularizer(check, path, value):
     if value is None:
         return None
     if isinstance(value, dict) and "type" not in value:
-        spec = check.mapping(path, value, {"l1", "l2"}, {"l1": 0.0, "l2": 0.0})
-    else:
-        spec = check.component(path, value, regularizers.REGULARIZERS, "regularizer",
-                               lambda n: dict(regularizers.REGULARIZERS[n]))
-        if spec is None:
-            return None
+        value = {"type": regularizers.GENERAL.name, **value}
+    spec = check.component(path, value, regularizers.REGULARIZERS)
+    if spec is not None:
         spec.pop("type")
-    for key in ("l1", "l2"):
-        spec[key] = check.number(_join(path, key), spec[key], key)
+    return spec
+
+
+def _initializer(check, path, value):
+    spec = check.component(path, value, initializers.INITIALIZERS)
+    low, high = (spec or {}).get("minval"), (spec or {}).get("maxval")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) and low > high:
+        check.error(_join(path, "minval"), f"must be at most maxval ({_brief(high)}), got {_brief(low)}")
     return spec
 
 
@@ -119,43 +129,14 @@ def _layer(check, path, value):
         check.error(path, f"must be a mapping with 'type' (one of {', '.join(sorted(layers.LAYERS))}),"
                           f" got {_show(value)}")
         return None
-    kind = check.choice(_join(path, "type"), value["type"], layers.LAYERS, "layer type")
-    if not isinstance(kind, str) or kind not in layers.LAYERS:
-        return None
-    defaults = {"name": None, **layers.get(kind).defaults}
-    spec = check.mapping(path, value, {"type", *defaults}, defaults)
-    spec["type"] = kind
-    if spec["name"] is not None and (not isinstance(spec["name"], str)
-                                     or not NAME_PATTERN.match(spec["name"])):
+    nested = {"activation": lambda p, v: check.choice(p, "linear" if v is None else v, activations.ACTIVATIONS,
+                                                      "activation"),
+              "initializer": lambda p, v: _initializer(check, p, v),
+              "regularizer": lambda p, v: _regularizer(check, p, v)}
+    spec = check.component(path, value, layers.LAYERS, nested, extra={"name": None})
+    if spec is not None and spec["name"] is not None and (not isinstance(spec["name"], str)
+                                                          or not NAME_PATTERN.match(spec["name"])):
         check.error(_join(path, "name"), f"must be letters, digits, '.', '_' or '-', got {_show(spec['name'])}")
-    for key in list(spec):
-        p = _join(path, key)
-        if key == "units":
-            if spec[key] is None:
-                check.error(p, "is required for a dense layer (a positive integer)")
-            else:
-                check.number(p, spec[key], key)
-        elif key == "activation":
-            spec[key] = check.choice(p, "linear" if spec[key] is None else spec[key],
-                                     activations.ACTIVATIONS, "activation")
-        elif key in ("rate",):
-            check.number(p, spec[key], key)
-        elif key == "seed":
-            check.number(p, spec[key], key, nullable=True)
-        elif key == "use_bias":
-            check.boolean(p, spec[key])
-        elif key.endswith("_initializer"):
-            spec[key] = _initializer(check, p, spec[key])
-        elif key.endswith("_regularizer"):
-            spec[key] = _regularizer(check, p, spec[key])
-    return spec
-
-
-def _initializer(check, path, value):
-    spec = check.component(path, value, initializers.INITIALIZERS, "initializer", initializers.parameters)
-    low, high = (spec or {}).get("minval"), (spec or {}).get("maxval")
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) and low > high:
-        check.error(_join(path, "minval"), f"must be at most maxval ({_brief(high)}), got {_brief(low)}")
     return spec
 
 
@@ -238,7 +219,6 @@ def resolve(raw):
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
         check.error("name", "must be a plain folder name (letters, digits, '.', '_', '-'; no path "
                             f"separators or '..'), got {_show(name)}")
-    check.number("seed", cfg["seed"])
     cfg["task"] = check.choice("task", cfg["task"], TASKS, "task")
 
     data = cfg["data"] = check.mapping("data", cfg["data"], set(SECTION_DEFAULTS["data"]),
@@ -253,8 +233,6 @@ def resolve(raw):
         data[key] = check.string(f"data.{key}", data[key], nullable=key != "label_column")
     if data["dataset"] in ("npz", "csv", "image_folder") and not data["path"]:
         check.error("data.path", f"is required for dataset '{data['dataset']}' (a file or folder)")
-    for key in ("validation_split", "max_train_samples", "max_test_samples"):
-        data[key] = check.number(f"data.{key}", data[key], key, nullable=key != "validation_split")
 
     model = cfg["model"] = check.mapping("model", cfg["model"], set(SECTION_DEFAULTS["model"]),
                                          SECTION_DEFAULTS["model"])
@@ -274,17 +252,14 @@ def resolve(raw):
     check.string("model.name", model["name"])
 
     loss = cfg["loss"]
-    cfg["loss"] = check.choice("loss", losses.ALIASES.get(loss, loss) if isinstance(loss, str) else loss,
+    cfg["loss"] = check.choice("loss", losses.LOSSES.canonical(loss) if isinstance(loss, str) else loss,
                                losses.LOSSES, "loss")
-    cfg["optimizer"] = check.component("optimizer", cfg["optimizer"], optimizers.OPTIMIZERS,
-                                       "optimizer", optimizers.parameters)
-    cfg["schedule"] = check.component("schedule", cfg["schedule"], schedules.SCHEDULES, "schedule",
-                                      lambda n: dict(schedules.get(n).defaults))
+    cfg["optimizer"] = check.component("optimizer", cfg["optimizer"], optimizers.OPTIMIZERS)
+    cfg["schedule"] = check.component("schedule", cfg["schedule"], schedules.SCHEDULES)
     if not isinstance(cfg["metrics"], list):
         check.error("metrics", f"must be a list of metric names, got {_show(cfg['metrics'])}")
         cfg["metrics"] = []
-    cfg["metrics"] = [check.component(f"metrics[{i}]", m, metrics.METRICS, "metric", _metric_params)
-                      for i, m in enumerate(cfg["metrics"])]
+    cfg["metrics"] = [check.component(f"metrics[{i}]", m, metrics.METRICS) for i, m in enumerate(cfg["metrics"])]
     if cfg["task"] == "regression":
         for i, name in enumerate(_metric_names(cfg["metrics"])):
             if name in metrics.CLASSIFICATION_METRICS:
@@ -292,10 +267,6 @@ def resolve(raw):
 
     training = cfg["training"] = check.mapping("training", cfg["training"],
                                                set(SECTION_DEFAULTS["training"]), SECTION_DEFAULTS["training"])
-    for key in ("epochs", "batch_size"):
-        check.number(f"training.{key}", training[key], key)
-    check.number("training.threads", training["threads"], "threads", nullable=True)
-    check.number("training.processes", training["processes"], "processes")
     clipping = [k for k in ("clipnorm", "global_clipnorm") if isinstance(cfg["optimizer"], dict)
                 and cfg["optimizer"].get(k)]
     if isinstance(training["processes"], int) and training["processes"] > 1 and clipping:
@@ -315,11 +286,15 @@ def resolve(raw):
         es = cfg["early_stopping"] = check.mapping(
             "early_stopping", cfg["early_stopping"], set(SECTION_DEFAULTS["early_stopping"]),
             SECTION_DEFAULTS["early_stopping"])
-        for key in ("patience", "min_delta"):
-            check.number(f"early_stopping.{key}", es[key], key)
         es["mode"] = check.choice("early_stopping.mode", es["mode"], MODES, "mode")
         check.string("early_stopping.monitor", es["monitor"])
         check.boolean("early_stopping.restore_best_weights", es["restore_best_weights"])
+
+    for key, constraint in NUMBER_KEYS.items():
+        section, _, name = key.rpartition(".")
+        values = cfg[section] if section else cfg
+        if isinstance(values, dict):  # early_stopping: null has no numbers
+            check.number(key, values[name], constraint)
 
     if not check.problems:
         _check_loss_fits(check, cfg, _check_layer_stack(check, model))
@@ -330,8 +305,30 @@ def resolve(raw):
     return cfg
 
 
-def _metric_params(name):
-    return {k: v.default for k, v in list(inspect.signature(metrics.get(name)).parameters.items())[2:]}
+def integer_key(cfg, key):
+    """Whether the config key ``key`` (``training.epochs``, ``optimizer.beta_1``,
+    ``model.layers[0].units``) holds an integer, by its declaration; ``cfg`` is the resolved
+    config, which says what component each section or layer is."""
+    if key in NUMBER_KEYS:
+        return NUMBER_KEYS[key].type == "integer"
+    parent, _, name = key.rpartition(".")
+    last = re.sub(r"\[[0-9]+\]$", "", parent.rpartition(".")[2])
+    registry = {"optimizer": optimizers.OPTIMIZERS, "schedule": schedules.SCHEDULES, "metrics": metrics.METRICS,
+                "layers": layers.LAYERS}.get(last)
+    if last.endswith("_initializer"):
+        registry = initializers.INITIALIZERS
+    elif last.endswith("_regularizer"):
+        registry = regularizers.REGULARIZERS
+    spec = cfg
+    for part, index in re.findall(r"([^.\[\]]+)|\[([0-9]+)\]", parent):
+        try:
+            spec = spec[int(index)] if index else spec[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if registry is None or not isinstance(spec, dict):
+        return False
+    component = registry.spec(spec.get("type", regularizers.GENERAL.name))
+    return any(p.name == name and p.constraint.type == "integer" for p in component.params)
 
 
 def monitor_names(cfg, with_validation=True):

@@ -1,15 +1,16 @@
 """A Keras ``Sequential`` model_config (the JSON in a model file) read as mlpcli layer specs.
 
-Only the layers mlpcli has (``SUPPORTED``) and their Keras 2/3 spellings of
-activations, initializers and regularizers are accepted; anything else is a
-``ModelFileError`` naming the file, the layer and what is wrong.
+Only the layers mlpcli has and their Keras 2/3 spellings of activations, initializers
+and regularizers are accepted, each read through its declaration (``mlpcli.nn.spec``:
+Keras class name, config keys, constraints); anything else is a ``ModelFileError``
+naming the file, the layer and what is wrong.
 """
 
 from mlpcli.errors import ModelFileError
-from mlpcli.nn import activations, initializers
+from mlpcli.nn import activations, initializers, layers, regularizers
+from mlpcli.nn.spec import NESTED
 
-SUPPORTED = ("InputLayer", "Dense", "Activation", "Dropout", "Flatten")
-_INITIALIZER_NAMES = {v: k for k, v in initializers.KERAS_CLASS_NAMES.items()}
+SUPPORTED = ("InputLayer", *(component.keras for component in layers.LAYERS.specs()))
 
 
 def layer_specs_from_keras(config, path):
@@ -54,56 +55,58 @@ def _activation(value, path, i):
     if isinstance(value, dict):
         inner = value.get("config")
         value = (inner.get("name") if isinstance(inner, dict) else None) or value.get("class_name")
-    name = "linear" if value is None else str(value).lower()
-    if name not in activations.ACTIVATIONS:
+    found = activations.ACTIVATIONS.by_keras("linear" if value is None else str(value).lower())
+    if found is None:
         raise ModelFileError(f"{path}: layer {i} uses activation {value!r}, which mlpcli does not "
                              f"have; supported: {', '.join(sorted(activations.ACTIVATIONS))}")
-    return name
+    return found.name
 
 
 def _initializer(value):
-    """Our spec for a Keras initializer config; unknown ones fall back to the defaults
-    (they only matter for training from scratch, not for the loaded weights)."""
+    """Our spec for a Keras initializer config; unknown ones, and parameters their declaration
+    does not allow, fall back to the defaults (they only matter for training from scratch,
+    not for the loaded weights)."""
     if isinstance(value, dict):
-        name = _INITIALIZER_NAMES.get(value.get("class_name"))
+        found = initializers.INITIALIZERS.by_keras(value.get("class_name"))
         params = value.get("config") or {}
-        if name and isinstance(params, dict):
-            allowed = initializers.parameters(name)
-            return {"type": name, **{k: v for k, v in params.items() if k in allowed}}
+        if found and isinstance(params, dict):
+            read = found.spec.from_keras(params)
+            return {"type": found.spec.name, **{k: v for k, v in read.items()
+                                                if found.spec.param(k).constraint.problem(v) is None}}
     if isinstance(value, str) and value in initializers.INITIALIZERS:
         return {"type": value}
     return None
 
 
 def _regularizer(value):
-    if isinstance(value, dict) and value.get("class_name") in ("L1L2", "L1", "L2"):
-        c = value.get("config") or {}
-        if not isinstance(c, dict):
-            raise ValueError(f"malformed regularizer config {c!r}")
-        return {"l1": float(c.get("l1", 0.0) or 0.0), "l2": float(c.get("l2", 0.0) or 0.0)}
-    return None
+    found = regularizers.REGULARIZERS.by_keras(value.get("class_name")) if isinstance(value, dict) else None
+    if found is None:
+        return None
+    c = value.get("config") or {}
+    if not isinstance(c, dict):
+        raise ValueError(f"malformed regularizer config {c!r}")
+    return {k: float(v or 0.0) for k, v in {**found.spec.defaults(), **found.spec.from_keras(c)}.items()}
+
+
+# how a Keras config's value of a nested kind is read: (value, path, layer index) -> our value
+_FROM_KERAS = {"activation": _activation,
+               "initializer": lambda value, path, i: _initializer(value),
+               "regularizer": lambda value, path, i: _regularizer(value)}
 
 
 def _spec(kind, lc, path, i):
     name = lc.get("name")
-    spec = {"type": kind.lower(), "name": name if isinstance(name, str) else None}
-    if kind == "Dense":
-        units = lc.get("units")
-        if not isinstance(units, int) or units < 1:
-            raise ModelFileError(f"{path}: layer {i} has bad units {units!r}")
-        spec.update(units=units, activation=_activation(lc.get("activation"), path, i),
-                    use_bias=bool(lc.get("use_bias", True)))
-        for key in ("kernel_initializer", "bias_initializer"):
-            init = _initializer(lc.get(key))
-            if init:
-                spec[key] = init
-        for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"):
-            spec[key] = _regularizer(lc.get(key))
-    elif kind == "Activation":
-        spec["activation"] = _activation(lc.get("activation"), path, i)
-    elif kind == "Dropout":
-        rate = lc.get("rate", 0.5)
-        if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ModelFileError(f"{path}: layer {i} has bad dropout rate {rate!r}")
-        spec["rate"] = float(rate)
+    component = layers.LAYERS.by_keras(kind).spec
+    spec = {"type": component.name, "name": name if isinstance(name, str) else None}
+    for param in component.params:
+        key = param.keras_key
+        if param.constraint.type in NESTED:
+            value = _FROM_KERAS[param.constraint.type](lc.get(key), path, i)
+            if value is not None or param.constraint.nullable:
+                spec[param.name] = value
+        elif key in lc or param.required:
+            problem = param.constraint.problem(lc.get(key), param.name)
+            if problem:
+                raise ModelFileError(f"{path}: layer {i} ({name}) has a bad {param.name}: {problem}")
+            spec[param.name] = lc[key]
     return spec

@@ -182,8 +182,9 @@ def grid_trials(grid):
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def random_trials(ranges, n, seed):
-    """``n`` draws, uniform (or log-uniform) per key; integer keys rounded, others to 4 digits."""
+def random_trials(ranges, n, seed, cfg):
+    """``n`` draws, uniform (or log-uniform) per key; integer keys (by their declaration in the
+    resolved config ``cfg``) rounded, others to 4 digits."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -195,8 +196,7 @@ def random_trials(ranges, n, seed):
                 value = math.exp(rng.uniform(math.log(r["low"]), math.log(r["high"])))
             else:
                 value = rng.uniform(r["low"], r["high"])
-            last = re.sub(r"\[[0-9]+\]$", "", _short(key))
-            trial[key] = int(round(value)) if last in config_mod.INTEGER_KEYS else float(f"{value:.4g}")
+            trial[key] = int(round(value)) if config_mod.integer_key(cfg, key) else float(f"{value:.4g}")
         trials.append(trial)
     return trials
 
@@ -292,9 +292,6 @@ def plan_sweep(config_path, grid_items=(), random_n=None, range_items=(), sets=(
         raise MlpError("nothing to sweep: give --grid KEY=V1,V2,... or --random N --range "
                        "KEY=LO:HI[:log] (or a sweep: section in the config)")
     seed = section.get("seed") or 0
-    overrides = grid_trials(grid) if grid else random_trials(ranges, random_n, seed)
-    if len(overrides) > MAX_TRIALS:
-        raise MlpError(f"the sweep has {len(overrides):,} trials; at most {MAX_TRIALS} are allowed")
 
     config_mod.absolute_paths(raw, Path(config_path).resolve().parent)
     fixed = [*(section.get("set") or []), *sets]
@@ -302,6 +299,9 @@ def plan_sweep(config_path, grid_items=(), random_n=None, range_items=(), sets=(
         config_mod.apply_override(raw, item)
     config_mod.absolute_paths(raw, Path.cwd())  # paths given with --set are relative to the current folder
     cfg = config_mod.resolve_with_data(raw)  # as each trial's run resolves it: bad data fails here, once
+    overrides = grid_trials(grid) if grid else random_trials(ranges, random_n, seed, cfg)
+    if len(overrides) > MAX_TRIALS:
+        raise MlpError(f"the sweep has {len(overrides):,} trials; at most {MAX_TRIALS} are allowed")
     width = max(3, len(str(len(overrides))))
     trials = [{"name": f"trial-{i:0{width}d}", "overrides": o} for i, o in enumerate(overrides, 1)]
     random_spec = {"trials": random_n, "seed": seed, "ranges": ranges} if random_n else None

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from mlpcli import modelfile
 from mlpcli.config import dump_yaml, resolve, safe_load
-from mlpcli.config_check import FLOAT32_MAX, FLOAT32_TINY
+from mlpcli.nn.spec import FLOAT32_MAX, FLOAT32_TINY
 from mlpcli.errors import ConfigError, TrainingError
 from mlpcli.nn import activations, initializers, losses, metrics, optimizers, schedules
 from mlpcli.nn import model as model_mod
@@ -96,8 +96,8 @@ def component(registry, params_of, param_strategies):
     return st.sampled_from(sorted(registry)).flatmap(with_params)
 
 
-OPTIMIZER = component(optimizers.OPTIMIZERS, optimizers.parameters, OPTIMIZER_PARAMS)
-SCHEDULE = component(schedules.SCHEDULES, lambda n: schedules.get(n).defaults, SCHEDULE_PARAMS)
+OPTIMIZER = component(optimizers.OPTIMIZERS, lambda n: optimizers.OPTIMIZERS.spec(n).defaults(), OPTIMIZER_PARAMS)
+SCHEDULE = component(schedules.SCHEDULES, lambda n: schedules.SCHEDULES.spec(n).defaults(), SCHEDULE_PARAMS)
 TOP_K = st.fixed_dictionaries({"type": st.just("top_k_accuracy"), "k": st.one_of(st.integers(1, 6), st.just(10**30))})
 # mostly the metrics of the task, now and then one the check refuses for it
 METRICS = {"classification": st.lists(st.one_of(st.sampled_from(sorted(metrics.METRICS)), TOP_K), max_size=3),

@@ -85,7 +85,7 @@ def test_optimizer_matches_keras(name, hyper):
 @pytest.mark.parametrize("name", sorted(optimizers.OPTIMIZERS))
 def test_optimizer_defaults_match_keras(name):
     config = getattr(keras.optimizers, KERAS_OPTIMIZERS[name])().get_config()
-    ours = optimizers.parameters(name)
+    ours = optimizers.OPTIMIZERS.spec(name).defaults()
     for key, value in ours.items():
         assert key in config, key
         if isinstance(value, float):

@@ -420,7 +420,7 @@ def test_top_k_accuracy():
     assert metrics.top_k_accuracy(y_true, y_pred, k=3) == pytest.approx(3 / 4)
     assert metrics.top_k_accuracy(y_true, y_pred, k=4) == 1.0
     assert metrics.top_k_accuracy(y_true, y_pred, k=10) == 1.0  # k beyond the classes
-    assert metrics.top_k_accuracy(y_true, y_pred) == 1.0  # default k = 5
+    assert metrics.top_k_accuracy(y_true, y_pred, **metrics.METRICS.spec("top_k_accuracy").defaults()) == 1.0  # k = 5
     # one-hot targets
     assert metrics.top_k_accuracy(np.eye(4)[y_true], y_pred, k=2) == pytest.approx(2 / 4)
 

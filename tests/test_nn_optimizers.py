@@ -401,12 +401,12 @@ def test_unknown_hyperparameter_rejected():
 
 
 def test_defaults_follow_keras():
-    assert optimizers.parameters("sgd")["learning_rate"] == 0.01
-    assert optimizers.parameters("adam")["epsilon"] == 1e-7
-    assert optimizers.parameters("adamw")["weight_decay"] == 0.004
-    assert optimizers.parameters("adam")["weight_decay"] is None
-    assert optimizers.parameters("adadelta")["rho"] == 0.95
-    assert optimizers.parameters("adagrad")["initial_accumulator_value"] == 0.1
+    assert optimizers.OPTIMIZERS.spec("sgd").defaults()["learning_rate"] == 0.01
+    assert optimizers.OPTIMIZERS.spec("adam").defaults()["epsilon"] == 1e-7
+    assert optimizers.OPTIMIZERS.spec("adamw").defaults()["weight_decay"] == 0.004
+    assert optimizers.OPTIMIZERS.spec("adam").defaults()["weight_decay"] is None
+    assert optimizers.OPTIMIZERS.spec("adadelta").defaults()["rho"] == 0.95
+    assert optimizers.OPTIMIZERS.spec("adagrad").defaults()["initial_accumulator_value"] == 0.1
     cfg = optimizers.get("rmsprop")(rho=0.8).get_config()
     assert cfg["name"] == "rmsprop" and cfg["rho"] == 0.8 and cfg["learning_rate"] == 0.001
 

@@ -16,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from mlpcli.cli import main
+from mlpcli.config import load_config
 from mlpcli.errors import ConfigError, MlpError
 from mlpcli.parallel import usable_processes
 from mlpcli.sweep_spec import format_value, plan_sweep, random_trials
@@ -273,8 +274,9 @@ def test_random_trials_are_reproducible_and_log_uniform():
     ranges = {"optimizer.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
               "training.batch_size": {"low": 16, "high": 256, "log": False},
               "model.layers[2].rate": {"low": 0.1, "high": 0.5, "log": False}}
-    trials = random_trials(ranges, 400, seed=0)
-    assert trials == random_trials(ranges, 400, seed=0) != random_trials(ranges, 400, seed=1)
+    cfg = load_config("configs/mnist.yaml")
+    trials = random_trials(ranges, 400, 0, cfg)
+    assert trials == random_trials(ranges, 400, 0, cfg) != random_trials(ranges, 400, 1, cfg)
     lrs = [t["optimizer.learning_rate"] for t in trials]
     assert all(1e-4 <= v <= 1e-2 for v in lrs)
     # log-uniform: about half below the geometric middle 1e-3 (uniform would put ~9% there)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from mlpcli.nn.registry import lookup
+from mlpcli.nn.spec import Component, Registry
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
@@ -151,32 +151,38 @@ def softmax_grad(x, y, dy):
 
 @dataclass(frozen=True)
 class Activation:
-    name: str
+    spec: Component
     forward: Callable
     backward: Callable
 
+    @property
+    def name(self):
+        return self.spec.name
 
-ACTIVATIONS = {
-    a.name: a
-    for a in [
-        Activation("linear", linear, linear_grad),
-        Activation("sigmoid", sigmoid, sigmoid_grad),
-        Activation("hard_sigmoid", hard_sigmoid, hard_sigmoid_grad),
-        Activation("tanh", tanh, tanh_grad),
-        Activation("relu", relu, relu_grad),
-        Activation("leaky_relu", leaky_relu, leaky_relu_grad),
-        Activation("elu", elu, elu_grad),
-        Activation("selu", selu, selu_grad),
-        Activation("softplus", softplus, softplus_grad),
-        Activation("softsign", softsign, softsign_grad),
-        Activation("swish", swish, swish_grad),
-        Activation("silu", swish, swish_grad),
-        Activation("gelu", gelu, gelu_grad),
-        Activation("softmax", softmax, softmax_grad),
-    ]
-}
+
+def _declared(name, doc):
+    """An activation's declaration: no parameters, and Keras calls it by the same name."""
+    return Component(name, doc, keras=name)
+
+
+ACTIVATIONS = Registry("activation", [
+    Activation(_declared("linear", "x, unchanged"), linear, linear_grad),
+    Activation(_declared("sigmoid", "1 / (1 + exp(-x))"), sigmoid, sigmoid_grad),
+    Activation(_declared("hard_sigmoid", "clip(x / 6 + 0.5, 0, 1)"), hard_sigmoid, hard_sigmoid_grad),
+    Activation(_declared("tanh", "tanh(x)"), tanh, tanh_grad),
+    Activation(_declared("relu", "max(x, 0)"), relu, relu_grad),
+    Activation(_declared("leaky_relu", "x, or 0.2·x below 0 (Keras 3's negative_slope)"), leaky_relu, leaky_relu_grad),
+    Activation(_declared("elu", "x, or exp(x) - 1 below 0"), elu, elu_grad),
+    Activation(_declared("selu", "scaled elu (Klambauer et al.'s constants)"), selu, selu_grad),
+    Activation(_declared("softplus", "log(1 + exp(x))"), softplus, softplus_grad),
+    Activation(_declared("softsign", "x / (1 + |x|)"), softsign, softsign_grad),
+    Activation(_declared("swish", "x · sigmoid(x)"), swish, swish_grad),
+    Activation(_declared("silu", "x · sigmoid(x) (as swish)"), swish, swish_grad),
+    Activation(_declared("gelu", "x · Φ(x), exact (Keras's approximate=False)"), gelu, gelu_grad),
+    Activation(_declared("softmax", "exp(x) / Σ exp(x) over the outputs"), softmax, softmax_grad),
+])
 
 
 def get(name):
     """The ``Activation`` called ``name`` (``None`` means linear)."""
-    return lookup(ACTIVATIONS, "linear" if name is None else name, "activation")
+    return ACTIVATIONS.lookup("linear" if name is None else name)

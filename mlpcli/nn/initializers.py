@@ -5,12 +5,11 @@ for a bias), a ``numpy.random.Generator`` and its own parameters, and returns a
 float32 array of that shape.
 """
 
-import inspect
 import math
 
 import numpy as np
 
-from mlpcli.nn.registry import lookup
+from mlpcli.nn.spec import Component, Param, Registry, declare, integer, number
 
 # stddev of a unit normal truncated to [-2, 2]; Keras divides by it so that
 # truncated variance-scaling initializers keep the intended variance.
@@ -34,27 +33,47 @@ def _truncated_normal(shape, rng, mean, stddev):
     return (x * np.float32(stddev) + np.float32(mean)).astype(np.float32, copy=False)
 
 
+SEED = Param("seed", None, integer(0, nullable=True),
+              "its own random generator's seed (null: the run's generator)")
+# Keras's constant initializers take no seed
+OWN_SEED = Param("seed", None, integer(0, nullable=True), SEED.doc, keras=None)
+
+
+@declare(Component("zeros", "all 0", (OWN_SEED,), keras="Zeros"))
 def zeros(shape, rng):
     return np.zeros(shape, np.float32)
 
 
+@declare(Component("ones", "all 1", (OWN_SEED,), keras="Ones"))
 def ones(shape, rng):
     return np.ones(shape, np.float32)
 
 
-def constant(shape, rng, value=0.0):
+@declare(Component("constant", "all `value`", (
+    Param("value", 0.0, number(), "the value"), OWN_SEED), keras="Constant"))
+def constant(shape, rng, value):
     return np.full(shape, value, np.float32)
 
 
-def random_uniform(shape, rng, minval=-0.05, maxval=0.05):
+@declare(Component("random_uniform", "uniform in [minval, maxval)", (
+    Param("minval", -0.05, number(), "the lower bound"),
+    Param("maxval", 0.05, number(), "the upper bound (at least minval)"), SEED), keras="RandomUniform"))
+def random_uniform(shape, rng, minval, maxval):
     return rng.uniform(minval, maxval, shape).astype(np.float32)
 
 
-def random_normal(shape, rng, mean=0.0, stddev=0.05):
+_MEAN = Param("mean", 0.0, number(), "the mean")
+_STDDEV = Param("stddev", 0.05, number(0, closed="right"), "the standard deviation")
+
+
+@declare(Component("random_normal", "normal", (_MEAN, _STDDEV, SEED), keras="RandomNormal"))
+def random_normal(shape, rng, mean, stddev):
     return (rng.standard_normal(shape, dtype=np.float32) * np.float32(stddev) + np.float32(mean))
 
 
-def truncated_normal(shape, rng, mean=0.0, stddev=0.05):
+@declare(Component("truncated_normal", "normal, redrawn beyond two standard deviations",
+                   (_MEAN, _STDDEV, SEED), keras="TruncatedNormal"))
+def truncated_normal(shape, rng, mean, stddev):
     return _truncated_normal(shape, rng, mean, stddev)
 
 
@@ -69,76 +88,61 @@ def variance_scaling(shape, rng, scale=1.0, mode="fan_in", distribution="truncat
     return _truncated_normal(shape, rng, 0.0, math.sqrt(variance) / _TRUNCATED_STDDEV)
 
 
+@declare(Component("glorot_uniform", "uniform, variance 2 / (fan_in + fan_out)", (SEED,), keras="GlorotUniform"))
 def glorot_uniform(shape, rng):
     return variance_scaling(shape, rng, 1.0, "fan_avg", "uniform")
 
 
+@declare(Component("glorot_normal", "truncated normal, variance 2 / (fan_in + fan_out)", (SEED,), keras="GlorotNormal"))
 def glorot_normal(shape, rng):
     return variance_scaling(shape, rng, 1.0, "fan_avg", "truncated_normal")
 
 
+@declare(Component("he_uniform", "uniform, variance 2 / fan_in", (SEED,), keras="HeUniform"))
 def he_uniform(shape, rng):
     return variance_scaling(shape, rng, 2.0, "fan_in", "uniform")
 
 
+@declare(Component("he_normal", "truncated normal, variance 2 / fan_in", (SEED,), keras="HeNormal"))
 def he_normal(shape, rng):
     return variance_scaling(shape, rng, 2.0, "fan_in", "truncated_normal")
 
 
+@declare(Component("lecun_uniform", "uniform, variance 1 / fan_in", (SEED,), keras="LecunUniform"))
 def lecun_uniform(shape, rng):
     return variance_scaling(shape, rng, 1.0, "fan_in", "uniform")
 
 
+@declare(Component("lecun_normal", "truncated normal, variance 1 / fan_in", (SEED,), keras="LecunNormal"))
 def lecun_normal(shape, rng):
     return variance_scaling(shape, rng, 1.0, "fan_in", "truncated_normal")
 
 
-INITIALIZERS = {
-    f.__name__: f
-    for f in [
-        zeros, ones, constant, random_uniform, random_normal, truncated_normal,
-        glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_uniform, lecun_normal,
-    ]
-}
-
-# name -> Keras class name, for the model file
-KERAS_CLASS_NAMES = {
-    "zeros": "Zeros", "ones": "Ones", "constant": "Constant",
-    "random_uniform": "RandomUniform", "random_normal": "RandomNormal",
-    "truncated_normal": "TruncatedNormal", "glorot_uniform": "GlorotUniform",
-    "glorot_normal": "GlorotNormal", "he_uniform": "HeUniform", "he_normal": "HeNormal",
-    "lecun_uniform": "LecunUniform", "lecun_normal": "LecunNormal",
-}
+INITIALIZERS = Registry("initializer", [
+    zeros, ones, constant, random_uniform, random_normal, truncated_normal,
+    glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_uniform, lecun_normal,
+])
 
 
 def get(name):
-    return lookup(INITIALIZERS, name, "initializer")
-
-
-def parameters(name):
-    """{parameter: default} accepted by initializer ``name`` (``seed`` included)."""
-    params = list(inspect.signature(get(name)).parameters.values())[2:]
-    return {**{p.name: p.default for p in params}, "seed": None}
+    return INITIALIZERS.lookup(name)
 
 
 def initialize(spec, shape, rng):
-    """Draw weights for ``spec`` = ``{"type": name, **params}``.
+    """Draw weights for ``spec`` = ``{"type": name, **params}`` (a parameter left out has its default).
 
     A ``seed`` in the spec gives the initializer its own generator, as in Keras.
     """
-    params = {k: v for k, v in spec.items() if k != "type"}
-    seed = params.pop("seed", None)
+    function = get(spec["type"])
+    params = {**function.spec.defaults(), **{k: v for k, v in spec.items() if k != "type"}}
+    seed = params.pop("seed")
     if seed is not None:
         rng = np.random.default_rng(seed)
-    return get(spec["type"])(tuple(shape), rng, **params)
+    return function(tuple(shape), rng, **params)
 
 
 def keras_config(spec):
     """The Keras serialization of an initializer spec."""
-    config = {k: v for k, v in spec.items() if k != "type"}
-    if spec["type"] in ("zeros", "ones", "constant"):
-        config.pop("seed", None)  # Keras's constant initializers take no seed
-    else:
-        config.setdefault("seed", None)
-    return {"module": "keras.initializers", "class_name": KERAS_CLASS_NAMES[spec["type"]],
-            "config": config, "registered_name": None}
+    component = INITIALIZERS.spec(spec["type"])
+    return {"module": "keras.initializers", "class_name": component.keras,
+            "config": component.to_keras(spec), "registered_name": None}

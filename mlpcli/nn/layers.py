@@ -13,22 +13,27 @@ import math
 import numpy as np
 
 from mlpcli.nn import activations, initializers, regularizers
-from mlpcli.nn.registry import lookup
+from mlpcli.nn.spec import BOOLEAN, Component, Constraint, Param, Registry, integer, number
 
 _F = np.float32
 
 
+# how a parameter of a nested kind is written in a Keras layer config
+TO_KERAS = {"activation": lambda name: activations.get(name).name,
+            "initializer": initializers.keras_config,
+            "regularizer": lambda spec: regularizers.keras_config(spec) if spec else None}
+
+
 class Layer:
-    type = ""
-    keras_class = ""
-    defaults = {}
+    spec = Component("", "")
     weight_names = ()
 
     def __init__(self, name=None, **config):
-        unknown = set(config) - set(self.defaults)
+        defaults = self.spec.defaults()
+        unknown = set(config) - set(defaults)
         if unknown:
             raise ValueError(f"{self.type}: unknown parameter(s) {sorted(unknown)}")
-        self.config = {**self.defaults, **config}
+        self.config = {**defaults, **config}
         self.name = name
         self.params = []
         self.grads = []
@@ -60,26 +65,31 @@ class Layer:
         """The layer's spec as in a config file: ``{"type": ..., "name": ..., **params}``."""
         return {"type": self.type, "name": self.name, **self.config}
 
+    @property
+    def type(self):
+        return self.spec.name
+
     def keras_config(self):
         """The layer's entry in a Keras ``Sequential`` model_config."""
-        return {"class_name": self.keras_class,
+        return {"class_name": self.spec.keras,
                 "config": {"name": self.name, "trainable": True, "dtype": "float32",
-                           **self._keras_params()}}
-
-    def _keras_params(self):
-        return {}
+                           **self.spec.to_keras(self.config, TO_KERAS)}}
 
 
 class Dense(Layer):
     """y = activation(x @ kernel + bias); x: (batch, in), kernel: (in, units)."""
 
-    type = "dense"
-    keras_class = "Dense"
-    defaults = {"units": None, "activation": "linear", "use_bias": True,
-                "kernel_initializer": {"type": "glorot_uniform"},
-                "bias_initializer": {"type": "zeros"},
-                "kernel_regularizer": None, "bias_regularizer": None,
-                "activity_regularizer": None}
+    spec = Component("dense", "activation(x @ kernel + bias)", (
+        Param("units", None, integer(1), "the number of outputs", required=True),
+        Param("activation", "linear", Constraint("activation"), "applied to the outputs"),
+        Param("use_bias", True, BOOLEAN, "whether to add a bias"),
+        Param("kernel_initializer", {"type": "glorot_uniform"}, Constraint("initializer"), "draws the kernel"),
+        Param("bias_initializer", {"type": "zeros"}, Constraint("initializer"), "draws the bias"),
+        Param("kernel_regularizer", None, Constraint("regularizer", nullable=True), "penalty on the kernel"),
+        Param("bias_regularizer", None, Constraint("regularizer", nullable=True), "penalty on the bias"),
+        Param("activity_regularizer", None, Constraint("regularizer", nullable=True),
+              "penalty on the outputs, divided by the batch size"),
+    ), keras="Dense", keras_fixed={"kernel_constraint": None, "bias_constraint": None})
 
     def __init__(self, name=None, **config):
         super().__init__(name, **config)
@@ -149,25 +159,10 @@ class Dense(Layer):
             total += regularizers.penalty(self.config["bias_regularizer"], self.bias)
         return total
 
-    def _keras_params(self):
-        c = self.config
-
-        def reg(spec):
-            return regularizers.keras_config(spec) if spec else None
-
-        return {"units": c["units"], "activation": self.activation.name, "use_bias": c["use_bias"],
-                "kernel_initializer": initializers.keras_config(c["kernel_initializer"]),
-                "bias_initializer": initializers.keras_config(c["bias_initializer"]),
-                "kernel_regularizer": reg(c["kernel_regularizer"]),
-                "bias_regularizer": reg(c["bias_regularizer"]),
-                "activity_regularizer": reg(c["activity_regularizer"]),
-                "kernel_constraint": None, "bias_constraint": None}
-
 
 class Activation(Layer):
-    type = "activation"
-    keras_class = "Activation"
-    defaults = {"activation": "linear"}
+    spec = Component("activation", "an activation applied on its own", (
+        Param("activation", "linear", Constraint("activation"), "the function"),), keras="Activation")
 
     def __init__(self, name=None, **config):
         super().__init__(name, **config)
@@ -181,9 +176,6 @@ class Activation(Layer):
 
     def backward(self, dy):
         return self.activation.backward(self.x, self.y, dy)
-
-    def _keras_params(self):
-        return {"activation": self.activation.name}
 
 
 class Dropout(Layer):
@@ -200,9 +192,10 @@ class Dropout(Layer):
     the whole batch's mask leaves it.
     """
 
-    type = "dropout"
-    keras_class = "Dropout"
-    defaults = {"rate": 0.5, "seed": None}
+    spec = Component("dropout", "inverted dropout in training, nothing at inference", (
+        Param("rate", 0.5, number(0, 1, closed="left"), "the share of inputs zeroed"),
+        Param("seed", None, integer(0, nullable=True), "its mask's own seed (null: the run's generator)"),
+    ), keras="Dropout", keras_fixed={"noise_shape": None})
 
     def build(self, input_shape, rng):
         seed = self.config["seed"]
@@ -240,9 +233,6 @@ class Dropout(Layer):
             return dy
         return np.multiply(dy, self.mask)
 
-    def _keras_params(self):
-        return {"rate": self.config["rate"], "seed": self.config["seed"], "noise_shape": None}
-
 
 def uint32_draws(bit_generator, start, count, total):
     """uint32 values start:start+count (count,) of a stream of ``total`` of them, leaving the
@@ -263,8 +253,8 @@ def uint32_draws(bit_generator, start, count, total):
 class Flatten(Layer):
     """(batch, *shape) -> (batch, prod(shape))."""
 
-    type = "flatten"
-    keras_class = "Flatten"
+    spec = Component("flatten", "(batch, *shape) -> (batch, prod(shape))", keras="Flatten",
+                     keras_fixed={"data_format": "channels_last"})
 
     def output_shape(self, input_shape):
         return (math.prod(input_shape),)
@@ -279,15 +269,12 @@ class Flatten(Layer):
     def backward(self, dy):
         return dy.reshape((dy.shape[0],) + self.input_shape)
 
-    def _keras_params(self):
-        return {"data_format": "channels_last"}
 
-
-LAYERS = {cls.type: cls for cls in [Dense, Activation, Dropout, Flatten]}
+LAYERS = Registry("layer type", [Dense, Activation, Dropout, Flatten])
 
 
 def get(name):
-    return lookup(LAYERS, name, "layer type")
+    return LAYERS.lookup(name)
 
 
 def from_config(spec):

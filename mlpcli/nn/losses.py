@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mlpcli.nn.registry import lookup
+from mlpcli.nn.spec import Component, Registry
 
 EPSILON = 1e-7  # Keras's backend.epsilon(), used to clip probabilities
 HUBER_DELTA = 1.0
@@ -127,35 +127,44 @@ def huber_grad(y_true, y_pred):
 
 @dataclass(frozen=True)
 class Loss:
-    name: str
+    spec: Component
     value: Callable
     grad: Callable
     target: str  # "onehot" (float, one column per output), "labels" (int) or "as_is"
     fused_activation: Optional[str] = None
     fused_grad: Optional[Callable] = None
 
+    @property
+    def name(self):
+        return self.spec.name
 
-LOSSES = {
-    l.name: l
-    for l in [
-        Loss("mean_squared_error", mean_squared_error, mean_squared_error_grad, "onehot"),
-        Loss("mean_absolute_error", mean_absolute_error, mean_absolute_error_grad, "onehot"),
-        Loss("binary_crossentropy", binary_crossentropy, binary_crossentropy_grad, "onehot",
-             "sigmoid", sigmoid_binary_crossentropy_grad),
-        Loss("categorical_crossentropy", categorical_crossentropy, categorical_crossentropy_grad,
-             "onehot", "softmax", softmax_categorical_crossentropy_grad),
-        Loss("sparse_categorical_crossentropy", sparse_categorical_crossentropy,
-             sparse_categorical_crossentropy_grad, "labels", "softmax",
-             sparse_softmax_categorical_crossentropy_grad),
-        Loss("hinge", hinge, hinge_grad, "onehot"),
-        Loss("huber", huber, huber_grad, "onehot"),
-    ]
-}
-ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+
+LOSSES = Registry("loss", [
+    Loss(Component("mean_squared_error", "mean of (y - ŷ)²", aliases=("mse",), keras="MeanSquaredError"),
+         mean_squared_error, mean_squared_error_grad, "onehot"),
+    Loss(Component("mean_absolute_error", "mean of |y - ŷ|", aliases=("mae",), keras="MeanAbsoluteError"),
+         mean_absolute_error, mean_absolute_error_grad, "onehot"),
+    Loss(Component("binary_crossentropy", "yes/no cross-entropy per output (0/1 targets; one sigmoid "
+                   "output for two classes)", keras="BinaryCrossentropy"),
+         binary_crossentropy, binary_crossentropy_grad, "onehot", "sigmoid", sigmoid_binary_crossentropy_grad),
+    Loss(Component("categorical_crossentropy", "cross-entropy of one-hot targets (integer labels are "
+                   "one-hot encoded)", keras="CategoricalCrossentropy"),
+         categorical_crossentropy, categorical_crossentropy_grad, "onehot", "softmax",
+         softmax_categorical_crossentropy_grad),
+    Loss(Component("sparse_categorical_crossentropy", "cross-entropy of integer labels",
+                   keras="SparseCategoricalCrossentropy"),
+         sparse_categorical_crossentropy, sparse_categorical_crossentropy_grad, "labels", "softmax",
+         sparse_softmax_categorical_crossentropy_grad),
+    Loss(Component("hinge", "mean of max(1 - y·ŷ, 0), 0/1 labels taken as -1/1", keras="Hinge"),
+         hinge, hinge_grad, "onehot"),
+    Loss(Component("huber", "squared error below 1, absolute error above", keras="Huber"),
+         huber, huber_grad, "onehot"),
+])
+ALIASES = LOSSES.aliases
 
 
 def get(name):
-    return lookup(LOSSES, ALIASES.get(str(name).lower(), name), "loss")
+    return LOSSES.lookup(name)
 
 
 def encode_targets(loss, y, n_outputs):

@@ -10,7 +10,7 @@ over the classes for multi-class models.
 
 import numpy as np
 
-from mlpcli.nn.registry import lookup
+from mlpcli.nn.spec import Component, Param, Registry, declare, integer
 
 
 def predicted_classes(y_pred):
@@ -55,23 +55,29 @@ def _average(values, binary):
     return float(values[1]) if binary else float(values.mean())
 
 
+@declare(Component("accuracy", "share of samples whose predicted class is right (binary for one output)"))
 def accuracy(y_true, y_pred):
     return float((predicted_classes(y_pred) == _labels(y_true)).mean())
 
 
+@declare(Component("precision", "macro average over classes (the positive class for one output)", keras="Precision"))
 def precision(y_true, y_pred):
     return _average(_scores(y_true, y_pred)[0], y_pred.shape[1] == 1)
 
 
+@declare(Component("recall", "macro average over classes (the positive class for one output)", keras="Recall"))
 def recall(y_true, y_pred):
     return _average(_scores(y_true, y_pred)[1], y_pred.shape[1] == 1)
 
 
+@declare(Component("f1", "macro average over classes (the positive class for one output)", keras="F1Score"))
 def f1(y_true, y_pred):
     return _average(_scores(y_true, y_pred)[2], y_pred.shape[1] == 1)
 
 
-def top_k_accuracy(y_true, y_pred, k=5):
+@declare(Component("top_k_accuracy", "share of samples whose class is among the k highest scores", (
+    Param("k", 5, integer(1), "how many of the highest scores count"),), keras="TopKCategoricalAccuracy"))
+def top_k_accuracy(y_true, y_pred, k):
     """Share of samples whose true class is among the k highest scores."""
     if y_pred.shape[1] == 1:  # one sigmoid output: the scores of classes 0 and 1
         y_pred = np.hstack([1.0 - y_pred, y_pred])
@@ -88,16 +94,19 @@ def _as_targets(y_true, y_pred):
     return y_true.reshape(y_pred.shape).astype(np.float32, copy=False)
 
 
+@declare(Component("mse", "mean squared error", keras="MeanSquaredError"))
 def mse(y_true, y_pred):
     return float(np.square(y_pred - _as_targets(y_true, y_pred)).mean(dtype=np.float64))
 
 
+@declare(Component("mae", "mean absolute error", keras="MeanAbsoluteError"))
 def mae(y_true, y_pred):
     return float(np.abs(y_pred - _as_targets(y_true, y_pred)).mean(dtype=np.float64))
 
 
-METRICS = {f.__name__: f for f in [accuracy, precision, recall, f1, top_k_accuracy, mse, mae]}
+METRICS = Registry("metric", [accuracy, precision, recall, f1, top_k_accuracy, mse, mae])
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "top_k_accuracy")
+MODES = ("auto", "min", "max")  # of a monitored quantity, see higher_is_better
 
 
 def higher_is_better(monitor, mode="auto"):
@@ -112,7 +121,7 @@ def higher_is_better(monitor, mode="auto"):
 
 
 def get(name):
-    return lookup(METRICS, name, "metric")
+    return METRICS.lookup(name)
 
 
 def compute(specs, y_true, y_pred):

@@ -9,24 +9,45 @@ counter through checkpoints.
 
 import numpy as np
 
-from mlpcli.nn.registry import lookup
+from mlpcli.nn.spec import BOOLEAN, Component, Param, Registry, number
 
 _F = np.float32
+
+
+def _learning_rate(default):
+    return Param("learning_rate", default, number(0, closed="right"), "the step size (a schedule starts from it)")
+
+
+def _weight_decay(default):
+    return Param("weight_decay", default, number(0, nullable=default is None),
+                 "decoupled weight decay: w -= w·weight_decay·lr before the update")
+
+
+_CLIPPING = (
+    Param("clipnorm", None, number(0, closed="right", nullable=True), "clip each gradient array to this L2 norm"),
+    Param("clipvalue", None, number(0, closed="right", nullable=True), "clip each gradient element to ±this"),
+    Param("global_clipnorm", None, number(0, closed="right", nullable=True), "clip all gradients together to this norm"),
+)
+# every optimizer takes these after its own parameters
+COMMON = (_weight_decay(None), *_CLIPPING)
+_UNIT = number(0, 1, closed="left")
+_EPSILON = Param("epsilon", 1e-7, number(0, closed="right"), "added to the denominator for stability")
+_BETA_1 = Param("beta_1", 0.9, _UNIT, "decay of the first-moment average")
+_BETA_2 = Param("beta_2", 0.999, _UNIT, "decay of the second-moment average")
 
 
 class Optimizer:
     """Base class: gradient clipping, weight decay, step counter and slots."""
 
-    name = ""
+    spec = Component("", "")
     slot_names = ()
-    defaults = {"learning_rate": 0.001}
-    common = {"weight_decay": None, "clipnorm": None, "clipvalue": None, "global_clipnorm": None}
 
     def __init__(self, **hyper):
-        unknown = set(hyper) - set(self.defaults) - set(self.common)
+        defaults = self.spec.defaults()
+        unknown = set(hyper) - set(defaults)
         if unknown:
             raise ValueError(f"{self.name}: unknown parameter(s) {sorted(unknown)}")
-        self.hyper = {**self.defaults, **self.common, **hyper}
+        self.hyper = {**defaults, **hyper}
         for key, value in self.hyper.items():
             setattr(self, key, value)
         self.iterations = 0
@@ -86,9 +107,13 @@ class Optimizer:
     def scratch_for(self, i):
         return self.scratch[i] if self.part is None else self.scratch[i][self.part]
 
+    @property
+    def name(self):
+        return self.spec.name
+
     def get_config(self):
         """Hyperparameters, under Keras's names."""
-        return {"name": self.name, **self.hyper}
+        return {"name": self.name, **self.spec.to_keras(self.hyper)}
 
     def get_state(self):
         """{"iterations": int, "<slot>/<i>": array, ...} for checkpoints."""
@@ -106,8 +131,9 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    name = "sgd"
-    defaults = {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False}
+    spec = Component("sgd", "gradient descent, with momentum", (
+        _learning_rate(0.01), Param("momentum", 0.0, _UNIT, "the velocity's decay (0: none)"),
+        Param("nesterov", False, BOOLEAN, "Nesterov momentum"), *COMMON), keras="SGD")
 
     @property
     def slot_names(self):
@@ -127,9 +153,11 @@ class SGD(Optimizer):
 
 
 class RMSprop(Optimizer):
-    name = "rmsprop"
-    defaults = {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7,
-                "centered": False}
+    spec = Component("rmsprop", "divides by a moving root mean square of the gradients", (
+        _learning_rate(0.001), Param("rho", 0.9, _UNIT, "decay of the squared-gradient average"),
+        Param("momentum", 0.0, _UNIT, "the velocity's decay (0: none)"), _EPSILON,
+        Param("centered", False, BOOLEAN, "divide by the gradients' variance, not their mean square"),
+        *COMMON), keras="RMSprop")
 
     @property
     def slot_names(self):
@@ -159,9 +187,11 @@ class RMSprop(Optimizer):
 
 
 class Adagrad(Optimizer):
-    name = "adagrad"
+    spec = Component("adagrad", "divides by the root of all squared gradients so far", (
+        _learning_rate(0.001),
+        Param("initial_accumulator_value", 0.1, number(0), "the accumulators' starting value"),
+        _EPSILON, *COMMON), keras="Adagrad")
     slot_names = ("accumulator",)
-    defaults = {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7}
 
     def _initial_slot(self, name, param, empty_like):
         slot = empty_like(param)
@@ -175,9 +205,10 @@ class Adagrad(Optimizer):
 
 
 class Adadelta(Optimizer):
-    name = "adadelta"
+    spec = Component("adadelta", "steps scaled by moving averages of updates and gradients", (
+        _learning_rate(0.001), Param("rho", 0.95, _UNIT, "decay of the moving averages"), _EPSILON,
+        *COMMON), keras="Adadelta")
     slot_names = ("accumulated_grad", "accumulated_delta_var")
-    defaults = {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7}
 
     def update(self, i, p, g, lr):
         rho, eps = _F(self.rho), _F(self.epsilon)
@@ -191,10 +222,13 @@ class Adadelta(Optimizer):
         p += lr * delta
 
 
+ADAM_PARAMS = (_learning_rate(0.001), _BETA_1, _BETA_2, _EPSILON,
+               Param("amsgrad", False, BOOLEAN, "use the maximum of past second moments"))
+
+
 class Adam(Optimizer):
-    name = "adam"
-    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
-                "amsgrad": False}
+    spec = Component("adam", "adaptive moment estimation", (
+        *ADAM_PARAMS, *COMMON), keras="Adam")
 
     @property
     def slot_names(self):
@@ -223,15 +257,14 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    name = "adamw"
-    defaults = {**Adam.defaults}
-    common = {**Optimizer.common, "weight_decay": 0.004}
+    spec = Component("adamw", "adam with decoupled weight decay", (
+        *ADAM_PARAMS, _weight_decay(0.004), *_CLIPPING), keras="AdamW")
 
 
 class Adamax(Optimizer):
-    name = "adamax"
+    spec = Component("adamax", "adam with the infinity norm", (
+        _learning_rate(0.001), _BETA_1, _BETA_2, _EPSILON, *COMMON), keras="Adamax")
     slot_names = ("m", "u")
-    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
 
     def update(self, i, p, g, lr):
         t = self.iterations + 1
@@ -242,9 +275,9 @@ class Adamax(Optimizer):
 
 
 class Nadam(Optimizer):
-    name = "nadam"
+    spec = Component("nadam", "adam with Nesterov momentum", (
+        _learning_rate(0.001), _BETA_1, _BETA_2, _EPSILON, *COMMON), keras="Nadam")
     slot_names = ("m", "v")
-    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
 
     def __init__(self, **hyper):
         super().__init__(**hyper)
@@ -275,25 +308,15 @@ class Nadam(Optimizer):
         self.u_product = float(state["u_product"])
 
 
-OPTIMIZERS = {cls.name: cls for cls in [SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax, Nadam]}
-# name -> Keras class name, for the model file's training_config
-KERAS_CLASS_NAMES = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad",
-                     "adadelta": "Adadelta", "adam": "Adam", "adamw": "AdamW",
-                     "adamax": "Adamax", "nadam": "Nadam"}
+OPTIMIZERS = Registry("optimizer", [SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax, Nadam])
 
 
 def get(name):
     """The optimizer class called ``name``."""
-    return lookup(OPTIMIZERS, name, "optimizer")
+    return OPTIMIZERS.lookup(name)
 
 
 def from_config(spec):
     """The optimizer ``{"type": name, **hyperparameters}`` describes, not yet built."""
     params = {k: v for k, v in spec.items() if k != "type"}
     return get(spec["type"])(**params)
-
-
-def parameters(name):
-    """{parameter: default} accepted by optimizer ``name``."""
-    cls = get(name)
-    return {**cls.defaults, **cls.common}

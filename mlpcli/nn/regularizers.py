@@ -7,7 +7,7 @@ to the same array (any shape, float32).
 
 import numpy as np
 
-from mlpcli.nn.registry import lookup
+from mlpcli.nn.spec import SAME, Component, Param, Registry, number
 
 
 def penalty(spec, w):
@@ -30,20 +30,27 @@ def penalty_grad(spec, w):
     return grad
 
 
-# Keras's defaults: L1(0.01), L2(0.01), L1L2(0, 0)
-REGULARIZERS = {
-    "l1": {"l1": 0.01, "l2": 0.0},
-    "l2": {"l1": 0.0, "l2": 0.01},
-    "l1_l2": {"l1": 0.0, "l2": 0.0},
-}
+def _strength(name, default, in_keras=True):
+    return Param(name, default, number(0), f"the {name.upper()} factor", keras=SAME if in_keras else None)
+
+
+# Keras's classes and defaults: L1(0.01), L2(0.01), L1L2(0, 0); each takes the other factor too
+REGULARIZERS = Registry("regularizer", [
+    Component("l1", "l1·Σ|w|", (_strength("l1", 0.01), _strength("l2", 0.0, False)), keras="L1"),
+    Component("l2", "l2·Σw²", (_strength("l1", 0.0, False), _strength("l2", 0.01)), keras="L2"),
+    Component("l1_l2", "l1·Σ|w| + l2·Σw² (elastic net)", (_strength("l1", 0.0), _strength("l2", 0.0)),
+              keras="L1L2"),
+])
+# what a resolved spec {l1: a, l2: b} is written as, and what a mapping without `type` means
+GENERAL = REGULARIZERS.spec("l1_l2")
 
 
 def get(name):
-    return dict(lookup(REGULARIZERS, name, "regularizer"))
+    """The spec ``{l1: a, l2: b}`` regularizer ``name`` stands for by default."""
+    return REGULARIZERS.spec(name).defaults()
 
 
 def keras_config(spec):
     """The Keras serialization (always L1L2, which covers all three)."""
-    return {"module": "keras.regularizers", "class_name": "L1L2",
-            "config": {"l1": float(spec.get("l1", 0.0)), "l2": float(spec.get("l2", 0.0))},
-            "registered_name": None}
+    return {"module": "keras.regularizers", "class_name": GENERAL.keras,
+            "config": {k: float(v) for k, v in GENERAL.to_keras(spec).items()}, "registered_name": None}

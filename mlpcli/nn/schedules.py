@@ -8,20 +8,19 @@ carry what it learned through checkpoints.
 
 import math
 
-from mlpcli.nn.metrics import higher_is_better
-from mlpcli.nn.registry import lookup
+from mlpcli.nn.metrics import MODES, higher_is_better
+from mlpcli.nn.spec import BOOLEAN, STRING, Component, Param, Registry, choice, integer, number
 
 
 class Schedule:
-    name = ""
-    defaults = {}
+    spec = Component("", "")
     per_step = False  # True: the rate changes within an epoch
 
     def __init__(self, learning_rate, run_steps=None, **params):
         """``run_steps``: the batches the whole run will take (epochs x batches per epoch),
         for schedules whose length defaults to the run."""
         self.initial = float(learning_rate)
-        self.params = {**self.defaults, **params}
+        self.params = {**self.spec.defaults(), **params}
         for key, value in self.params.items():
             setattr(self, key, value)
         self.run_steps = run_steps
@@ -38,19 +37,26 @@ class Schedule:
     def set_state(self, state):
         """Restore what ``get_state`` returned."""
 
+    @property
+    def name(self):
+        return self.spec.name
+
     def get_config(self):
         return {"type": self.name, **self.params}
 
 
 class Constant(Schedule):
-    name = "constant"
+    spec = Component("constant", "`learning_rate` throughout")
 
 
 class ExponentialDecay(Schedule):
     """lr * decay_rate ** (step / decay_steps), floored when ``staircase``."""
 
-    name = "exponential_decay"
-    defaults = {"decay_steps": 1000, "decay_rate": 0.96, "staircase": False}
+    spec = Component("exponential_decay", "`lr · decay_rate^(step / decay_steps)` per batch", (
+        Param("decay_steps", 1000, integer(1), "batches per decay_rate factor"),
+        Param("decay_rate", 0.96, number(0, closed="right"), "the factor per decay_steps batches"),
+        Param("staircase", False, BOOLEAN, "decay in whole steps (floor of step / decay_steps)"),
+    ), keras="ExponentialDecay")
     per_step = True
 
     def __call__(self, step, epoch):
@@ -64,8 +70,10 @@ class ExponentialDecay(Schedule):
 class StepDecay(Schedule):
     """lr * factor ** floor(epoch / step_size): drops every ``step_size`` epochs."""
 
-    name = "step_decay"
-    defaults = {"step_size": 10, "factor": 0.5}
+    spec = Component("step_decay", "`lr · factor^floor(epoch / step_size)`", (
+        Param("step_size", 10, integer(1), "epochs between drops"),
+        Param("factor", 0.5, number(0, 1, closed="neither"), "the factor of each drop"),
+    ))
 
     def __call__(self, step, epoch):
         return self.initial * self.factor ** (epoch // self.step_size)
@@ -75,8 +83,11 @@ class CosineDecay(Schedule):
     """Keras's CosineDecay: from lr down to ``alpha * lr`` over ``decay_steps`` batches;
     ``decay_steps`` null (the default) means over the whole run."""
 
-    name = "cosine_decay"
-    defaults = {"decay_steps": None, "alpha": 0.0}
+    spec = Component("cosine_decay", "from `lr` to `alpha·lr` along a half cosine over `decay_steps` batches", (
+        Param("decay_steps", None, integer(1, nullable=True),
+              "batches of the decay; null: the whole run (epochs × batches per epoch)"),
+        Param("alpha", 0.0, number(0, 1), "the final rate's share of lr"),
+    ), keras="CosineDecay")
     per_step = True
 
     def __init__(self, learning_rate, run_steps=None, **params):
@@ -94,9 +105,15 @@ class CosineDecay(Schedule):
 class ReduceOnPlateau(Schedule):
     """Keras's ReduceLROnPlateau: multiply by ``factor`` after ``patience`` flat epochs."""
 
-    name = "reduce_on_plateau"
-    defaults = {"monitor": "val_loss", "factor": 0.1, "patience": 10, "min_delta": 1e-4,
-                "cooldown": 0, "min_lr": 0.0, "mode": "auto"}
+    spec = Component("reduce_on_plateau", "multiplied by `factor` after `patience` epochs without improvement", (
+        Param("monitor", "val_loss", STRING, "the quantity watched: loss, a metric, or val_ + either"),
+        Param("factor", 0.1, number(0, 1, closed="neither"), "the factor of each reduction"),
+        Param("patience", 10, integer(0), "epochs without improvement before reducing"),
+        Param("min_delta", 1e-4, number(0), "the smallest change that counts as an improvement"),
+        Param("cooldown", 0, integer(0), "epochs to wait after a reduction"),
+        Param("min_lr", 0.0, number(0), "the rate's floor"),
+        Param("mode", "auto", choice(*MODES), "auto (accuracy-like metrics go up), min or max"),
+    ), keras="ReduceLROnPlateau")
 
     def __init__(self, learning_rate, run_steps=None, **params):
         super().__init__(learning_rate, run_steps, **params)
@@ -139,9 +156,8 @@ class ReduceOnPlateau(Schedule):
         self.cooldown_left = state["cooldown_left"]
 
 
-SCHEDULES = {cls.name: cls for cls in [Constant, ExponentialDecay, StepDecay, CosineDecay,
-                                       ReduceOnPlateau]}
+SCHEDULES = Registry("schedule", [Constant, ExponentialDecay, StepDecay, CosineDecay, ReduceOnPlateau])
 
 
 def get(name):
-    return lookup(SCHEDULES, name, "schedule")
+    return SCHEDULES.lookup(name)
