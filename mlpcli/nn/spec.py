@@ -94,6 +94,8 @@ class Constraint:
         elif self.type in ("integer", "number"):
             bounded = self.low is not None or self.high is not None
             text = f"{self.type} in {self.interval()}" if bounded else self.type
+        elif self.type == "activation":
+            text = "activation name"
         elif self.type in NESTED:
             text = f"{self.type} (name or mapping)"
         else:
