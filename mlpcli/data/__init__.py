@@ -125,6 +125,10 @@ def _column_preprocessing(x_train, scaling, table: TableEncoding) -> dict:
     columns: {column: scaling}}``, or whose one-hot features are never scaled."""
     if isinstance(scaling, str):
         scaling = {"default": scaling, "columns": {}}
+    unknown = [c for c in scaling["columns"] if c not in table.columns]
+    if unknown:
+        raise ConfigError(f"data.scaling.columns: {unknown[0]!r} is not a feature column; the feature "
+                          f"columns are: {', '.join(table.columns[:20])}")
     names = [scaling["columns"].get(c, scaling["default"]) if c not in table.categories else
              None for c in table.columns for _ in table.categories.get(c, (None,))]
     scale, offset = np.ones(len(names)), np.zeros(len(names))
@@ -154,7 +158,8 @@ def _max_rows(data_cfg: dict, key: str) -> int | None:
 
 
 def _load_raw(
-    kind: str, data_cfg: dict, task: str, progress: Callable[[str], None] | None
+    kind: str, data_cfg: dict, task: str, progress: Callable[[str], None] | None,
+    table: TableEncoding | None = None,
 ) -> tuple[RawData, str]:
     """Read the configured files: the unscaled data and a name for it."""
     if task == "regression" and kind not in ("csv", "npz"):
@@ -173,7 +178,7 @@ def _load_raw(
     if kind == "csv":
         label_column = data_cfg.get("label_column") or "label"
         return load_csv(path, label_column, task=task, settings=TableSettings.of(data_cfg), warn=progress,
-                        **others), path.name
+                        encoding=table, **others), path.name
     color_mode = data_cfg.get("color_mode") or "grayscale"
     if color_mode not in COLOR_MODES:
         raise ConfigError(
@@ -187,12 +192,15 @@ def load_raw(
     *,
     task: str = "classification",
     progress: Callable[[str], None] | None = None,
+    table: TableEncoding | None = None,
 ) -> tuple[RawData, str]:
-    """The unscaled, checked arrays of the configured dataset and a name for it."""
+    """The unscaled, checked arrays of the configured dataset and a name for it; a csv
+    dataset's cells encoded by ``table`` (a model's) when given, else as fitted on its
+    training file."""
     kind = data_cfg.get("dataset")
     if kind not in DATASETS:
         raise ConfigError(f"data.dataset: must be one of {', '.join(DATASETS)}, got {kind!r}")
-    raw, name = _load_raw(kind, data_cfg, task, progress)
+    raw, name = _load_raw(kind, data_cfg, task, progress, table)
     raw.check(name)
     return raw, name
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from mlpcli.data.labels import encode_strings, string_class_names
 from mlpcli.data.raw import RawData
-from mlpcli.data.table_encoding import TableSettings, fit_encoding, parse_numbers
+from mlpcli.data.table_encoding import TableEncoding, TableSettings, fit_encoding, parse_numbers
 from mlpcli.errors import DataError, FileSystemError, os_error_text
 from mlpcli.files import open_input
 
@@ -191,6 +191,12 @@ def _align(table: _Table, reference: _Table) -> None:
         )
 
 
+def _align_features(table: _Table, features: list[str]) -> None:
+    missing = [c for c in features if c not in table.positions]
+    if missing:
+        raise DataError(f"{table.path}: lacks the model's feature column(s) {', '.join(map(repr, missing))}")
+
+
 def label_cells(rows: Sequence[Sequence[str]], index: int, column: str, path: Path,
                 lines: Sequence[int]) -> list[str]:
     """The stripped label cells at ``index`` (named ``column``) of every row, whose file lines
@@ -247,6 +253,7 @@ def load_csv(
     validation_path=None,
     settings: TableSettings = TableSettings(),
     warn=None,
+    encoding: TableEncoding | None = None,
 ) -> RawData:
     """Load a CSV training file and optional validation and test files.
 
@@ -256,11 +263,16 @@ def load_csv(
     order. Labels are int64 (n,) class ids (see ``_class_labels``) or, for task
     "regression", float32 (n, 1) targets. ``warn`` is told of categories in the
     validation and test files that the training file lacks (they are all zeros).
+    A given ``encoding`` (a model's) is used instead of fitting one.
     """
     train = _read_table(Path(path))
     features = _features(train.path, train.header, label_column)
-    encoding = fit_encoding(train.rows, [train.positions[c] for c in features], features, train.path,
-                            train.lines, settings)
+    if encoding is None:
+        encoding = fit_encoding(train.rows, [train.positions[c] for c in features], features, train.path,
+                                train.lines, settings)
+    else:
+        features = encoding.columns
+        _align_features(train, features)
 
     splits = {"train": train}
     for split, other_path in (("val", validation_path), ("test", test_path)):
