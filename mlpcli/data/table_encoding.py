@@ -268,9 +268,10 @@ def _is_categorical(column, present, path):
     if not any(numbers):
         return True
     cell, line = present[numbers.index(False)]
+    hint = ("set data.missing to fill missing cells" if cell in MISSING_CELLS else
+            "list the column in data.categorical to take all its values as categories")
     raise DataError(f"{path}: line {line}, column {column!r}: not a number: {cell!r}; the column's other "
-                    "cells are numbers (list the column in data.categorical to take all its values as "
-                    "categories)")
+                    f"cells are numbers ({hint})")
 
 
 def _is_number(cell):
