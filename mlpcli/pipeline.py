@@ -185,7 +185,8 @@ def read(record, scale, offset, path):
         width = len(columns) if columns is not None and not pipeline.categories else \
             pipeline.table.width if columns is not None else None
         if width is not None and [width] != list(shape):
-            raise bad(f"names {len(columns)} columns ({width} features) for feature_shape {shape!r}")
+            features = f" ({width} features)" if pipeline.categories else ""
+            raise bad(f"names {len(columns)} columns{features} for feature_shape {shape!r}")
     return pipeline
 
 

@@ -139,11 +139,28 @@ def _read_table(path: Path) -> _Table:
 
 def table_encoding(path, label_column: str = "label", settings: TableSettings = TableSettings()):
     """The encoding ``load_csv`` fits on the training file at ``path`` (its width is the
-    model's input size): the file is read as loading it reads it, labels aside."""
+    model's input size): the file is read as loading it reads it, labels aside; a header that
+    gives no features is refused before the rows are read."""
+    _header_features(Path(path), label_column)
     table = _read_table(Path(path))
     features = _features(table.path, table.header, label_column)
     return fit_encoding(table.rows, [table.positions[c] for c in features], features, table.path,
                         table.lines, settings)
+
+
+def _header_features(path: Path, label_column: str) -> list[str]:
+    """The feature columns that the header line of ``path`` names."""
+    records = _records(path)
+    try:
+        first = next(records, None)
+    finally:
+        records.close()
+    if first is None:
+        raise DataError(f"{path}: the file is empty; expected a header row and data rows")
+    line, record = first
+    header = [name.strip() for name in record]
+    _check_header(header, f"{path}: line {line}")
+    return _features(path, header, label_column)
 
 
 def _features(path: Path, header: list[str], label_column: str) -> list[str]:
