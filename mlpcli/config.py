@@ -20,6 +20,7 @@ from mlpcli.config_check import MAX_THREADS, MODES, _brief, _Checker, _join, _sh
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS, SCALINGS
 from mlpcli.data.shape import SHAPE_FROM_FILES, infer_shape
+from mlpcli.data.table_encoding import STRATEGIES
 from mlpcli.errors import ConfigError
 from mlpcli.files import check_input
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
@@ -39,7 +40,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SECTION_DEFAULTS = {
     "data": {"dataset": "mnist", "path": None, "test_path": None, "validation_path": None,
              "label_column": "label", "color_mode": "grayscale", "scaling": "auto",
-             "validation_split": 0.2, "max_train_samples": None, "max_test_samples": None},
+             "validation_split": 0.2, "max_train_samples": None, "max_test_samples": None,
+             "categorical": [], "missing": None},
     "model": {"name": "sequential", "input_shape": None, "layers": None},
     "training": {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None, "processes": 1},
     "checkpoint": {"enabled": True, "filename": "model-{epoch:02d}.h5", "monitor": "val_loss",
@@ -102,6 +104,54 @@ def resolve_with_data(raw, note=None):
     if note is not None:
         note(f"model.input_shape: {inferred.shape} (inferred from {inferred.source}: {inferred.how})")
     return cfg
+
+
+def _table_options(check, data):
+    """data.scaling (a name, or for csv ``{default, columns: {column: name}}``), and the csv-only
+    data.categorical (column names) and data.missing (``{strategy, value, columns: {column:
+    {strategy, value}}}``; a strategy left out or null: those columns' missing cells are errors)."""
+    scaling, table = data["scaling"], data["dataset"] == "csv"
+    if isinstance(scaling, dict) and table:
+        scaling = data["scaling"] = check.mapping("data.scaling", scaling, {"default", "columns"},
+                                                  {"default": "none", "columns": {}})
+        scaling["default"] = check.choice("data.scaling.default", scaling["default"], SCALINGS, "scaling")
+        columns = check.mapping("data.scaling.columns", scaling["columns"], set(scaling["columns"] or ()))
+        scaling["columns"] = {c: check.choice(f"data.scaling.columns.{c}", v, SCALINGS, "scaling")
+                              for c, v in columns.items()}
+    else:
+        if scaling == "auto":
+            scaling = "unit" if data["dataset"] in IMAGE_DATASETS else "none"
+        data["scaling"] = check.choice("data.scaling", scaling, SCALINGS, "scaling")
+    categorical = data["categorical"]
+    if not isinstance(categorical, list) or not all(isinstance(c, str) and c for c in categorical):
+        check.error("data.categorical", f"must be a list of column names, got {_show(categorical)}")
+        data["categorical"] = []
+    if data["missing"] is not None:
+        data["missing"] = _missing_spec(check, "data.missing", data["missing"], per_column=True)
+    if not table and (data["categorical"] or data["missing"] is not None):
+        check.error("data.categorical" if data["categorical"] else "data.missing",
+                    f"is for dataset 'csv' (columns of a table), not {data['dataset']!r}")
+    if table and data["label_column"] in data["categorical"]:
+        check.error("data.categorical", f"names the label column {data['label_column']!r}, which is no feature")
+
+
+def _missing_spec(check, path, value, per_column):
+    keys = {"strategy", "value"} | ({"columns"} if per_column else set())
+    spec = check.mapping(path, value, keys, dict.fromkeys(keys))
+    strategy = spec["strategy"]
+    if strategy is not None or not per_column:
+        strategy = spec["strategy"] = check.choice(f"{path}.strategy", strategy, STRATEGIES, "strategy")
+    if strategy == "constant" and (isinstance(spec["value"], bool)
+                                   or not isinstance(spec["value"], (int, float, str))):
+        check.error(f"{path}.value", f"strategy constant needs a value (a number, or a category), got "
+                                     f"{_show(spec['value'])}")
+    elif strategy != "constant" and spec["value"] is not None:
+        check.error(f"{path}.value", f"is for strategy constant, not {_show(strategy)}")
+    if per_column:
+        columns = check.mapping(f"{path}.columns", spec["columns"], set(spec["columns"] or ()))
+        spec["columns"] = {c: _missing_spec(check, f"{path}.columns.{c}", v, per_column=False)
+                           for c, v in columns.items()}
+    return spec
 
 
 def _regularizer(check, path, value):
@@ -224,9 +274,7 @@ def resolve(raw):
     data = cfg["data"] = check.mapping("data", cfg["data"], set(SECTION_DEFAULTS["data"]),
                                        SECTION_DEFAULTS["data"])
     data["dataset"] = check.choice("data.dataset", data["dataset"], DATASETS, "dataset")
-    if data["scaling"] == "auto":
-        data["scaling"] = "unit" if data["dataset"] in IMAGE_DATASETS else "none"
-    data["scaling"] = check.choice("data.scaling", data["scaling"], SCALINGS, "scaling")
+    _table_options(check, data)
     data["color_mode"] = check.choice("data.color_mode", data["color_mode"], ("grayscale", "rgb"),
                                       "color mode")
     for key in PATH_KEYS + ("label_column",):

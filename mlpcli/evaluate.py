@@ -62,7 +62,7 @@ def _test_data(predictor, data, image_steps=None):
     """
     cfg, run_dir = predictor.config, predictor.run_dir
     if data is not None and Path(data).suffix.lower() in (".csv", ".npz") and not Path(data).is_dir():
-        return (*_labelled_file(predictor, Path(data)), [])
+        return _labelled_file(predictor, Path(data))
     if data is not None and Path(data).is_dir() and _takes_images(predictor, image_steps):
         return _labelled_folder(predictor, Path(data), image_steps)
     if data is None:
@@ -82,7 +82,9 @@ def _test_data(predictor, data, image_steps=None):
         kind = _kind_of(Path(data), cfg)
         data_cfg = {**(cfg["data"] if cfg else {}), "dataset": kind, "path": str(data),
                     "test_path": None, "validation_path": None, "max_test_samples": None}
-    raw, name = load_raw(data_cfg, task=predictor.task)
+    # a table's cells are encoded as the model's were, not refitted on today's training file
+    raw, name = load_raw(data_cfg, task=predictor.task,
+                         table=predictor.pipeline.table if predictor.pipeline else None)
     if raw.x_test is not None:
         limit = data_cfg.get("max_test_samples")
         x, y, what = raw.x_test[:limit], raw.y_test[:limit], f"{name} test split"
@@ -132,10 +134,10 @@ def _labelled_folder(predictor, root, image_steps):
 def _labelled_file(predictor, path):
     """A CSV file's rows (columns matched to the model's by name) and its label column, or an
     .npz archive's x_test and y_test (or x and y, or x_train and y_train)."""
-    from mlpcli.predict_inputs import read_batches
+    from mlpcli.predict_inputs import Notices, read_batches
 
-    xs, ys = [], []
-    for batch in read_batches(predictor, [path]):
+    xs, ys, notices = [], [], Notices()
+    for batch in read_batches(predictor, [path], notices=notices):
         if batch.y is None:
             if path.suffix.lower() == ".npz":
                 raise DataError(f"{path}: no labels (y_test, y or y_train) to score the predictions against")
@@ -144,7 +146,8 @@ def _labelled_file(predictor, path):
             raise DataError(f"{path}: no label column {label!r} to score the predictions against")
         xs.append(batch.x)
         ys.append(batch.y)
-    return np.concatenate(xs), np.concatenate(ys), f"{path.name} ({sum(map(len, xs))} samples)"
+    return (np.concatenate(xs), np.concatenate(ys), f"{path.name} ({sum(map(len, xs))} samples)",
+            notices.text())
 
 
 def _stored_builtin_data(data_cfg, model_path):

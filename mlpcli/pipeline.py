@@ -9,7 +9,10 @@ way the training data was:
 - ``kind``: ``digits`` (MNIST-style handwritten digits: an image is centred
   as MNIST's were), ``image`` (images of ``feature_shape`` (H, W) or (H, W, 3)
   in ``color_mode``: decoded and, when their size differs, resized), ``table``
-  (rows of the named ``columns``, in that order, with ``label_column``) or
+  (rows of the named ``columns``, in that order, with ``label_column``; from
+  version 2 also ``categories``, the vocabulary of each categorical column, one-hot
+  encoded in its place, and ``missing``, how each column's missing cells are filled:
+  ``{"strategy", "value"}``, see ``mlpcli.data.table_encoding``) or
   ``array`` (numeric samples of ``feature_shape``);
 - the scaling: its name (``unit``, ``none``, ``standardize``) and its numbers
   (``raw * scale + offset``; scalars or arrays of the feature shape);
@@ -27,9 +30,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mlpcli.data.table_encoding import STRATEGIES, Fill, TableEncoding
 from mlpcli.errors import ModelFileError
 
-VERSION = 1
+VERSION = 2
 KINDS = ("digits", "image", "table", "array")
 SCALINGS = ("unit", "none", "standardize")
 COLOR_MODES = ("grayscale", "rgb")
@@ -57,6 +61,8 @@ class InputPipeline:
     color_mode: str | None = None  # image
     columns: list | None = None  # table: the feature columns, in the model's order
     label_column: str | None = None  # table
+    categories: dict = field(default_factory=dict)  # table: categorical column -> vocabulary
+    fills: dict = field(default_factory=dict)  # table: column -> Fill of its missing cells
     notes: list = field(default_factory=list)  # what a reader of an older file should know
 
     @property
@@ -71,6 +77,13 @@ class InputPipeline:
             return self.scale, self.offset
         return standard_numbers(scaling)
 
+    @property
+    def table(self):
+        """How a table's cells become this model's features (None: columns not recorded)."""
+        if self.columns is None:
+            return None
+        return TableEncoding(list(self.columns), self.categories, self.fills)
+
     def record(self):
         """The JSON record (the arrays go next to it)."""
         out = {"version": VERSION, "kind": self.kind, "feature_shape": list(self.feature_shape),
@@ -80,6 +93,8 @@ class InputPipeline:
         if self.kind == "table":
             out["columns"] = self.columns
             out["label_column"] = self.label_column
+            out["categories"] = self.categories
+            out["missing"] = {c: {"strategy": f.strategy, "value": f.value} for c, f in self.fills.items()}
         return out
 
 
@@ -89,18 +104,22 @@ def standard_numbers(scaling):
     return np.asarray(scale, np.float32), np.asarray(0.0, np.float32)
 
 
-def from_training(cfg, preprocessing, class_names, feature_shape, columns=None):
+def from_training(cfg, preprocessing, class_names, feature_shape, table=None):
     """The pipeline of a model trained with config ``cfg`` on data whose samples have
-    ``feature_shape``, scaled by ``preprocessing`` ({"scale", "offset"})."""
+    ``feature_shape``, scaled by ``preprocessing`` ({"scale", "offset"}); ``table``: the
+    TableEncoding of a table's cells."""
     data = cfg["data"]
     kind = KIND_OF_DATASET[data["dataset"]]
+    scaling = data["scaling"]["default"] if isinstance(data["scaling"], dict) else data["scaling"]
+    columns = table.columns if kind == "table" and table is not None else None
     pipeline = InputPipeline(
-        kind=kind, feature_shape=tuple(int(d) for d in feature_shape), scaling=data["scaling"],
+        kind=kind, feature_shape=tuple(int(d) for d in feature_shape), scaling=scaling,
         scale=np.asarray(preprocessing["scale"], np.float32), offset=np.asarray(preprocessing["offset"], np.float32),
         task=cfg["task"], class_names=list(class_names) if class_names else None,
         color_mode=(data.get("color_mode") or "grayscale") if kind == "image" else None,
         columns=list(columns) if kind == "table" and columns else None,
-        label_column=(data.get("label_column") or "label") if kind == "table" else None)
+        label_column=(data.get("label_column") or "label") if kind == "table" else None,
+        categories=dict(table.categories) if columns else {}, fills=dict(table.fills) if columns else {})
     # read back by the readers' own rules, so that no run writes a record it cannot read
     return read(json.loads(json.dumps(pipeline.record())), pipeline.scale, pipeline.offset,
                 data.get("path") or data["dataset"])
@@ -159,12 +178,43 @@ def read(record, scale, offset, path):
             raise bad(f"has label_column {label!r}, not a column name")
         pipeline.label_column = label
         columns = pipeline.columns = _strings(record.get("columns"), "columns", bad, nullable=True)
-        if columns is not None and [len(columns)] != list(shape):
-            raise bad(f"names {len(columns)} columns for feature_shape {shape!r}")
         if columns is not None and (len(set(columns)) < len(columns) or not all(columns) or label in columns):
             raise bad(f"has columns with an empty or repeated name, or the label column {label!r}: "
                       f"{columns[:20]!r}")
+        _read_encoding(pipeline, record, bad)
+        width = len(columns) if columns is not None and not pipeline.categories else \
+            pipeline.table.width if columns is not None else None
+        if width is not None and [width] != list(shape):
+            features = f" ({width} features)" if pipeline.categories else ""
+            raise bad(f"names {len(columns)} columns{features} for feature_shape {shape!r}")
     return pipeline
+
+
+def _read_encoding(pipeline, record, bad):
+    """A version-2 table record's ``categories`` and ``missing`` (a version-1 record has
+    neither: every column is a number, and no cell may be missing)."""
+    columns = pipeline.columns or []
+    categories, missing = record.get("categories", {}), record.get("missing", {})
+    if not isinstance(categories, dict) or not isinstance(missing, dict):
+        raise bad("has categories or missing that is not a JSON object")
+    for column, vocabulary in categories.items():
+        _strings(vocabulary, f"categories of {column!r}", bad)
+        if column not in columns or not vocabulary or len(set(vocabulary)) < len(vocabulary):
+            raise bad(f"has categories for {column!r}, which is not a feature column or whose "
+                      "vocabulary is empty or repeats a value")
+    for column, fill in missing.items():
+        if column not in columns or not isinstance(fill, dict) or fill.get("strategy") not in STRATEGIES:
+            raise bad(f"has missing {fill!r} for column {column!r}; expected a feature column and "
+                      f"{{'strategy': one of {', '.join(STRATEGIES)}, 'value': ...}}")
+        value = fill.get("value")
+        kind_ok = (value is None) if fill["strategy"] == "drop_row" else (
+            isinstance(value, str) if column in categories else
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+        if not kind_ok:
+            raise bad(f"has a missing-cell fill {value!r} for column {column!r} that does not fit its "
+                      f"strategy {fill['strategy']} and kind")
+        pipeline.fills[column] = Fill(fill["strategy"], value)
+    pipeline.categories = {c: list(v) for c, v in categories.items()}
 
 
 def _choice(record, key, allowed, bad):

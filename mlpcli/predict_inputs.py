@@ -16,6 +16,7 @@ import numpy as np
 
 from mlpcli import images
 from mlpcli.data.npy import NpzArchive, read_npy
+from mlpcli.data.tabular import unseen_warning
 from mlpcli.errors import DataError, MlpError
 from mlpcli.pipeline import DIGITS_SHAPE
 
@@ -44,6 +45,7 @@ class Notices:
     resized: list = field(default_factory=list)  # (path, (width, height) it had) of resized images
     size: tuple = ()  # (height, width) they were resized to
     ignored_columns: dict = field(default_factory=dict)  # csv path -> columns not used
+    unseen: dict = field(default_factory=dict)  # (csv path, column) -> (rows of unseen categories, one)
     lines: list = field(default_factory=list)
 
     def text(self):
@@ -56,6 +58,8 @@ class Notices:
         for path, columns in self.ignored_columns.items():
             shown = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
             out.append(f"Note: {path}: column(s) not used by the model: {shown}")
+        out += [unseen_warning(path, column, count, example)
+                for (path, column), (count, example) in self.unseen.items()]
         return out
 
 
@@ -140,12 +144,15 @@ def _csv_batches(predictor, path, chunk_rows, notices):
 
     pipeline = predictor.pipeline
     table = pipeline if pipeline is not None and pipeline.kind == "table" else None
-    rows = read_table_rows(path, table.columns if table else None,
+    rows = read_table_rows(path, table.table if table else None,
                            table.label_column if table else "label",
                            n_features=math.prod(predictor.model.input_shape), chunk_rows=chunk_rows)
     if rows.ignored:
         notices.ignored_columns[str(path)] = list(rows.ignored)
     for chunk in rows:
+        for column, (count, example) in chunk.unseen.items():
+            before = notices.unseen.get((str(path), column), (0, example))
+            notices.unseen[(str(path), column)] = (before[0] + count, before[1])
         y = None
         if chunk.labels is not None:
             y = _csv_targets(predictor, chunk, path, rows.label_column)

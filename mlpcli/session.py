@@ -91,7 +91,7 @@ class Session:
         self.stopper = EarlyStopping(model, es["monitor"], es["patience"], es["min_delta"], es["mode"],
                                      es["restore_best_weights"]) if es else None
         self.extras = {"config": cfg, "pipeline": pipeline.from_training(
-            cfg, data.preprocessing, data.class_names, feature_shape, data.feature_names)}
+            cfg, data.preprocessing, data.class_names, feature_shape, data.table)}
         self.history = []
         self.finished = False
         self.refused = set()  # saved states resume found unusable

@@ -69,9 +69,11 @@ def test_csv_shape_is_read_from_the_header_and_written_into_the_run(tmp_path):
 
 
 def test_only_headers_are_read(tmp_path, monkeypatch):
-    """The rows of a CSV file, the data of an .npz array, are left to the loader."""
+    """The data of an .npz array is left to the loader; a CSV file's rows are read (its categorical
+    columns add a feature per category), and a bad row is the loader's error."""
     (tmp_path / "train.csv").write_text("a,b,label\n1,2\n" + "9" * 3_000_000 + "\n")
-    assert load_config(write_config(tmp_path, "{dataset: csv, path: train.csv}"))["model"]["input_shape"] == [2]
+    with pytest.raises(DataError, match=r"train\.csv: line 2: 2 fields, but the header \(line 1\) has 3"):
+        load_config(write_config(tmp_path, "{dataset: csv, path: train.csv}"))
 
     def no_data(*_):
         raise AssertionError("the array data was read")

@@ -16,6 +16,7 @@ from mlpcli.data.image_folder import load_image_folder
 from mlpcli.data.npz import load_npz
 from mlpcli.data.raw import RawData
 from mlpcli.data.split import stratified_split
+from mlpcli.data.table_encoding import TableEncoding, TableSettings
 from mlpcli.data.tabular import load_csv
 from mlpcli.errors import ConfigError, DataError
 from mlpcli.images import COLOR_MODES
@@ -64,6 +65,7 @@ class Dataset:
     preprocessing: dict  # {"scale", "offset"}: x_model = x_raw * scale + offset (numbers or per-feature lists)
     name: str  # e.g. "mnist"
     feature_names: list[str] | None = None  # a table's feature columns, in order
+    table: TableEncoding | None = None  # how a table's cells become features
 
 
 def _float32_blocks(x: np.ndarray):
@@ -118,6 +120,27 @@ def apply_preprocessing(x_raw, preprocessing: dict) -> np.ndarray:
     return scale_into(x, x, scale, offset)
 
 
+def _column_preprocessing(x_train, scaling, table: TableEncoding) -> dict:
+    """Per-feature {"scale", "offset"} of a table whose ``scaling`` is a mapping ``{default,
+    columns: {column: scaling}}``, or whose one-hot features are never scaled."""
+    if isinstance(scaling, str):
+        scaling = {"default": scaling, "columns": {}}
+    unknown = [c for c in scaling["columns"] if c not in table.columns]
+    if unknown:
+        raise ConfigError(f"data.scaling.columns: {unknown[0]!r} is not a feature column; the feature "
+                          f"columns are: {', '.join(table.columns[:20])}")
+    names = [scaling["columns"].get(c, scaling["default"]) if c not in table.categories else
+             None for c in table.columns for _ in table.categories.get(c, (None,))]
+    scale, offset = np.ones(len(names)), np.zeros(len(names))
+    standard = fit_preprocessing(x_train, "standardize") if "standardize" in names else None
+    for k, name in enumerate(names):
+        if name == "unit":
+            scale[k] = 1.0 / 255.0
+        elif name == "standardize":
+            scale[k], offset[k] = standard["scale"][k], standard["offset"][k]
+    return {"scale": scale.tolist(), "offset": offset.tolist()}
+
+
 def _path(data_cfg: dict, key: str, kind: str, required: bool) -> Path | None:
     value = data_cfg.get(key)
     if value is None:
@@ -135,7 +158,8 @@ def _max_rows(data_cfg: dict, key: str) -> int | None:
 
 
 def _load_raw(
-    kind: str, data_cfg: dict, task: str, progress: Callable[[str], None] | None
+    kind: str, data_cfg: dict, task: str, progress: Callable[[str], None] | None,
+    table: TableEncoding | None = None,
 ) -> tuple[RawData, str]:
     """Read the configured files: the unscaled data and a name for it."""
     if task == "regression" and kind not in ("csv", "npz"):
@@ -153,7 +177,8 @@ def _load_raw(
         return load_npz(path, task=task), path.name
     if kind == "csv":
         label_column = data_cfg.get("label_column") or "label"
-        return load_csv(path, label_column, task=task, **others), path.name
+        return load_csv(path, label_column, task=task, settings=TableSettings.of(data_cfg), warn=progress,
+                        encoding=table, **others), path.name
     color_mode = data_cfg.get("color_mode") or "grayscale"
     if color_mode not in COLOR_MODES:
         raise ConfigError(
@@ -167,12 +192,15 @@ def load_raw(
     *,
     task: str = "classification",
     progress: Callable[[str], None] | None = None,
+    table: TableEncoding | None = None,
 ) -> tuple[RawData, str]:
-    """The unscaled, checked arrays of the configured dataset and a name for it."""
+    """The unscaled, checked arrays of the configured dataset and a name for it; a csv
+    dataset's cells encoded by ``table`` (a model's) when given, else as fitted on its
+    training file."""
     kind = data_cfg.get("dataset")
     if kind not in DATASETS:
         raise ConfigError(f"data.dataset: must be one of {', '.join(DATASETS)}, got {kind!r}")
-    raw, name = _load_raw(kind, data_cfg, task, progress)
+    raw, name = _load_raw(kind, data_cfg, task, progress, table)
     raw.check(name)
     return raw, name
 
@@ -199,14 +227,20 @@ def load_dataset(
     if task not in TASKS:
         raise ConfigError(f"task: must be one of {', '.join(TASKS)}, got {task!r}")
     scaling = data_cfg.get("scaling") or DEFAULT_SCALING[kind]
-    if scaling not in SCALINGS:
+    if isinstance(scaling, dict) and kind != "csv":
+        raise ConfigError(f"data.scaling: a scaling per column is for dataset 'csv', not {kind!r}")
+    if not isinstance(scaling, dict) and scaling not in SCALINGS:
         raise ConfigError(f"data.scaling: must be one of {', '.join(SCALINGS)}, got {scaling!r}")
     max_train = _max_rows(data_cfg, "max_train_samples")
     max_test = _max_rows(data_cfg, "max_test_samples")
 
     raw, name = load_raw(data_cfg, task=task, progress=progress)
     x_train, y_train = raw.x_train[:max_train], raw.y_train[:max_train]
-    preprocessing = fit_preprocessing(x_train, scaling)
+    table = raw.table
+    if table is not None and (table.categories or isinstance(scaling, dict)):
+        preprocessing = _column_preprocessing(x_train, scaling, table)
+    else:
+        preprocessing = fit_preprocessing(x_train, scaling)
 
     def scaled(x):
         if x is None or not scale:
@@ -224,4 +258,5 @@ def load_dataset(
         preprocessing=preprocessing,
         name=name,
         feature_names=raw.feature_names,
+        table=raw.table,
     )

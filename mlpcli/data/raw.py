@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlpcli.data.table_encoding import TableEncoding
 from mlpcli.errors import DataError
 
 
@@ -23,14 +24,15 @@ class RawData:
     y_test: np.ndarray | None = None
     class_names: list[str] | None = None
     feature_names: list[str] | None = None  # a table's feature columns, in order
+    table: TableEncoding | None = None  # how a table's cells became x
 
     @classmethod
     def from_splits(cls, xs: dict, ys: dict, class_names: list[str] | None,
-                    feature_names: list[str] | None = None) -> "RawData":
+                    feature_names: list[str] | None = None, table: TableEncoding | None = None) -> "RawData":
         """From {"train"|"val"|"test": array} dicts of features and targets."""
         return cls(x_train=xs["train"], y_train=ys["train"], x_val=xs.get("val"), y_val=ys.get("val"),
                    x_test=xs.get("test"), y_test=ys.get("test"), class_names=class_names,
-                   feature_names=feature_names)
+                   feature_names=feature_names, table=table)
 
     def check(self, source: str) -> None:
         """Raise DataError unless every x/y pair has matching lengths and shapes agree with train.

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpcli.data.tabular import CsvFile, label_cells, open_csv, parse_numbers
+from mlpcli.data.table_encoding import TableEncoding
+from mlpcli.data.tabular import CsvFile, label_cells, open_csv
 from mlpcli.errors import DataError
 
 CHUNK_ROWS = 8192
@@ -25,20 +26,22 @@ class RowChunk:
     """Consecutive data rows of the file."""
 
     lines: np.ndarray  # int64 (k,): the file line of each row (the header is line 1, or later)
-    x: np.ndarray  # float32 (k, len(columns)), finite
+    x: np.ndarray  # float32 (k, encoding width), finite
     labels: np.ndarray | None  # str (k,): the label cells, stripped; None without a label column
+    unseen: dict  # categorical column -> (rows with a category not seen in training, one of them)
 
 
 class TableRows:
     """A CSV file's rows as chunks of features in the model's column order; read once, as a
     file is (iterating to the end, or ``close``, or leaving a ``with`` block closes it)."""
 
-    def __init__(self, csv_file: CsvFile, columns: list[str], label_column: str | None,
+    def __init__(self, csv_file: CsvFile, encoding: TableEncoding, label_column: str | None,
                  chunk_rows: int):
         self._file = csv_file
+        self._encoding = encoding
         self._chunk_rows = chunk_rows
         positions = {name: j for j, name in enumerate(csv_file.header)}
-        self.columns = columns  # the feature columns used, in the model's order
+        columns = self.columns = encoding.columns  # the feature columns used, in the model's order
         self.has_labels = label_column is not None and label_column in positions
         self.label_column = label_column if self.has_labels else None
         used = set(columns) | {self.label_column}
@@ -51,12 +54,12 @@ class TableRows:
         try:
             while block := list(itertools.islice(self._file.rows, self._chunk_rows)):
                 lines, records = zip(*block)
-                x = parse_numbers(records, self._indices, self.columns, path, lines)
+                encoded = self._encoding.encode(records, self._indices, path, lines, drop=False)
                 labels = None
                 if self.has_labels:
                     labels = np.array(label_cells(records, self._label_index, self.label_column,
                                                   path, lines), dtype=str)
-                yield RowChunk(np.array(lines, dtype=np.int64), x, labels)
+                yield RowChunk(np.array(lines, dtype=np.int64), encoded.x, labels, encoded.unseen)
         finally:  # also when a bad cell stops the reading, or the reader stops early
             self.close()
 
@@ -70,14 +73,15 @@ class TableRows:
         self.close()
 
 
-def read_table_rows(path, columns: list[str] | None, label_column: str | None, *,
+def read_table_rows(path, columns: list[str] | TableEncoding | None, label_column: str | None, *,
                     n_features: int | None = None, chunk_rows: int = CHUNK_ROWS) -> TableRows:
     """Open the CSV file ``path`` to read its rows for a model.
 
-    ``columns`` are the model's feature columns, by name: each must be in the
-    header, in any order; other columns are ignored (``TableRows.ignored``), but
-    ``label_column``, when there, gives the labels. A model that does not know
-    its column names (``columns`` None) takes every column but ``label_column``, in
+    ``columns`` are the model's feature columns, by name, or its TableEncoding
+    (categories, missing cells): each column must be in the header, in any order;
+    other columns are ignored (``TableRows.ignored``), but ``label_column``, when
+    there, gives the labels. A model that does not know its column names
+    (``columns`` None) takes every column but ``label_column``, as numbers, in
     file order, and there must be ``n_features`` of them when that is given.
     The header and the first row are read here, so a file that does not fit the
     model is refused before anything is predicted.
@@ -90,11 +94,13 @@ def read_table_rows(path, columns: list[str] | None, label_column: str | None, *
             _check_count(csv_file, columns, label_column, n_features)
         else:
             in_file = set(header)
-            missing = [name for name in columns if name not in in_file]
+            names = columns.columns if isinstance(columns, TableEncoding) else columns
+            missing = [name for name in names if name not in in_file]
             if missing:
                 raise DataError(f"{csv_file.path}: lacks the model's feature column(s) "
                                 f"{_listed(missing)}; the file's columns are: {_listed(header)}")
-        return TableRows(csv_file, list(columns), label_column, chunk_rows)
+        encoding = columns if isinstance(columns, TableEncoding) else TableEncoding(list(columns))
+        return TableRows(csv_file, encoding, label_column, chunk_rows)
     except BaseException:
         csv_file.close()
         raise

@@ -1,10 +1,11 @@
-"""Loader for CSV files with a header row: one label column, numeric features.
+"""Loader for CSV files with a header row: one label column, features (numbers, or categories
+and missing cells as ``table_encoding`` encodes them).
 
 Errors give the file's line number (the header is line 1) and the column
 name, as a person would look the cell up in an editor or spreadsheet.
 
-How a CSV file is read (``open_csv``) and how its cells are parsed
-(``parse_numbers``, ``label_cells``) is shared with the reader of rows to
+How a CSV file is read (``open_csv``) and how its label cells are read
+(``label_cells``) is shared with the reader of rows to
 predict from (table_rows.py), so both take and refuse the same files.
 """
 
@@ -12,7 +13,6 @@ import csv
 import difflib
 import io
 import itertools
-import operator
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import numpy as np
 
 from mlpcli.data.labels import encode_strings, string_class_names
 from mlpcli.data.raw import RawData
+from mlpcli.data.table_encoding import TableEncoding, TableSettings, fit_encoding, parse_numbers
 from mlpcli.errors import DataError, FileSystemError, os_error_text
 from mlpcli.files import open_input
 
@@ -136,10 +137,19 @@ def _read_table(path: Path) -> _Table:
     return _Table(path, csv_file.header, rows, lines)
 
 
-def feature_columns(path, label_column: str = "label") -> list[str]:
-    """The feature columns of the CSV file at ``path`` (every column but ``label_column``),
-    from its header line alone: the data rows are not read."""
-    path = Path(path)
+def table_encoding(path, label_column: str = "label", settings: TableSettings = TableSettings()):
+    """The encoding ``load_csv`` fits on the training file at ``path`` (its width is the
+    model's input size): the file is read as loading it reads it, labels aside; a header that
+    gives no features is refused before the rows are read."""
+    _header_features(Path(path), label_column)
+    table = _read_table(Path(path))
+    features = _features(table.path, table.header, label_column)
+    return fit_encoding(table.rows, [table.positions[c] for c in features], features, table.path,
+                        table.lines, settings)
+
+
+def _header_features(path: Path, label_column: str) -> list[str]:
+    """The feature columns that the header line of ``path`` names."""
     records = _records(path)
     try:
         first = next(records, None)
@@ -178,50 +188,9 @@ def _check_header(header: list[str], where: str) -> None:
         seen.add(name)
 
 
-def parse_numbers(rows: Sequence[Sequence[str]], indices: list[int], columns: list[str],
-                  path: Path, lines: Sequence[int]) -> np.ndarray:
-    """Parse the cells at ``indices`` (named ``columns``) of every row, whose file lines are
-    ``lines``: float32 (n, len(indices)), all finite. A bad cell is a DataError naming the
-    file, its line and its column."""
-    if len(indices) == 1:
-        j = indices[0]
-        cells = [(row[j],) for row in rows]
-    else:
-        cells = list(map(operator.itemgetter(*indices), rows))
-    try:
-        with np.errstate(over="ignore"):
-            values = np.array(cells, dtype=np.float32).reshape(len(cells), len(indices))
-        if np.isfinite(values).all():
-            return values
-    except ValueError:
-        pass
-    # Only for bad input: find the first offending cell to name it.
-    i, j, problem = next(
-        (i, j, p)
-        for i, row in enumerate(cells)
-        for j, cell in enumerate(row)
-        if (p := _cell_problem(cell))
-    )
-    raise DataError(f"{path}: line {lines[i]}, column {columns[j]!r}: {problem}")
-
-
 def _numbers(table: _Table, columns: list[str]) -> np.ndarray:
     return parse_numbers(table.rows, [table.positions[c] for c in columns], columns, table.path,
                          table.lines)
-
-
-def _cell_problem(cell: str) -> str | None:
-    """Why a cell is not a usable number, or None."""
-    if not cell.strip():
-        return "missing value"
-    try:
-        with np.errstate(over="ignore"):
-            value = np.float32(cell)
-    except ValueError:
-        return f"not a number: {cell.strip()!r}"
-    if not np.isfinite(value):
-        return f"not a finite float32 number: {cell.strip()!r}"
-    return None
 
 
 def _align(table: _Table, reference: _Table) -> None:
@@ -237,6 +206,12 @@ def _align(table: _Table, reference: _Table) -> None:
         raise DataError(
             f"{table.path}: {' and '.join(parts)}; it must have the columns of {reference.path}"
         )
+
+
+def _align_features(table: _Table, features: list[str]) -> None:
+    missing = [c for c in features if c not in table.positions]
+    if missing:
+        raise DataError(f"{table.path}: lacks the model's feature column(s) {', '.join(map(repr, missing))}")
 
 
 def label_cells(rows: Sequence[Sequence[str]], index: int, column: str, path: Path,
@@ -293,16 +268,28 @@ def load_csv(
     task: str = "classification",
     test_path=None,
     validation_path=None,
+    settings: TableSettings = TableSettings(),
+    warn=None,
+    encoding: TableEncoding | None = None,
 ) -> RawData:
     """Load a CSV training file and optional validation and test files.
 
-    Every column but ``label_column`` is a numeric feature: x float32
-    (n, n_features) in the training file's column order. Labels are int64
-    (n,) class ids (see ``_class_labels``) or, for task "regression",
-    float32 (n, 1) targets.
+    Every column but ``label_column`` is a feature, encoded as ``fit_encoding`` learns
+    from the training file and ``settings`` (numbers, one-hot categories, missing cells
+    filled or their rows left out): x float32 (n, width) in the training file's column
+    order. Labels are int64 (n,) class ids (see ``_class_labels``) or, for task
+    "regression", float32 (n, 1) targets. ``warn`` is told of categories in the
+    validation and test files that the training file lacks (they are all zeros).
+    A given ``encoding`` (a model's) is used instead of fitting one.
     """
     train = _read_table(Path(path))
     features = _features(train.path, train.header, label_column)
+    if encoding is None:
+        encoding = fit_encoding(train.rows, [train.positions[c] for c in features], features, train.path,
+                                train.lines, settings)
+    else:
+        features = encoding.columns
+        _align_features(train, features)
 
     splits = {"train": train}
     for split, other_path in (("val", validation_path), ("test", test_path)):
@@ -310,11 +297,29 @@ def load_csv(
             splits[split] = _read_table(Path(other_path))
             _align(splits[split], train)
 
-    xs = {s: _numbers(t, features) for s, t in splits.items()}
+    xs = {}
+    for split, table in splits.items():
+        encoded = encoding.encode(table.rows, [table.positions[c] for c in features], table.path, table.lines)
+        if encoded.kept is not None:
+            table.rows = [row for row, keep in zip(table.rows, encoded.kept) if keep]
+            table.lines = [line for line, keep in zip(table.lines, encoded.kept) if keep]
+        if not table.rows:
+            raise DataError(f"{table.path}: every row has a missing cell in a column of data.missing "
+                            "strategy drop_row; no rows are left")
+        for column, (count, example) in encoded.unseen.items():
+            if warn is not None:
+                warn(unseen_warning(table.path, column, count, example))
+        xs[split] = encoded.x
     if task == "regression":
         ys = {s: _numbers(t, [label_column]) for s, t in splits.items()}
         class_names = None
     else:
         encoded, class_names = _class_labels(list(splits.values()), label_column)
         ys = dict(zip(splits, encoded, strict=True))
-    return RawData.from_splits(xs, ys, class_names, feature_names=features)
+    return RawData.from_splits(xs, ys, class_names, feature_names=features, table=encoding)
+
+
+def unseen_warning(path, column, count, example):
+    """The line that tells of ``count`` cells of ``column`` not in its training vocabulary."""
+    return (f"Warning: {path}: column {column!r}: {count} row(s) hold a category not seen in training "
+            f"(e.g. {example!r}); they are encoded as all zeros")
