@@ -16,20 +16,21 @@ import os
 import re
 from pathlib import Path
 
-from mlpcli.config_check import MAX_THREADS, MODES, _brief, _Checker, _join, _show, check_checkpoint_filename
+from mlpcli.config_check import MAX_THREADS, _brief, _Checker, _join, _show, check_checkpoint_filename
+from mlpcli.config_data import IMAGE_DATASETS, table_options
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
-from mlpcli.data import DATASETS, SCALINGS
+from mlpcli.data import DATASETS
 from mlpcli.data.shape import SHAPE_FROM_FILES, infer_shape
-from mlpcli.data.table_encoding import STRATEGIES
 from mlpcli.errors import ConfigError
 from mlpcli.files import check_input
 from mlpcli.nn import (activations, initializers, layers, losses, metrics, optimizers, regularizers,
                        schedules)
 from mlpcli.nn.model import LayerShapeError, output_shapes
 from mlpcli.nn.registry import unknown_name_message
+from mlpcli.nn.metrics import MODES
 from mlpcli.nn.spec import integer, number
 
-__all__ = ["MODES", "NAME_PATTERN", "NUMBER_KEYS", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
+__all__ = ["IMAGE_DATASETS", "MODES", "NAME_PATTERN", "NUMBER_KEYS", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
            "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "integer_key",
            "load_config", "monitor_names",
            "read_yaml", "resolve", "resolve_with_data", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
@@ -62,7 +63,6 @@ NUMBER_KEYS = {
     "early_stopping.patience": integer(0), "early_stopping.min_delta": number(0),
 }
 PATH_KEYS = ("path", "test_path", "validation_path")
-IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 
 def load_config(path, overrides=(), note=None):
     """Read the YAML file at ``path``, apply ``KEY=VALUE`` overrides, resolve and validate
@@ -104,54 +104,6 @@ def resolve_with_data(raw, note=None):
     if note is not None:
         note(f"model.input_shape: {inferred.shape} (inferred from {inferred.source}: {inferred.how})")
     return cfg
-
-
-def _table_options(check, data):
-    """data.scaling (a name, or for csv ``{default, columns: {column: name}}``), and the csv-only
-    data.categorical (column names) and data.missing (``{strategy, value, columns: {column:
-    {strategy, value}}}``; a strategy left out or null: those columns' missing cells are errors)."""
-    scaling, table = data["scaling"], data["dataset"] == "csv"
-    if isinstance(scaling, dict) and table:
-        scaling = data["scaling"] = check.mapping("data.scaling", scaling, {"default", "columns"},
-                                                  {"default": "none", "columns": {}})
-        scaling["default"] = check.choice("data.scaling.default", scaling["default"], SCALINGS, "scaling")
-        columns = check.mapping("data.scaling.columns", scaling["columns"], set(scaling["columns"] or ()))
-        scaling["columns"] = {c: check.choice(f"data.scaling.columns.{c}", v, SCALINGS, "scaling")
-                              for c, v in columns.items()}
-    else:
-        if scaling == "auto":
-            scaling = "unit" if data["dataset"] in IMAGE_DATASETS else "none"
-        data["scaling"] = check.choice("data.scaling", scaling, SCALINGS, "scaling")
-    categorical = data["categorical"]
-    if not isinstance(categorical, list) or not all(isinstance(c, str) and c for c in categorical):
-        check.error("data.categorical", f"must be a list of column names, got {_show(categorical)}")
-        data["categorical"] = []
-    if data["missing"] is not None:
-        data["missing"] = _missing_spec(check, "data.missing", data["missing"], per_column=True)
-    if not table and (data["categorical"] or data["missing"] is not None):
-        check.error("data.categorical" if data["categorical"] else "data.missing",
-                    f"is for dataset 'csv' (columns of a table), not {data['dataset']!r}")
-    if table and data["label_column"] in data["categorical"]:
-        check.error("data.categorical", f"names the label column {data['label_column']!r}, which is no feature")
-
-
-def _missing_spec(check, path, value, per_column):
-    keys = {"strategy", "value"} | ({"columns"} if per_column else set())
-    spec = check.mapping(path, value, keys, dict.fromkeys(keys))
-    strategy = spec["strategy"]
-    if strategy is not None or not per_column:
-        strategy = spec["strategy"] = check.choice(f"{path}.strategy", strategy, STRATEGIES, "strategy")
-    if strategy == "constant" and (isinstance(spec["value"], bool)
-                                   or not isinstance(spec["value"], (int, float, str))):
-        check.error(f"{path}.value", f"strategy constant needs a value (a number, or a category), got "
-                                     f"{_show(spec['value'])}")
-    elif strategy != "constant" and spec["value"] is not None:
-        check.error(f"{path}.value", f"is for strategy constant, not {_show(strategy)}")
-    if per_column:
-        columns = check.mapping(f"{path}.columns", spec["columns"], set(spec["columns"] or ()))
-        spec["columns"] = {c: _missing_spec(check, f"{path}.columns.{c}", v, per_column=False)
-                           for c, v in columns.items()}
-    return spec
 
 
 def _regularizer(check, path, value):
@@ -274,7 +226,7 @@ def resolve(raw):
     data = cfg["data"] = check.mapping("data", cfg["data"], set(SECTION_DEFAULTS["data"]),
                                        SECTION_DEFAULTS["data"])
     data["dataset"] = check.choice("data.dataset", data["dataset"], DATASETS, "dataset")
-    _table_options(check, data)
+    table_options(check, data)
     data["color_mode"] = check.choice("data.color_mode", data["color_mode"], ("grayscale", "rgb"),
                                       "color mode")
     for key in PATH_KEYS + ("label_column",):

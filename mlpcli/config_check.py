@@ -5,7 +5,6 @@ import re
 import string
 
 from mlpcli.files import plain_name_problem
-from mlpcli.nn.metrics import MODES
 from mlpcli.nn.registry import did_you_mean
 from mlpcli.nn.spec import FLOAT32_MAX, NESTED, brief as _brief, show as _show, unknown_choice
 

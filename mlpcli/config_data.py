@@ -1,0 +1,56 @@
+"""The checks of a config's ``data:`` options for tables: ``data.scaling`` (a name, or per
+column), ``data.categorical`` and ``data.missing`` (see ``mlpcli.data.table_encoding``)."""
+
+from mlpcli.config_check import _show
+from mlpcli.data import SCALINGS
+from mlpcli.data.table_encoding import STRATEGIES
+
+IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
+
+
+def table_options(check, data):
+    """data.scaling (a name, or for csv ``{default, columns: {column: name}}``), and the csv-only
+    data.categorical (column names) and data.missing (``{strategy, value, columns: {column:
+    {strategy, value}}}``; a strategy left out or null: those columns' missing cells are errors)."""
+    scaling, table = data["scaling"], data["dataset"] == "csv"
+    if isinstance(scaling, dict) and table:
+        scaling = data["scaling"] = check.mapping("data.scaling", scaling, {"default", "columns"},
+                                                  {"default": "none", "columns": {}})
+        scaling["default"] = check.choice("data.scaling.default", scaling["default"], SCALINGS, "scaling")
+        columns = check.mapping("data.scaling.columns", scaling["columns"], set(scaling["columns"] or ()))
+        scaling["columns"] = {c: check.choice(f"data.scaling.columns.{c}", v, SCALINGS, "scaling")
+                              for c, v in columns.items()}
+    else:
+        if scaling == "auto":
+            scaling = "unit" if data["dataset"] in IMAGE_DATASETS else "none"
+        data["scaling"] = check.choice("data.scaling", scaling, SCALINGS, "scaling")
+    categorical = data["categorical"]
+    if not isinstance(categorical, list) or not all(isinstance(c, str) and c for c in categorical):
+        check.error("data.categorical", f"must be a list of column names, got {_show(categorical)}")
+        data["categorical"] = []
+    if data["missing"] is not None:
+        data["missing"] = _missing_spec(check, "data.missing", data["missing"], per_column=True)
+    if not table and (data["categorical"] or data["missing"] is not None):
+        check.error("data.categorical" if data["categorical"] else "data.missing",
+                    f"is for dataset 'csv' (columns of a table), not {data['dataset']!r}")
+    if table and data["label_column"] in data["categorical"]:
+        check.error("data.categorical", f"names the label column {data['label_column']!r}, which is no feature")
+
+
+def _missing_spec(check, path, value, per_column):
+    keys = {"strategy", "value"} | ({"columns"} if per_column else set())
+    spec = check.mapping(path, value, keys, dict.fromkeys(keys))
+    strategy = spec["strategy"]
+    if strategy is not None or not per_column:
+        strategy = spec["strategy"] = check.choice(f"{path}.strategy", strategy, STRATEGIES, "strategy")
+    if strategy == "constant" and (isinstance(spec["value"], bool)
+                                   or not isinstance(spec["value"], (int, float, str))):
+        check.error(f"{path}.value", f"strategy constant needs a value (a number, or a category), got "
+                                     f"{_show(spec['value'])}")
+    elif strategy != "constant" and spec["value"] is not None:
+        check.error(f"{path}.value", f"is for strategy constant, not {_show(strategy)}")
+    if per_column:
+        columns = check.mapping(f"{path}.columns", spec["columns"], set(spec["columns"] or ()))
+        spec["columns"] = {c: _missing_spec(check, f"{path}.columns.{c}", v, per_column=False)
+                           for c, v in columns.items()}
+    return spec
