@@ -6,7 +6,12 @@ import numpy as np
 
 from mlpcli import figures
 from mlpcli.errors import printable
-from mlpcli.evaluation_curves import CurvesProblem, read_calibration, read_lines, read_regression
+from mlpcli.evaluation_curves import (
+    CurvesProblem,
+    read_calibration,
+    read_lines,
+    read_regression,
+)
 
 MAX_LEGEND = 12  # classes named in a legend; past that the lines go unnamed
 
