@@ -125,8 +125,9 @@ def _section(ev, key, what):
 
 
 def read_lines(ev, key, x_key, y_key, area_key=None):
-    """[(class name, x, y, area or None), ...] of the per-class curves under ``curves.<key>``,
-    then ("macro average", ...) when there is one; ``CurvesProblem`` if there are none."""
+    """[(class name, x, y, area or None, whether it is the macro average), ...] of the
+    per-class curves under ``curves.<key>``, then the macro average when there is one;
+    ``CurvesProblem`` if there are none."""
     section = _section(ev, key, f"{key.replace('_', '-')} curves")
     entries = section.get("classes")
     if not isinstance(entries, list) or not entries:
@@ -140,8 +141,8 @@ def read_lines(ev, key, x_key, y_key, area_key=None):
         if len(x) != len(y):
             raise CurvesProblem(f"curves.{key}: {x_key} and {y_key} differ in length")
         area = entry.get(area_key) if area_key and finite(entry.get(area_key)) else None
-        name = str(entry.get("class")) if i < len(entries) else "macro average"
-        lines.append((name, x, y, area))
+        macro = i == len(entries)
+        lines.append(("macro average" if macro else str(entry.get("class")), x, y, area, macro))
     return lines
 
 

@@ -17,8 +17,7 @@ MAX_LEGEND = 12  # classes named in a legend; past that the lines go unnamed
 
 
 def _curve_lines(ax, lines, area_name):
-    for i, (name, x, y, area) in enumerate(lines):
-        macro = name == "macro average" and i == len(lines) - 1
+    for i, (name, x, y, area, macro) in enumerate(lines):
         text = f"{printable(name)} ({area_name} {area:.3f})" if area is not None else printable(name)
         style = {"color": "black", "linewidth": 2.2, "linestyle": "--"} if macro else {"linewidth": 1.2}
         ax.plot(x, y, label=text if macro or i < MAX_LEGEND else None, **style)
