@@ -7,10 +7,13 @@ evaluate`` left in each run folder and writes:
   runs without an ``accuracy`` column, e.g. regression runs);
 * ``loss.<fmt>``: training vs validation loss per epoch;
 * ``learning_rate.<fmt>``: the learning rate per epoch;
-* for every ``evaluation*.json``: ``confusion_matrix<suffix>.<fmt>`` (counts,
-  true class = rows, predicted = columns) and ``misclassified<suffix>.<fmt>``
-  (up to 25 misclassified test images), where ``evaluation-model-03.json``
-  gives the suffix ``-model-03`` and ``evaluation.json`` none.
+* for every ``evaluation*.json`` of a classifier: ``confusion_matrix<suffix>.<fmt>``
+  (counts, true class = rows, predicted = columns), ``misclassified<suffix>.<fmt>``
+  (up to 25 misclassified test images), ``roc<suffix>.<fmt>`` and
+  ``precision_recall<suffix>.<fmt>`` (per class, and the macro average) and
+  ``calibration<suffix>.<fmt>`` (a reliability diagram of 10 bins); of a regression
+  model: ``predicted_vs_true<suffix>.<fmt>`` and ``residuals<suffix>.<fmt>``. The
+  suffix of ``evaluation-model-03.json`` is ``-model-03``; ``evaluation.json`` has none.
 
 On the accuracy and loss plots the best epoch by the checkpoint's monitored
 quantity is marked with a dashed vertical line, and the epochs from the onset

@@ -1,13 +1,19 @@
-"""Figures of an evaluation: the confusion matrix and a grid of misclassified test images."""
+"""Figures of an evaluation: the confusion matrix, a grid of misclassified test images and,
+drawn by ``mlpcli.plots_scores``, the curves of classifiers and the scatters of regression."""
 
 import math
 
-from mlpcli import figures, run_models, runs
+from mlpcli import figures, plots_scores, run_models, runs
 from mlpcli.errors import printable
 from mlpcli.history import finite
 
 MAX_MISCLASSIFIED = 25
 GRID_COLUMNS = 5
+# (file name before the evaluation's suffix, how it is drawn) of the curve figures
+CLASSIFIER_FIGURES = (("roc", plots_scores.roc_plot), ("precision_recall", plots_scores.precision_recall_plot),
+                      ("calibration", plots_scores.calibration_plot))
+REGRESSION_FIGURES = (("predicted_vs_true", plots_scores.predicted_vs_true_plot),
+                      ("residuals", plots_scores.residuals_plot))
 
 
 def _confusion_plot(ev, path, fmt, report, label, source):
@@ -147,11 +153,18 @@ def plot_evaluations(run, cfg, folder, fmt, report, label):
         if not isinstance(ev, dict):
             report.skipped.append(f"{label}: {source.name} is not a JSON object; no evaluation plots")
             continue
-        if "confusion_matrix" not in ev:
-            report.skipped.append(f"{label}: {source.name} has no confusion matrix "
-                                  "(regression evaluation?); no evaluation plots")
+        if "confusion_matrix" in ev:
+            _confusion_plot(ev, folder / f"confusion_matrix{suffix}.{fmt}", fmt, report, label,
+                            source.name)
+            _misclassified_plot(ev, cfg, folder / f"misclassified{suffix}.{fmt}", fmt, report, label,
+                                source.name, cache)
+            figures_of = CLASSIFIER_FIGURES
+        elif isinstance(ev.get("curves"), dict) and "predicted_vs_true" in ev["curves"]:
+            figures_of = REGRESSION_FIGURES
+        else:
+            report.skipped.append(f"{label}: {source.name} has no confusion matrix and no predicted "
+                                  "values (a regression evaluation from before mlp evaluate kept "
+                                  "them? evaluate again); no evaluation plots")
             continue
-        _confusion_plot(ev, folder / f"confusion_matrix{suffix}.{fmt}", fmt, report, label,
-                        source.name)
-        _misclassified_plot(ev, cfg, folder / f"misclassified{suffix}.{fmt}", fmt, report, label,
-                            source.name, cache)
+        for name, draw in figures_of:
+            draw(ev, folder / f"{name}{suffix}.{fmt}", fmt, report, label, source.name)

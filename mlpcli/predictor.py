@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import config as config_mod
-from mlpcli import modelfile, run_models, runs
+from mlpcli import evaluation_curves, modelfile, run_models, runs
 from mlpcli.data.features import check_finite, scale_into
 from mlpcli.errors import ConfigError, DataError, MlpError, ModelFileError
 from mlpcli.nn import losses, metrics
@@ -28,6 +28,8 @@ from mlpcli.pipeline import SCALINGS, standard_numbers
 
 FOREIGN_SCALING = "none"  # what a file without mlpcli's record gets unless --scaling says otherwise
 MISCLASSIFIED_KEPT = 100
+# scored by ``mlp evaluate`` whether or not the config lists them
+ALWAYS_SCORED = {"classification": ("auc", "pr_auc", "log_loss"), "regression": ("r2",)}
 
 
 @dataclass
@@ -239,9 +241,13 @@ class Predictor:
     # ---------------------------------------------------------------- scoring
 
     def score(self, x, y, metric_specs=None):
-        """Loss, metrics and, for classification, the per-class report on prepared (x, y)."""
+        """Loss, metrics (with ``ALWAYS_SCORED``), the curves ``mlp plot`` draws and, for
+        classification, the per-class report on prepared (x, y)."""
         model = self.model
         metric_specs = metric_specs or (self.config["metrics"] if self.config else [{"type": "accuracy"}])
+        listed = {spec["type"] for spec in metric_specs}
+        metric_specs = [*metric_specs, *({"type": name} for name in ALWAYS_SCORED.get(self.task, ())
+                                         if name not in listed)]
         loss = losses.get(self.loss_name)
         y_pred = self.outputs(x)
         penalty = model.weight_penalty() + model.predict_activity_penalty
@@ -249,7 +255,7 @@ class Predictor:
                   "loss": loss.value(losses.encode_targets(loss, y, model.n_outputs), y_pred) + penalty,
                   "metrics": metrics.compute(metric_specs, y, y_pred)}
         if self.task != "classification":
-            return report
+            return {**report, **evaluation_curves.regression_points(y, y_pred)}
         return {**report, **self._class_report(y.astype(np.int64), y_pred)}
 
     def _class_report(self, y, y_pred):
@@ -271,7 +277,8 @@ class Predictor:
                              "f1": float(f1 @ weights), "support": int(total)},
             "confusion_matrix": cm.tolist(),
             "misclassified": [{"index": int(i), "true": int(y[i]), "predicted": int(predicted[i]),
-                               "probability": float(confidence[i])} for i in wrong]}
+                               "probability": float(confidence[i])} for i in wrong],
+            **evaluation_curves.classifier_curves(y, y_pred, names)}
 
 
 def _checked_config(cfg, path):

@@ -214,7 +214,7 @@ def test_evaluate_regression_run_and_csv_data(tmp_path):
     result = invoke(["evaluate", tmp_path / "r"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "evaluation.json").read_text())
-    assert set(report["metrics"]) == {"mae"} and report["samples"] == 88
+    assert set(report["metrics"]) == {"mae", "r2"} and report["samples"] == 88
     assert "per_class" not in report and "confusion matrix" not in result.output
     result = invoke(["evaluate", tmp_path / "r", "--data", "configs/data/diabetes_train.csv"])
     assert result.exit_code == 0, result.output
@@ -291,5 +291,5 @@ def test_evaluate_json_prints_the_report_alone_on_stdout(tiny_run, tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)  # the whole of stdout is one JSON object
     assert report == json.loads((run_dir / "evaluation.json").read_text())
-    assert set(report["metrics"]) == {"accuracy"} and report["samples"] > 0
+    assert set(report["metrics"]) == {"accuracy", "auc", "pr_auc", "log_loss"} and report["samples"] > 0
     assert f"Wrote {run_dir / 'evaluation.json'}" in done.stderr

@@ -512,3 +512,124 @@ def test_import_does_not_load_matplotlib():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- curves of an evaluation
+
+def mlp(*args):
+    """``mlp ARGS`` in a real process; its output (it must succeed)."""
+    result = subprocess.run([sys.executable, "-m", "mlpcli", *map(str, args)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def copied_run(run, tmp_path):
+    import shutil
+
+    return shutil.copytree(run, tmp_path / run.name)
+
+
+def test_classifier_evaluation_and_plot_draw_roc_pr_and_calibration(tiny_run, tmp_path, figures):
+    run = copied_run(tiny_run, tmp_path)
+    printed = mlp("evaluate", run)
+    ev = json.loads((run / "evaluation.json").read_text())
+    for name in ("auc", "pr_auc", "log_loss"):  # scored though the config lists only accuracy
+        assert f"{name}: " in printed and finite_number(ev["metrics"][name])
+    assert 0.5 < ev["metrics"]["auc"] <= 1 and ev["metrics"]["log_loss"] > 0
+    assert ev["metrics"]["log_loss"] == pytest.approx(ev["loss"], rel=1e-4)  # the loss, sparse CE
+    report = plot_runs([run])
+    names = {p.name for p in report.written}
+    assert {"roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png"} <= names
+    for name in ("roc.png", "precision_recall.png", "calibration.png"):
+        assert_png(run / "plots" / name, size=(640, 480))
+    roc = legend_labels(figures["roc.png"])
+    assert roc[0] == "chance" and len(roc) == 12  # chance, 10 classes, the macro average
+    assert roc[-1] == f"macro average (AUC {ev['metrics']['auc']:.3f})"
+    assert legend_labels(figures["precision_recall.png"])[-1] == \
+        f"macro average (AP {ev['metrics']['pr_auc']:.3f})"
+    assert "probability of the predicted class" in figures["calibration.png"].axes[0].get_title()
+
+
+def finite_number(value):
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def test_binary_classifier_curves_are_of_its_positive_class(csv_run, tmp_path, figures):
+    run = copied_run(csv_run, tmp_path)
+    mlp("evaluate", run)
+    ev = json.loads((run / "evaluation.json").read_text())
+    positive = ev["class_names"][1]
+    assert [c["class"] for c in ev["curves"]["roc"]["classes"]] == [positive]
+    assert "macro" not in ev["curves"]["roc"]
+    assert ev["curves"]["roc"]["classes"][0]["auc"] == pytest.approx(ev["metrics"]["auc"], abs=1e-12)
+    plot_runs([run])
+    assert legend_labels(figures["roc.png"]) == ["chance", f"{positive} (AUC {ev['metrics']['auc']:.3f})"]
+    assert figures["calibration.png"].axes[0].get_title().startswith(
+        f"calibration: probability of class {positive}")
+
+
+def test_regression_evaluation_and_plot_draw_predicted_vs_true_and_residuals(tmp_path, figures):
+    run = tmp_path / "diabetes"
+    mlp("train", "configs/diabetes-regression.yaml", "--run-dir", run, "-q", "--no-plots",
+        "--set", "training.epochs=3", "--set", "metrics=[mae, r2]", "--set", "checkpoint.monitor=val_r2")
+    assert "val_r2" in (run / "history.csv").read_text().splitlines()[0].split(",")
+    printed = mlp("evaluate", run)
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert "r2: " in printed and finite_number(ev["metrics"]["r2"])
+    points = ev["curves"]["predicted_vs_true"]
+    assert points["samples"] == len(points["true"][0]) == len(points["predicted"][0])
+    report = plot_runs([run])
+    names = {p.name for p in report.written}
+    assert {"predicted_vs_true.png", "residuals.png"} <= names
+    assert not any(n.startswith(("roc", "confusion", "calibration")) for n in names)
+    for name in ("predicted_vs_true.png", "residuals.png"):
+        assert_png(run / "plots" / name, size=(640, 480))
+    true, predicted = (np.array(points[k][0]) for k in ("true", "predicted"))
+    residuals = figures["residuals.png"].axes[0].collections[0].get_offsets()
+    np.testing.assert_allclose(residuals[:, 0], predicted)
+    np.testing.assert_allclose(residuals[:, 1], true - predicted)
+
+
+def curves_evaluation(n_classes=3, seed=0):
+    from mlpcli.evaluation_curves import classifier_curves
+
+    rng = np.random.default_rng(seed)
+    out = rng.dirichlet(np.ones(n_classes), 200)
+    labels = rng.integers(0, n_classes, 200)
+    return {**evaluation(n_classes=n_classes), **classifier_curves(labels, out, [f"k{i}" for i in range(n_classes)])}
+
+
+def test_curve_figures_take_the_evaluation_suffix(tmp_path):
+    run = make_run(tmp_path, "run1", OVERFIT)
+    (run / "evaluation-model-03.json").write_text(json.dumps(curves_evaluation()))
+    (run / "evaluation-model-03-on-other.json").write_text(json.dumps(
+        {"loss": 1.0, "metrics": {"r2": 0.5}, "curves": {"predicted_vs_true": {
+            "samples": 3, "outputs": 2, "true": [[1, 2, 3], [0, 1, 0]], "predicted": [[1.5, 2, 2], [0, 0, 0]]}}}))
+    names = {p.name for p in plot_runs([run]).written}
+    assert {"roc-model-03.png", "precision_recall-model-03.png", "calibration-model-03.png",
+            "predicted_vs_true-model-03-on-other.png", "residuals-model-03-on-other.png"} <= names
+
+
+def test_reports_without_or_with_broken_curves_are_skipped_with_the_reason(tmp_path):
+    run = make_run(tmp_path, "run1", OVERFIT)
+    (run / "evaluation.json").write_text(json.dumps(evaluation()))  # written before the curves
+    broken = curves_evaluation()
+    broken["curves"]["roc"]["classes"][1]["tpr"] = ["x", None]
+    broken["curves"]["precision_recall"]["classes"][0]["recall"] = [0.1]
+    broken["curves"]["calibration"] = "no"
+    (run / "evaluation-broken.json").write_text(json.dumps(broken))
+    (run / "evaluation-reg.json").write_text(json.dumps(
+        {"metrics": {}, "curves": {"predicted_vs_true": {"true": [[1, 2]], "predicted": [[1, math.inf]]}}}))
+    report = plot_runs([run])
+    names = {p.name for p in report.written}
+    assert {"confusion_matrix.png", "confusion_matrix-broken.png"} <= names
+    assert not any(n.startswith(("roc", "precision_recall", "calibration", "residuals", "predicted"))
+                   for n in names)
+    skipped = "\n".join(report.skipped)
+    assert "roc.png: evaluation.json has no roc curves (written before mlp evaluate recorded them" in skipped
+    assert "roc-broken.png: evaluation-broken.json curves.roc tpr is not a list of numbers" in skipped
+    assert "precision_recall-broken.png: evaluation-broken.json curves.precision_recall: recall and " \
+           "precision differ in length" in skipped
+    assert "calibration-broken.png: evaluation-broken.json has no calibration bins" in skipped
+    assert "residuals-reg.png: evaluation-reg.json curves.predicted_vs_true predicted is not a list" in skipped

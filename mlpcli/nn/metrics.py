@@ -5,11 +5,15 @@ holds the dataset's targets (int labels ``(n,)`` for classification, float
 ``(n, k)`` for regression) and ``y_pred`` the model output ``(n, outputs)``.
 With one output, classification is binary (threshold 0.5); otherwise the
 predicted class is the arg-max. Precision, recall and F1 are macro averages
-over the classes for multi-class models.
+over the classes for multi-class models; so are the areas under the ROC and
+precision-recall curves (``mlpcli.nn.metrics_curves``), one class against the rest.
 """
+
+import math
 
 import numpy as np
 
+from mlpcli.nn import metrics_curves
 from mlpcli.nn.spec import Component, Param, Registry, declare, integer
 
 
@@ -104,8 +108,45 @@ def mae(y_true, y_pred):
     return float(np.abs(y_pred - _as_targets(y_true, y_pred)).mean(dtype=np.float64))
 
 
-METRICS = Registry("metric", [accuracy, precision, recall, f1, top_k_accuracy, mse, mae])
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "top_k_accuracy")
+@declare(Component("auc", "area under the ROC curve; several classes: one against the rest, macro average", keras="AUC"))
+def auc(y_true, y_pred):
+    """Area under the ROC curve (scikit-learn's ``roc_auc_score``, ``multi_class="ovr"``)."""
+    return metrics_curves.macro_area(metrics_curves.roc_auc, _labels(y_true), y_pred)
+
+
+@declare(Component("pr_auc", "average precision (area under the precision-recall curve); one class against the rest, macro average"))
+def pr_auc(y_true, y_pred):
+    """Average precision (scikit-learn's ``average_precision_score``), one class against the rest."""
+    return metrics_curves.macro_area(metrics_curves.average_precision, _labels(y_true), y_pred)
+
+
+@declare(Component("log_loss", "mean -log of the true class's probability (clipped to [eps, 1 - eps])"))
+def log_loss(y_true, y_pred):
+    """Mean -log of the true class's probability, clipped to [eps, 1 - eps] with the eps of
+    its float type, as scikit-learn's ``log_loss``."""
+    probs = np.hstack([1 - y_pred, y_pred]) if y_pred.shape[1] == 1 else y_pred
+    eps = np.finfo(probs.dtype).eps
+    true = np.take_along_axis(probs, _labels(y_true)[:, None], axis=1)
+    return float(-np.log(np.clip(true, eps, 1 - eps).astype(np.float64)).mean())
+
+
+@declare(Component("r2", "coefficient of determination, the mean over outputs", keras="R2Score"))
+def r2(y_true, y_pred):
+    """Coefficient of determination, the mean over outputs, as scikit-learn's ``r2_score``:
+    an output whose targets are all equal scores 1 if predicted exactly, else 0; NaN for
+    fewer than two samples."""
+    if len(y_pred) < 2:
+        return math.nan
+    target = _as_targets(y_true, y_pred).astype(np.float64)
+    residual = np.square(target - y_pred.astype(np.float64)).sum(axis=0)
+    spread = np.square(target - target.mean(axis=0)).sum(axis=0)
+    ratio = np.divide(residual, spread, out=np.ones_like(spread), where=spread > 0)
+    return float(np.where(residual == 0, 1.0, 1.0 - ratio).mean())
+
+
+METRICS = Registry("metric", [accuracy, precision, recall, f1, top_k_accuracy, mse, mae, auc, pr_auc, log_loss, r2])
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "top_k_accuracy", "auc", "pr_auc", "log_loss")
+HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "top_k_accuracy", "auc", "pr_auc", "r2")
 MODES = ("auto", "min", "max")  # of a monitored quantity, see higher_is_better
 
 
@@ -117,7 +158,7 @@ def higher_is_better(monitor, mode="auto"):
     if mode in ("min", "max"):
         return mode == "max"
     base = monitor[4:] if monitor.startswith("val_") else monitor
-    return base in CLASSIFICATION_METRICS
+    return base in HIGHER_IS_BETTER
 
 
 def get(name):
