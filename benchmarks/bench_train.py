@@ -63,7 +63,7 @@ def mnist_split():
     from mlpcli.config import load_config
     from mlpcli.data import load_dataset, stratified_split
     from mlpcli.data.features import Features
-    from mlpcli.training import random_streams
+    from mlpcli.trainer import random_streams
 
     cfg = load_config(os.path.join(HERE, "..", "configs", "mnist.yaml"))
     data = load_dataset(cfg["data"], scale=False)
@@ -77,7 +77,7 @@ def mnist_split():
 # -- workers: each runs in its own process and prints one JSON line ------------------------
 
 def work_ours(epochs, dropout=True, validate=True, processes=None):
-    from mlpcli.training import Trainer, build_model, random_streams
+    from mlpcli.trainer import Trainer, build_model, random_streams
 
     cfg, x, y, x_val, y_val = mnist_split()
     if processes is not None:
