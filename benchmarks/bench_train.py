@@ -57,51 +57,63 @@ def epoch_flops(n_train, n_val, sizes=(784, HIDDEN, HIDDEN, 10)):
     return n_train * (2 * forward + input_grads) + n_val * forward
 
 
-def mnist_split():
-    """The training and validation features (``Features``: uint8, scaled per batch) and
-    labels that `mlp train configs/mnist.yaml` uses."""
+def mnist_config():
     from mlpcli.config import load_config
-    from mlpcli.data import load_dataset, stratified_split
-    from mlpcli.data.features import Features
-    from mlpcli.training import random_streams
 
-    cfg = load_config(os.path.join(HERE, "..", "configs", "mnist.yaml"))
-    data = load_dataset(cfg["data"], scale=False)
-    train_idx, val_idx = stratified_split(data.y_train, cfg["data"]["validation_split"],
-                                          random_streams(cfg["seed"])["split"])
-    shape = cfg["model"]["input_shape"]
-    return (cfg, Features(data.x_train[train_idx], data.preprocessing, shape), data.y_train[train_idx],
-            Features(data.x_train[val_idx], data.preprocessing, shape), data.y_train[val_idx])
+    return load_config(os.path.join(HERE, "..", "configs", "mnist.yaml"))
+
+
+def mnist_split(cfg):
+    """(random streams, model, ``TrainingData``) as `mlp train` prepares them for ``cfg``:
+    the features stay uint8, scaled per batch."""
+    from mlpcli.trainer import build_model, random_streams
+    from mlpcli.training_data import prepare_data
+
+    streams = random_streams(cfg["seed"])
+    model = build_model(cfg, streams)
+    return streams, model, prepare_data(cfg, model, streams["split"])
 
 
 # -- workers: each runs in its own process and prints one JSON line ------------------------
 
 def work_ours(epochs, dropout=True, validate=True, processes=None):
-    from mlpcli.training import Trainer, build_model, random_streams
+    from mlpcli.callbacks import LearningRateSchedule, NanGuard
+    from mlpcli.fit_loop import Callback, FitLoop
+    from mlpcli.trainer import Trainer
 
-    cfg, x, y, x_val, y_val = mnist_split()
+    class EpochTimes(Callback):
+        """Each epoch's seconds, training pass and validation."""
+
+        def __init__(self):
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs):
+            self.seconds.append(time.perf_counter() - self.t0)
+
+    cfg = mnist_config()
     if processes is not None:
         cfg["training"]["processes"] = processes
     if not dropout:
         cfg["model"]["layers"] = [l for l in cfg["model"]["layers"] if l["type"] != "dropout"]
-    streams = random_streams(cfg["seed"])
-    trainer = Trainer(build_model(cfg, streams), cfg, streams, math.ceil(len(x) / BATCH))
-    times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        logs = trainer.run_epoch(x, y)
-        if validate:
-            trainer.evaluate(x_val, y_val)
-        trainer.end_epoch(logs)
-        times.append(time.perf_counter() - t0)
-    return {"epoch_seconds": times, "n_train": len(x), "n_val": len(x_val) if validate else 0}
+    streams, model, data = mnist_split(cfg)
+    trainer = Trainer(model, cfg, streams, math.ceil(len(data.train[0]) / BATCH))
+    times = EpochTimes()
+    FitLoop(trainer, epochs, [NanGuard(trainer), LearningRateSchedule(trainer.schedule), times]).fit(
+        data.train, data.val if validate else (None, None))
+    return {"epoch_seconds": times.seconds, "n_train": len(data.train[0]),
+            "n_val": len(data.val[0]) if validate else 0}
 
 
 def work_torch(epochs):
     import torch
     from torch import nn
 
-    cfg, x, y, x_val, y_val = mnist_split()
+    cfg = mnist_config()
+    _, _, data = mnist_split(cfg)
+    (x, y), (x_val, y_val) = data.train, data.val
     x, x_val = x[:], x_val[:]  # float32 arrays
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
@@ -138,7 +150,9 @@ def work_sklearn(epochs):
 
     from sklearn.neural_network import MLPClassifier
 
-    cfg, x, y, _, _ = mnist_split()
+    cfg = mnist_config()
+    _, _, data = mnist_split(cfg)
+    x, y = data.train
     x = x[:]
     clf = MLPClassifier(hidden_layer_sizes=(HIDDEN, HIDDEN), solver="adam", batch_size=BATCH,
                         learning_rate_init=cfg["optimizer"]["learning_rate"], alpha=0.0, shuffle=True,

@@ -257,7 +257,7 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
             problems += [f"{where}{p}" for p in exc.problems if f"{where}{p}" not in problems]
         raise ConfigError(problems)
 
-    from mlpcli.session import StopRequest
+    from mlpcli.fit_loop import StopRequest
 
     with contextlib.ExitStack() as stack:
         # from here the first Ctrl-C or SIGTERM is only recorded: no trial starts after it

@@ -6,22 +6,33 @@ Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
 """
 
 import contextlib
+import math
 import os
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from mlpcli import config as config_mod
-from mlpcli import files, runs, sweep_folder
-from mlpcli.data import load_dataset, stratified_split
-from mlpcli.data.features import Features
-from mlpcli.errors import DataError, Interrupted, MlpError, os_error_text, printable
+from mlpcli import files, pipeline, runs, sweep_folder
+from mlpcli.callbacks import (
+    Checkpoints,
+    Diagnostics,
+    EarlyStopping,
+    FinalMetrics,
+    HistoryFile,
+    LearningRateSchedule,
+    NanGuard,
+    Plots,
+    ProgressReport,
+    TestEvaluation,
+)
+from mlpcli.errors import Interrupted, MlpError, os_error_text, printable
 from mlpcli.files import open_own_file
-from mlpcli.session import Session, SetupInterrupted, StopRequest
-from mlpcli.training import blas_threads, build_model, random_streams
+from mlpcli.fit_loop import FitLoop, SetupInterrupted, StopRequest
+from mlpcli.resume_states import ResumeStates
+from mlpcli.trainer import Trainer, blas_threads, build_model, random_streams
+from mlpcli.training_data import prepare_data
 from mlpcli.training_memory import check_memory
 
 
@@ -91,15 +102,6 @@ class Reporter:
                         "(training goes on and its other files are written as before)"),
               file=sys.stderr)
 
-    def progress(self, epoch, epochs, batches):
-        """A tqdm bar for one epoch, or None when output is not a terminal."""
-        if self.quiet or not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=batches, desc=f"Epoch {epoch}/{epochs}", unit="batch", leave=False,
-                    dynamic_ncols=True)
-
 
 def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_dir=None,
           dry_run=False, quiet=False, plots=True, echo=print):
@@ -155,22 +157,30 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
     """Train into ``folder``: the run to resume, or (with ``runs_root``) a new, empty one;
     ``notes`` are printed and logged after the run folder's name."""
     with runs.RunLock(folder), report.logging_to(folder / runs.LOG_FILE):
-        # features stay as stored (uint8 for images) and are scaled a batch at a time, to keep memory low
-        data = load_dataset(cfg["data"], task=cfg["task"], progress=report.line, scale=False)
-        # labels are checked against the model's classes before the split, which sorts them
-        _check_classes(data.class_names, model, cfg)
-        for y, part in ((data.y_train, "training"), (data.y_val, "validation"), (data.y_test, "test")):
-            _check_targets(y, model, cfg, part)
-        x_train, y_train, x_val, y_val = _split(cfg, data, streams["split"])
-        feature_shape = x_train.shape[1:]
-        x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
-                                  ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
-        data.x_train = data.x_val = data.x_test = None
-        check_memory(cfg, model, len(x_train))  # a batch of this data, before training allocates it
-        config_mod.check_monitors(cfg, x_val is not None)
-        session = Session(cfg, model, streams, data, feature_shape, folder, report, len(x_train))
+        data = prepare_data(cfg, model, streams["split"], progress=report.line)
+        n_train = len(data.train[0])
+        check_memory(cfg, model, n_train)  # a batch of this data, before training allocates it
+        config_mod.check_monitors(cfg, data.val[0] is not None)
+        trainer = Trainer(model, cfg, streams, math.ceil(n_train / cfg["training"]["batch_size"]))
+        model_extras = {"config": cfg, "pipeline": pipeline.from_training(
+            cfg, data.preprocessing, data.class_names, data.feature_shape, data.table)}
+        history_file = HistoryFile(folder)
+        resume_states = ResumeStates(cfg, folder, report, n_train, model_extras)
+        loop = FitLoop(trainer, cfg["training"]["epochs"], [
+            NanGuard(trainer),
+            LearningRateSchedule(trainer.schedule),
+            ProgressReport(report, math.ceil(n_train / trainer.batch_size)),
+            history_file,
+            *_early_stopping(cfg, model, report),
+            Checkpoints(cfg, trainer, folder, model_extras, report),
+            resume_states,  # after every callback that changes in an epoch, so that it saves what they did
+            FinalMetrics(),
+            *([TestEvaluation(*data.test, report)] if data.test[0] is not None and data.test[1] is not None else []),
+            Diagnostics(cfg, folder, report),
+            *([Plots(folder, report)] if plots else []),
+        ], stop, folder)
         if runs_root is None:
-            session.resume()
+            resume_states.resume(history_file)
         else:
             (folder / runs.CHECKPOINTS_DIR).mkdir()
         files.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
@@ -187,10 +197,22 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             if warning:
                 report.warn(warning)
             report.line(summary)
-        report.line(f"Training on {len(x_train)} samples, validating on "
-                    f"{0 if x_val is None else len(x_val)}")
-        results = session.fit((x_train, y_train), (x_val, y_val), (x_test, data.y_test), plots, stop)
-    return TrainResult(folder, session.history, results)
+        report.line(f"Training on {n_train} samples, validating on "
+                    f"{0 if data.val[0] is None else len(data.val[0])}")
+        # as a number, for compare and sweeps to rank this run by, while it trains too
+        runs.write_param_count(folder, model.count_params())
+        loop.fit(data.train, data.val)
+        results = loop.finish()
+    return TrainResult(folder, loop.history, results)
+
+
+def _early_stopping(cfg, model, report):
+    """The early-stopping callback the config asks for, as a list of none or one."""
+    es = cfg["early_stopping"]
+    if not es:
+        return []
+    return [EarlyStopping(model, es["monitor"], es["patience"], es["min_delta"], es["mode"],
+                          es["restore_best_weights"], report)]
 
 
 def _resume_config(folder, overrides, report):
@@ -217,66 +239,3 @@ def _resume_config(folder, overrides, report):
 
 def _yaml_value(value):
     return "null" if value is None else value
-
-
-def _split(cfg, data, rng):
-    """Training and validation arrays: explicit validation data, or a stratified split."""
-    if data.x_val is not None:
-        return data.x_train, data.y_train, data.x_val, data.y_val
-    fraction = cfg["data"]["validation_split"]
-    if not fraction:
-        return data.x_train, data.y_train, None, None
-    train_idx, val_idx = stratified_split(data.y_train, fraction, rng)
-    return data.x_train[train_idx], data.y_train[train_idx], data.x_train[val_idx], data.y_train[val_idx]
-
-
-def _fit_input(x, model, preprocessing, part):
-    """The features as the model sees them (scaled a batch at a time, in the model's
-    input_shape), or an explanation of why they do not fit."""
-    if x is None:
-        return None
-    if len(x) == 0:
-        raise DataError(f"the {part} data is empty")
-    want = model.input_shape
-    if int(np.prod(x.shape[1:])) != int(np.prod(want)):
-        raise DataError(f"the {part} data has samples of shape {tuple(x.shape[1:])} "
-                        f"({int(np.prod(x.shape[1:]))} values) but model.input_shape is "
-                        f"{list(want)}; set model.input_shape to match the data")
-    return Features(x, preprocessing, want)
-
-
-def _check_classes(class_names, model, cfg):
-    """A dataset that names its classes (string labels, image folders, MNIST) needs one output
-    per class, or one sigmoid output for two: an extra output is a class that never occurs,
-    which predict would still offer."""
-    if cfg["task"] != "classification" or not class_names:
-        return
-    outputs, count = model.n_outputs, len(class_names)
-    if outputs == count or (outputs == 1 and count == 2):
-        return
-    shown = ", ".join(map(str, class_names[:6])) + (", ..." if count > 6 else "")
-    key = f"model.layers[{config_mod.last_dense_index(cfg['model']['layers'])}].units"
-    raise config_mod.ConfigError(f"{key}: the data has {count} classes ({shown}) but the output layer has "
-                                 f"{outputs} unit(s); set it to {count}"
-                                 + (" (or 1 with a sigmoid and binary_crossentropy)" if count == 2 else ""))
-
-
-def _check_targets(y, model, cfg, part):
-    if y is None:
-        return
-    outputs = model.n_outputs
-    if cfg["task"] == "classification":
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"the {part} labels are not class indices; for numeric targets set task: regression")
-        n_classes = 2 if outputs == 1 else outputs
-        if y.min() < 0 or y.max() >= n_classes:
-            raise DataError(f"the {part} labels range over {int(y.min())}..{int(y.max())} but the model "
-                            f"has {outputs} output(s), i.e. {n_classes} classes; make the last dense "
-                            f"layer's units match the number of classes")
-    else:
-        width = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
-        if width != outputs:
-            raise DataError(f"the {part} targets have {width} value(s) per sample but the model has "
-                            f"{outputs} output(s)")
-
-

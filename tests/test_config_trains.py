@@ -24,14 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlpcli import modelfile
+from mlpcli.callbacks import LearningRateSchedule, NanGuard
 from mlpcli.config import dump_yaml, resolve, safe_load
 from mlpcli.nn.spec import FLOAT32_MAX, FLOAT32_TINY
 from mlpcli.errors import ConfigError, TrainingError
+from mlpcli.fit_loop import FitLoop
 from mlpcli.nn import activations, initializers, losses, metrics, optimizers, schedules
 from mlpcli.nn import model as model_mod
 from mlpcli.nn.model import Sequential
 from mlpcli.parallel import usable_processes
-from mlpcli.training import Trainer, build_model, random_streams
+from mlpcli.trainer import Trainer, build_model, random_streams
 
 ROWS = 5  # samples of the tiny data set
 
@@ -155,13 +157,10 @@ def train_like_mlp(raw, folder):
     model.summary()
     x, y = tiny_data(cfg, model.n_outputs)
     trainer = Trainer(model, cfg, streams, steps_per_epoch=math.ceil(ROWS / cfg["training"]["batch_size"]))
-    logs = trainer.run_epoch(x, y)
-    if not trainer.weights_finite():  # as train.Session.fit stops a run
-        raise TrainingError("weights became NaN or infinite in epoch 1")
-    trainer.end_epoch(logs)
+    # two epochs validated on the training data, with the callbacks that stop a diverging run
+    # and let reduce_on_plateau react
+    FitLoop(trainer, 2, [NanGuard(trainer), LearningRateSchedule(trainer.schedule)]).fit((x, y), (x, y))
     trainer.learning_rate  # the schedule's next rate
-    trainer.evaluate(x, y)
-    trainer.end_epoch(trainer.evaluate(x, y))
     state, arrays = trainer.get_state()
     path = folder / "model.h5"
     modelfile.save(path, model, loss=cfg["loss"], optimizer=trainer.optimizer,
@@ -360,7 +359,8 @@ def test_crossentropy_on_outputs_that_are_not_probabilities_says_so(tmp_path):
                                             r"model with activation: softmax"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            Trainer(model, cfg, streams, steps_per_epoch=1).run_epoch(x, y)
+            trainer = Trainer(model, cfg, streams, steps_per_epoch=1)
+            trainer.run_epoch(x, y, NanGuard(trainer).on_batch_end)
 
 
 def test_a_batch_larger_than_the_data_trains_on_the_data_rows(tmp_path):

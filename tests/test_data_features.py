@@ -6,7 +6,7 @@ import pytest
 from mlpcli.config import resolve
 from mlpcli.data import apply_preprocessing, fit_preprocessing
 from mlpcli.data.features import Features
-from mlpcli.training import Trainer, build_model, random_streams
+from mlpcli.trainer import Trainer, build_model, random_streams
 
 RNG = np.random.default_rng(7)
 IMAGES = RNG.integers(0, 256, (60, 6, 5)).astype(np.uint8)

@@ -617,9 +617,9 @@ def test_checkpoint_name_is_checked_again_when_saved():
     with an error naming the key, and nothing is written."""
     from types import SimpleNamespace
 
-    from mlpcli.session import Session
+    from mlpcli.callbacks import Checkpoints
 
-    session = SimpleNamespace(cfg={"checkpoint": {"filename": "{epoch:c}x.h5"}})
+    checkpoints = SimpleNamespace(cfg={"checkpoint": {"filename": "{epoch:c}x.h5"}})
     with pytest.raises(ConfigError, match=r"checkpoint.filename: .*at epoch 47.*'/'"):
-        Session._checkpoint_name(session, 47, {"loss": 0.5})
-    assert Session._checkpoint_name(session, 65, {"loss": 0.5}) == "Ax.h5"
+        Checkpoints.file_name(checkpoints, 47, {"loss": 0.5})
+    assert Checkpoints.file_name(checkpoints, 65, {"loss": 0.5}) == "Ax.h5"

@@ -8,7 +8,7 @@ import numpy as np
 from mlpcli.config import resolve
 from mlpcli.nn import optimizers
 from mlpcli.nn.denormals import flush_denormals
-from mlpcli.training import Trainer, build_model, random_streams
+from mlpcli.trainer import Trainer, build_model, random_streams
 
 SUBNORMAL = np.float32(1e-39)  # below float32's smallest normal, 1.18e-38
 SUPPORTED = sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64", "aarch64")

@@ -9,11 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from mlpcli import parallel
+from mlpcli.callbacks import NanGuard
 from mlpcli.cli import main
 from mlpcli.config import resolve
 from mlpcli.errors import ConfigError, TrainingError
 from mlpcli.nn import layers
-from mlpcli.training import EpochPaused, Trainer, build_model, random_streams
+from mlpcli.trainer import EpochPaused, Trainer, build_model, random_streams
 
 needs_two = pytest.mark.skipif(parallel.usable_processes(2) < 2,
                                reason="data-parallel training needs Linux on x86-64 with 2 cores")
@@ -65,10 +66,10 @@ def data(n=203, regression=False):  # 203 = 6 batches of 32 and one of 11: share
 def train(t, epochs=3, **kwargs):
     kwargs.setdefault("regression", t.loss.name == "mean_squared_error")
     x, y = data(**kwargs)
-    logs = []
+    logs, guard = [], NanGuard(t)
     for _ in range(epochs):
-        logs.append(t.run_epoch(x, y))
-        t.end_epoch(logs[-1])
+        logs.append(t.run_epoch(x, y, guard.on_batch_end))
+        t.end_epoch()
     return logs
 
 
@@ -318,7 +319,7 @@ def test_helpers_stop_when_the_parent_is_killed(tmp_path):
 
 def test_memory_check_counts_every_process_gradient(monkeypatch):
     """Each further process holds a gradient and a scratch share of the weights."""
-    from mlpcli.training import build_model
+    from mlpcli.trainer import build_model
 
     real = os.sysconf
     monkeypatch.setattr(os, "sysconf", lambda name: 2 ** 18 if name == "SC_PHYS_PAGES" else real(name))

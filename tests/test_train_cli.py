@@ -210,7 +210,7 @@ def test_python_m_mlpcli_works():
 def test_threads_option_limits_blas_during_training(tmp_path, monkeypatch):
     from threadpoolctl import threadpool_info
 
-    import mlpcli.training as training
+    import mlpcli.trainer as training
 
     seen = []
     real = training.Trainer.run_epoch

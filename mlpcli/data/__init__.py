@@ -64,7 +64,6 @@ class Dataset:
     class_names: list[str] | None
     preprocessing: dict  # {"scale", "offset"}: x_model = x_raw * scale + offset (numbers or per-feature lists)
     name: str  # e.g. "mnist"
-    feature_names: list[str] | None = None  # a table's feature columns, in order
     table: TableEncoding | None = None  # how a table's cells become features
 
 
@@ -257,6 +256,5 @@ def load_dataset(
         class_names=raw.class_names,
         preprocessing=preprocessing,
         name=name,
-        feature_names=raw.feature_names,
         table=raw.table,
     )

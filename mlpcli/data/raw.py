@@ -23,16 +23,15 @@ class RawData:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     class_names: list[str] | None = None
-    feature_names: list[str] | None = None  # a table's feature columns, in order
     table: TableEncoding | None = None  # how a table's cells became x
 
     @classmethod
     def from_splits(cls, xs: dict, ys: dict, class_names: list[str] | None,
-                    feature_names: list[str] | None = None, table: TableEncoding | None = None) -> "RawData":
+                    table: TableEncoding | None = None) -> "RawData":
         """From {"train"|"val"|"test": array} dicts of features and targets."""
         return cls(x_train=xs["train"], y_train=ys["train"], x_val=xs.get("val"), y_val=ys.get("val"),
                    x_test=xs.get("test"), y_test=ys.get("test"), class_names=class_names,
-                   feature_names=feature_names, table=table)
+                   table=table)
 
     def check(self, source: str) -> None:
         """Raise DataError unless every x/y pair has matching lengths and shapes agree with train.

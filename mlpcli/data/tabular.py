@@ -316,7 +316,7 @@ def load_csv(
     else:
         encoded, class_names = _class_labels(list(splits.values()), label_column)
         ys = dict(zip(splits, encoded, strict=True))
-    return RawData.from_splits(xs, ys, class_names, feature_names=features, table=encoding)
+    return RawData.from_splits(xs, ys, class_names, table=encoding)
 
 
 def unseen_warning(path, column, count, example):

@@ -1,8 +1,9 @@
-"""The training loop: epochs of shuffled mini-batches, validation, early stopping.
+"""The training engine: one epoch of shuffled mini-batches at a time, and validation.
 
 ``Trainer`` owns everything that changes while a model trains (optimizer
 slots, schedule, step and epoch counters, random streams) so that it can be
-checkpointed as a whole. It never prints: progress goes through callbacks.
+checkpointed as a whole. It never prints and never decides when to stop: the loop
+in ``mlpcli.fit_loop`` runs it epoch by epoch and calls the callbacks.
 """
 
 import contextlib
@@ -12,13 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlpcli.data.features import Features
-from mlpcli.errors import ConfigError, TrainingError
+from mlpcli.errors import ConfigError
 from mlpcli.nn import losses as losses_mod
 from mlpcli.nn import metrics as metrics_mod
 from mlpcli.nn import optimizers as optimizers_mod
 from mlpcli.nn import schedules as schedules_mod
 from mlpcli.nn.denormals import flush_denormals
-from mlpcli.nn.metrics import higher_is_better
 from mlpcli.nn.model import Sequential
 from mlpcli.parallel import DataParallel, shared_empty_like, usable_processes
 from mlpcli.training_memory import check_memory
@@ -126,8 +126,9 @@ class Trainer:
         """Train one epoch on x (float32 array or ``Features``, (n, *input_shape)) and raw
         targets y; return its logs.
 
-        ``on_batch(done, total, running)`` is called after every batch with the
-        running mean loss (and accuracy, when it is a metric) of the epoch so far.
+        ``on_batch(done, running)`` is called after every batch with the running mean
+        loss (and accuracy, when it is a metric) of the epoch so far; it may raise to
+        end the epoch (the NaN guard does, on a loss that is not finite).
         When ``stop_requested()`` turns true, the epoch pauses after the current
         batch (``self.progress`` keeps its place) and ``EpochPaused`` is raised;
         the next call continues where it stopped.
@@ -182,9 +183,6 @@ class Trainer:
             else:
                 value = self.parallel.step(0, x, y_enc, idx, self.loss, self.optimizer, buffers,
                                            self.learning_rate, y_pred)
-            if not math.isfinite(value):
-                raise TrainingError(f"loss became {value} in epoch {self.epoch + 1}, batch {b + 1}; "
-                                    f"training stopped ({self._non_finite_hint()})")
             p.total_loss += value * len(idx)
             p.batch = b + 1
             self.step += 1
@@ -194,23 +192,13 @@ class Trainer:
                 if track_accuracy:
                     p.correct += int((metrics_mod.predicted_classes(y_pred) == y[idx]).sum())
                     running["accuracy"] = p.correct / seen
-                on_batch(p.batch, n_batches, running)
+                on_batch(p.batch, running)
             if stop_requested is not None and stop_requested() and p.batch < n_batches:
                 raise EpochPaused(p.batch, n_batches)
         logs = {"loss": p.total_loss / n}
         logs.update(metrics_mod.compute(self.metric_specs, y[p.order], p.outputs))
         self.progress = None
         return logs
-
-    def _non_finite_hint(self):
-        """What to change when the loss is not finite."""
-        if self.loss.name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
-            last = next(layer for layer in reversed(self.model.layers) if hasattr(layer, "activation"))
-            if last.activation.name != "softmax":
-                # Keras's formula divides by the outputs' sum, which is 0 for some rows of these
-                return (f"{self.loss.name} needs probabilities, but the model's last activation is "
-                        f"'{last.activation.name}' (layer {last.name}); end the model with activation: softmax")
-        return "try a lower learning rate or gradient clipping"
 
     def get_state(self):
         """(JSON-able state, arrays) of everything but the weights and optimizer slots."""
@@ -251,81 +239,14 @@ class Trainer:
         logs.update(metrics_mod.compute(self.metric_specs, y, y_pred))
         return logs
 
-    def end_epoch(self, logs):
+    @property
+    def epoch_learning_rate(self):
+        """The rate of the first batch of the epoch about to run or under way (history.csv's lr)."""
+        done = self.progress.batch if self.progress else 0
+        return self.schedule(self.step - done, self.epoch)
+
+    def end_epoch(self):
         self.epoch += 1
-        self.schedule.on_epoch_end(self.epoch, logs)
 
     def weights_finite(self):
         return all(np.isfinite(p).all() for p in self.model.params)
-
-
-class Monitor:
-    """Tracks the best value of a logged quantity (``val_loss``, ``accuracy``, ...)."""
-
-    def __init__(self, name, mode="auto", min_delta=0.0):
-        self.name = name
-        self.higher = higher_is_better(name, mode)
-        self.min_delta = min_delta
-        self.best = None
-        self.best_epoch = None
-
-    def improved(self, value):
-        if self.best is None:
-            return True
-        if self.higher:
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
-
-    def update(self, epoch, logs):
-        """Record ``logs[name]`` for ``epoch``; True when it is a new best."""
-        value = logs.get(self.name)
-        if value is None or not self.improved(value):
-            return False
-        self.best, self.best_epoch = value, epoch
-        return True
-
-    def get_state(self):
-        return {"best": self.best, "best_epoch": self.best_epoch}
-
-    def set_state(self, state):
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
-
-
-class EarlyStopping:
-    """Stop after ``patience`` epochs without improvement; optionally keep the best weights."""
-
-    def __init__(self, model, monitor, patience, min_delta=0.0, mode="auto",
-                 restore_best_weights=False):
-        self.model = model
-        self.monitor = Monitor(monitor, mode, min_delta)
-        self.patience = patience
-        self.restore_best_weights = restore_best_weights
-        self.wait = 0
-        self.best_weights = None
-
-    def should_stop(self, epoch, logs):
-        if self.monitor.update(epoch, logs):
-            self.wait = 0
-            if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
-            return False
-        self.wait += 1
-        return self.wait >= self.patience
-
-    def get_state(self):
-        """(JSON-able state, arrays): the wait, the monitor and the best weights kept."""
-        arrays = {f"best_weights/{i}": w for i, w in enumerate(self.best_weights or [])}
-        return {"wait": self.wait, "monitor": self.monitor.get_state()}, arrays
-
-    def set_state(self, state, arrays):
-        self.wait = state["wait"]
-        self.monitor.set_state(state["monitor"])
-        kept = sorted((int(k.split("/")[1]), v) for k, v in arrays.items() if k.startswith("best_weights/"))
-        self.best_weights = [v.astype(np.float32) for _, v in kept] or None
-
-    def restore(self):
-        """Put the best epoch's weights back (when asked for and known)."""
-        if self.restore_best_weights and self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-            return True
-        return False

@@ -1,0 +1,110 @@
+"""The data a training run sees: loaded, checked against the model, split, and in the
+model's input shape.
+
+``prepare_data`` is the one way to get it, for ``mlp train`` and the benchmarks alike.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlpcli import config as config_mod
+from mlpcli.data import load_dataset, stratified_split
+from mlpcli.data.features import Features
+from mlpcli.errors import DataError
+
+
+@dataclass
+class TrainingData:
+    """(features, targets) pairs (features as ``Features``: scaled a batch at a time, in the
+    model's input_shape; val and test are (None, None) when there are none) and what the
+    model file's input pipeline needs to know about them."""
+
+    train: tuple
+    val: tuple
+    test: tuple
+    feature_shape: tuple  # one sample's shape as stored, before the model's input_shape
+    preprocessing: dict
+    class_names: list | None
+    table: object  # a table's TableEncoding (how its cells become features), else None
+
+
+def prepare_data(cfg, model, split_rng, progress=None):
+    """The training, validation and test data of a resolved config for ``model``, or a
+    ``DataError``/``ConfigError`` saying why the data does not fit it. ``split_rng``: the
+    stream that draws the validation split; ``progress``: told about downloads."""
+    # features stay as stored (uint8 for images) and are scaled a batch at a time, to keep memory low
+    data = load_dataset(cfg["data"], task=cfg["task"], progress=progress, scale=False)
+    # labels are checked against the model's classes before the split, which sorts them
+    _check_classes(data.class_names, model, cfg)
+    for y, part in ((data.y_train, "training"), (data.y_val, "validation"), (data.y_test, "test")):
+        _check_targets(y, model, cfg, part)
+    x_train, y_train, x_val, y_val = _split(cfg, data, split_rng)
+    feature_shape = x_train.shape[1:]
+    x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
+                              ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
+    return TrainingData((x_train, y_train), (x_val, y_val), (x_test, data.y_test), feature_shape,
+                        data.preprocessing, data.class_names, data.table)
+
+
+def _split(cfg, data, rng):
+    """Training and validation arrays: explicit validation data, or a stratified split."""
+    if data.x_val is not None:
+        return data.x_train, data.y_train, data.x_val, data.y_val
+    fraction = cfg["data"]["validation_split"]
+    if not fraction:
+        return data.x_train, data.y_train, None, None
+    train_idx, val_idx = stratified_split(data.y_train, fraction, rng)
+    return data.x_train[train_idx], data.y_train[train_idx], data.x_train[val_idx], data.y_train[val_idx]
+
+
+def _fit_input(x, model, preprocessing, part):
+    """The features as the model sees them (scaled a batch at a time, in the model's
+    input_shape), or an explanation of why they do not fit."""
+    if x is None:
+        return None
+    if len(x) == 0:
+        raise DataError(f"the {part} data is empty")
+    want = model.input_shape
+    if int(np.prod(x.shape[1:])) != int(np.prod(want)):
+        raise DataError(f"the {part} data has samples of shape {tuple(x.shape[1:])} "
+                        f"({int(np.prod(x.shape[1:]))} values) but model.input_shape is "
+                        f"{list(want)}; set model.input_shape to match the data")
+    return Features(x, preprocessing, want)
+
+
+def _check_classes(class_names, model, cfg):
+    """A dataset that names its classes (string labels, image folders, MNIST) needs one output
+    per class, or one sigmoid output for two: an extra output is a class that never occurs,
+    which predict would still offer."""
+    if cfg["task"] != "classification" or not class_names:
+        return
+    outputs, count = model.n_outputs, len(class_names)
+    if outputs == count or (outputs == 1 and count == 2):
+        return
+    shown = ", ".join(map(str, class_names[:6])) + (", ..." if count > 6 else "")
+    key = f"model.layers[{config_mod.last_dense_index(cfg['model']['layers'])}].units"
+    raise config_mod.ConfigError(f"{key}: the data has {count} classes ({shown}) but the output layer has "
+                                 f"{outputs} unit(s); set it to {count}"
+                                 + (" (or 1 with a sigmoid and binary_crossentropy)" if count == 2 else ""))
+
+
+def _check_targets(y, model, cfg, part):
+    if y is None:
+        return
+    outputs = model.n_outputs
+    if cfg["task"] == "classification":
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"the {part} labels are not class indices; for numeric targets set task: regression")
+        n_classes = 2 if outputs == 1 else outputs
+        if y.min() < 0 or y.max() >= n_classes:
+            raise DataError(f"the {part} labels range over {int(y.min())}..{int(y.max())} but the model "
+                            f"has {outputs} output(s), i.e. {n_classes} classes; make the last dense "
+                            f"layer's units match the number of classes")
+    else:
+        width = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+        if width != outputs:
+            raise DataError(f"the {part} targets have {width} value(s) per sample but the model has "
+                            f"{outputs} output(s)")
+
+
