@@ -32,9 +32,9 @@ def table_options(check, data):
         data["missing"] = _missing_spec(check, "data.missing", data["missing"], per_column=True)
     if not table and (data["categorical"] or data["missing"] is not None):
         check.error("data.categorical" if data["categorical"] else "data.missing",
-                    f"is for dataset 'csv' (columns of a table), not {data['dataset']!r}")
+                    f"is for dataset 'csv' (columns of a table), not {_show(data['dataset'])}")
     if table and data["label_column"] in data["categorical"]:
-        check.error("data.categorical", f"names the label column {data['label_column']!r}, which is no feature")
+        check.error("data.categorical", f"names the label column {_show(data['label_column'])}, which is no feature")
 
 
 def _missing_spec(check, path, value, per_column):
