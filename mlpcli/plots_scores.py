@@ -28,31 +28,30 @@ def _curve_lines(ax, lines, area_name):
 
 
 def roc_plot(ev, path, fmt, report, label, source):
-    try:
-        lines = read_lines(ev, "roc", "fpr", "tpr", "auc")
-    except CurvesProblem as exc:
-        report.skipped.append(f"{label}: {path.name}: {source} {exc}")
-        return
-    fig, ax = figures.new_figure()
-    ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="chance")
-    _curve_lines(ax, lines, "AUC")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC curves ({label})")
-    figures.save(fig, path, fmt, report, label)
+    _curves_plot(ev, path, fmt, report, label, source, ("roc", "fpr", "tpr", "auc"), "AUC",
+                 ("false positive rate", "true positive rate"), f"ROC curves ({label})", chance=True)
 
 
 def precision_recall_plot(ev, path, fmt, report, label, source):
+    _curves_plot(ev, path, fmt, report, label, source,
+                 ("precision_recall", "recall", "precision", "average_precision"), "AP",
+                 ("recall", "precision"), f"precision-recall curves ({label})")
+
+
+def _curves_plot(ev, path, fmt, report, label, source, keys, area, axes, title, chance=False):
+    """One figure of a report's curves of one kind (``keys``: the section, its x, y and area)."""
     try:
-        lines = read_lines(ev, "precision_recall", "recall", "precision", "average_precision")
+        lines = read_lines(ev, *keys)
     except CurvesProblem as exc:
         report.skipped.append(f"{label}: {path.name}: {source} {exc}")
         return
     fig, ax = figures.new_figure()
-    _curve_lines(ax, lines, "AP")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title(f"precision-recall curves ({label})")
+    if chance:
+        ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="chance")
+    _curve_lines(ax, lines, area)
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title)
     figures.save(fig, path, fmt, report, label)
 
 

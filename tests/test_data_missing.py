@@ -66,17 +66,24 @@ def test_without_data_missing_an_empty_cell_is_still_an_error(tmp_path):
         load_csv(write(tmp_path / "t.csv", TRAIN))
 
 
+def trained_with_missing(folder, strategy):
+    """``mlp train`` (a real process) on folder/train.csv with data.missing's ``strategy``, into
+    folder/run; the command line that runs mlp, for the next step."""
+    write(folder / "cfg.yaml", f"data: {{dataset: csv, path: train.csv, missing: {{strategy: {strategy}}}}}\n"
+          "model: {layers: [{type: dense, units: 2, activation: softmax}]}\ntraining: {epochs: 1}\n")
+    run = [sys.executable, "-m", "mlpcli"]
+    done = subprocess.run(run + ["train", "cfg.yaml", "--run-dir", "run", "-q", "--no-plots"], cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return run
+
+
 def test_drop_row_leaves_the_rows_out_in_training_and_refuses_them_in_predict(tmp_path):
     write(tmp_path / "train.csv", "".join(["x,y,label\n"] + [f"{i % 5},{'' if i % 4 == 0 else i},{i % 2}\n"
                                                              for i in range(40)]))
     raw = load_csv(tmp_path / "train.csv", settings=TableSettings(missing={"strategy": "drop_row"}))
     assert len(raw.x_train) == 30 and raw.x_train[0].tolist() == [1, 1]
-    write(tmp_path / "cfg.yaml", "data: {dataset: csv, path: train.csv, missing: {strategy: drop_row}}\n"
-          "model: {layers: [{type: dense, units: 2, activation: softmax}]}\ntraining: {epochs: 1}\n")
-    run = [sys.executable, "-m", "mlpcli"]
-    done = subprocess.run(run + ["train", "cfg.yaml", "--run-dir", "run", "-q", "--no-plots"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run = trained_with_missing(tmp_path, "drop_row")
     write(tmp_path / "rows.csv", "x,y\n1,2\n3,\n")
     done = subprocess.run(run + ["predict", "rows.csv", "--model", "run/model.h5"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
@@ -87,12 +94,7 @@ def test_drop_row_leaves_the_rows_out_in_training_and_refuses_them_in_predict(tm
 
 def test_predict_fills_missing_cells_with_the_training_values(tmp_path):
     write(tmp_path / "train.csv", TRAIN)
-    write(tmp_path / "cfg.yaml", "data: {dataset: csv, path: train.csv, missing: {strategy: median}}\n"
-          "model: {layers: [{type: dense, units: 2, activation: softmax}]}\ntraining: {epochs: 1}\n")
-    run = [sys.executable, "-m", "mlpcli"]
-    done = subprocess.run(run + ["train", "cfg.yaml", "--run-dir", "run", "-q", "--no-plots"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run = trained_with_missing(tmp_path, "median")
     write(tmp_path / "rows.csv", "c,x\n,\nv,2\n?,NA\nu,2\n")
     done = subprocess.run(run + ["predict", "rows.csv", "--model", "run/model.h5", "--json"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
