@@ -69,6 +69,9 @@ def main():
               help="Write the run here instead of a new folder under --runs-root.")
 @click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Folder holding the run folders.")
+@click.option("--init-from", default=None, metavar="RUN|FILE.h5",
+              help="Start from this run's (or sweep's, or model file's) weights: each layer whose name and "
+                   "weight shapes match is copied (same as --set init_from=PATH).")
 @click.option("--dry-run", is_flag=True, help="Validate, print the resolved config and the model summary; train nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--no-plots", is_flag=True, help="Skip drawing the curves into plots/ at the end.")
@@ -78,7 +81,7 @@ def main():
               help="Processes that share each batch (same as --set training.processes=N; "
                    "Linux on x86-64, at most the cores).")
 @clean_errors
-def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plots, threads, processes):
+def train(config, resume, overrides, run_dir, runs_root, init_from, dry_run, quiet, no_plots, threads, processes):
     """Train the model described by CONFIG (a YAML file) into a new run folder.
 
     Ctrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and
@@ -90,6 +93,7 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
       mlp train configs/mnist.yaml --set training.epochs=5 --set optimizer.learning_rate=0.01
       mlp train configs/mnist.yaml --dry-run
       mlp train configs/mnist.yaml --processes 1
+      mlp train configs/mnist.yaml --init-from runs/latest
       mlp train --resume runs/mnist-mlp-20261129-212900
       mlp train --resume runs/mnist-mlp-20261129-212900 --set training.epochs=30
     """
@@ -100,7 +104,7 @@ def train(config, resume, overrides, run_dir, runs_root, dry_run, quiet, no_plot
     if processes is not None:
         overrides = (*overrides, f"training.processes={processes}")
     run_train(config, overrides, resume=resume, runs_root=runs_root, run_dir=run_dir,
-              dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=echo)
+              dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=echo, init_from=init_from)
 
 
 SCALING_HELP = ("What the inputs need before the model: none (already prepared), unit (x / 255) or "

@@ -31,7 +31,7 @@ from mlpcli.nn.metrics import MODES
 from mlpcli.nn.spec import integer, number
 
 __all__ = ["IMAGE_DATASETS", "MODES", "NAME_PATTERN", "NUMBER_KEYS", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
-           "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "integer_key",
+           "absolute_path", "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "integer_key",
            "load_config", "monitor_names",
            "read_yaml", "resolve", "resolve_with_data", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]
 
@@ -53,7 +53,7 @@ SECTION_DEFAULTS = {
 TOP_DEFAULTS = {"name": "mlp", "seed": 42, "task": "classification", "data": {}, "model": {},
                 "loss": "categorical_crossentropy", "optimizer": "adam", "schedule": "constant",
                 "metrics": ["accuracy"], "training": {}, "checkpoint": {}, "early_stopping": None,
-                "sweep": None}
+                "sweep": None, "init_from": None}
 # the numbers of the sections (the components' are in their declarations, mlpcli.nn)
 NUMBER_KEYS = {
     "seed": integer(0), "data.validation_split": number(0, 1, closed="left"),
@@ -77,13 +77,20 @@ def load_config(path, overrides=(), note=None):
 
 
 def absolute_paths(raw, base):
-    """Make the data files' paths of a raw config absolute (``~`` expanded, a relative one taken
+    """Make the data files' paths (and init_from's) of a raw config absolute (``~`` expanded, a relative one taken
     from the folder ``base``), so a run's config.yaml names the same files from any folder."""
+    if isinstance(raw.get("init_from"), str):
+        raw["init_from"] = absolute_path(raw["init_from"], base)
     data = raw.get("data")
     if isinstance(data, dict):
         for key in PATH_KEYS:
             if isinstance(data.get(key), str):
-                data[key] = str((Path(base) / os.path.expanduser(data[key])).resolve())
+                data[key] = absolute_path(data[key], base)
+
+
+def absolute_path(path, base="."):
+    """``path`` made absolute: ``~`` expanded, a relative one taken from the folder ``base``."""
+    return str((Path(base) / os.path.expanduser(path)).resolve())
 
 
 def resolve_with_data(raw, note=None):
@@ -157,6 +164,11 @@ def _check_layer_stack(check, model, shape_origin=None):
         check.error("model.layers", "needs a dense layer (the weights training learns), got only "
                                     f"{', '.join(spec['type'] for spec in specs)}")
         return None
+    if not any(layers.TRAINABLE in layers.LAYERS.spec(spec["type"]).params and spec["trainable"]
+               for spec in specs):
+        check.error("model.layers", "every layer with weights has trainable: false, so training would "
+                                    "change nothing; let at least one train")
+        return None
     model_shape = model["input_shape"]
     if model_shape is None:
         return None
@@ -222,6 +234,8 @@ def resolve(raw):
         check.error("name", "must be a plain folder name (letters, digits, '.', '_', '-'; no path "
                             f"separators or '..'), got {_show(name)}")
     cfg["task"] = check.choice("task", cfg["task"], TASKS, "task")
+    # the run or model file whose weights a new run starts from (mlpcli.init_from)
+    check.string("init_from", cfg["init_from"], nullable=True)
 
     data = cfg["data"] = check.mapping("data", cfg["data"], set(SECTION_DEFAULTS["data"]),
                                        SECTION_DEFAULTS["data"])

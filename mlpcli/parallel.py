@@ -82,7 +82,7 @@ class DataParallel:
     """``n`` processes training ``model`` on each batch; this process is rank 0.
 
     Build it before the optimizer, and build the optimizer with
-    ``empty_like=shared_empty_like`` on ``[model.flat_params]``.
+    ``empty_like=shared_empty_like`` on ``[model.trainable_flat_params]``.
     """
 
     def __init__(self, model, n, batch_size, n_outputs):
@@ -90,7 +90,8 @@ class DataParallel:
         size = model.flat_params.size
         model.use_buffers(params=_shared_copy(model.flat_params), grads=_shared_copy(model.flat_grads))
         self.grads = [model.flat_grads] + [shared_empty(size) for _ in range(n - 1)]
-        cuts = [min(size, round(size * r / n / ALIGN) * ALIGN) for r in range(n)] + [size]
+        trained = model.trainable_size  # the leading part of the weights that the optimizer updates
+        cuts = [min(trained, round(trained * r / n / ALIGN) * ALIGN) for r in range(n)] + [trained]
         self.shares = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
         self.mixed = np.empty(max(s.stop - s.start for s in self.shares), np.float32)
         self.counters = shared_empty((n + 1) * LINE, np.int64)  # one per rank, then "stop"

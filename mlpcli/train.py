@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlpcli import config as config_mod
-from mlpcli import files, pipeline, runs, sweep_folder
+from mlpcli import files, init_from as init_from_mod, pipeline, runs, sweep_folder
 from mlpcli.callbacks import (
     Checkpoints,
     Diagnostics,
@@ -104,16 +104,22 @@ class Reporter:
 
 
 def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_dir=None,
-          dry_run=False, quiet=False, plots=True, echo=print):
-    """Train the model described by the config file (or continue the run ``resume``)."""
+          dry_run=False, quiet=False, plots=True, echo=print, init_from=None):
+    """Train the model described by the config file (or continue the run ``resume``);
+    ``init_from`` (a run or sweep folder, or a model file) gives a new run its first weights."""
     if (config_path is None) == (resume is None):
         raise MlpError("give a CONFIG file to start a run, or --resume RUN_DIR to continue one")
+    if resume is not None and init_from is not None:
+        raise MlpError("--init-from starts a new run from a trained model's weights, and --resume "
+                       "continues a run from its own saved state; give one of them")
     report = Reporter(echo, quiet)
     if resume is not None:
         resume = runs.resolve_run_dir(resume, note=report.line)
     notes = []  # what the config did not say but the data did
     cfg = _resume_config(resume, overrides, report) if resume else \
         config_mod.load_config(config_path, overrides, note=notes.append)
+    if init_from is not None:
+        cfg["init_from"] = config_mod.absolute_path(init_from)
     streams = random_streams(cfg["seed"])
     model = build_model(cfg, streams)
     summary = model.summary()
@@ -157,6 +163,11 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
     """Train into ``folder``: the run to resume, or (with ``runs_root``) a new, empty one;
     ``notes`` are printed and logged after the run folder's name."""
     with runs.RunLock(folder), report.logging_to(folder / runs.LOG_FILE):
+        started_from = []
+        if runs_root is not None and cfg["init_from"] is not None:  # before anything copies the weights
+            source = init_from_mod.source_file(cfg["init_from"], note=started_from.append)
+            started_from += [f"Weights from {source}:", *init_from_mod.copy_matching(model, source)]
+            cfg["init_from"] = str(source)  # the file itself, which a sweep's recommendation or latest may not stay
         data = prepare_data(cfg, model, streams["split"], progress=report.line)
         n_train = len(data.train[0])
         check_memory(cfg, model, n_train)  # a batch of this data, before training allocates it
@@ -197,6 +208,8 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             if warning:
                 report.warn(warning)
             report.line(summary)
+            for text in started_from:
+                report.line(text)
         report.line(f"Training on {n_train} samples, validating on "
                     f"{0 if data.val[0] is None else len(data.val[0])}")
         # as a number, for compare and sweeps to rank this run by, while it trains too

@@ -101,9 +101,9 @@ class Trainer:
         self.parallel = None
         if processes > 1:
             self.parallel = DataParallel(model, processes, self.batch_size, model.n_outputs)
-            self.optimizer.build([model.flat_params], empty_like=shared_empty_like)
-        else:
-            self.optimizer.build([model.flat_params] if self.flat else model.params)
+            self.optimizer.build([model.trainable_flat_params], empty_like=shared_empty_like)
+        else:  # frozen layers' weights are not the optimizer's (see Sequential._packed_layers)
+            self.optimizer.build([model.trainable_flat_params] if self.flat else model.trainable_params)
         sched_spec = dict(cfg["schedule"])
         run_steps = cfg["training"]["epochs"] * steps_per_epoch if steps_per_epoch else None
         self.schedule = schedules_mod.get(sched_spec.pop("type"))(

@@ -18,6 +18,8 @@ from mlpcli.nn.spec import BOOLEAN, Component, Constraint, Param, Registry, inte
 _F = np.float32
 
 
+# every layer with weights declares it: false freezes the weights (training leaves them as they are)
+TRAINABLE = Param("trainable", True, BOOLEAN, "whether training updates its weights (false: frozen)")
 # how a parameter of a nested kind is written in a Keras layer config
 TO_KERAS = {"activation": lambda name: activations.get(name).name,
             "initializer": initializers.keras_config,
@@ -61,6 +63,11 @@ class Layer:
         """Use ``arrays`` (same shapes, e.g. views of a shared buffer) as ``params`` or ``grads``."""
         setattr(self, attribute, list(arrays))
 
+    @property
+    def trainable(self):
+        """Whether training updates this layer's weights (``TRAINABLE``; a layer without weights has none to update)."""
+        return self.config.get("trainable", True)
+
     def get_config(self):
         """The layer's spec as in a config file: ``{"type": ..., "name": ..., **params}``."""
         return {"type": self.type, "name": self.name, **self.config}
@@ -89,6 +96,7 @@ class Dense(Layer):
         Param("bias_regularizer", None, Constraint("regularizer", nullable=True), "penalty on the bias"),
         Param("activity_regularizer", None, Constraint("regularizer", nullable=True),
               "penalty on the outputs, divided by the batch size"),
+        TRAINABLE,
     ), keras="Dense", keras_fixed={"kernel_constraint": None, "bias_constraint": None})
 
     def __init__(self, name=None, **config):

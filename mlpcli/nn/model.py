@@ -46,10 +46,37 @@ class Sequential:
             if isinstance(layer, layers_mod.Dense):
                 layer.need_input_grad = False
                 break
-        self.flat_params = _pack([layer for layer in self.layers], "params")
-        self.flat_grads = _pack([layer for layer in self.layers], "grads")
+        self.flat_params = _pack(self._packed_layers(), "params")
+        self.flat_grads = _pack(self._packed_layers(), "grads")
         self.built = True
         return self
+
+    def _packed_layers(self):
+        """The layers in the order of their weights in ``flat_params``: the trainable ones first,
+        so that the optimizer updates a leading part of the buffer and never sees a frozen weight
+        (with none frozen, the layers' own order)."""
+        return sorted(self.layers, key=lambda layer: not layer.trainable)
+
+    @property
+    def trainable_size(self):
+        """How many values of ``flat_params`` (its leading part) training updates."""
+        return int(sum(p.size for layer in self.layers if layer.trainable for p in layer.params))
+
+    @property
+    def trainable_flat_params(self):
+        return self.flat_params[:self.trainable_size]
+
+    @property
+    def trainable_flat_grads(self):
+        return self.flat_grads[:self.trainable_size]
+
+    @property
+    def trainable_params(self):
+        return [p for layer in self.layers if layer.trainable for p in layer.params]
+
+    @property
+    def trainable_grads(self):
+        return [g for layer in self.layers if layer.trainable for g in layer.grads]
 
     @property
     def widths(self):
@@ -139,23 +166,24 @@ class Sequential:
     def train_step(self, x, y_true, loss, optimizer, lr, flat=False):
         """One update on a batch; returns (loss including penalties, predictions).
 
-        ``flat``: the optimizer was built on ``[flat_params]`` and updates all
-        weights as one array (fewer, larger numpy calls per step).
+        ``flat``: the optimizer was built on ``[trainable_flat_params]`` and updates all
+        trainable weights as one array (fewer, larger numpy calls per step); otherwise on
+        ``trainable_params``. Frozen layers' weights are never handed to it.
         """
         value, y_pred = self.gradients(x, y_true, loss)
         if flat:
-            optimizer.apply([self.flat_params], [self.flat_grads], lr)
+            optimizer.apply([self.trainable_flat_params], [self.trainable_flat_grads], lr)
         else:
-            optimizer.apply(self.params, self.grads, lr)
+            optimizer.apply(self.trainable_params, self.trainable_grads, lr)
         return value, y_pred
 
     def use_buffers(self, params=None, grads=None):
         """Move the weights (and/or gradients) into the given 1-D float32 buffers (e.g.
         shared memory), keeping their values; layers see them through new views."""
         if params is not None:
-            self.flat_params = _pack(self.layers, "params", params)
+            self.flat_params = _pack(self._packed_layers(), "params", params)
         if grads is not None:
-            self.flat_grads = _pack(self.layers, "grads", grads)
+            self.flat_grads = _pack(self._packed_layers(), "grads", grads)
 
     def predict(self, x, batch_size=PREDICT_ROWS):
         """Outputs for ``x`` of shape (n, *input_shape), computed in large batches (smaller
@@ -186,9 +214,9 @@ class Sequential:
                  f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}{'Param #':>{widths[2]}}",
                  rule]
         lines += [f"{a:<{widths[0]}}{b:<{widths[1]}}{c:>{widths[2]},}" for a, b, c in rows]
-        total = self.count_params()
-        lines += [rule, f"Total params: {total:,}", f"Trainable params: {total:,}",
-                  "Non-trainable params: 0", rule]
+        total, trainable = self.count_params(), self.trainable_size
+        lines += [rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", rule]
         return "\n".join(lines)
 
 
