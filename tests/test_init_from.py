@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mlpcli import modelfile, runs
+from mlpcli import modelfile, parallel, runs
 from mlpcli.nn.model import Sequential
 
 SMALL = ["--set", "data.max_train_samples=600", "--set", "data.max_test_samples=100",
@@ -148,3 +148,13 @@ def test_the_optimizer_never_updates_a_frozen_layer():
     after = model.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before[:2], after[:2]))
     assert not np.array_equal(before[2], after[2])
+
+
+@pytest.mark.skipif(parallel.usable_processes(2) < 2, reason="one process here (cores, platform)")
+def test_two_processes_leave_a_frozen_layer_after_a_trained_one_unchanged(source, tmp_path):
+    train(tmp_path / "run", "-q", "--init-from", source, "--set", "model.layers[1].trainable=false",
+          "--set", "training.processes=2", "--set", "optimizer={type: adam, weight_decay: 0.01}")
+    (k0, _), (k1, b1) = weights(source / runs.MODEL_FILE)
+    (t0, _), (f1, c1) = weights(tmp_path / "run" / runs.MODEL_FILE)
+    assert np.array_equal(f1, k1) and np.array_equal(c1, b1)
+    assert not np.array_equal(t0, k0)
