@@ -45,8 +45,8 @@ def copy_matching(model, path):
             copied += 1
             lines.append(f"  {layer.name}: copied {_shown(mine)}")
     if not copied:
-        raise MlpError("\n".join([f"init_from: {path}: no layer matches the model's by name and "
-                                  "shape, so there is nothing to start from:", *lines]))
+        raise MlpError("\n".join([(f"init_from: {path}: no layer matches the model's by name and "
+                                   "shape, so there is nothing to start from:"), *lines]))
     return lines
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlpcli import config as config_mod
-from mlpcli import files, init_from as init_from_mod, pipeline, runs, sweep_folder
+from mlpcli import files, pipeline, runs, sweep_folder
 from mlpcli.callbacks import (
     Checkpoints,
     Diagnostics,
@@ -30,6 +30,7 @@ from mlpcli.callbacks import (
 from mlpcli.errors import Interrupted, MlpError, os_error_text, printable
 from mlpcli.files import open_own_file
 from mlpcli.fit_loop import FitLoop, SetupInterrupted, StopRequest
+from mlpcli.init_from import copy_matching, source_file
 from mlpcli.resume_states import ResumeStates
 from mlpcli.trainer import Trainer, blas_threads, build_model, random_streams
 from mlpcli.training_data import prepare_data
@@ -165,8 +166,8 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
     with runs.RunLock(folder), report.logging_to(folder / runs.LOG_FILE):
         started_from = []
         if runs_root is not None and cfg["init_from"] is not None:  # before anything copies the weights
-            source = init_from_mod.source_file(cfg["init_from"], note=started_from.append)
-            started_from += [f"Weights from {source}:", *init_from_mod.copy_matching(model, source)]
+            source = source_file(cfg["init_from"], note=started_from.append)
+            started_from += [f"Weights from {source}:", *copy_matching(model, source)]
             cfg["init_from"] = str(source)  # the file itself, which a sweep's recommendation or latest may not stay
         data = prepare_data(cfg, model, streams["split"], progress=report.line)
         n_train = len(data.train[0])

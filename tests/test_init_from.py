@@ -18,7 +18,8 @@ FROZEN_FIRST = ["--set", "model.layers[0].trainable=false"]
 
 
 def mlp(*args):
-    return subprocess.run([sys.executable, "-m", "mlpcli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "mlpcli", *map(str, args)], capture_output=True,
+                          text=True, check=False)
 
 
 def train(run_dir, *extra):
