@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mlpcli.config_check import MAX_THREADS, _brief, _Checker, _join, _show, check_checkpoint_filename
 from mlpcli.config_data import IMAGE_DATASETS, table_options
+from mlpcli.config_resume import RESUME_CHANGEABLE, ROUNDING_KEYS, resume_changes
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS
 from mlpcli.data.shape import SHAPE_FROM_FILES, infer_shape
@@ -383,30 +384,3 @@ def check_monitors(cfg, with_validation):
 # the work (those round differently, so the rest of the run is then not bit for bit what an
 # uninterrupted run gives). Anything else (data, model, batch size, optimizer, ...) does
 # not fit the saved state: the samples and batches of the epoch under way, the weights.
-RESUME_CHANGEABLE = ("training.epochs", "early_stopping.patience", "early_stopping.min_delta",
-                     "training.threads", "training.processes")
-ROUNDING_KEYS = ("training.threads", "training.processes")
-
-
-def resume_changes(saved, wanted):
-    """The ``(key path, saved value, new value)`` of each key that ``wanted`` (the run's
-    config with --set applied) changes; a ConfigError names every key a resumed run may
-    not change."""
-    changes = list(_differences(saved, wanted, ""))
-    refused = [f"{path}: cannot change when resuming (the run has {_show(old)}, --set gives "
-               f"{_show(new)}); a resumed run may change only {', '.join(RESUME_CHANGEABLE)}"
-               for path, old, new in changes if path not in RESUME_CHANGEABLE]
-    if refused:
-        raise ConfigError(refused)
-    return changes
-
-
-def _differences(a, b, path):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in [*a, *(k for k in b if k not in a)]:
-            yield from _differences(a.get(key), b.get(key), _join(path, key))
-    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            yield from _differences(x, y, f"{path}[{i}]")
-    elif a != b:
-        yield path, a, b
