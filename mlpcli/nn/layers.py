@@ -1,4 +1,4 @@
-"""Layers: Dense, Activation, Dropout and Flatten.
+"""Layers: Dense, Activation, Dropout, Flatten, BatchNormalization and LayerNormalization.
 
 Lifecycle, as in Keras: construct from a config dict, ``build(input_shape,
 rng)`` creates the weights and returns the output shape, ``forward(x,
@@ -6,6 +6,10 @@ training)`` computes the output (keeping what backward needs),
 ``backward(dy)`` stores the weight gradients in ``grads`` and returns the
 gradient with respect to the input. Shapes exclude the batch axis; arrays are
 float32 ``(batch, *shape)``.
+
+``params`` are the trainable weights (the optimizer's), ``state`` the non-trainable ones
+(batch normalization's moving statistics, updated by ``forward`` in training);
+``weights`` is both, in Keras's order, named by ``weight_names``.
 """
 
 import math
@@ -36,8 +40,14 @@ class Layer:
         self.config = {**defaults, **config}
         self.name = name
         self.params = []
+        self.state = []
         self.grads = []
         self.activity_penalty = 0.0
+
+    @property
+    def weights(self):
+        """Trainable then non-trainable weights: what a model file stores, in Keras's order."""
+        return self.params + self.state
 
     def output_shape(self, input_shape):
         """The shape of this layer's output for inputs of ``input_shape``; ``ValueError`` (saying
@@ -270,7 +280,125 @@ class Flatten(Layer):
         return dy.reshape((dy.shape[0],) + self.input_shape)
 
 
-LAYERS = Registry("layer type", [Dense, Activation, Dropout, Flatten])
+class _Normalization(Layer):
+    """y = gamma * (x - mean) / sqrt(variance + epsilon) + beta over the last axis, with
+    ``gamma`` only when ``scale`` and ``beta`` only when ``center``; subclasses say over
+    which rows ``mean`` and ``variance`` are taken."""
+
+    def build(self, input_shape, rng):
+        features = input_shape[-1]
+        self.params = ([np.ones(features, _F)] if self.config["scale"] else []) + \
+                      ([np.zeros(features, _F)] if self.config["center"] else [])
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self._bind()
+        return self.output_shape(input_shape)
+
+    @property
+    def weight_names(self):
+        return (("gamma",) if self.config["scale"] else ()) + (("beta",) if self.config["center"] else ())
+
+    def rebind(self, attribute, arrays):
+        super().rebind(attribute, arrays)
+        self._bind()
+
+    def _bind(self):
+        weights = dict(zip(self.weight_names, self.weights))
+        self.gamma, self.beta = weights.get("gamma"), weights.get("beta")
+        self.moving_mean, self.moving_variance = weights.get("moving_mean"), weights.get("moving_variance")
+
+    def _affine(self, x_hat):
+        y = x_hat * self.gamma if self.gamma is not None else x_hat.copy()
+        if self.beta is not None:
+            y += self.beta
+        return y
+
+    def _affine_grads(self, dy, x_hat, axes):
+        """Fill gamma's and beta's gradients (summed over ``axes``); the gradient of x_hat."""
+        i = 0
+        if self.gamma is not None:
+            self.grads[i][...] = (dy * x_hat).sum(axis=axes)
+            i += 1
+        if self.beta is not None:
+            self.grads[i][...] = dy.sum(axis=axes)
+        return dy * self.gamma if self.gamma is not None else dy
+
+
+_NORMALIZATION_PARAMS = (
+    Param("epsilon", 1e-3, number(0, closed="neither"), "added to the variance"),
+    Param("center", True, BOOLEAN, "whether to add a learned offset beta"),
+    Param("scale", True, BOOLEAN, "whether to multiply by a learned gamma"),
+)
+
+
+class BatchNormalization(_Normalization):
+    """Each feature (last axis) normalized by the batch's mean and variance in training,
+    by the moving ones at inference; the moving ones follow Keras:
+    moving = moving * momentum + batch * (1 - momentum), the batch's variance biased."""
+
+    spec = Component("batch_normalization", "normalizes each feature by the batch's (training) or the "
+                     "moving (inference) mean and variance", (
+                         Param("momentum", 0.99, number(0, 1), "of the moving mean and variance"),
+                         *_NORMALIZATION_PARAMS,
+                     ), keras="BatchNormalization", keras_fixed={"axis": -1})
+
+    def build(self, input_shape, rng):
+        shape = super().build(input_shape, rng)
+        self.state = [np.zeros(input_shape[-1], _F), np.ones(input_shape[-1], _F)]
+        self._bind()
+        return shape
+
+    @property
+    def weight_names(self):
+        return super().weight_names + ("moving_mean", "moving_variance")
+
+    def forward(self, x, training):
+        rows = x.reshape(-1, x.shape[-1])
+        eps = _F(self.config["epsilon"])
+        if not training:
+            inv = _F(1) / np.sqrt(self.moving_variance + eps)
+            return self._affine((x - self.moving_mean) * inv)
+        mean = rows.mean(axis=0)
+        centered = rows - mean
+        variance = np.mean(centered * centered, axis=0)
+        momentum = _F(self.config["momentum"])
+        self.moving_mean[...] = self.moving_mean * momentum + mean * (_F(1) - momentum)
+        self.moving_variance[...] = self.moving_variance * momentum + variance * (_F(1) - momentum)
+        self.inv = _F(1) / np.sqrt(variance + eps)
+        self.x_hat = centered * self.inv
+        return self._affine(self.x_hat).reshape(x.shape)
+
+    def backward(self, dy):
+        rows = dy.reshape(-1, dy.shape[-1])
+        d_hat = self._affine_grads(rows, self.x_hat, 0)
+        n = _F(rows.shape[0])
+        dx = (d_hat - d_hat.mean(axis=0) - self.x_hat * (d_hat * self.x_hat).sum(axis=0) / n) * self.inv
+        return dx.reshape(dy.shape)
+
+
+class LayerNormalization(_Normalization):
+    """Each sample normalized by its own mean and variance over the last axis."""
+
+    spec = Component("layer_normalization", "normalizes each sample by its own mean and variance "
+                     "over the last axis", _NORMALIZATION_PARAMS,
+                     keras="LayerNormalization", keras_fixed={"axis": -1})
+
+    def forward(self, x, training):
+        mean = x.mean(axis=-1, keepdims=True)
+        centered = x - mean
+        variance = np.mean(centered * centered, axis=-1, keepdims=True)
+        inv = _F(1) / np.sqrt(variance + _F(self.config["epsilon"]))
+        x_hat = centered * inv
+        if training:
+            self.x_hat, self.inv = x_hat, inv
+        return self._affine(x_hat)
+
+    def backward(self, dy):
+        d_hat = self._affine_grads(dy, self.x_hat, tuple(range(dy.ndim - 1)))
+        return (d_hat - d_hat.mean(axis=-1, keepdims=True)
+                - self.x_hat * (d_hat * self.x_hat).mean(axis=-1, keepdims=True)) * self.inv
+
+
+LAYERS = Registry("layer type", [Dense, Activation, Dropout, Flatten, BatchNormalization, LayerNormalization])
 
 
 def get(name):

@@ -72,18 +72,24 @@ class Sequential:
     def grads(self):
         return [g for layer in self.layers for g in layer.grads]
 
+    @property
+    def weights(self):
+        """Every layer's trainable and non-trainable weights, layer by layer in Keras's order."""
+        return [w for layer in self.layers for w in layer.weights]
+
     def count_params(self):
-        return int(sum(p.size for p in self.params))
+        """Trainable and non-trainable, as Keras's total."""
+        return int(sum(w.size for w in self.weights))
 
     def set_weights(self, arrays):
-        """Copy ``arrays`` (in ``params`` order) into the model's weights."""
-        for p, a in zip(self.params, arrays, strict=True):
+        """Copy ``arrays`` (in ``weights`` order) into the model's weights."""
+        for p, a in zip(self.weights, arrays, strict=True):
             if p.shape != a.shape:
                 raise ValueError(f"weight shape {a.shape} does not fit {p.shape}")
             p[...] = a
 
     def get_weights(self):
-        return [p.copy() for p in self.params]
+        return [w.copy() for w in self.weights]
 
     def forward(self, x, training=False):
         for layer in self.layers:
@@ -177,7 +183,7 @@ class Sequential:
     def summary(self):
         """A Keras-style table: layer (type), output shape, params; then totals."""
         rows = [(f"{layer.name} ({type(layer).__name__})", str((None,) + tuple(shape)),
-                 sum(p.size for p in layer.params))
+                 sum(w.size for w in layer.weights))
                 for layer, shape in zip(self.layers, self.shapes)]
         widths = [max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2,
                   max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2, 12]
@@ -186,9 +192,9 @@ class Sequential:
                  f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}{'Param #':>{widths[2]}}",
                  rule]
         lines += [f"{a:<{widths[0]}}{b:<{widths[1]}}{c:>{widths[2]},}" for a, b, c in rows]
-        total = self.count_params()
-        lines += [rule, f"Total params: {total:,}", f"Trainable params: {total:,}",
-                  "Non-trainable params: 0", rule]
+        total, trainable = self.count_params(), int(sum(p.size for p in self.params))
+        lines += [rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", rule]
         return "\n".join(lines)
 
 
