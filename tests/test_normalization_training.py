@@ -1,0 +1,89 @@
+"""Batch normalization in training: its moving statistics are saved and restored with the
+weights (resume is bit-exact, with real processes and signals), the optimizer leaves them
+alone, the summary counts them as Keras does, and several processes are refused."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from mlpcli import modelfile
+from mlpcli.nn import losses, optimizers
+from mlpcli.nn.model import Sequential
+
+LAYERS = ("model.layers=[{type: dense, units: 32}, {type: batch_normalization, momentum: 0.9}, "
+          "{type: activation, activation: relu}, {type: layer_normalization}, "
+          "{type: dense, units: 10, activation: softmax}]")
+SETTINGS = ["--set", LAYERS, "--set", "training.processes=1", "--set", "data.max_train_samples=6000",
+            "--set", "data.max_test_samples=200", "--set", "training.epochs=4", "--no-plots", "-q"]
+
+
+def train(run_dir, *extra):
+    return subprocess.Popen([sys.executable, "-m", "mlpcli", "train", "configs/mnist.yaml",
+                             "--run-dir", str(run_dir), *SETTINGS, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def final_weights(run_dir):
+    model = modelfile.load(run_dir / "model.h5").model
+    assert model.layers[1].type == "batch_normalization"
+    return model.weights
+
+
+def test_interrupted_and_resumed_run_with_batch_normalization_is_bit_identical(tmp_path):
+    whole = train(tmp_path / "whole")
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    run_dir = tmp_path / "cut"
+    proc = train(run_dir)
+    deadline = time.time() + 300
+    while not (run_dir / "resume" / "epoch-0002.h5").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "--resume", str(run_dir), "--no-plots", "-q"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ours, theirs = final_weights(run_dir), final_weights(tmp_path / "whole")
+    assert len(ours) == len(theirs) == 2 + 4 + 2 + 2  # the moving statistics are among them
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(ours[4], np.zeros_like(ours[4]))  # the moving mean moved
+
+
+def test_optimizer_leaves_the_moving_statistics_alone():
+    """AdamW's weight decay would shrink every array it is given: the moving statistics
+    must end where the batches alone put them."""
+    model = Sequential([{"type": "batch_normalization", "momentum": 0.5},
+                        {"type": "dense", "units": 2}], (3,)).build(np.random.default_rng(0))
+    opt = optimizers.get("adamw")(weight_decay=0.5)
+    opt.build([model.flat_params])
+    x = np.random.default_rng(1).standard_normal((8, 3)).astype(np.float32) + 4
+    y = np.random.default_rng(2).standard_normal((8, 2)).astype(np.float32)
+    model.train_step(x, y, losses.get("mse"), opt, 0.1, flat=True)
+    bn = model.layers[0]
+    np.testing.assert_array_equal(bn.moving_mean, np.float32(0.5) * x.mean(axis=0))
+    assert [len(layer.params) for layer in model.layers] == [2, 2]
+    assert model.flat_params.size == 3 + 3 + 3 * 2 + 2
+
+
+def test_summary_counts_moving_statistics_as_non_trainable():
+    model = Sequential([{"type": "dense", "units": 4}, {"type": "batch_normalization"},
+                        {"type": "dense", "units": 1}], (3,)).build(np.random.default_rng(0))
+    text = model.summary()
+    assert "Total params: 37" in text and "Trainable params: 29" in text and "Non-trainable params: 8" in text
+    assert model.count_params() == 37
+
+
+def test_several_processes_with_batch_normalization_are_refused(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "configs/mnist.yaml", "--run-dir",
+                           str(tmp_path / "run"), "--set", LAYERS, "--set", "training.processes=2", "--dry-run"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "training.processes" in done.stderr and "model.layers[1]" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
