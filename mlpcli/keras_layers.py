@@ -98,6 +98,9 @@ def _spec(kind, lc, path, i):
     name = lc.get("name")
     component = layers.LAYERS.by_keras(kind).spec
     spec = {"type": component.name, "name": name if isinstance(name, str) else None}
+    if "axis" in component.keras_fixed and lc.get("axis", -1) not in (-1, [-1]):
+        raise ModelFileError(f"{path}: layer {i} ({name}) normalizes over axis {lc.get('axis')!r}; "
+                             "mlpcli's normalization layers take the last axis (-1) only")
     for param in component.params:
         key = param.keras_key
         if param.constraint.type in NESTED:
