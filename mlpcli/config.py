@@ -272,12 +272,6 @@ def resolve(raw):
     if isinstance(training["processes"], int) and training["processes"] > 1 and clipping:
         check.error("training.processes", f"got {training['processes']}, but optimizer.{clipping[0]} needs the "
                     "whole gradient, which no one process has; use processes: 1 (or clipvalue)")
-    batch_norms = [i for i, layer in enumerate(cfg["model"]["layers"])
-                   if isinstance(layer, dict) and layer.get("type") == layers.BatchNormalization.spec.name]
-    if isinstance(training["processes"], int) and training["processes"] > 1 and batch_norms:
-        check.error("training.processes", f"got {training['processes']}, but model.layers[{batch_norms[0]}] "
-                    "(batch_normalization) needs the whole batch's statistics, which no one process has; "
-                    "use processes: 1")
     check.boolean("training.shuffle", training["shuffle"])
 
     ckpt = cfg["checkpoint"] = check.mapping("checkpoint", cfg["checkpoint"],

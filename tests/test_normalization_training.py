@@ -1,6 +1,6 @@
 """Batch normalization in training: its moving statistics are saved and restored with the
 weights (resume is bit-exact, with real processes and signals), the optimizer leaves them
-alone, the summary counts them as Keras does, and several processes are refused."""
+alone, the summary counts them as Keras does, and two processes train as one does."""
 
 import signal
 import subprocess
@@ -13,7 +13,9 @@ from mlpcli import modelfile
 from mlpcli.nn import losses, optimizers
 from mlpcli.nn.model import Sequential
 
-LAYERS = ("model.layers=[{type: dense, units: 32}, {type: batch_normalization, momentum: 0.9}, "
+# no bias before batch normalization: its gradient is rounding noise (the normalization takes
+# the mean away), which Adam magnifies, so it would differ between one and two processes
+LAYERS = ("model.layers=[{type: dense, units: 32, use_bias: false}, {type: batch_normalization, momentum: 0.9}, "
           "{type: activation, activation: relu}, {type: layer_normalization}, "
           "{type: dense, units: 10, activation: softmax}]")
 SETTINGS = ["--set", LAYERS, "--set", "training.processes=1", "--set", "data.max_train_samples=6000",
@@ -50,10 +52,10 @@ def test_interrupted_and_resumed_run_with_batch_normalization_is_bit_identical(t
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     ours, theirs = final_weights(run_dir), final_weights(tmp_path / "whole")
-    assert len(ours) == len(theirs) == 2 + 4 + 2 + 2  # the moving statistics are among them
+    assert len(ours) == len(theirs) == 1 + 4 + 2 + 2  # the moving statistics are among them
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(ours[4], np.zeros_like(ours[4]))  # the moving mean moved
+    assert not np.array_equal(ours[3], np.zeros_like(ours[3]))  # the moving mean moved
 
 
 def test_optimizer_leaves_the_moving_statistics_alone():
@@ -68,6 +70,7 @@ def test_optimizer_leaves_the_moving_statistics_alone():
     model.train_step(x, y, losses.get("mse"), opt, 0.1, flat=True)
     bn = model.layers[0]
     np.testing.assert_array_equal(bn.moving_mean, np.float32(0.5) * x.mean(axis=0))
+    assert np.abs(bn.grads[0]).max() > 0 and not np.array_equal(bn.gamma, np.ones(3))  # gamma does train
     assert [len(layer.params) for layer in model.layers] == [2, 2]
     assert model.flat_params.size == 3 + 3 + 3 * 2 + 2
 
@@ -80,10 +83,12 @@ def test_summary_counts_moving_statistics_as_non_trainable():
     assert model.count_params() == 37
 
 
-def test_several_processes_with_batch_normalization_are_refused(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "configs/mnist.yaml", "--run-dir",
-                           str(tmp_path / "run"), "--set", LAYERS, "--set", "training.processes=2", "--dry-run"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr
-    assert "training.processes" in done.stderr and "model.layers[1]" in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+def test_two_processes_train_a_batch_normalization_model_as_one_does(tmp_path):
+    """``mlp train`` end to end: the whole batch's statistics through shared memory."""
+    for processes in (1, 2):
+        proc = train(tmp_path / str(processes), "--set", f"training.processes={processes}",
+                     "--set", "training.epochs=1")
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    for a, b in zip(final_weights(tmp_path / "1"), final_weights(tmp_path / "2"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

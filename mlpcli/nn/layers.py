@@ -333,7 +333,18 @@ _NORMALIZATION_PARAMS = (
 class BatchNormalization(_Normalization):
     """Each feature (last axis) normalized by the batch's mean and variance in training,
     by the moving ones at inference; the moving ones follow Keras:
-    moving = moving * momentum + batch * (1 - momentum), the batch's variance biased."""
+    moving = moving * momentum + batch * (1 - momentum), the batch's variance biased.
+
+    ``rows = (start, stop, total)`` says the input is rows start:stop of a batch of
+    ``total`` that several processes share; ``all_sum`` (set by ``mlpcli/parallel.py``)
+    then turns this process's float64 sums into the whole batch's. Forward sums x and x**2
+    (the whole batch's mean and variance); backward sums the loss's gradient and its
+    product with x_hat, each share weighted by its share of the rows, as the processes'
+    gradients are averaged.
+    """
+
+    all_sum = None
+    rows = None
 
     spec = Component("batch_normalization", "normalizes each feature by the batch's (training) or the "
                      "moving (inference) mean and variance", (
@@ -357,9 +368,13 @@ class BatchNormalization(_Normalization):
         if not training:
             inv = _F(1) / np.sqrt(self.moving_variance + eps)
             return self._affine((x - self.moving_mean) * inv)
-        mean = rows.mean(axis=0)
-        centered = rows - mean
-        variance = np.mean(centered * centered, axis=0)
+        if self.rows is None:
+            mean = rows.mean(axis=0)
+            centered = rows - mean
+            variance = np.mean(centered * centered, axis=0)
+        else:
+            mean, variance = self._whole_batch_moments(rows, math.prod(x.shape[1:-1]))
+            centered = rows - mean
         momentum = _F(self.config["momentum"])
         self.moving_mean[...] = self.moving_mean * momentum + mean * (_F(1) - momentum)
         self.moving_variance[...] = self.moving_variance * momentum + variance * (_F(1) - momentum)
@@ -367,12 +382,33 @@ class BatchNormalization(_Normalization):
         self.x_hat = centered * self.inv
         return self._affine(self.x_hat).reshape(x.shape)
 
+    def _whole_batch_moments(self, rows, positions):
+        """(mean, variance) of the whole batch that ``rows`` (this process's share) is part of."""
+        start, stop, total = self.rows
+        sums = self.all_sum(np.concatenate([rows.sum(axis=0, dtype=np.float64),
+                                            np.square(rows, dtype=np.float64).sum(axis=0)]))
+        count = total * positions
+        mean = sums[:rows.shape[1]] / count
+        variance = np.maximum(sums[rows.shape[1]:] / count - mean * mean, 0)
+        return mean.astype(_F), variance.astype(_F)
+
     def backward(self, dy):
         rows = dy.reshape(-1, dy.shape[-1])
         d_hat = self._affine_grads(rows, self.x_hat, 0)
-        n = _F(rows.shape[0])
-        dx = (d_hat - d_hat.mean(axis=0) - self.x_hat * (d_hat * self.x_hat).sum(axis=0) / n) * self.inv
-        return dx.reshape(dy.shape)
+        if self.rows is None:
+            n = _F(rows.shape[0])
+            dx = (d_hat - d_hat.mean(axis=0) - self.x_hat * (d_hat * self.x_hat).sum(axis=0) / n) * self.inv
+            return dx.reshape(dy.shape)
+        start, stop, total = self.rows
+        weight = (stop - start) / total  # this share's weight in the averaged gradients
+        sums = self.all_sum(np.concatenate([d_hat.sum(axis=0, dtype=np.float64),
+                                            (d_hat * self.x_hat).sum(axis=0, dtype=np.float64)]) * weight)
+        if rows.shape[0] == 0:
+            return dy
+        n = rows.shape[0]
+        features = rows.shape[1]
+        mean_d, mean_dx = (sums[:features] / n).astype(_F), (sums[features:] / n).astype(_F)
+        return ((d_hat - mean_d - self.x_hat * mean_dx) * self.inv).reshape(dy.shape)
 
 
 class LayerNormalization(_Normalization):

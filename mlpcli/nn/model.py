@@ -41,10 +41,12 @@ class Sequential:
         for layer in self.layers:
             shape = layer.build(shape, dropout_rng if isinstance(layer, layers_mod.Dropout) else rng)
             self.shapes.append(shape)
-        # the first layer with weights never needs the gradient of its input
+        # the first layer with weights never needs the gradient of its input (a dense one
+        # can skip computing it; one after a normalization layer with weights cannot)
         for layer in self.layers:
-            if isinstance(layer, layers_mod.Dense):
-                layer.need_input_grad = False
+            if layer.params:
+                if isinstance(layer, layers_mod.Dense):
+                    layer.need_input_grad = False
                 break
         self.flat_params = _pack([layer for layer in self.layers], "params")
         self.flat_grads = _pack([layer for layer in self.layers], "grads")
@@ -129,12 +131,18 @@ class Sequential:
         ``total`` that several processes share (dropout draws those rows of its mask).
         """
         for layer in self.layers:
-            if isinstance(layer, layers_mod.Dropout):
+            if isinstance(layer, (layers_mod.Dropout, layers_mod.BatchNormalization)):
                 layer.rows = rows
         y_pred = self.forward(x, training=True)
         value = loss.value(y_true, y_pred) + self.penalty()
         self.backward(loss, y_true, y_pred)
         return value, y_pred
+
+    @property
+    def needs_every_share(self):
+        """Whether a layer combines statistics across the processes sharing a batch, so every
+        process must run each step, one with no rows too (see ``mlpcli/parallel.py``)."""
+        return any(isinstance(layer, layers_mod.BatchNormalization) for layer in self.layers)
 
     def skip_dropout(self, n_rows):
         """Move every dropout generator past a batch of ``n_rows`` rows, as ``gradients`` would."""
