@@ -345,11 +345,7 @@ def _check_weight_count(specs, input_shape, path):
     """Refuse a config with more weights than the file has bytes, before building it:
     every stored weight takes at least a byte, and a small file must not make us
     allocate a huge model."""
-    count, width = 0, math.prod(input_shape)
-    for spec in specs:
-        if spec["type"] == "dense":
-            count += (width + (1 if spec.get("use_bias", True) else 0)) * spec["units"]
-            width = spec["units"]
+    count = Sequential(specs, input_shape).planned_weight_count()  # a stack that does not fit: ValueError
     size = os.path.getsize(path)
     if count > size:
         raise ModelFileError(f"{path}: model_config describes more weights than the "

@@ -92,3 +92,26 @@ def test_two_processes_train_a_batch_normalization_model_as_one_does(tmp_path):
         assert proc.returncode == 0, err
     for a, b in zip(final_weights(tmp_path / "1"), final_weights(tmp_path / "2"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_small_file_claiming_a_huge_normalization_is_refused_before_allocating(tmp_path):
+    """The weights a config describes are counted through every layer's own ``weight_count``:
+    batch normalization over a billion features (four billion weights) in a tiny file."""
+    import json
+
+    import h5py
+    import pytest
+
+    from mlpcli.errors import ModelFileError
+
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 10**9]}},
+        {"class_name": "BatchNormalization", "config": {"name": "bn"}}]}}
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config)
+        f.create_group("model_weights").attrs["layer_names"] = [b"bn"]
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match="describes more weights than the"):
+        modelfile.load(path)
+    assert time.perf_counter() - start < 5

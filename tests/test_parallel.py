@@ -129,6 +129,29 @@ def test_batch_normalization_uses_the_whole_batch_across_processes(monkeypatch, 
 
 
 @needs_two
+@pytest.mark.parametrize("arrived", [True, False])
+def test_a_helper_gone_after_the_last_meeting_point_is_no_failure(arrived):
+    """The parent may look for dead partners while leaving the epoch's last meeting point,
+    after a helper passed it and exited: that helper finished. One that exits before
+    arriving did not."""
+    dp = trainer(2).parallel
+    dp.tick, dp.parent = 1, os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        dp.counters[parallel.LINE] = 1 if arrived else 0
+        os._exit(0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # gone, not yet reaped
+    dp.pids, dp.pids_ranks = [pid], {pid: 1}
+    if arrived:
+        dp._check_partners(0)
+        assert dp.pids == []
+    else:
+        with pytest.raises(TrainingError, match="exit status 0"):
+            dp._check_partners(0)
+    no_child_left()
+
+
+@needs_two
 def test_two_processes_are_deterministic():
     a, b = trainer(2), trainer(2)
     assert train(a) == train(b)

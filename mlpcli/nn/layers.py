@@ -49,6 +49,11 @@ class Layer:
         """Trainable then non-trainable weights: what a model file stores, in Keras's order."""
         return self.params + self.state
 
+    def weight_count(self, input_shape):
+        """How many values its weights (trainable and not) hold for inputs of ``input_shape``:
+        known before ``build`` allocates them."""
+        return 0
+
     def output_shape(self, input_shape):
         """The shape of this layer's output for inputs of ``input_shape``; ``ValueError`` (saying
         why) when it cannot take them. ``build`` returns it too."""
@@ -109,6 +114,9 @@ class Dense(Layer):
     @property
     def weight_names(self):
         return ("kernel", "bias") if self.config["use_bias"] else ("kernel",)
+
+    def weight_count(self, input_shape):
+        return (math.prod(input_shape) + self.config["use_bias"]) * self.config["units"]
 
     def output_shape(self, input_shape):
         if len(input_shape) != 1:
@@ -296,6 +304,9 @@ class _Normalization(Layer):
     @property
     def weight_names(self):
         return (("gamma",) if self.config["scale"] else ()) + (("beta",) if self.config["center"] else ())
+
+    def weight_count(self, input_shape):
+        return input_shape[-1] * len(self.weight_names)
 
     def rebind(self, attribute, arrays):
         super().rebind(attribute, arrays)

@@ -53,6 +53,12 @@ class Sequential:
         self.built = True
         return self
 
+    def planned_weight_count(self):
+        """How many values the weights will hold, before ``build`` allocates them;
+        ``LayerShapeError`` when the stack does not fit its input."""
+        shapes = output_shapes(self.layers, self.input_shape)
+        return sum(layer.weight_count(shape) for layer, shape in zip(self.layers, [self.input_shape, *shapes]))
+
     @property
     def widths(self):
         """Values per sample: of the input, then of each layer's output."""
