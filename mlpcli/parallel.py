@@ -42,7 +42,6 @@ import numpy as np
 
 from mlpcli.errors import TrainingError
 from mlpcli.machine import usable_cores
-from mlpcli.nn.layers import BatchNormalization
 
 ALIGN = 16  # float32s per 64-byte cache line: no two processes write one line of weights
 LINE = 8  # int64s per counter: each process's counter on a cache line of its own
@@ -105,10 +104,10 @@ class DataParallel:
         self.numbers = shared_empty(n + 1, np.float64)  # each rank's loss, then the learning rate
         self.outputs = shared_empty((batch_size, n_outputs))
         self.error = shared_empty(4000, np.uint8)  # a failed helper's traceback, NUL-terminated
-        combined = [layer for layer in model.layers if isinstance(layer, BatchNormalization)]
+        combined = [layer for layer in model.layers if layer.combines_batches]
         for layer in combined:
             layer.all_sum = self.all_sum
-        width = max((2 * layer.weights[-1].size for layer in combined), default=0)
+        width = max((layer.sums_width for layer in combined), default=0)
         self.sums = shared_empty((2, n, width), np.float64)
         self.rank = 0
         self.sums_done = 0

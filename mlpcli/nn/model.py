@@ -134,10 +134,11 @@ class Sequential:
         (loss including penalties, predictions).
 
         ``rows = (start, stop, total)``: the batch is rows start:stop of a batch of
-        ``total`` that several processes share (dropout draws those rows of its mask).
+        ``total`` that several processes share (dropout draws those rows of its mask, batch
+        normalization combines its statistics with the other processes').
         """
         for layer in self.layers:
-            if isinstance(layer, (layers_mod.Dropout, layers_mod.BatchNormalization)):
+            if isinstance(layer, layers_mod.Dropout) or layer.combines_batches:
                 layer.rows = rows
         y_pred = self.forward(x, training=True)
         value = loss.value(y_true, y_pred) + self.penalty()
@@ -148,7 +149,7 @@ class Sequential:
     def needs_every_share(self):
         """Whether a layer combines statistics across the processes sharing a batch, so every
         process must run each step, one with no rows too (see ``mlpcli/parallel.py``)."""
-        return any(isinstance(layer, layers_mod.BatchNormalization) for layer in self.layers)
+        return any(layer.combines_batches for layer in self.layers)
 
     def skip_dropout(self, n_rows):
         """Move every dropout generator past a batch of ``n_rows`` rows, as ``gradients`` would."""
