@@ -86,3 +86,13 @@ def test_a_keras_normalization_over_another_axis_is_refused(axis):
     with pytest.raises(ModelFileError) as exc:
         layer_specs_from_keras(config, "m.h5")
     assert "m.h5: layer 1 (bn) normalizes over axis" in str(exc.value) and "the last axis (-1)" in str(exc.value)
+
+
+def test_a_keras_layer_normalization_with_rms_scaling_is_refused():
+    from mlpcli.errors import ModelFileError
+
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 4]}},
+        {"class_name": "LayerNormalization", "config": {"name": "ln", "rms_scaling": True}}]}}
+    with pytest.raises(ModelFileError, match=r"m.h5: layer 1 \(ln\) uses rms_scaling"):
+        layer_specs_from_keras(config, "m.h5")
