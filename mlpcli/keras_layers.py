@@ -98,6 +98,12 @@ def _spec(kind, lc, path, i):
     name = lc.get("name")
     component = layers.LAYERS.by_keras(kind).spec
     spec = {"type": component.name, "name": name if isinstance(name, str) else None}
+    if "axis" in component.keras_fixed and lc.get("axis", -1) not in (-1, [-1]):
+        raise ModelFileError(f"{path}: layer {i} ({name}) normalizes over axis {lc.get('axis')!r}; "
+                             "mlpcli's normalization layers take the last axis (-1) only")
+    if lc.get("rms_scaling"):  # Keras 3.1's LayerNormalization option: scale by the RMS, no centering
+        raise ModelFileError(f"{path}: layer {i} ({name}) uses rms_scaling, which mlpcli's "
+                             "layer_normalization does not have")
     for param in component.params:
         key = param.keras_key
         if param.constraint.type in NESTED:

@@ -67,7 +67,7 @@ def save(path, model, *, loss=None, optimizer=None, metrics=(), config=None,
             g = weights.create_group(layer.name)
             names = [f"{layer.name}/{w}:0" for w in layer.weight_names]
             g.attrs["weight_names"] = [n.encode() for n in names]
-            for name, value in zip(names, layer.params):
+            for name, value in zip(names, layer.weights, strict=True):
                 g.create_dataset(name, data=value)
         own = f.create_group("mlpcli")
         own.attrs["version"] = __version__
@@ -345,11 +345,7 @@ def _check_weight_count(specs, input_shape, path):
     """Refuse a config with more weights than the file has bytes, before building it:
     every stored weight takes at least a byte, and a small file must not make us
     allocate a huge model."""
-    count, width = 0, math.prod(input_shape)
-    for spec in specs:
-        if spec["type"] == "dense":
-            count += (width + (1 if spec.get("use_bias", True) else 0)) * spec["units"]
-            width = spec["units"]
+    count = Sequential(specs, input_shape).planned_weight_count()  # a stack that does not fit: ValueError
     size = os.path.getsize(path)
     if count > size:
         raise ModelFileError(f"{path}: model_config describes more weights than the "
@@ -358,17 +354,17 @@ def _check_weight_count(specs, input_shape, path):
 
 def _load_weights(group, model, path):
     names = [n for n in _string_list(group, "layer_names", path) if _string_list(group[n], "weight_names", path)]
-    dense = [layer for layer in model.layers if layer.params]
+    dense = [layer for layer in model.layers if layer.weights]
     if len(names) != len(dense):
         raise ModelFileError(f"{path}: the config has {len(dense)} layers with weights but "
                              f"model_weights holds {len(names)}")
     for name, layer in zip(names, dense):
         g = group[name]
         weight_names = _string_list(g, "weight_names", path)
-        if len(weight_names) != len(layer.params):
+        if len(weight_names) != len(layer.weights):
             raise ModelFileError(f"{path}: layer '{name}' has {len(weight_names)} weights, "
-                                 f"expected {len(layer.params)} ({', '.join(layer.weight_names)})")
-        for wname, param in zip(weight_names, layer.params):
+                                 f"expected {len(layer.weights)} ({', '.join(layer.weight_names)})")
+        for wname, param in zip(weight_names, layer.weights):
             value = _numeric(g[wname], path, f"weight '{wname}'", param.shape)
             with np.errstate(over="ignore", invalid="ignore"):
                 value = value.astype(param.dtype)  # 1e300 (float64) becomes inf here

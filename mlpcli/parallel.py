@@ -17,6 +17,13 @@ step where a single process's would, and a checkpoint needs nothing from the
 helpers. The weights differ from a single process's only in the order in
 which the gradients are summed.
 
+Batch normalization needs the whole batch's statistics mid-step: each process
+writes its sums into its row of a shared table, waits for the others, and adds
+up the rows in one order (``all_sum``), so every process gets the same totals.
+Two tables, used in turn, let a process write the next sums while a slower one
+still reads the last. Every process then runs every step, one with no rows
+too, so that each meets the others at every sum.
+
 Linux on x86-64 only: fork, and x86's ordered stores, which let one process
 read what another wrote before raising its counter without explicit fences.
 Elsewhere, and on one core, training uses one process.
@@ -98,6 +105,13 @@ class DataParallel:
         self.numbers = shared_empty(n + 1, np.float64)  # each rank's loss, then the learning rate
         self.outputs = shared_empty((batch_size, n_outputs))
         self.error = shared_empty(4000, np.uint8)  # a failed helper's traceback, NUL-terminated
+        combined = [layer for layer in model.layers if layer.combines_batches]
+        for layer in combined:
+            layer.all_sum = self.all_sum
+        width = max((layer.sums_width for layer in combined), default=0)
+        self.sums = shared_empty((2, n, width), np.float64)
+        self.rank = 0
+        self.sums_done = 0
         self.parent = None
         self.pids = []
         self.tick = 0
@@ -111,11 +125,13 @@ class DataParallel:
         context ends by an exception)."""
         self.counters[:] = 0
         self.tick = 0
+        self.sums_done = 0
         self.error[0] = 0
-        self.parent, self.pids = os.getpid(), []
+        self.parent, self.pids, self.pids_ranks = os.getpid(), [], {}
         try:
             for rank in range(1, self.n):
                 self.pids.append(self._fork(rank, work))
+                self.pids_ranks[self.pids[-1]] = rank
             yield self
         except BaseException:
             self.counters[self.n * LINE] = 1
@@ -143,6 +159,7 @@ class DataParallel:
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):  # the parent's to handle: it stops the helpers
                 signal.signal(sig, signal.SIG_IGN)
+            self.rank = rank
             self.model.use_buffers(grads=self.grads[rank])
             work(rank)
         except Stopped:
@@ -175,11 +192,13 @@ class DataParallel:
             if os.getppid() != self.parent or self.counters[self.n * LINE]:
                 raise Stopped
             return
-        for pid in self.pids:
+        for pid in list(self.pids):
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 self.pids.remove(pid)
                 code = os.waitstatus_to_exitcode(status)
+                if code == 0 and self.counters[self.pids_ranks[pid] * LINE] >= self.tick:
+                    continue  # it passed the epoch's last meeting point, which this process is leaving
                 self.counters[self.n * LINE] = 1
                 raise TrainingError(f"a training process ended (exit status {code}) during the epoch:\n"
                                     f"{self._error_text()}")
@@ -212,12 +231,17 @@ class DataParallel:
         start, stop = cuts[rank], cuts[rank + 1]
         if rank == 0:
             self.numbers[self.n] = lr
-        if stop > start:
+        if stop > start or self.model.needs_every_share:
             xb, yb = buffers[0][:stop - start], buffers[1][:stop - start]
             x.take(idx[start:stop], xb)
             np.take(y_enc, idx[start:stop], axis=0, out=yb)
-            value, y_pred = self.model.gradients(xb, yb, loss, rows=(start, stop, total))
-            self.outputs[start:stop] = y_pred.reshape(stop - start, -1)
+            with contextlib.ExitStack() as quiet:
+                if stop == start:  # the mean loss of no rows is NaN, and unused
+                    quiet.enter_context(np.errstate(invalid="ignore", divide="ignore"))
+                    quiet.enter_context(warnings.catch_warnings())
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                value, y_pred = self.model.gradients(xb, yb, loss, rows=(start, stop, total))
+            self.outputs[start:stop] = y_pred.reshape(stop - start, self.outputs.shape[1])
             self.numbers[rank] = value
         else:
             self.model.skip_dropout(total)
@@ -232,6 +256,14 @@ class DataParallel:
                         float(self.numbers[self.n]), part=share)
         self.wait(rank)  # every share of the weights is updated
         return value
+
+    def all_sum(self, values):
+        """The sum over the processes of each one's ``values`` (float64, 1-D), the same in every one."""
+        table = self.sums[self.sums_done % 2]
+        self.sums_done += 1
+        table[self.rank, :values.size] = values
+        self.wait(self.rank)
+        return table[:, :values.size].sum(axis=0)
 
     def _mixed_gradient(self, share, weights):
         """The batch's gradient on ``share``: the row-weighted mean of the processes' gradients."""

@@ -121,7 +121,7 @@ class ResumeStates(Callback):
                            f"gives {self.n_train}; the data changed since, so the run cannot go on")
         self._check_same_inputs(saved.pipeline)
         trainer = self.loop.trainer
-        trainer.model.set_weights(saved.model.params)
+        trainer.model.set_weights(saved.model.weights)
         trainer.optimizer.set_state(saved.optimizer_state)
         trainer.set_state(state["trainer"], saved.arrays)
         for callback in self._stateful():

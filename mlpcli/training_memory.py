@@ -57,8 +57,7 @@ def memory_needed(cfg, model, data_rows):
     the shared outputs of a batch of ``batch_size`` rows. Evaluation's batches on top.
     """
     widths = [math.prod(shape) for shape in [model.input_shape, *output_shapes(model.layers, model.input_shape)]]
-    weights = sum(widths[i] * layer.config["units"] + (layer.config["units"] if layer.config["use_bias"] else 0)
-                  for i, layer in enumerate(model.layers) if isinstance(layer, Dense))
+    weights = model.planned_weight_count()
     processes = usable_processes(cfg["training"]["processes"])
     slots = len(optimizers.from_config(cfg["optimizer"]).slot_names)
     es = cfg["early_stopping"]

@@ -50,7 +50,9 @@ def test_every_layer_goes_to_keras_and_back_through_its_declaration():
               "kernel_regularizer": {"l1": 0.01, "l2": 0.0}, "bias_regularizer": None,
               "activity_regularizer": {"l1": 0.0, "l2": 0.02}},
              {"type": "dropout", "name": "o", "rate": 0.25, "seed": 3},
-             {"type": "activation", "name": "a", "activation": "softmax"}]
+             {"type": "activation", "name": "a", "activation": "softmax"},
+             {"type": "batch_normalization", "name": "b", "momentum": 0.5, "epsilon": 0.01, "center": False},
+             {"type": "layer_normalization", "name": "n", "epsilon": 0.1, "scale": False}]
     assert {s["type"] for s in specs} == set(layers.LAYERS)  # a new layer joins this test
     model = Sequential(specs, (2, 2), name="m").build(np.random.default_rng(0))
     config = keras_model_config(model)
@@ -72,3 +74,25 @@ def test_a_keras_layer_value_outside_its_declared_constraint_names_layer_and_ran
     with pytest.raises(ModelFileError) as exc:
         layer_specs_from_keras(config, "m.h5")
     assert str(exc.value) == "m.h5: layer 2 (drop) has a bad rate: must be in [0, 1), got 1.5"
+
+
+@pytest.mark.parametrize("axis", [1, [0, 1], "x"])
+def test_a_keras_normalization_over_another_axis_is_refused(axis):
+    from mlpcli.errors import ModelFileError
+
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 4, 3]}},
+        {"class_name": "BatchNormalization", "config": {"name": "bn", "axis": axis}}]}}
+    with pytest.raises(ModelFileError) as exc:
+        layer_specs_from_keras(config, "m.h5")
+    assert "m.h5: layer 1 (bn) normalizes over axis" in str(exc.value) and "the last axis (-1)" in str(exc.value)
+
+
+def test_a_keras_layer_normalization_with_rms_scaling_is_refused():
+    from mlpcli.errors import ModelFileError
+
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 4]}},
+        {"class_name": "LayerNormalization", "config": {"name": "ln", "rms_scaling": True}}]}}
+    with pytest.raises(ModelFileError, match=r"m.h5: layer 1 \(ln\) uses rms_scaling"):
+        layer_specs_from_keras(config, "m.h5")

@@ -487,3 +487,67 @@ def test_model_backward_skips_first_layer_input_grad():
     y_pred = model.forward(x, training=True)
     model.backward(losses.get("sparse_categorical_crossentropy"), y, y_pred)
     assert all(np.abs(g).sum() > 0 for g in model.grads)
+
+
+# ------------------------------------------------------------- normalization layers
+
+def normalization_in_float64(layer, rng):
+    """A built normalization layer with float64 gamma and beta away from 1 and 0."""
+    layer.params = [p.astype(np.float64) + rng.uniform(-0.5, 0.5, p.shape) for p in layer.params]
+    layer.state = [s.astype(np.float64) for s in layer.state]
+    layer.grads = [np.zeros_like(p) for p in layer.params]
+    layer._bind()
+    return layer
+
+
+NORMALIZATION_CASES = [(kind, config) for kind in ("batch_normalization", "layer_normalization")
+                       for config in ({}, {"center": False}, {"scale": False}, {"epsilon": 0.5})]
+
+
+@pytest.mark.parametrize("kind,config", NORMALIZATION_CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 5)], ids=["flat", "3d"])
+def test_normalization_gradients(kind, config, shape):
+    rng = np.random.default_rng(11)
+    layer = layers.get(kind)(**config)
+    assert layer.build(shape[1:], rng) == shape[1:]
+    normalization_in_float64(layer, rng)
+    x = rng.standard_normal(shape) * 2 + 1
+    r = rng.standard_normal(shape)
+    f = layer_objective(layer, x, r)
+    f()
+    dx = layer.backward(r)
+    analytic = [g.copy() for g in layer.grads]
+    assert len(analytic) == (not config.get("center") is False) + (not config.get("scale") is False)
+    for p, g in zip(layer.params, analytic):
+        np.testing.assert_allclose(g, numeric_grad(f, p), rtol=RTOL, atol=1e-6)
+    np.testing.assert_allclose(dx, numeric_grad(f, x), rtol=RTOL, atol=1e-6)
+
+
+def test_batch_normalization_moving_statistics_and_inference():
+    """Training normalizes by the batch's statistics and moves the moving ones as Keras does;
+    inference uses the moving ones; float32 throughout."""
+    rng = np.random.default_rng(3)
+    layer = layers.get("batch_normalization")(momentum=0.9)
+    layer.build((3,), rng)
+    x = (rng.standard_normal((50, 3)) * [1, 2, 3] + [5, -1, 0]).astype(np.float32)
+    y = layer.forward(x, training=True)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=0), x.var(axis=0) / (x.var(axis=0) + 1e-3), rtol=1e-4)
+    np.testing.assert_allclose(layer.moving_mean, 0.1 * x.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance, 0.9 + 0.1 * x.var(axis=0), rtol=1e-5)
+    assert layer.params and all(p.dtype == np.float32 for p in layer.weights)
+    inferred = layer.forward(x, training=False)
+    expected = (x - layer.moving_mean) / np.sqrt(layer.moving_variance + 1e-3)
+    np.testing.assert_allclose(inferred, expected, rtol=1e-5, atol=1e-6)
+    assert layer.weight_names == ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def test_layer_normalization_normalizes_each_sample():
+    layer = layers.get("layer_normalization")()
+    layer.build((8,), np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32) * 3 + 2
+    y = layer.forward(x, training=False)
+    assert y.dtype == np.float32 and layer.state == []
+    np.testing.assert_allclose(y.mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=1), x.var(axis=1) / (x.var(axis=1) + 1e-3), rtol=1e-4)

@@ -94,6 +94,63 @@ def test_two_processes_train_as_one_does():
     assert not np.allclose(two.model.params[0], trainer(2).model.params[0])
 
 
+def normalized_trainer(processes, batch_size=32):
+    """Batch normalization on the raw inputs (no weights of its own) and after a dense layer
+    (without a bias, whose gradient would be rounding noise that Adam magnifies), layer
+    normalization, dropout: every step needs the whole batch's statistics."""
+    cfg = resolve({"name": "t", "seed": 0, "model": {"input_shape": [12], "layers": [
+        {"type": "batch_normalization", "center": False, "scale": False},
+        {"type": "dense", "units": 16, "use_bias": False}, {"type": "batch_normalization", "momentum": 0.8},
+        {"type": "activation", "activation": "relu"}, {"type": "dropout", "rate": 0.2},
+        {"type": "layer_normalization"}, {"type": "dense", "units": 4, "activation": "softmax"}]},
+        "loss": "categorical_crossentropy", "optimizer": {"type": "adam", "learning_rate": 0.01},
+        "metrics": ["accuracy"], "training": {"batch_size": batch_size, "processes": processes}})
+    streams = random_streams(0)
+    return Trainer(build_model(cfg, streams), cfg, streams)
+
+
+@needs_two
+@pytest.mark.parametrize("processes, batch_size, n", [(2, 32, 203), (3, 2, 23), (3, 32, 203)])
+def test_batch_normalization_uses_the_whole_batch_across_processes(monkeypatch, processes, batch_size, n):
+    """The whole batch's statistics (and their gradients) through shared memory: the weights
+    and the moving statistics match one process's to rounding; with two rows per batch one
+    of three processes has no rows yet meets the others at every sum."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(processes)))
+    one, many = normalized_trainer(1, batch_size), normalized_trainer(processes, batch_size)
+    assert many.parallel.n == processes
+    logs_one, logs_many = train(one, epochs=2, n=n), train(many, epochs=2, n=n)
+    assert len(one.model.weights) == len(many.model.weights) == 2 + 1 + 4 + 2 + 2
+    for a, b in zip(one.model.weights, many.model.weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(logs_one, logs_many):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert not np.allclose(many.model.layers[2].moving_variance, 1)
+    no_child_left()
+
+
+@needs_two
+@pytest.mark.parametrize("arrived", [True, False])
+def test_a_helper_gone_after_the_last_meeting_point_is_no_failure(arrived):
+    """The parent may look for dead partners while leaving the epoch's last meeting point,
+    after a helper passed it and exited: that helper finished. One that exits before
+    arriving did not."""
+    dp = trainer(2).parallel
+    dp.tick, dp.parent = 1, os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        dp.counters[parallel.LINE] = 1 if arrived else 0
+        os._exit(0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # gone, not yet reaped
+    dp.pids, dp.pids_ranks = [pid], {pid: 1}
+    if arrived:
+        dp._check_partners(0)
+        assert dp.pids == []
+    else:
+        with pytest.raises(TrainingError, match="exit status 0"):
+            dp._check_partners(0)
+    no_child_left()
+
+
 @needs_two
 def test_two_processes_are_deterministic():
     a, b = trainer(2), trainer(2)

@@ -1,11 +1,6 @@
-"""Layers: Dense, Activation, Dropout and Flatten.
-
-Lifecycle, as in Keras: construct from a config dict, ``build(input_shape,
-rng)`` creates the weights and returns the output shape, ``forward(x,
-training)`` computes the output (keeping what backward needs),
-``backward(dy)`` stores the weight gradients in ``grads`` and returns the
-gradient with respect to the input. Shapes exclude the batch axis; arrays are
-float32 ``(batch, *shape)``.
+"""Layers: Dense, Activation, Dropout and Flatten here, the normalization layers in
+``mlpcli.nn.normalization``; ``LAYERS`` is every one of them. The protocol they follow is
+``mlpcli.nn.layer.Layer``'s.
 """
 
 import math
@@ -13,74 +8,11 @@ import math
 import numpy as np
 
 from mlpcli.nn import activations, initializers, regularizers
+from mlpcli.nn.layer import TRAINABLE, Layer
+from mlpcli.nn.normalization import BatchNormalization, LayerNormalization
 from mlpcli.nn.spec import BOOLEAN, Component, Constraint, Param, Registry, integer, number
 
 _F = np.float32
-
-
-# every layer with weights declares it: false freezes the weights (training leaves them as they are)
-TRAINABLE = Param("trainable", True, BOOLEAN, "whether training updates its weights (false: frozen)")
-# how a parameter of a nested kind is written in a Keras layer config
-TO_KERAS = {"activation": lambda name: activations.get(name).name,
-            "initializer": initializers.keras_config,
-            "regularizer": lambda spec: regularizers.keras_config(spec) if spec else None}
-
-
-class Layer:
-    spec = Component("", "")
-    weight_names = ()
-
-    def __init__(self, name=None, **config):
-        defaults = self.spec.defaults()
-        unknown = set(config) - set(defaults)
-        if unknown:
-            raise ValueError(f"{self.type}: unknown parameter(s) {sorted(unknown)}")
-        self.config = {**defaults, **config}
-        self.name = name
-        self.params = []
-        self.grads = []
-        self.activity_penalty = 0.0
-
-    def output_shape(self, input_shape):
-        """The shape of this layer's output for inputs of ``input_shape``; ``ValueError`` (saying
-        why) when it cannot take them. ``build`` returns it too."""
-        return tuple(input_shape)
-
-    def build(self, input_shape, rng):
-        return self.output_shape(input_shape)
-
-    def forward(self, x, training):
-        return x
-
-    def backward(self, dy):
-        return dy
-
-    def penalty(self):
-        """Weight-regularization term this layer adds to the loss."""
-        return 0.0
-
-    def rebind(self, attribute, arrays):
-        """Use ``arrays`` (same shapes, e.g. views of a shared buffer) as ``params`` or ``grads``."""
-        setattr(self, attribute, list(arrays))
-
-    @property
-    def trainable(self):
-        """Whether training updates this layer's weights (``TRAINABLE``; a layer without weights has none to update)."""
-        return self.config.get("trainable", True)
-
-    def get_config(self):
-        """The layer's spec as in a config file: ``{"type": ..., "name": ..., **params}``."""
-        return {"type": self.type, "name": self.name, **self.config}
-
-    @property
-    def type(self):
-        return self.spec.name
-
-    def keras_config(self):
-        """The layer's entry in a Keras ``Sequential`` model_config."""
-        return {"class_name": self.spec.keras,
-                "config": {"name": self.name, "trainable": True, "dtype": "float32",
-                           **self.spec.to_keras(self.config, TO_KERAS)}}
 
 
 class Dense(Layer):
@@ -107,6 +39,9 @@ class Dense(Layer):
     @property
     def weight_names(self):
         return ("kernel", "bias") if self.config["use_bias"] else ("kernel",)
+
+    def weight_count(self, input_shape):
+        return (math.prod(input_shape) + self.config["use_bias"]) * self.config["units"]
 
     def output_shape(self, input_shape):
         if len(input_shape) != 1:
@@ -278,7 +213,7 @@ class Flatten(Layer):
         return dy.reshape((dy.shape[0],) + self.input_shape)
 
 
-LAYERS = Registry("layer type", [Dense, Activation, Dropout, Flatten])
+LAYERS = Registry("layer type", [Dense, Activation, Dropout, Flatten, BatchNormalization, LayerNormalization])
 
 
 def get(name):

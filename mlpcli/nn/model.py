@@ -41,10 +41,12 @@ class Sequential:
         for layer in self.layers:
             shape = layer.build(shape, dropout_rng if isinstance(layer, layers_mod.Dropout) else rng)
             self.shapes.append(shape)
-        # the first layer with weights never needs the gradient of its input
+        # the first layer with weights never needs the gradient of its input (a dense one
+        # can skip computing it; one after a normalization layer with weights cannot)
         for layer in self.layers:
-            if isinstance(layer, layers_mod.Dense):
-                layer.need_input_grad = False
+            if layer.params:
+                if isinstance(layer, layers_mod.Dense):
+                    layer.need_input_grad = False
                 break
         self.flat_params = _pack(self._packed_layers(), "params")
         self.flat_grads = _pack(self._packed_layers(), "grads")
@@ -78,6 +80,12 @@ class Sequential:
     def trainable_grads(self):
         return [g for layer in self.layers if layer.trainable for g in layer.grads]
 
+    def planned_weight_count(self):
+        """How many values the weights will hold, before ``build`` allocates them;
+        ``LayerShapeError`` when the stack does not fit its input."""
+        shapes = output_shapes(self.layers, self.input_shape)
+        return sum(layer.weight_count(shape) for layer, shape in zip(self.layers, [self.input_shape, *shapes]))
+
     @property
     def widths(self):
         """Values per sample: of the input, then of each layer's output."""
@@ -99,18 +107,24 @@ class Sequential:
     def grads(self):
         return [g for layer in self.layers for g in layer.grads]
 
+    @property
+    def weights(self):
+        """Every layer's trainable and non-trainable weights, layer by layer in Keras's order."""
+        return [w for layer in self.layers for w in layer.weights]
+
     def count_params(self):
-        return int(sum(p.size for p in self.params))
+        """Trainable and non-trainable, as Keras's total."""
+        return int(sum(w.size for w in self.weights))
 
     def set_weights(self, arrays):
-        """Copy ``arrays`` (in ``params`` order) into the model's weights."""
-        for p, a in zip(self.params, arrays, strict=True):
+        """Copy ``arrays`` (in ``weights`` order) into the model's weights."""
+        for p, a in zip(self.weights, arrays, strict=True):
             if p.shape != a.shape:
                 raise ValueError(f"weight shape {a.shape} does not fit {p.shape}")
             p[...] = a
 
     def get_weights(self):
-        return [p.copy() for p in self.params]
+        return [w.copy() for w in self.weights]
 
     def forward(self, x, training=False):
         for layer in self.layers:
@@ -147,15 +161,22 @@ class Sequential:
         (loss including penalties, predictions).
 
         ``rows = (start, stop, total)``: the batch is rows start:stop of a batch of
-        ``total`` that several processes share (dropout draws those rows of its mask).
+        ``total`` that several processes share (dropout draws those rows of its mask, batch
+        normalization combines its statistics with the other processes').
         """
         for layer in self.layers:
-            if isinstance(layer, layers_mod.Dropout):
+            if isinstance(layer, layers_mod.Dropout) or layer.combines_batches:
                 layer.rows = rows
         y_pred = self.forward(x, training=True)
         value = loss.value(y_true, y_pred) + self.penalty()
         self.backward(loss, y_true, y_pred)
         return value, y_pred
+
+    @property
+    def needs_every_share(self):
+        """Whether a layer combines statistics across the processes sharing a batch, so every
+        process must run each step, one with no rows too (see ``mlpcli/parallel.py``)."""
+        return any(layer.combines_batches for layer in self.layers)
 
     def skip_dropout(self, n_rows):
         """Move every dropout generator past a batch of ``n_rows`` rows, as ``gradients`` would."""
@@ -205,7 +226,7 @@ class Sequential:
     def summary(self):
         """A Keras-style table: layer (type), output shape, params; then totals."""
         rows = [(f"{layer.name} ({type(layer).__name__})", str((None,) + tuple(shape)),
-                 sum(p.size for p in layer.params))
+                 sum(w.size for w in layer.weights))
                 for layer, shape in zip(self.layers, self.shapes)]
         widths = [max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2,
                   max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2, 12]
