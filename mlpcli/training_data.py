@@ -27,6 +27,7 @@ class TrainingData:
     preprocessing: dict
     class_names: list | None
     table: object  # a table's TableEncoding (how its cells become features), else None
+    train_weights: np.ndarray | None = None  # float32 (n,): each training sample's weight in the loss
 
 
 def prepare_data(cfg, model, split_rng, progress=None):
@@ -44,7 +45,37 @@ def prepare_data(cfg, model, split_rng, progress=None):
     x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
                               ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
     return TrainingData((x_train, y_train), (x_val, y_val), (x_test, data.y_test), feature_shape,
-                        data.preprocessing, data.class_names, data.table)
+                        data.preprocessing, data.class_names, data.table,
+                        sample_weights(cfg["training"]["class_weight"], y_train, data.class_names, model))
+
+
+def sample_weights(class_weight, labels, class_names, model):
+    """Each training sample's weight from ``training.class_weight`` (None: none is set).
+
+    ``balanced`` gives class k ``n_samples / (n_classes * count_k)``, scikit-learn's and Keras's
+    meaning (n_classes: the classes that occur); a mapping names classes by name or index, a
+    class it leaves out weighs 1."""
+    if class_weight is None:
+        return None
+    n_classes = 2 if model.n_outputs == 1 else model.n_outputs
+    if class_weight == "balanced":
+        counts = np.bincount(labels, minlength=n_classes)
+        per_class = np.where(counts > 0, len(labels) / (np.count_nonzero(counts) * np.maximum(counts, 1)), 1.0)
+    else:
+        per_class = np.ones(n_classes)
+        for key, weight in class_weight.items():
+            per_class[_class_index(key, class_names, n_classes)] = weight
+    return per_class.astype(np.float32)[labels]
+
+
+def _class_index(key, class_names, n_classes):
+    if class_names and str(key) in map(str, class_names):
+        return [str(name) for name in class_names].index(str(key))
+    if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < n_classes:
+        return key
+    allowed = (", ".join(map(str, class_names[:10])) + (", ..." if len(class_names) > 10 else "")
+               if class_names else f"indices 0..{n_classes - 1}")
+    raise config_mod.ConfigError(f"training.class_weight.{key}: no such class; the classes are {allowed}")
 
 
 def _split(cfg, data, rng):

@@ -1,13 +1,17 @@
 """Loss functions with Keras's formulas, each averaged over the batch.
 
-``value(y_true, y_pred) -> float`` and ``grad(y_true, y_pred) -> dL/dy_pred``
-take float32 arrays of shape ``(batch, outputs)`` (``sparse_categorical_
-crossentropy`` takes integer labels ``(batch,)`` as ``y_true``). ``fused``
-names the output activation whose gradient the loss can combine with its own:
-softmax + cross-entropy gives ``(p - y) / batch`` without the Jacobian.
+The functions give each sample's loss ``(batch,)`` and ``dL/dy_pred`` of the batch's mean;
+they take float32 arrays of shape ``(batch, outputs)`` (``sparse_categorical_crossentropy``
+takes integer labels ``(batch,)`` as ``y_true``). ``fused`` names the output activation
+whose gradient the loss can combine with its own: softmax + cross-entropy gives
+``(p - y) / batch`` without the Jacobian.
+
+A ``Loss`` bound to sample weights (``weighted``) weighs them as Keras 3 does
+(``reduce_weighted_values``, "sum_over_batch_size"): each sample's loss times its weight,
+summed, divided by the batch's size; each sample's gradient row is scaled by its weight.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -18,12 +22,8 @@ EPSILON = 1e-7  # Keras's backend.epsilon(), used to clip probabilities
 HUBER_DELTA = 1.0
 
 
-def _mean(per_sample):
-    return float(per_sample.mean())
-
-
 def mean_squared_error(y_true, y_pred):
-    return _mean(np.square(y_pred - y_true).mean(axis=-1))
+    return np.square(y_pred - y_true).mean(axis=-1)
 
 
 def mean_squared_error_grad(y_true, y_pred):
@@ -31,7 +31,7 @@ def mean_squared_error_grad(y_true, y_pred):
 
 
 def mean_absolute_error(y_true, y_pred):
-    return _mean(np.abs(y_pred - y_true).mean(axis=-1))
+    return np.abs(y_pred - y_true).mean(axis=-1)
 
 
 def mean_absolute_error_grad(y_true, y_pred):
@@ -40,7 +40,7 @@ def mean_absolute_error_grad(y_true, y_pred):
 
 def binary_crossentropy(y_true, y_pred):
     p = np.clip(y_pred, EPSILON, 1.0 - EPSILON)
-    return _mean(-(y_true * np.log(p) + (1.0 - y_true) * np.log1p(-p)).mean(axis=-1))
+    return -(y_true * np.log(p) + (1.0 - y_true) * np.log1p(-p)).mean(axis=-1)
 
 
 def binary_crossentropy_grad(y_true, y_pred):
@@ -57,7 +57,7 @@ def sigmoid_binary_crossentropy_grad(y_true, y_pred):
 def categorical_crossentropy(y_true, y_pred):
     p = y_pred / y_pred.sum(axis=-1, keepdims=True)
     p = np.clip(p, EPSILON, 1.0 - EPSILON)
-    return _mean(-(y_true * np.log(p)).sum(axis=-1))
+    return -(y_true * np.log(p)).sum(axis=-1)
 
 
 def categorical_crossentropy_grad(y_true, y_pred):
@@ -81,7 +81,7 @@ def _picked(labels, y_pred):
 
 def sparse_categorical_crossentropy(labels, y_pred):
     p = _picked(labels, y_pred) / y_pred.sum(axis=-1)
-    return _mean(-np.log(np.clip(p, EPSILON, 1.0 - EPSILON)))
+    return -np.log(np.clip(p, EPSILON, 1.0 - EPSILON))
 
 
 def _one_hot_like(labels, y_pred):
@@ -107,7 +107,7 @@ def _signed(y_true):
 
 
 def hinge(y_true, y_pred):
-    return _mean(np.maximum(1.0 - _signed(y_true) * y_pred, 0.0).mean(axis=-1))
+    return np.maximum(1.0 - _signed(y_true) * y_pred, 0.0).mean(axis=-1)
 
 
 def hinge_grad(y_true, y_pred):
@@ -118,7 +118,7 @@ def hinge_grad(y_true, y_pred):
 def huber(y_true, y_pred):
     err = np.abs(y_pred - y_true)
     quad = np.minimum(err, HUBER_DELTA)
-    return _mean((0.5 * quad * quad + HUBER_DELTA * (err - quad)).mean(axis=-1))
+    return (0.5 * quad * quad + HUBER_DELTA * (err - quad)).mean(axis=-1)
 
 
 def huber_grad(y_true, y_pred):
@@ -128,15 +128,38 @@ def huber_grad(y_true, y_pred):
 @dataclass(frozen=True)
 class Loss:
     spec: Component
-    value: Callable
-    grad: Callable
+    per_sample: Callable
+    batch_grad: Callable
     target: str  # "onehot" (float, one column per output), "labels" (int) or "as_is"
     fused_activation: Optional[str] = None
-    fused_grad: Optional[Callable] = None
+    fused_batch_grad: Optional[Callable] = None
+    weights: Optional[np.ndarray] = None  # float32 (batch,): the batch's sample weights
 
     @property
     def name(self):
         return self.spec.name
+
+    def weighted(self, weights):
+        """This loss on a batch whose samples weigh ``weights`` (float32 ``(batch,)``; None: 1 each)."""
+        return replace(self, weights=weights)
+
+    def value(self, y_true, y_pred):
+        losses = self.per_sample(y_true, y_pred)
+        if self.weights is None:
+            return float(losses.mean())
+        return float((losses * self.weights).sum() / np.float32(len(losses)))
+
+    def grad(self, y_true, y_pred):
+        return self._weigh(self.batch_grad(y_true, y_pred))
+
+    def fused_grad(self, y_true, y_pred):
+        """Gradient with respect to the logits of ``fused_activation``."""
+        return self._weigh(self.fused_batch_grad(y_true, y_pred))
+
+    def _weigh(self, grad):
+        if self.weights is None:
+            return grad
+        return grad * self.weights.reshape((-1,) + (1,) * (grad.ndim - 1))
 
 
 LOSSES = Registry("loss", [

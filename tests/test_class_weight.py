@@ -1,0 +1,102 @@
+"""Class and sample weights in the loss (training.class_weight), weighted as Keras 3 does."""
+
+import numpy as np
+import pytest
+
+from mlpcli import parallel
+from mlpcli.config import ConfigError, resolve
+from mlpcli.nn import losses
+from mlpcli.trainer import Trainer, build_model, random_streams
+from mlpcli.training_data import sample_weights
+from tests.test_nn_gradients import numeric_grad
+
+
+@pytest.mark.parametrize("name", ["categorical_crossentropy", "binary_crossentropy", "mean_squared_error",
+                                  "huber", "hinge"])
+def test_weighted_loss_is_keras_sum_over_batch_size_and_its_gradient(name):
+    rng = np.random.default_rng(0)
+    y_pred = rng.uniform(0.1, 0.9, (5, 3))
+    y_true = np.eye(3)[[0, 1, 2, 1, 0]]
+    w = np.array([0.5, 2.0, 0.0, 1.0, 3.0], np.float32)
+    loss = losses.get(name).weighted(w)
+    # Keras 3: reduce_weighted_values(loss * w, "sum_over_batch_size") = sum(loss * w) / batch
+    per_sample = losses.get(name).per_sample(y_true, y_pred)
+    assert loss.value(y_true, y_pred) == pytest.approx(float((per_sample * w).sum() / 5), rel=1e-6)
+    np.testing.assert_allclose(loss.grad(y_true, y_pred),
+                               numeric_grad(lambda: loss.value(y_true, y_pred), y_pred), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,activation", [("categorical_crossentropy", "softmax"),
+                                             ("binary_crossentropy", "sigmoid")])
+def test_weighted_fused_gradient_is_the_weighted_rows(name, activation):
+    rng = np.random.default_rng(1)
+    y_pred = rng.uniform(0.1, 0.9, (4, 2))
+    w = np.array([1.0, 0.0, 2.5, 1.0], np.float32)
+    loss = losses.get(name)
+    np.testing.assert_allclose(loss.weighted(w).fused_grad(np.eye(2)[[0, 1, 1, 0]], y_pred),
+                               loss.fused_grad(np.eye(2)[[0, 1, 1, 0]], y_pred) * w[:, None])
+
+
+class _Model:
+    def __init__(self, n_outputs):
+        self.n_outputs = n_outputs
+
+
+def test_balanced_and_named_class_weights():
+    labels = np.array([0] * 95 + [1] * 5)
+    w = sample_weights("balanced", labels, None, _Model(2))
+    assert w[0] == pytest.approx(100 / (2 * 95)) and w[-1] == pytest.approx(100 / (2 * 5))
+    w = sample_weights({"cat": 3, 0: 0.5}, np.array([0, 1, 2]), ["dog", "cat", "eel"], _Model(3))
+    assert list(w) == [0.5, 3.0, 1.0]
+    with pytest.raises(ConfigError, match=r"training.class_weight.cow: no such class; the classes are dog, cat"):
+        sample_weights({"cow": 2}, np.array([0, 1, 2]), ["dog", "cat", "eel"], _Model(3))
+
+
+@pytest.mark.parametrize("value,message", [("balance", "must be balanced, null or a mapping"),
+                                           ({"a": -1}, "training.class_weight.a: must be in")])
+def test_bad_class_weight_names_the_key(value, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve({"data": {"dataset": "mnist"}, "model": {"input_shape": [4], "layers": [
+            {"type": "dense", "units": 2, "activation": "softmax"}]}, "training": {"class_weight": value}})
+
+
+def imbalanced(n=400):
+    """95/5 classes whose features overlap: unweighted training mostly says 'majority'."""
+    rng = np.random.default_rng(3)
+    y = (rng.random(n) < 0.05).astype(np.int64)
+    x = (rng.standard_normal((n, 4)) + y[:, None] * 1.2).astype(np.float32)
+    return x, y
+
+
+def trainer(class_weight, processes=1, n=400):
+    cfg = resolve({"name": "t", "seed": 0, "model": {"input_shape": [4], "layers": [
+        {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "units": 2, "activation": "softmax"}]},
+        "optimizer": {"type": "adam", "learning_rate": 0.01}, "data": {"dataset": "mnist"},
+        "training": {"batch_size": 32, "processes": processes, "class_weight": class_weight}})
+    streams = random_streams(0)
+    model = build_model(cfg, streams)
+    x, y = imbalanced(n)
+    return Trainer(model, cfg, streams, sample_weights=sample_weights(class_weight, y, None, model)), x, y
+
+
+def minority_recall(class_weight):
+    t, x, y = trainer(class_weight)
+    for _ in range(15):
+        t.run_epoch(x, y)
+    predicted = t.model.predict(x).argmax(axis=1)
+    return float((predicted[y == 1] == 1).mean())
+
+
+def test_balanced_class_weight_raises_minority_recall():
+    plain, balanced = minority_recall(None), minority_recall("balanced")
+    assert balanced >= plain + 0.3, (plain, balanced)
+
+
+@pytest.mark.skipif(parallel.usable_processes(2) < 2, reason="data-parallel training needs 2 usable cores")
+def test_weights_with_two_processes_train_as_with_one():
+    (one, x, y), (two, _, _) = trainer("balanced", 1, 203), trainer("balanced", 2, 203)
+    for _ in range(2):
+        logs_one, logs_two = one.run_epoch(x, y), two.run_epoch(x, y)
+        assert logs_one["loss"] == pytest.approx(logs_two["loss"], rel=1e-5)
+    for a, b in zip(one.model.params, two.model.params):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
