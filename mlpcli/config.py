@@ -188,7 +188,7 @@ def _check_class_weight(check, value, task):
 def _check_loss_fits(check, cfg, outputs):
     """The loss can compare the model's outputs with the task's targets: the classic
     mismatches of a cross-entropy and the output layer are refused with the fix."""
-    loss, activation = cfg["loss"], output_activation(cfg["model"]["layers"])
+    loss, activation = cfg["loss"]["type"], output_activation(cfg["model"]["layers"])
     if loss == "sparse_categorical_crossentropy" and cfg["task"] != "classification":
         check.error("loss", "sparse_categorical_crossentropy compares class labels, so it needs task: "
                             "classification; for regression use mean_squared_error, mean_absolute_error or huber")
@@ -268,8 +268,7 @@ def resolve(raw):
     check.string("model.name", model["name"])
 
     loss = cfg["loss"]
-    cfg["loss"] = check.choice("loss", losses.LOSSES.canonical(loss) if isinstance(loss, str) else loss,
-                               losses.LOSSES, "loss")
+    cfg["loss"] = check.component("loss", loss, losses.LOSSES)
     cfg["optimizer"] = check.component("optimizer", cfg["optimizer"], optimizers.OPTIMIZERS)
     cfg["schedule"] = check.component("schedule", cfg["schedule"], schedules.SCHEDULES)
     if not isinstance(cfg["metrics"], list):

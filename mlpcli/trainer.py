@@ -91,7 +91,7 @@ class Trainer:
         (cosine_decay without decay_steps) needs; ``sample_weights``: float32 (n,), each
         training sample's weight in the loss (None: 1 each), as Keras's ``sample_weight``."""
         self.model = model
-        self.loss = losses_mod.get(cfg["loss"])
+        self.loss = losses_mod.from_spec(cfg["loss"])
         self.sample_weights = sample_weights
         self.optimizer = optimizers_mod.from_config(cfg["optimizer"])
         # clipnorm clips each weight array by its own norm, so it needs them one by one

@@ -16,10 +16,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mlpcli.nn.spec import Component, Registry
+from mlpcli.nn.spec import Component, Param, Registry, number
 
 EPSILON = 1e-7  # Keras's backend.epsilon(), used to clip probabilities
 HUBER_DELTA = 1.0
+# Keras's label_smoothing (CategoricalCrossentropy, BinaryCrossentropy): targets y become
+# y·(1 - s) + s/K, K the outputs for categorical and 2 for binary (each output a yes/no)
+LABEL_SMOOTHING = Param("label_smoothing", 0.0, number(0, 1), "moves this share of each target to the "
+                        "uniform distribution: y·(1 - s) + s/K (K: classes; 2 for binary)")
 
 
 def mean_squared_error(y_true, y_pred):
@@ -134,6 +138,7 @@ class Loss:
     fused_activation: Optional[str] = None
     fused_batch_grad: Optional[Callable] = None
     weights: Optional[np.ndarray] = None  # float32 (batch,): the batch's sample weights
+    label_smoothing: float = 0.0
 
     @property
     def name(self):
@@ -168,10 +173,10 @@ LOSSES = Registry("loss", [
     Loss(Component("mean_absolute_error", "mean of |y - ŷ|", aliases=("mae",), keras="MeanAbsoluteError"),
          mean_absolute_error, mean_absolute_error_grad, "onehot"),
     Loss(Component("binary_crossentropy", "yes/no cross-entropy per output (0/1 targets; one sigmoid "
-                   "output for two classes)", keras="BinaryCrossentropy"),
+                   "output for two classes)", (LABEL_SMOOTHING,), keras="BinaryCrossentropy"),
          binary_crossentropy, binary_crossentropy_grad, "onehot", "sigmoid", sigmoid_binary_crossentropy_grad),
     Loss(Component("categorical_crossentropy", "cross-entropy of one-hot targets (integer labels are "
-                   "one-hot encoded)", keras="CategoricalCrossentropy"),
+                   "one-hot encoded)", (LABEL_SMOOTHING,), keras="CategoricalCrossentropy"),
          categorical_crossentropy, categorical_crossentropy_grad, "onehot", "softmax",
          softmax_categorical_crossentropy_grad),
     Loss(Component("sparse_categorical_crossentropy", "cross-entropy of integer labels",
@@ -190,6 +195,28 @@ def get(name):
     return LOSSES.lookup(name)
 
 
+def from_spec(spec):
+    """The loss a resolved config's ``loss`` ({type: name, **parameters}) describes; a bare name
+    (a model file written before losses had parameters) is the loss with its defaults."""
+    if isinstance(spec, str):
+        return get(spec)
+    return replace(get(spec["type"]), **{p.name: spec[p.name] for p in get(spec["type"]).spec.params})
+
+
+def keras_form(spec):
+    """``spec`` as Keras's training_config writes a loss: its name when every parameter has its
+    default (as ``compile(loss="name")`` gives), else {class_name, config}."""
+    if isinstance(spec, str):
+        return spec
+    component = get(spec["type"]).spec
+    values = {k: v for k, v in spec.items() if k != "type"}
+    if values == component.defaults():
+        return spec["type"]
+    return {"class_name": component.keras,
+            "config": {"name": spec["type"], "reduction": "sum_over_batch_size", "from_logits": False,
+                       **component.to_keras(values)}}
+
+
 def encode_targets(loss, y, n_outputs):
     """Turn dataset targets into what ``loss`` compares with the model output.
 
@@ -201,8 +228,14 @@ def encode_targets(loss, y, n_outputs):
         return y.astype(np.int64, copy=False)
     if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
         if n_outputs == 1:
-            return y.astype(np.float32).reshape(-1, 1)
-        onehot = np.zeros((y.shape[0], n_outputs), np.float32)
-        onehot[np.arange(y.shape[0]), y] = 1.0
-        return onehot
-    return y.astype(np.float32, copy=False).reshape(y.shape[0], -1)
+            targets = y.astype(np.float32).reshape(-1, 1)
+        else:
+            targets = np.zeros((y.shape[0], n_outputs), np.float32)
+            targets[np.arange(y.shape[0]), y] = 1.0
+    else:
+        targets = y.astype(np.float32, copy=False).reshape(y.shape[0], -1)
+    if not loss.label_smoothing:
+        return targets
+    s = loss.label_smoothing
+    classes = 2 if loss.name == "binary_crossentropy" else targets.shape[1]
+    return targets * np.float32(1.0 - s) + np.float32(s / classes)
