@@ -40,13 +40,13 @@ def prepare_data(cfg, model, split_rng, progress=None):
     _check_classes(data.class_names, model, cfg)
     for y, part in ((data.y_train, "training"), (data.y_val, "validation"), (data.y_test, "test")):
         _check_targets(y, model, cfg, part)
-    x_train, y_train, x_val, y_val = _split(cfg, data, split_rng)
+    x_train, y_train, w_train, x_val, y_val = _split(cfg, data, split_rng)
     feature_shape = x_train.shape[1:]
     x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
                               ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
     return TrainingData((x_train, y_train), (x_val, y_val), (x_test, data.y_test), feature_shape,
                         data.preprocessing, data.class_names, data.table,
-                        sample_weights(cfg["training"]["class_weight"], y_train, data.class_names, model))
+                        _weights(cfg["training"]["class_weight"], y_train, w_train, data.class_names, model))
 
 
 def sample_weights(class_weight, labels, class_names, model):
@@ -79,14 +79,26 @@ def _class_index(key, class_names, n_classes):
 
 
 def _split(cfg, data, rng):
-    """Training and validation arrays: explicit validation data, or a stratified split."""
+    """Training arrays (features, targets, sample weights or None) and validation ones:
+    explicit validation data, or a stratified split."""
     if data.x_val is not None:
-        return data.x_train, data.y_train, data.x_val, data.y_val
+        return data.x_train, data.y_train, data.w_train, data.x_val, data.y_val
     fraction = cfg["data"]["validation_split"]
     if not fraction:
-        return data.x_train, data.y_train, None, None
+        return data.x_train, data.y_train, data.w_train, None, None
     train_idx, val_idx = stratified_split(data.y_train, fraction, rng)
-    return data.x_train[train_idx], data.y_train[train_idx], data.x_train[val_idx], data.y_train[val_idx]
+    w_train = None if data.w_train is None else data.w_train[train_idx]
+    return (data.x_train[train_idx], data.y_train[train_idx], w_train, data.x_train[val_idx],
+            data.y_train[val_idx])
+
+
+def _weights(class_weight, labels, given, class_names, model):
+    """Each training sample's weight in the loss: the data's own (``w_train``, a weight column)
+    times its class's weight (as Keras 2 did; Keras 3 refuses the two together); None when neither is set."""
+    by_class = sample_weights(class_weight, labels, class_names, model)
+    if by_class is None or given is None:
+        return given if by_class is None else by_class
+    return given * by_class
 
 
 def _fit_input(x, model, preprocessing, part):

@@ -127,3 +127,45 @@ def test_resume_with_class_weights_is_bit_identical(tmp_path):
     assert done.returncode == 0, done.stderr
     assert same_weights(tmp_path / "whole" / "model.h5", run_dir / "model.h5")
     assert [r["loss"] for r in history(run_dir)] == [r["loss"] for r in history(tmp_path / "whole")]
+
+
+def npz_config(path, **training):
+    return resolve({"name": "t", "seed": 0, "data": {"dataset": "npz", "path": str(path), "validation_split": 0.25,
+                                                                         "scaling": "none"},
+                    "model": {"input_shape": [3], "layers": [{"type": "dense", "units": 2, "activation": "softmax"}]},
+                    "training": training})
+
+
+def test_npz_sample_weights_follow_their_samples_and_times_class_weights(tmp_path):
+    from mlpcli.training_data import prepare_data
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3)).astype(np.float32)
+    y = np.arange(40) % 2
+    w = np.arange(40, dtype=np.float32) / 10  # weight i/10 for row i, whose x[:, 0] is known
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, w_train=w)
+    for class_weight, factor in ((None, [1, 1]), ({1: 3.0}, [1, 3])):
+        cfg = npz_config(tmp_path / "d.npz", class_weight=class_weight)
+        streams = random_streams(0)
+        data = prepare_data(cfg, build_model(cfg, streams), streams["split"])
+        x_train, y_train = data.train
+        seen = np.empty((len(y_train), 3), np.float32)
+        x_train.take(np.arange(len(y_train)), seen)
+        rows = [int(np.flatnonzero(x[:, 0] == v)[0]) for v in seen[:, 0]]  # scaling: none keeps x as given
+        np.testing.assert_allclose(data.train_weights, w[rows] * np.array(factor)[y_train], rtol=1e-6)
+
+
+@pytest.mark.parametrize("w,words", [(np.array([1.0, -1.0, 1.0, 1.0]), "w_train: weight -1.0 at index 1"),
+                                     (np.array([1.0, 1.0, np.nan, 1.0]), "w_train: weight nan at index 2"),
+                                     (np.ones(3), "x_train has 4 rows but w_train has 3"),
+                                     (np.ones((4, 2)), "w_train: sample weights must be numbers of shape (n,)")])
+def test_bad_npz_sample_weights_are_refused_naming_the_file(tmp_path, w, words):
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=np.zeros((4, 3), np.float32), y_train=np.array([0, 1, 0, 1]), w_train=w)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{dataset: npz, path: '{path}', validation_split: 0}}\nmodel: {{input_shape: [3], "
+                      "layers: [{type: dense, units: 2, activation: softmax}]}\ntraining: {epochs: 1}\n")
+    out = subprocess.run([sys.executable, "-m", "mlpcli", "train", str(config), "--run-dir", str(tmp_path / "run"),
+                          "--no-plots", "-q"], capture_output=True, text=True)
+    assert out.returncode in (1, 2), out.stderr
+    assert not (tmp_path / "run").exists()
+    assert path.name in out.stderr and words in out.stderr and "Traceback" not in out.stderr, out.stderr
