@@ -42,7 +42,7 @@ SECTION_DEFAULTS = {
     "data": {"dataset": "mnist", "path": None, "test_path": None, "validation_path": None,
              "label_column": "label", "color_mode": "grayscale", "scaling": "auto",
              "validation_split": 0.2, "max_train_samples": None, "max_test_samples": None,
-             "categorical": [], "missing": None},
+             "categorical": [], "missing": None, "weight_column": None},
     "model": {"name": "sequential", "input_shape": None, "layers": None},
     "training": {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None, "processes": 1,
                  "class_weight": None},

@@ -71,8 +71,9 @@ def sample_weights(class_weight, labels, class_names, model):
 def _class_index(key, class_names, n_classes):
     if class_names and str(key) in map(str, class_names):
         return [str(name) for name in class_names].index(str(key))
-    if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < n_classes:
-        return key
+    index = int(key) if isinstance(key, str) and key.isdigit() else key  # "1" is class 1 of unnamed classes
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < n_classes:
+        return index
     allowed = (", ".join(map(str, class_names[:10])) + (", ..." if len(class_names) > 10 else "")
                if class_names else f"indices 0..{n_classes - 1}")
     raise config_mod.ConfigError(f"training.class_weight.{key}: no such class; the classes are {allowed}")

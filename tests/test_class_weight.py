@@ -169,3 +169,39 @@ def test_bad_npz_sample_weights_are_refused_naming_the_file(tmp_path, w, words):
     assert out.returncode in (1, 2), out.stderr
     assert not (tmp_path / "run").exists()
     assert path.name in out.stderr and words in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_csv_weight_column_is_no_feature_and_weighs_its_rows(tmp_path):
+    from mlpcli.training_data import prepare_data
+    path = tmp_path / "d.csv"
+    path.write_text("a,w,label,b\n" + "".join(f"{i},{i / 4},{i % 2},{-i}\n" for i in range(12)))
+    from mlpcli.config import resolve_with_data
+    cfg = resolve_with_data({"name": "t", "data": {"dataset": "csv", "path": str(path), "validation_split": 0,
+                                                   "weight_column": "w"},
+                             "model": {"layers": [{"type": "dense", "units": 2, "activation": "softmax"}]},
+                             "checkpoint": {"monitor": "loss"}, "training": {"class_weight": {"1": 2.0}}})
+    assert cfg["model"]["input_shape"] == [2]  # a and b; w is no feature
+    streams = random_streams(0)
+    data = prepare_data(cfg, build_model(cfg, streams), streams["split"])
+    np.testing.assert_allclose(data.train_weights, [i / 4 * (2.0 if i % 2 else 1.0) for i in range(12)])
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"dataset": "npz", "path": "x.npz", "weight_column": "w"}, "data.weight_column: is for dataset 'csv'"),
+    ({"dataset": "csv", "path": "x.csv", "weight_column": "label"}, "data.weight_column: names 'label'")])
+def test_weight_column_config_errors(data, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve({"data": data, "model": {"input_shape": [2], "layers": [{"type": "dense", "units": 2}]}})
+
+
+def test_missing_weight_column_names_the_file(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,weight,label\n1,1,0\n2,1,1\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{dataset: csv, path: '{path}', weight_column: wieght, validation_split: 0}}\n"
+                      "model: {layers: [{type: dense, units: 2, activation: softmax}]}\ntraining: {epochs: 1}\n"
+                      "checkpoint: {monitor: loss}\n")
+    out = subprocess.run([sys.executable, "-m", "mlpcli", "train", str(config), "--run-dir", str(tmp_path / "run"),
+                          "--no-plots", "-q"], capture_output=True, text=True)
+    assert out.returncode in (1, 2) and "Traceback" not in out.stderr, out.stderr
+    assert f"{path}: no weight column named 'wieght' (data.weight_column) (did you mean 'weight'?)" in out.stderr
