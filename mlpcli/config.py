@@ -43,9 +43,10 @@ SECTION_DEFAULTS = {
     "data": {"dataset": "mnist", "path": None, "test_path": None, "validation_path": None,
              "label_column": "label", "color_mode": "grayscale", "scaling": "auto",
              "validation_split": 0.2, "max_train_samples": None, "max_test_samples": None,
-             "categorical": [], "missing": None},
+             "categorical": [], "missing": None, "weight_column": None},
     "model": {"name": "sequential", "input_shape": None, "layers": None},
-    "training": {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None, "processes": 1},
+    "training": {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None, "processes": 1,
+                 "class_weight": None},
     "checkpoint": {"enabled": True, "filename": "model-{epoch:02d}.h5", "monitor": "val_loss",
                    "mode": "auto", "save_best_only": False},
     "early_stopping": {"monitor": "val_loss", "patience": 5, "min_delta": 0.0, "mode": "auto",
@@ -182,10 +183,25 @@ def _check_layer_stack(check, model, shape_origin=None):
     return shapes[-1][0]
 
 
+def _check_class_weight(check, value, task):
+    """``null``, ``balanced`` or {class name or index: weight >= 0}; which classes exist is
+    known only with the data (``training_data.sample_weights``)."""
+    if value is None:
+        return
+    if task != "classification":
+        check.error("training.class_weight", f"needs task: classification, got {_show(value)}")
+    elif isinstance(value, dict) and value:
+        for key, weight in value.items():
+            check.number(f"training.class_weight.{key}", weight, number(0))
+    elif value != "balanced":
+        check.error("training.class_weight", "must be balanced, null or a mapping {class name or index: "
+                    f"weight}}, got {_show(value)}")
+
+
 def _check_loss_fits(check, cfg, outputs):
     """The loss can compare the model's outputs with the task's targets: the classic
     mismatches of a cross-entropy and the output layer are refused with the fix."""
-    loss, activation = cfg["loss"], output_activation(cfg["model"]["layers"])
+    loss, activation = cfg["loss"]["type"], output_activation(cfg["model"]["layers"])
     if loss == "sparse_categorical_crossentropy" and cfg["task"] != "classification":
         check.error("loss", "sparse_categorical_crossentropy compares class labels, so it needs task: "
                             "classification; for regression use mean_squared_error, mean_absolute_error or huber")
@@ -267,8 +283,7 @@ def resolve(raw):
     check.string("model.name", model["name"])
 
     loss = cfg["loss"]
-    cfg["loss"] = check.choice("loss", losses.LOSSES.canonical(loss) if isinstance(loss, str) else loss,
-                               losses.LOSSES, "loss")
+    cfg["loss"] = check.component("loss", loss, losses.LOSSES)
     cfg["optimizer"] = check.component("optimizer", cfg["optimizer"], optimizers.OPTIMIZERS)
     cfg["schedule"] = check.component("schedule", cfg["schedule"], schedules.SCHEDULES)
     if not isinstance(cfg["metrics"], list):
@@ -288,6 +303,7 @@ def resolve(raw):
         check.error("training.processes", f"got {training['processes']}, but optimizer.{clipping[0]} needs the "
                     "whole gradient, which no one process has; use processes: 1 (or clipvalue)")
     check.boolean("training.shuffle", training["shuffle"])
+    _check_class_weight(check, training["class_weight"], cfg["task"])
 
     ckpt = cfg["checkpoint"] = check.mapping("checkpoint", cfg["checkpoint"],
                                              set(SECTION_DEFAULTS["checkpoint"]), SECTION_DEFAULTS["checkpoint"])

@@ -83,13 +83,15 @@ class _Checker:
         ``nested[kind](path, value)`` resolves a parameter that is itself a component;
         ``extra`` ({key: default}) are keys a spec may have besides the parameters."""
         kind = registry.kind
+        # a bare name is reported at the key it was given under, not at a 'type' the file lacks
+        name_path = path if isinstance(value, str) else _join(path, "type")
         if isinstance(value, str):
             value = {"type": value}
         if not isinstance(value, dict) or "type" not in value:
             self.error(path, f"must be a {kind} name or a mapping with 'type', got {_show(value)}")
             return None
         name = value["type"]
-        name = self.choice(_join(path, "type"), registry.canonical(name) if isinstance(name, str) else name,
+        name = self.choice(name_path, registry.canonical(name) if isinstance(name, str) else name,
                            registry, kind)
         if not isinstance(name, str) or name not in registry:
             return None

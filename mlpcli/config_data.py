@@ -33,6 +33,12 @@ def table_options(check, data):
     if not table and (data["categorical"] or data["missing"] is not None):
         check.error("data.categorical" if data["categorical"] else "data.missing",
                     f"is for dataset 'csv' (columns of a table), not {_show(data['dataset'])}")
+    weight_column = check.string("data.weight_column", data["weight_column"], nullable=True)
+    if weight_column is not None and not table:
+        check.error("data.weight_column", f"is for dataset 'csv' (a column of a table), not {_show(data['dataset'])}")
+    elif weight_column is not None and weight_column in (data["label_column"], *data["categorical"]):
+        check.error("data.weight_column", f"names {_show(weight_column)}, which is the label column or a "
+                    "categorical feature; a weight column is neither")
     if table and data["label_column"] in data["categorical"]:
         check.error("data.categorical", f"names the label column {_show(data['label_column'])}, which is no feature")
 

@@ -25,6 +25,7 @@ from mlpcli import pipeline as input_pipeline
 from mlpcli.errors import ModelFileError
 from mlpcli.files import atomic_path, open_input
 from mlpcli.keras_layers import layer_specs_from_keras
+from mlpcli.nn.losses import keras_form
 from mlpcli.nn.model import Sequential
 from mlpcli.pipeline import InputPipeline
 
@@ -96,7 +97,8 @@ def keras_model_config(model):
 
 def _training_config(loss, optimizer, metrics):
     keras_metrics = [m for m in metrics if m == "accuracy"]
-    return {"loss": loss, "metrics": keras_metrics, "weighted_metrics": None, "loss_weights": None,
+    return {"loss": keras_form(loss), "metrics": keras_metrics, "weighted_metrics": None,
+            "loss_weights": None,
             "optimizer_config": {"class_name": optimizer.spec.keras,
                                  "config": optimizer.get_config()}}
 

@@ -219,12 +219,14 @@ class DataParallel:
 
     # ---------------------------------------------------------------- one step
 
-    def step(self, rank, x, y_enc, idx, loss, optimizer, buffers, lr=None, outputs=None):
+    def step(self, rank, x, y_enc, idx, loss, optimizer, buffers, lr=None, outputs=None, weights=None):
         """This process's part of one training step on the batch of rows ``idx``.
 
         ``buffers``: (x, y) float32 arrays of at least a share's rows, reused every step.
         Rank 0 passes ``lr`` and ``outputs`` (where the batch's predictions go) and gets
-        the batch's loss; helpers pass neither and get None.
+        the batch's loss; helpers pass neither and get None. ``weights``: every training
+        sample's weight (None: 1 each); a share's loss is over the whole batch's size, so the
+        row-weighted mix of the shares is the one-process value.
         """
         total = len(idx)
         cuts = [total * r // self.n for r in range(self.n + 1)]
@@ -235,6 +237,8 @@ class DataParallel:
             xb, yb = buffers[0][:stop - start], buffers[1][:stop - start]
             x.take(idx[start:stop], xb)
             np.take(y_enc, idx[start:stop], axis=0, out=yb)
+            if weights is not None:
+                loss = loss.weighted(weights[idx[start:stop]])
             with contextlib.ExitStack() as quiet:
                 if stop == start:  # the mean loss of no rows is NaN, and unused
                     quiet.enter_context(np.errstate(invalid="ignore", divide="ignore"))

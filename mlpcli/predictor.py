@@ -248,7 +248,7 @@ class Predictor:
         listed = {spec["type"] for spec in metric_specs}
         metric_specs = [*metric_specs, *({"type": name} for name in ALWAYS_SCORED.get(self.task, ())
                                          if name not in listed)]
-        loss = losses.get(self.loss_name)
+        loss = losses.from_spec(self.loss_name)
         y_pred = self.outputs(x)
         penalty = model.weight_penalty() + model.predict_activity_penalty
         report = {"samples": int(len(x)),

@@ -173,7 +173,8 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
         n_train = len(data.train[0])
         check_memory(cfg, model, n_train)  # a batch of this data, before training allocates it
         config_mod.check_monitors(cfg, data.val[0] is not None)
-        trainer = Trainer(model, cfg, streams, math.ceil(n_train / cfg["training"]["batch_size"]))
+        trainer = Trainer(model, cfg, streams, math.ceil(n_train / cfg["training"]["batch_size"]),
+                          data.train_weights)
         model_extras = {"config": cfg, "pipeline": pipeline.from_training(
             cfg, data.preprocessing, data.class_names, data.feature_shape, data.table)}
         history_file = HistoryFile(folder)

@@ -86,11 +86,13 @@ class EpochPaused(Exception):
 class Trainer:
     """Trains ``model`` on (x, y) one epoch at a time."""
 
-    def __init__(self, model, cfg, streams, steps_per_epoch=None):
+    def __init__(self, model, cfg, streams, steps_per_epoch=None, sample_weights=None):
         """``steps_per_epoch``: batches in an epoch, which a schedule over the whole run
-        (cosine_decay without decay_steps) needs."""
+        (cosine_decay without decay_steps) needs; ``sample_weights``: float32 (n,), each
+        training sample's weight in the loss (None: 1 each), as Keras's ``sample_weight``."""
         self.model = model
-        self.loss = losses_mod.get(cfg["loss"])
+        self.loss = losses_mod.from_spec(cfg["loss"])
+        self.sample_weights = sample_weights
         self.optimizer = optimizers_mod.from_config(cfg["optimizer"])
         # clipnorm clips each weight array by its own norm, so it needs them one by one
         self.flat = not self.optimizer.clipnorm
@@ -162,7 +164,8 @@ class Trainer:
         """A helper process's part of the epoch (see mlpcli/parallel.py)."""
         buffers = self._buffers(x, y_enc)
         for _, idx in self._batches():
-            self.parallel.step(rank, x, y_enc, idx, self.loss, self.optimizer, buffers)
+            self.parallel.step(rank, x, y_enc, idx, self.loss, self.optimizer, buffers,
+                               weights=self.sample_weights)
 
     def _run_epoch(self, x, y, y_enc, on_batch, stop_requested):
         p = self.progress
@@ -177,12 +180,13 @@ class Trainer:
                 xb, yb = x_buf[:len(idx)], y_buf[:len(idx)]
                 x.take(idx, xb)
                 np.take(y_enc, idx, axis=0, out=yb)
-                value, out = self.model.train_step(xb, yb, self.loss, self.optimizer, self.learning_rate,
+                loss = self.loss if self.sample_weights is None else self.loss.weighted(self.sample_weights[idx])
+                value, out = self.model.train_step(xb, yb, loss, self.optimizer, self.learning_rate,
                                                    flat=self.flat)
                 y_pred[...] = out.reshape(len(idx), -1)
             else:
                 value = self.parallel.step(0, x, y_enc, idx, self.loss, self.optimizer, buffers,
-                                           self.learning_rate, y_pred)
+                                           self.learning_rate, y_pred, weights=self.sample_weights)
             p.total_loss += value * len(idx)
             p.batch = b + 1
             self.step += 1

@@ -27,6 +27,7 @@ class TrainingData:
     preprocessing: dict
     class_names: list | None
     table: object  # a table's TableEncoding (how its cells become features), else None
+    train_weights: np.ndarray | None = None  # float32 (n,): each training sample's weight in the loss
 
 
 def prepare_data(cfg, model, split_rng, progress=None):
@@ -39,23 +40,66 @@ def prepare_data(cfg, model, split_rng, progress=None):
     _check_classes(data.class_names, model, cfg)
     for y, part in ((data.y_train, "training"), (data.y_val, "validation"), (data.y_test, "test")):
         _check_targets(y, model, cfg, part)
-    x_train, y_train, x_val, y_val = _split(cfg, data, split_rng)
+    x_train, y_train, w_train, x_val, y_val = _split(cfg, data, split_rng)
     feature_shape = x_train.shape[1:]
     x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
                               ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
     return TrainingData((x_train, y_train), (x_val, y_val), (x_test, data.y_test), feature_shape,
-                        data.preprocessing, data.class_names, data.table)
+                        data.preprocessing, data.class_names, data.table,
+                        _weights(cfg["training"]["class_weight"], y_train, w_train, data.class_names, model))
+
+
+def sample_weights(class_weight, labels, class_names, model):
+    """Each training sample's weight from ``training.class_weight`` (None: none is set).
+
+    ``balanced`` gives class k ``n_samples / (n_classes * count_k)``, scikit-learn's and Keras's
+    meaning (n_classes: the classes that occur); a mapping names classes by name or index, a
+    class it leaves out weighs 1."""
+    if class_weight is None:
+        return None
+    n_classes = 2 if model.n_outputs == 1 else model.n_outputs
+    if class_weight == "balanced":
+        counts = np.bincount(labels, minlength=n_classes)
+        per_class = np.where(counts > 0, len(labels) / (np.count_nonzero(counts) * np.maximum(counts, 1)), 1.0)
+    else:
+        per_class = np.ones(n_classes)
+        for key, weight in class_weight.items():
+            per_class[_class_index(key, class_names, n_classes)] = weight
+    return per_class.astype(np.float32)[labels]
+
+
+def _class_index(key, class_names, n_classes):
+    if class_names and str(key) in map(str, class_names):
+        return [str(name) for name in class_names].index(str(key))
+    index = int(key) if isinstance(key, str) and key.isdigit() else key  # "1" is class 1 of unnamed classes
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < n_classes:
+        return index
+    allowed = (", ".join(map(str, class_names[:10])) + (", ..." if len(class_names) > 10 else "")
+               if class_names else f"indices 0..{n_classes - 1}")
+    raise config_mod.ConfigError(f"training.class_weight.{key}: no such class; the classes are {allowed}")
 
 
 def _split(cfg, data, rng):
-    """Training and validation arrays: explicit validation data, or a stratified split."""
+    """Training arrays (features, targets, sample weights or None) and validation ones:
+    explicit validation data, or a stratified split."""
     if data.x_val is not None:
-        return data.x_train, data.y_train, data.x_val, data.y_val
+        return data.x_train, data.y_train, data.w_train, data.x_val, data.y_val
     fraction = cfg["data"]["validation_split"]
     if not fraction:
-        return data.x_train, data.y_train, None, None
+        return data.x_train, data.y_train, data.w_train, None, None
     train_idx, val_idx = stratified_split(data.y_train, fraction, rng)
-    return data.x_train[train_idx], data.y_train[train_idx], data.x_train[val_idx], data.y_train[val_idx]
+    w_train = None if data.w_train is None else data.w_train[train_idx]
+    return (data.x_train[train_idx], data.y_train[train_idx], w_train, data.x_train[val_idx],
+            data.y_train[val_idx])
+
+
+def _weights(class_weight, labels, given, class_names, model):
+    """Each training sample's weight in the loss: the data's own (``w_train``, a weight column)
+    times its class's weight (as Keras 2 did; Keras 3 refuses the two together); None when neither is set."""
+    by_class = sample_weights(class_weight, labels, class_names, model)
+    if by_class is None or given is None:
+        return given if by_class is None else by_class
+    return given * by_class
 
 
 def _fit_input(x, model, preprocessing, part):

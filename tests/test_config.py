@@ -39,7 +39,7 @@ def test_defaults_are_filled(tmp_path):
     assert dense["bias_initializer"] == {"type": "zeros", "seed": None}
     assert dense["use_bias"] is True
     assert cfg["training"] == {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None,
-                               "processes": 1}
+                               "processes": 1, "class_weight": None}
     assert cfg["metrics"] == [{"type": "accuracy"}]
     assert cfg["early_stopping"] is None
 
@@ -67,7 +67,7 @@ def test_mnist_config_is_the_keras_tutorial_model():
     assert all(l["kernel_regularizer"] is None for l in layers if l["type"] == "dense")
     assert [l["rate"] for l in layers if l["type"] == "dropout"] == [0.3, 0.3]
     assert layers[-1]["activation"] == "softmax"
-    assert cfg["loss"] == "categorical_crossentropy"
+    assert cfg["loss"] == {"type": "categorical_crossentropy", "label_smoothing": 0.0}
     assert cfg["optimizer"]["type"] == "adam" and cfg["optimizer"]["learning_rate"] == 0.002
     assert cfg["training"]["batch_size"] == 128 and cfg["training"]["epochs"] == 20
     # the cosine decay spans the run, whatever its length (decay_steps null)
@@ -86,7 +86,7 @@ loss: mse
     assert cfg["schedule"] == {"type": "exponential_decay", "decay_steps": 100, "decay_rate": 0.96,
                                "staircase": False}
     assert cfg["metrics"][1] == {"type": "top_k_accuracy", "k": 3}
-    assert cfg["loss"] == "mean_squared_error"
+    assert cfg["loss"] == {"type": "mean_squared_error"}
 
 
 def test_regularizer_forms(tmp_path):

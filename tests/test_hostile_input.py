@@ -130,7 +130,7 @@ def test_yaml_values_python_cannot_build_are_refused(tmp_path, text, words):
     ("checkpoint.filename=m{epoch[0]}.h5", ["checkpoint.filename"]),
     ("checkpoint.filename=m{epoch.real.x}.h5", ["checkpoint.filename"]),
     ("checkpoint.filename=m{epoch:999999999999}.h5", ["checkpoint.filename", "too wide"]),
-    ("loss=[categorical_crossentropy]", ["loss: must be one of"]),
+    ("loss=[categorical_crossentropy]", ["loss: must be a loss name or a mapping"]),
     ("optimizer.type=[adam]", ["optimizer.type: must be one of"]),
     ("model.layers[0].type={dense: 1}", ["model.layers[0].type: must be one of"]),
     ("optimizer.learning_rate=.nan", ["optimizer.learning_rate", "finite", "nan"]),

@@ -163,26 +163,26 @@ def test_crossentropy_clipped_entries_pass_no_gradient():
     y_pred = np.array([[0.0, 1.0, 0.5]])  # first two clipped to eps / 1-eps
     g = losses.binary_crossentropy_grad(y_true, y_pred)
     assert g[0, 0] == 0 and g[0, 1] == 0 and g[0, 2] != 0
-    v = losses.binary_crossentropy(y_true, y_pred)
+    v = losses.get("binary_crossentropy").value(y_true, y_pred)
     expected = -(np.log(1e-7) + np.log(1 - (1 - 1e-7)) + np.log(0.5)) / 3
     assert v == pytest.approx(expected, rel=1e-6)
-    assert np.isfinite(losses.categorical_crossentropy(np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]])))
+    assert np.isfinite(losses.get("categorical_crossentropy").value(np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]])))
 
 
 def test_loss_values_by_hand():
     y_true = np.array([[0.0, 1.0], [2.0, -1.0]])
     y_pred = np.array([[0.5, 1.0], [0.0, 1.5]])
-    assert losses.mean_squared_error(y_true, y_pred) == pytest.approx((0.25 + 0 + 4 + 6.25) / 4)
-    assert losses.mean_absolute_error(y_true, y_pred) == pytest.approx((0.5 + 0 + 2 + 2.5) / 4)
+    assert losses.get("mean_squared_error").value(y_true, y_pred) == pytest.approx((0.25 + 0 + 4 + 6.25) / 4)
+    assert losses.get("mean_absolute_error").value(y_true, y_pred) == pytest.approx((0.5 + 0 + 2 + 2.5) / 4)
     # huber, delta 1: 0.5 e^2 if |e| <= 1 else |e| - 0.5
-    assert losses.huber(y_true, y_pred) == pytest.approx((0.125 + 0 + 1.5 + 2.0) / 4)
+    assert losses.get("huber").value(y_true, y_pred) == pytest.approx((0.125 + 0 + 1.5 + 2.0) / 4)
     # hinge with {0,1} labels mapped to {-1,1}: max(0, 1 - t y)
     yt = np.array([[0.0, 1.0, 1.0]])
     yp = np.array([[0.5, 0.3, 2.0]])
-    assert losses.hinge(yt, yp) == pytest.approx((1.5 + 0.7 + 0.0) / 3)
+    assert losses.get("hinge").value(yt, yp) == pytest.approx((1.5 + 0.7 + 0.0) / 3)
     p = np.array([[0.2, 0.3, 0.5]])
-    assert losses.categorical_crossentropy(np.array([[0.0, 0.0, 1.0]]), p) == pytest.approx(-np.log(0.5))
-    assert losses.sparse_categorical_crossentropy(np.array([1]), p) == pytest.approx(-np.log(0.3))
+    assert losses.get("categorical_crossentropy").value(np.array([[0.0, 0.0, 1.0]]), p) == pytest.approx(-np.log(0.5))
+    assert losses.get("sparse_categorical_crossentropy").value(np.array([1]), p) == pytest.approx(-np.log(0.3))
 
 
 def test_loss_aliases_and_unknown():

@@ -154,7 +154,7 @@ def test_hinge_with_signed_labels_matches_keras():
     y_true = rng.choice([-1.0, 1.0], (6, 3)).astype(np.float32)
     y_pred = rng.standard_normal((6, 3)).astype(np.float32)
     value = keras.losses.Hinge()(tensor(y_true), tensor(y_pred))
-    assert losses.hinge(y_true, y_pred) == pytest.approx(float(to_numpy(value)), rel=1e-6)
+    assert losses.get("hinge").value(y_true, y_pred) == pytest.approx(float(to_numpy(value)), rel=1e-6)
 
 
 # ---------------------------------------------------------------- activations

@@ -65,6 +65,7 @@ class Dataset:
     preprocessing: dict  # {"scale", "offset"}: x_model = x_raw * scale + offset (numbers or per-feature lists)
     name: str  # e.g. "mnist"
     table: TableEncoding | None = None  # how a table's cells become features
+    w_train: np.ndarray | None = None  # float32 (n,): each training sample's weight, when the data gives them
 
 
 def _float32_blocks(x: np.ndarray):
@@ -257,4 +258,5 @@ def load_dataset(
         preprocessing=preprocessing,
         name=name,
         table=raw.table,
+        w_train=None if raw.w_train is None else raw.w_train[:max_train],
     )

@@ -1,4 +1,5 @@
-"""Loader for .npz archives holding x_train, y_train and optional val/test arrays."""
+"""Loader for .npz archives holding x_train, y_train and optional val/test arrays, and an
+optional w_train: each training sample's weight in the loss."""
 
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import numpy as np
 from mlpcli.data.features import check_finite
 from mlpcli.data.labels import class_indices, encode_strings, regression_targets, string_class_names
 from mlpcli.data.npy import NpzArchive
-from mlpcli.data.raw import RawData
+from mlpcli.data.raw import RawData, sample_weights
 from mlpcli.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -69,7 +70,8 @@ def load_npz(path, *, task: str = "classification") -> RawData:
     path = Path(path)
     with NpzArchive(path) as archive:
         splits = _splits(archive)
-        arrays = archive.read([f"{xy}_{s}" for s in splits for xy in "xy"])
+        weighted = "w_train" in archive.names
+        arrays = archive.read([f"{xy}_{s}" for s in splits for xy in "xy"] + ["w_train"] * weighted)
     xs = {s: _features(arrays[f"x_{s}"], f"{path}: x_{s}") for s in splits}
     ys = {s: arrays[f"y_{s}"] for s in splits}
 
@@ -82,7 +84,10 @@ def load_npz(path, *, task: str = "classification") -> RawData:
     else:
         ys = {s: class_indices(y, f"{path}: y_{s}") for s, y in ys.items()}
 
-    return RawData.from_splits(xs, ys, class_names)
+    raw = RawData.from_splits(xs, ys, class_names)
+    if weighted:
+        raw.w_train = sample_weights(arrays["w_train"], f"{path}: w_train")
+    return raw
 
 
 def _encode(y: np.ndarray, class_names: list[str], where: str) -> np.ndarray:

@@ -24,6 +24,7 @@ class RawData:
     y_test: np.ndarray | None = None
     class_names: list[str] | None = None
     table: TableEncoding | None = None  # how a table's cells became x
+    w_train: np.ndarray | None = None  # float32 (n,): each training sample's weight, when the data gives them
 
     @classmethod
     def from_splits(cls, xs: dict, ys: dict, class_names: list[str] | None,
@@ -40,6 +41,8 @@ class RawData:
         """
         if len(self.x_train) == 0:
             raise DataError(f"{source}: has no training samples")
+        if self.w_train is not None and len(self.w_train) != len(self.x_train):
+            raise DataError(f"{source}: x_train has {len(self.x_train)} rows but w_train has {len(self.w_train)}")
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x is None:
@@ -58,3 +61,19 @@ class RawData:
                     f"{source}: y_{split} has shape {y.shape}, which does not match "
                     f"y_train's {self.y_train.shape}"
                 )
+
+
+def sample_weights(values: np.ndarray, where: str) -> np.ndarray:
+    """``values`` as float32 (n,) sample weights, or a DataError naming the first that is not a
+    finite number >= 0 (a weight multiplies its sample's loss, as Keras's ``sample_weight``)."""
+    if values.ndim != 1 or values.dtype.kind not in "biuf":
+        raise DataError(f"{where}: sample weights must be numbers of shape (n,), got dtype {values.dtype} "
+                        f"shape {values.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        weights = values.astype(np.float32)
+        bad = ~(np.isfinite(weights) & (weights >= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{where}: weight {values[i].item()!r} at index {i}; sample weights must be finite "
+                        "numbers >= 0")
+    return weights

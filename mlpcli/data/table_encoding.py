@@ -184,18 +184,20 @@ def _cell_problem(cell: str) -> str | None:
 class TableSettings:
     """What a config's ``data:`` section says about a table: the columns to take as categories,
     ``missing`` (config.py's resolved ``data.missing``, or None) and how many of the training
-    rows (kept after ``drop_row``) the encoding is fitted on (None: all)."""
+    rows (kept after ``drop_row``) the encoding is fitted on (None: all); ``weight_column``: the
+    column of each training row's weight in the loss, which is no feature (None: none)."""
 
     categorical: tuple = ()
     missing: dict | None = None
     fit_rows: int | None = None
+    weight_column: str | None = None
 
     @classmethod
     def of(cls, data_cfg):
         """The settings of a resolved csv ``data:`` section: the training rows the encoding is
         fitted on are those ``max_train_samples`` keeps."""
         return cls(categorical=tuple(data_cfg.get("categorical") or ()), missing=data_cfg.get("missing"),
-                   fit_rows=data_cfg.get("max_train_samples"))
+                   fit_rows=data_cfg.get("max_train_samples"), weight_column=data_cfg.get("weight_column"))
 
     def fill_spec(self, column):
         """``{"strategy", "value"}`` for ``column``, and its key path; (None, None) when its

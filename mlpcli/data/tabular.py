@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli.data.labels import encode_strings, string_class_names
-from mlpcli.data.raw import RawData
+from mlpcli.data.raw import RawData, sample_weights
 from mlpcli.data.table_encoding import TableEncoding, TableSettings, fit_encoding, parse_numbers
 from mlpcli.errors import DataError, FileSystemError, os_error_text
 from mlpcli.files import open_input
@@ -141,14 +141,14 @@ def table_encoding(path, label_column: str = "label", settings: TableSettings = 
     """The encoding ``load_csv`` fits on the training file at ``path`` (its width is the
     model's input size): the file is read as loading it reads it, labels aside; a header that
     gives no features is refused before the rows are read."""
-    _header_features(Path(path), label_column)
+    _header_features(Path(path), label_column, settings.weight_column)
     table = _read_table(Path(path))
-    features = _features(table.path, table.header, label_column)
+    features = _features(table.path, table.header, label_column, settings.weight_column)
     return fit_encoding(table.rows, [table.positions[c] for c in features], features, table.path,
                         table.lines, settings)
 
 
-def _header_features(path: Path, label_column: str) -> list[str]:
+def _header_features(path: Path, label_column: str, weight_column: str | None) -> list[str]:
     """The feature columns that the header line of ``path`` names."""
     records = _records(path)
     try:
@@ -160,10 +160,10 @@ def _header_features(path: Path, label_column: str) -> list[str]:
     line, record = first
     header = [name.strip() for name in record]
     _check_header(header, f"{path}: line {line}")
-    return _features(path, header, label_column)
+    return _features(path, header, label_column, weight_column)
 
 
-def _features(path: Path, header: list[str], label_column: str) -> list[str]:
+def _features(path: Path, header: list[str], label_column: str, weight_column: str | None) -> list[str]:
     if label_column not in header:
         close = difflib.get_close_matches(label_column, header, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -171,7 +171,12 @@ def _features(path: Path, header: list[str], label_column: str) -> list[str]:
             f"{path}: no label column named {label_column!r}{hint}; "
             f"the columns are: {', '.join(header)}"
         )
-    features = [c for c in header if c != label_column]
+    if weight_column is not None and weight_column not in header:
+        close = difflib.get_close_matches(weight_column, header, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"{path}: no weight column named {weight_column!r} (data.weight_column){hint}; "
+                        f"the columns are: {', '.join(header)}")
+    features = [c for c in header if c not in (label_column, weight_column)]
     if not features:
         raise DataError(f"{path}: has only the label column {label_column!r}, no features")
     return features
@@ -283,7 +288,7 @@ def load_csv(
     A given ``encoding`` (a model's) is used instead of fitting one.
     """
     train = _read_table(Path(path))
-    features = _features(train.path, train.header, label_column)
+    features = _features(train.path, train.header, label_column, settings.weight_column)
     if encoding is None:
         encoding = fit_encoding(train.rows, [train.positions[c] for c in features], features, train.path,
                                 train.lines, settings)
@@ -316,7 +321,11 @@ def load_csv(
     else:
         encoded, class_names = _class_labels(list(splits.values()), label_column)
         ys = dict(zip(splits, encoded, strict=True))
-    return RawData.from_splits(xs, ys, class_names, table=encoding)
+    raw = RawData.from_splits(xs, ys, class_names, table=encoding)
+    if settings.weight_column is not None:
+        raw.w_train = sample_weights(_numbers(train, [settings.weight_column])[:, 0],
+                                     f"{train.path}: column {settings.weight_column!r}")
+    return raw
 
 
 def unseen_warning(path, column, count, example):

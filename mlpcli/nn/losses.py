@@ -1,29 +1,33 @@
 """Loss functions with Keras's formulas, each averaged over the batch.
 
-``value(y_true, y_pred) -> float`` and ``grad(y_true, y_pred) -> dL/dy_pred``
-take float32 arrays of shape ``(batch, outputs)`` (``sparse_categorical_
-crossentropy`` takes integer labels ``(batch,)`` as ``y_true``). ``fused``
-names the output activation whose gradient the loss can combine with its own:
-softmax + cross-entropy gives ``(p - y) / batch`` without the Jacobian.
+The functions give each sample's loss ``(batch,)`` and ``dL/dy_pred`` of the batch's mean;
+they take float32 arrays of shape ``(batch, outputs)`` (``sparse_categorical_crossentropy``
+takes integer labels ``(batch,)`` as ``y_true``). ``fused`` names the output activation
+whose gradient the loss can combine with its own: softmax + cross-entropy gives
+``(p - y) / batch`` without the Jacobian.
+
+A ``Loss`` bound to sample weights (``weighted``) weighs them as Keras 3 does
+(``reduce_weighted_values``, "sum_over_batch_size"): each sample's loss times its weight,
+summed, divided by the batch's size; each sample's gradient row is scaled by its weight.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
 
-from mlpcli.nn.spec import Component, Registry
+from mlpcli.nn.spec import Component, Param, Registry, number
 
 EPSILON = 1e-7  # Keras's backend.epsilon(), used to clip probabilities
 HUBER_DELTA = 1.0
-
-
-def _mean(per_sample):
-    return float(per_sample.mean())
+# Keras's label_smoothing (CategoricalCrossentropy, BinaryCrossentropy): targets y become
+# y·(1 - s) + s/K, K the outputs for categorical and 2 for binary (each output a yes/no)
+LABEL_SMOOTHING = Param("label_smoothing", 0.0, number(0, 1), "moves this share of each target to the "
+                        "uniform distribution: y·(1 - s) + s/K (K: classes; 2 for binary)")
 
 
 def mean_squared_error(y_true, y_pred):
-    return _mean(np.square(y_pred - y_true).mean(axis=-1))
+    return np.square(y_pred - y_true).mean(axis=-1)
 
 
 def mean_squared_error_grad(y_true, y_pred):
@@ -31,7 +35,7 @@ def mean_squared_error_grad(y_true, y_pred):
 
 
 def mean_absolute_error(y_true, y_pred):
-    return _mean(np.abs(y_pred - y_true).mean(axis=-1))
+    return np.abs(y_pred - y_true).mean(axis=-1)
 
 
 def mean_absolute_error_grad(y_true, y_pred):
@@ -40,7 +44,7 @@ def mean_absolute_error_grad(y_true, y_pred):
 
 def binary_crossentropy(y_true, y_pred):
     p = np.clip(y_pred, EPSILON, 1.0 - EPSILON)
-    return _mean(-(y_true * np.log(p) + (1.0 - y_true) * np.log1p(-p)).mean(axis=-1))
+    return -(y_true * np.log(p) + (1.0 - y_true) * np.log1p(-p)).mean(axis=-1)
 
 
 def binary_crossentropy_grad(y_true, y_pred):
@@ -57,7 +61,7 @@ def sigmoid_binary_crossentropy_grad(y_true, y_pred):
 def categorical_crossentropy(y_true, y_pred):
     p = y_pred / y_pred.sum(axis=-1, keepdims=True)
     p = np.clip(p, EPSILON, 1.0 - EPSILON)
-    return _mean(-(y_true * np.log(p)).sum(axis=-1))
+    return -(y_true * np.log(p)).sum(axis=-1)
 
 
 def categorical_crossentropy_grad(y_true, y_pred):
@@ -81,7 +85,7 @@ def _picked(labels, y_pred):
 
 def sparse_categorical_crossentropy(labels, y_pred):
     p = _picked(labels, y_pred) / y_pred.sum(axis=-1)
-    return _mean(-np.log(np.clip(p, EPSILON, 1.0 - EPSILON)))
+    return -np.log(np.clip(p, EPSILON, 1.0 - EPSILON))
 
 
 def _one_hot_like(labels, y_pred):
@@ -107,7 +111,7 @@ def _signed(y_true):
 
 
 def hinge(y_true, y_pred):
-    return _mean(np.maximum(1.0 - _signed(y_true) * y_pred, 0.0).mean(axis=-1))
+    return np.maximum(1.0 - _signed(y_true) * y_pred, 0.0).mean(axis=-1)
 
 
 def hinge_grad(y_true, y_pred):
@@ -118,7 +122,7 @@ def hinge_grad(y_true, y_pred):
 def huber(y_true, y_pred):
     err = np.abs(y_pred - y_true)
     quad = np.minimum(err, HUBER_DELTA)
-    return _mean((0.5 * quad * quad + HUBER_DELTA * (err - quad)).mean(axis=-1))
+    return (0.5 * quad * quad + HUBER_DELTA * (err - quad)).mean(axis=-1)
 
 
 def huber_grad(y_true, y_pred):
@@ -128,15 +132,39 @@ def huber_grad(y_true, y_pred):
 @dataclass(frozen=True)
 class Loss:
     spec: Component
-    value: Callable
-    grad: Callable
+    per_sample: Callable
+    batch_grad: Callable
     target: str  # "onehot" (float, one column per output), "labels" (int) or "as_is"
     fused_activation: Optional[str] = None
-    fused_grad: Optional[Callable] = None
+    fused_batch_grad: Optional[Callable] = None
+    weights: Optional[np.ndarray] = None  # float32 (batch,): the batch's sample weights
+    label_smoothing: float = 0.0
 
     @property
     def name(self):
         return self.spec.name
+
+    def weighted(self, weights):
+        """This loss on a batch whose samples weigh ``weights`` (float32 ``(batch,)``; None: 1 each)."""
+        return replace(self, weights=weights)
+
+    def value(self, y_true, y_pred):
+        losses = self.per_sample(y_true, y_pred)
+        if self.weights is None:
+            return float(losses.mean())
+        return float((losses * self.weights).sum() / np.float32(len(losses)))
+
+    def grad(self, y_true, y_pred):
+        return self._weigh(self.batch_grad(y_true, y_pred))
+
+    def fused_grad(self, y_true, y_pred):
+        """Gradient with respect to the logits of ``fused_activation``."""
+        return self._weigh(self.fused_batch_grad(y_true, y_pred))
+
+    def _weigh(self, grad):
+        if self.weights is None:
+            return grad
+        return grad * self.weights.reshape((-1,) + (1,) * (grad.ndim - 1))
 
 
 LOSSES = Registry("loss", [
@@ -145,10 +173,10 @@ LOSSES = Registry("loss", [
     Loss(Component("mean_absolute_error", "mean of |y - ŷ|", aliases=("mae",), keras="MeanAbsoluteError"),
          mean_absolute_error, mean_absolute_error_grad, "onehot"),
     Loss(Component("binary_crossentropy", "yes/no cross-entropy per output (0/1 targets; one sigmoid "
-                   "output for two classes)", keras="BinaryCrossentropy"),
+                   "output for two classes)", (LABEL_SMOOTHING,), keras="BinaryCrossentropy"),
          binary_crossentropy, binary_crossentropy_grad, "onehot", "sigmoid", sigmoid_binary_crossentropy_grad),
     Loss(Component("categorical_crossentropy", "cross-entropy of one-hot targets (integer labels are "
-                   "one-hot encoded)", keras="CategoricalCrossentropy"),
+                   "one-hot encoded)", (LABEL_SMOOTHING,), keras="CategoricalCrossentropy"),
          categorical_crossentropy, categorical_crossentropy_grad, "onehot", "softmax",
          softmax_categorical_crossentropy_grad),
     Loss(Component("sparse_categorical_crossentropy", "cross-entropy of integer labels",
@@ -167,6 +195,28 @@ def get(name):
     return LOSSES.lookup(name)
 
 
+def from_spec(spec):
+    """The loss a resolved config's ``loss`` ({type: name, **parameters}) describes; a bare name
+    (a model file written before losses had parameters) is the loss with its defaults."""
+    if isinstance(spec, str):
+        return get(spec)
+    return replace(get(spec["type"]), **{p.name: spec[p.name] for p in get(spec["type"]).spec.params})
+
+
+def keras_form(spec):
+    """``spec`` as Keras's training_config writes a loss: its name when every parameter has its
+    default (as ``compile(loss="name")`` gives), else {class_name, config}."""
+    if isinstance(spec, str):
+        return spec
+    component = get(spec["type"]).spec
+    values = {k: v for k, v in spec.items() if k != "type"}
+    if values == component.defaults():
+        return spec["type"]
+    return {"class_name": component.keras,
+            "config": {"name": spec["type"], "reduction": "sum_over_batch_size", "from_logits": False,
+                       **component.to_keras(values)}}
+
+
 def encode_targets(loss, y, n_outputs):
     """Turn dataset targets into what ``loss`` compares with the model output.
 
@@ -178,8 +228,14 @@ def encode_targets(loss, y, n_outputs):
         return y.astype(np.int64, copy=False)
     if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
         if n_outputs == 1:
-            return y.astype(np.float32).reshape(-1, 1)
-        onehot = np.zeros((y.shape[0], n_outputs), np.float32)
-        onehot[np.arange(y.shape[0]), y] = 1.0
-        return onehot
-    return y.astype(np.float32, copy=False).reshape(y.shape[0], -1)
+            targets = y.astype(np.float32).reshape(-1, 1)
+        else:
+            targets = np.zeros((y.shape[0], n_outputs), np.float32)
+            targets[np.arange(y.shape[0]), y] = 1.0
+    else:
+        targets = y.astype(np.float32, copy=False).reshape(y.shape[0], -1)
+    if not loss.label_smoothing:
+        return targets
+    s = loss.label_smoothing
+    classes = 2 if loss.name == "binary_crossentropy" else targets.shape[1]
+    return targets * np.float32(1.0 - s) + np.float32(s / classes)
