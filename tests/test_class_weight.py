@@ -12,7 +12,7 @@ from mlpcli.config import ConfigError, resolve
 from mlpcli.nn import losses
 from mlpcli.trainer import Trainer, build_model, random_streams
 from mlpcli.training_data import sample_weights
-from tests.test_nn_gradients import numeric_grad
+from test_nn_gradients import numeric_grad
 
 
 @pytest.mark.parametrize("name", ["categorical_crossentropy", "binary_crossentropy", "mean_squared_error",
@@ -107,7 +107,7 @@ def test_weights_with_two_processes_train_as_with_one():
 
 
 def test_resume_with_class_weights_is_bit_identical(tmp_path):
-    from tests.test_resume import history, resume, same_weights, wait_for
+    from test_resume import history, resume, same_weights, wait_for
     settings = ["--set", "data.max_train_samples=12000", "--set", "data.max_test_samples=200",
                 "--set", "training.epochs=3", "--set", "training.class_weight={0: 4.0, 7: 0.25}",
                 "--no-plots", "-q"]
