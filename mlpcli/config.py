@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from mlpcli.config_check import MAX_THREADS, _brief, _Checker, _join, _show, check_checkpoint_filename
-from mlpcli.config_data import IMAGE_DATASETS, table_options
+from mlpcli.config_data import table_options
 from mlpcli.config_resume import RESUME_CHANGEABLE, ROUNDING_KEYS, resume_changes
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS
@@ -31,7 +31,7 @@ from mlpcli.nn.registry import unknown_name_message
 from mlpcli.nn.metrics import MODES
 from mlpcli.nn.spec import integer, number
 
-__all__ = ["IMAGE_DATASETS", "MODES", "NAME_PATTERN", "NUMBER_KEYS", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
+__all__ = ["MODES", "NAME_PATTERN", "NUMBER_KEYS", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
            "absolute_path", "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "integer_key",
            "load_config", "monitor_names",
            "read_yaml", "resolve", "resolve_with_data", "resume_changes", "RESUME_CHANGEABLE", "ROUNDING_KEYS", "safe_load"]

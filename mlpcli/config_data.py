@@ -2,11 +2,8 @@
 column), ``data.categorical`` and ``data.missing`` (see ``mlpcli.data.table_encoding``)."""
 
 from mlpcli.config_check import _show
-from mlpcli.data import SCALINGS
+from mlpcli.data import DEFAULT_SCALING, SCALINGS
 from mlpcli.data.table_encoding import STRATEGIES
-
-IMAGE_DATASETS = ("mnist", "fashion_mnist", "image_folder")
-
 
 def table_options(check, data):
     """data.scaling (a name, or for csv ``{default, columns: {column: name}}``), and the csv-only
@@ -22,7 +19,7 @@ def table_options(check, data):
                               for c, v in columns.items()}
     else:
         if scaling == "auto":
-            scaling = "unit" if data["dataset"] in IMAGE_DATASETS else "none"
+            scaling = DEFAULT_SCALING.get(data["dataset"], "none")
         data["scaling"] = check.choice("data.scaling", scaling, SCALINGS, "scaling")
     categorical = data["categorical"]
     if not isinstance(categorical, list) or not all(isinstance(c, str) and c for c in categorical):

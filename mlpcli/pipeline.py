@@ -272,7 +272,7 @@ def from_legacy(config, preprocessing, class_names, input_shape, n_outputs, path
     scale = np.asarray(stored.get("scale", 1.0), np.float32)
     offset = np.asarray(stored.get("offset", 0.0), np.float32)
     scaling = data.get("scaling") if data.get("scaling") in SCALINGS else \
-        ("unit" if dataset in ("mnist", "fashion_mnist", "image_folder") else "none")
+        ("unit" if KIND_OF_DATASET[dataset] in ("digits", "image") else "none")
     # the data's own sample shape: a per-feature scaling has it; else the model's input shape
     feature_shape = scale.shape if scale.ndim else tuple(input_shape)
     kind = KIND_OF_DATASET[dataset]
