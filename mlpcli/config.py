@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from mlpcli.config_check import MAX_THREADS, _brief, _Checker, _join, _show, check_checkpoint_filename
-from mlpcli.config_data import table_options
+from mlpcli.config_data import augment_options, table_options
 from mlpcli.config_resume import RESUME_CHANGEABLE, ROUNDING_KEYS, resume_changes
 from mlpcli.config_yaml import apply_override, dump_yaml, read_yaml, safe_load
 from mlpcli.data import DATASETS
@@ -55,7 +55,7 @@ SECTION_DEFAULTS = {
 TOP_DEFAULTS = {"name": "mlp", "seed": 42, "task": "classification", "data": {}, "model": {},
                 "loss": "categorical_crossentropy", "optimizer": "adam", "schedule": "constant",
                 "metrics": ["accuracy"], "training": {}, "checkpoint": {}, "early_stopping": None,
-                "sweep": None, "init_from": None}
+                "sweep": None, "init_from": None, "augment": None}
 # the numbers of the sections (the components' are in their declarations, mlpcli.nn)
 NUMBER_KEYS = {
     "seed": integer(0), "data.validation_split": number(0, 1, closed="left"),
@@ -258,6 +258,7 @@ def resolve(raw):
                                        SECTION_DEFAULTS["data"])
     data["dataset"] = check.choice("data.dataset", data["dataset"], DATASETS, "dataset")
     table_options(check, data)
+    augment_options(check, cfg)
     data["color_mode"] = check.choice("data.color_mode", data["color_mode"], ("grayscale", "rgb"),
                                       "color mode")
     for key in PATH_KEYS + ("label_column",):

@@ -1,9 +1,36 @@
 """The checks of a config's ``data:`` options for tables: ``data.scaling`` (a name, or per
-column), ``data.categorical`` and ``data.missing`` (see ``mlpcli.data.table_encoding``)."""
+column), ``data.categorical`` and ``data.missing`` (see ``mlpcli.data.table_encoding``); and
+of ``augment:``, for images (see ``mlpcli.data.augment``)."""
 
 from mlpcli.config_check import _show
-from mlpcli.data import DEFAULT_SCALING, SCALINGS
+from mlpcli.data import DEFAULT_SCALING, SCALINGS, holds_pixels
+from mlpcli.data.augment import SETTINGS, TRANSFORMS
 from mlpcli.data.table_encoding import STRATEGIES
+
+
+def augment_options(check, cfg):
+    """``augment:`` (null: none) as ``{transforms: [...], fill_mode, fill_value, interpolation}``,
+    each transform checked against its declaration; for image datasets only."""
+    if cfg["augment"] is None:
+        return
+    defaults = {"transforms": None, **SETTINGS.defaults()}
+    spec = cfg["augment"] = check.mapping("augment", cfg["augment"], set(defaults), defaults)
+    for param in SETTINGS.params:
+        spec[param.name] = check.param(f"augment.{param.name}", spec[param.name], param, SETTINGS)
+    transforms = spec["transforms"]
+    if not isinstance(transforms, list) or not transforms:
+        check.error("augment.transforms", "must be a non-empty list of transforms (random_rotation, random_zoom, "
+                                          f"random_translation, elastic), got {_show(transforms)}")
+        transforms = []
+    spec["transforms"] = [check.component(f"augment.transforms[{i}]", t, TRANSFORMS)
+                          for i, t in enumerate(transforms)]
+    names = [t["type"] for t in spec["transforms"] if t]
+    if "elastic" in names[:-1]:
+        check.error(f"augment.transforms[{names.index('elastic')}]",
+                    "elastic must be the last transform (its field moves the output pixels)")
+    dataset = cfg["data"]["dataset"] if isinstance(cfg["data"], dict) else None
+    if isinstance(dataset, str) and dataset in DEFAULT_SCALING and not holds_pixels(dataset):
+        check.error("augment", f"is for images (mnist, fashion_mnist, image_folder), not dataset {_show(dataset)}")
 
 def table_options(check, data):
     """data.scaling (a name, or for csv ``{default, columns: {column: name}}``), and the csv-only

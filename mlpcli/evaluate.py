@@ -16,7 +16,7 @@ import numpy as np
 
 from mlpcli import config as config_mod
 from mlpcli import files, run_models, runs
-from mlpcli.data import DEFAULT_SCALING, load_raw
+from mlpcli.data import holds_pixels, load_raw
 from mlpcli.data.builtin import BUILTINS
 from mlpcli.errors import DataError, MlpError
 from mlpcli.predictor import Predictor
@@ -93,7 +93,7 @@ def _test_data(predictor, data, image_steps=None):
     else:
         raise MlpError(f"the run's dataset ({name}) has no test split; pass --data FILE to evaluate on")
     where = str(data) if data is not None else name
-    x = predictor.prepare(x, where, pixels=DEFAULT_SCALING[data_cfg["dataset"]] == "unit")  # image pixels
+    x = predictor.prepare(x, where, pixels=holds_pixels(data_cfg["dataset"]))
     if predictor.task == "classification":
         y = predictor.remap_labels(y, raw.class_names, where)
     return x, y, f"{what} ({len(x)} samples)", []

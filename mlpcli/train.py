@@ -27,6 +27,7 @@ from mlpcli.callbacks import (
     ProgressReport,
     TestEvaluation,
 )
+from mlpcli.data import augment
 from mlpcli.errors import Interrupted, MlpError, os_error_text, printable
 from mlpcli.files import open_own_file
 from mlpcli.fit_loop import FitLoop, SetupInterrupted, StopRequest
@@ -174,7 +175,7 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
         check_memory(cfg, model, n_train)  # a batch of this data, before training allocates it
         config_mod.check_monitors(cfg, data.val[0] is not None)
         trainer = Trainer(model, cfg, streams, math.ceil(n_train / cfg["training"]["batch_size"]),
-                          data.train_weights)
+                          data.train_weights, augment.from_config(cfg, data.feature_shape))
         model_extras = {"config": cfg, "pipeline": pipeline.from_training(
             cfg, data.preprocessing, data.class_names, data.feature_shape, data.table)}
         history_file = HistoryFile(folder)

@@ -86,11 +86,13 @@ class EpochPaused(Exception):
 class Trainer:
     """Trains ``model`` on (x, y) one epoch at a time."""
 
-    def __init__(self, model, cfg, streams, steps_per_epoch=None, sample_weights=None):
+    def __init__(self, model, cfg, streams, steps_per_epoch=None, sample_weights=None, augmenter=None):
         """``steps_per_epoch``: batches in an epoch, which a schedule over the whole run
         (cosine_decay without decay_steps) needs; ``sample_weights``: float32 (n,), each
-        training sample's weight in the loss (None: 1 each), as Keras's ``sample_weight``."""
+        training sample's weight in the loss (None: 1 each), as Keras's ``sample_weight``;
+        ``augmenter``: an ``mlpcli.data.augment.Augmenter`` for the training images (None: none)."""
         self.model = model
+        self.augmenter = augmenter
         self.loss = losses_mod.from_spec(cfg["loss"])
         self.sample_weights = sample_weights
         self.optimizer = optimizers_mod.from_config(cfg["optimizer"])
@@ -137,6 +139,8 @@ class Trainer:
         """
         with flush_denormals():  # see nn/denormals.py: subnormal Adam moments cost ~20% per epoch
             x = Features.wrap(x)
+            if self.augmenter is not None:  # before the helpers fork, so that they augment as this process does
+                x = self.augmenter.features(x, self.epoch)
             if self.progress is None:
                 n = len(x)
                 order = self.shuffle_rng.permutation(n) if self.shuffle else np.arange(n)

@@ -10,7 +10,8 @@ from mlpcli.config import resolve
 from mlpcli.errors import ConfigError
 from mlpcli.keras_layers import layer_specs_from_keras
 from mlpcli.modelfile import keras_model_config
-from mlpcli.nn import docs, layers, schedules
+from mlpcli import reference
+from mlpcli.nn import layers, schedules
 from mlpcli.nn.model import Sequential
 from mlpcli.nn.spec import Component, Param, Registry, number
 
@@ -19,7 +20,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_readme_component_reference_is_what_the_declarations_generate():
     text = README.read_text(encoding="utf-8")
-    assert docs.current(text) == text, "README.md is stale: run python -m mlpcli.nn.docs README.md"
+    assert reference.current(text) == text, "README.md is stale: run python -m mlpcli.reference README.md"
 
 
 def _config(schedule):

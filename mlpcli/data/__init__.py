@@ -48,6 +48,13 @@ DEFAULT_SCALING = {
     "csv": "none",
 }
 
+
+
+def holds_pixels(dataset):
+    """Whether ``dataset``'s features are image pixels (0-255, scaled to [0, 1] by default)."""
+    return DEFAULT_SCALING[dataset] == "unit"
+
+
 _CHUNK_ROWS = 4096
 
 

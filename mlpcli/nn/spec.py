@@ -31,9 +31,11 @@ NESTED = ("activation", "initializer", "regularizer")
 
 @dataclass(frozen=True)
 class Constraint:
-    """What a value may be. ``type``: "integer", "number", "boolean", "string", "choice" or
-    a nested component kind (``NESTED``); ``low``/``high`` bound numbers, ``closed`` says
-    which bounds are allowed ("both", "left", "right", "neither"); ``choices`` for "choice"."""
+    """What a value may be. ``type``: "integer", "number", "boolean", "string", "choice",
+    "factor" (Keras's augmentation factors: a number f >= 0 meaning [-f, f], or a pair
+    [lower, upper]) or a nested component kind (``NESTED``); ``low``/``high`` bound numbers
+    (a factor's both ends), ``closed`` says which bounds are allowed ("both", "left", "right",
+    "neither"); ``choices`` for "choice"."""
 
     type: str
     low: float | None = None
@@ -58,7 +60,29 @@ class Constraint:
             if isinstance(value, str):
                 return unknown_choice(value, self.choices, kind)
             return f"must be one of {', '.join(sorted(self.choices))}, got {show(value)}"
+        if self.type == "factor":
+            return self._factor_problem(value)
         return self._number_problem(value)
+
+    def _factor_problem(self, value):
+        shape = f"must be a number f >= 0 (meaning [-f, f]) or a pair [lower, upper], got {show(value)}"
+        if isinstance(value, list):
+            if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+                return shape
+            if value[0] > value[1]:
+                return f"must have lower <= upper, got {brief(value)}"
+            ends = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value < 0:
+                return shape
+            ends = [-value, value]
+        else:
+            return shape
+        for end in ends:
+            problem = number(self.low, self.high, self.closed)._number_problem(end)
+            if problem:
+                return f"{problem.replace('must be', 'must lie')} (an end of {brief(value)})"
+        return None
 
     def _number_problem(self, value):
         integer = self.type == "integer"
@@ -91,6 +115,9 @@ class Constraint:
         """The constraint in words, for the reference tables."""
         if self.type == "choice":
             text = " \\| ".join(f"`{c}`" for c in self.choices)
+        elif self.type == "factor":
+            bounded = self.low is not None or self.high is not None
+            text = "f or [lower, upper]" + (f" in {self.interval()}" if bounded else "")
         elif self.type in ("integer", "number"):
             bounded = self.low is not None or self.high is not None
             text = f"{self.type} in {self.interval()}" if bounded else self.type
@@ -109,6 +136,10 @@ def integer(low=None, high=None, closed="both", nullable=False):
 
 def number(low=None, high=None, closed="both", nullable=False):
     return Constraint("number", low, high, closed, nullable=nullable)
+
+
+def factor(low=None, high=None, closed="both", nullable=False):
+    return Constraint("factor", low, high, closed, nullable=nullable)
 
 
 def choice(*choices):

@@ -1,0 +1,350 @@
+"""Image augmentation for training: the config's ``augment:`` section.
+
+Random rotation, zoom and translation mean what Keras's ``RandomRotation``,
+``RandomZoom`` and ``RandomTranslation`` mean (the same factors, matrices about the
+centre ``((W-1)/2, (H-1)/2)``, fill modes and interpolation), and ``elastic`` is
+Simard et al.'s (2003) distortion: a field of uniform noise in [-1, 1] smoothed by a
+Gaussian of ``sigma`` pixels and scaled by ``alpha`` pixels. Where Keras resamples once
+per layer, the listed transforms are composed into one map from each output pixel to
+the source image, which is sampled once (``fill_mode``, ``fill_value`` and
+``interpolation`` are shared).
+
+Each training image is augmented when its batch is gathered, in the process that trains
+on it, on the pixels as stored (``fill_value`` is a pixel value), before the model's
+scaling. The random numbers are a hash of the run's seed, the epoch and the sample's
+index, so that an augmented batch is the same with any number of processes and after
+--resume, and nothing needs saving.
+
+Vectorized: per batch, the source coordinates of every output pixel are one broadcast
+sum; the images are copied into a padded float32 buffer whose border holds the fill
+(wide enough that no coordinate falls outside), so the four corners of every pixel are
+four gathers with no bounds to handle.
+"""
+
+import math
+
+import numpy as np
+
+from mlpcli.errors import DataError
+from mlpcli.nn.spec import Component, Param, Registry, choice, declare, factor, number
+
+FILL_MODES = ("reflect", "constant", "nearest", "wrap")
+INTERPOLATIONS = ("bilinear", "nearest")
+# the resampling every transform shares (Keras gives each layer its own; one resampling needs one)
+SETTINGS = Component("augment", "How the transformed images are resampled.", params=(
+    Param("fill_mode", "reflect", choice(*FILL_MODES),
+          "points outside the image: `reflect` (d c b a | a b c d | d c b a), `constant` (fill_value), "
+          "`nearest` (a a | a b c d | d d), `wrap` (a b c d | a b c d | a b c d)"),
+    Param("fill_value", 0.0, number(), "the pixel value (as stored, e.g. 0-255) `constant` fills with"),
+    Param("interpolation", "bilinear", choice(*INTERPOLATIONS), "how a pixel between pixels is read"),
+))
+
+
+@declare(Component("random_rotation", "rotates by a random angle of `factor` x 360 degrees (positive: "
+                   "counter-clockwise)", keras="RandomRotation", params=(
+                       Param("factor", None, factor(), "a fraction of a full turn", required=True),)))
+def _rotation(numbers, spec, maps):
+    """Into ``maps`` (k, 2, 3): Keras's rotation matrices (about the centre, added by the caller)."""
+    angle = _uniform(numbers[:, 0], spec["factor"]) * (2 * np.pi)
+    maps[:, 0, 0] = maps[:, 1, 1] = np.cos(angle)
+    maps[:, 1, 0] = np.sin(angle)
+    maps[:, 0, 1] = -maps[:, 1, 0]
+
+
+@declare(Component("random_zoom", "zooms by a random amount (positive: out, negative: in)", keras="RandomZoom",
+                   params=(Param("height_factor", None, factor(-1, None, "neither"),
+                                 "vertical zoom, a fraction of the height", required=True),
+                           Param("width_factor", None, factor(-1, None, "neither", nullable=True),
+                                 "horizontal zoom (null: the vertical one, keeping the aspect ratio)"))))
+def _zoom(numbers, spec, maps):
+    maps[:, 1, 1] = 1.0 + _uniform(numbers[:, 0], spec["height_factor"])
+    maps[:, 0, 0] = maps[:, 1, 1] if spec["width_factor"] is None else \
+        1.0 + _uniform(numbers[:, 1], spec["width_factor"])
+
+
+@declare(Component("random_translation", "shifts by a random fraction of the height and width (positive: "
+                   "down, right)", keras="RandomTranslation", params=(
+                       Param("height_factor", None, factor(-1, 1), "vertical shift, a fraction of the height",
+                             required=True),
+                       Param("width_factor", None, factor(-1, 1), "horizontal shift, a fraction of the width",
+                             required=True))))
+def _translation(numbers, spec, maps, height, width):
+    maps[:, 0, 0] = maps[:, 1, 1] = 1.0
+    maps[:, 0, 2] = -width * _uniform(numbers[:, 1], spec["width_factor"])
+    maps[:, 1, 2] = -height * _uniform(numbers[:, 0], spec["height_factor"])
+
+
+@declare(Component("elastic", "moves each pixel by a smooth random field (Simard et al. 2003); must come "
+                   "last", params=(
+                       Param("alpha", 34.0, number(0, None, "neither"),
+                             "the field's scale in pixels: smoothed noise (much smaller than 1) times alpha"),
+                       Param("sigma", 4.0, number(0, None, "neither"),
+                             "the smoothing Gaussian's standard deviation, in pixels (larger: smoother, smaller "
+                             "shifts)"))))
+def _elastic(numbers, spec, maps):
+    """No matrix (the identity): the field is ``Augmenter._elastic_field``."""
+    maps[:, 0, 0] = maps[:, 1, 1] = 1.0
+
+
+TRANSFORMS = Registry("transform", [_rotation, _zoom, _translation, _elastic])
+# how many random numbers each transform draws per image, and whether its matrix is about the centre
+_DRAWS = {"random_rotation": 1, "random_zoom": 2, "random_translation": 2, "elastic": 0}
+_ABOUT_CENTRE = ("random_rotation", "random_zoom")
+
+
+def _uniform(u, value):
+    """``u`` in [0, 1) spread over a factor's [lower, upper] (a number f: [-f, f])."""
+    lower, upper = (-value, value) if isinstance(value, (int, float)) else value
+    return lower + (upper - lower) * u
+
+
+# ---------------------------------------------------------------- random numbers
+
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix(z):
+    """splitmix64's finalizer on uint64 arrays: a bijection whose outputs look independent
+    (array products wrap around silently, as they are meant to)."""
+    z = z ^ (z >> np.uint64(30))
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _mix_int(z):
+    """``_mix`` of one Python integer."""
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK
+    return z ^ (z >> 31)
+
+
+def uniform_numbers(key, counters):
+    """Float64 in [0, 1), one per uint64 ``counters``: a hash of ``key`` (an integer) and the counter."""
+    z = counters * np.uint64(_GOLDEN)
+    z += np.uint64(key)
+    return (_mix(z) >> np.uint64(11)) * (1.0 / (1 << 53))
+
+
+# ---------------------------------------------------------------- the resampling
+
+class Augmenter:
+    """Augments images of shape ``image_shape`` ((H, W) or (H, W, C)) as ``spec`` (a resolved
+    ``augment:`` section) says, with random numbers from ``seed``."""
+
+    def __init__(self, spec, image_shape, seed):
+        self.height, self.width = image_shape[:2]
+        self.channels = image_shape[2] if len(image_shape) == 3 else 1
+        self.transforms = [(TRANSFORMS.lookup(t["type"]), t) for t in spec["transforms"]]
+        self.draws = sum(_DRAWS[t["type"]] for _, t in self.transforms)
+        self.fill_mode, self.interpolation = spec["fill_mode"], spec["interpolation"]
+        self.fill_value = np.float32(spec["fill_value"])
+        # the fifth stream of the seed: the first four are random_streams' (weights, dropout, ...)
+        self.key = int(np.random.SeedSequence(seed, spawn_key=(4,)).generate_state(1, np.uint64)[0])
+        self.centre = np.array([(self.width - 1) / 2, (self.height - 1) / 2])
+        # every output pixel's (x, y, 1): the maps turn them into source points with one product
+        grid_y, grid_x = np.divmod(np.arange(self.height * self.width, dtype=np.float32), self.width)
+        self.grid = np.stack([grid_x, grid_y, np.ones_like(grid_x)])
+        elastic = next((t for _, t in self.transforms if t["type"] == "elastic"), None)
+        self.alpha = elastic["alpha"] if elastic else 0.0
+        self.smoothing = elastic and (_gaussian_matrix(self.height, elastic["sigma"]),
+                                      _gaussian_matrix(self.width, elastic["sigma"]))
+        w, h = self.width - 1, self.height - 1
+        self.corners = np.array([[0.0, w, 0.0, w], [0.0, 0.0, h, h], [1.0] * 4])
+        self.far_side = np.array([[w], [h]])
+        self.pad, self.rows = 0, 0  # the padded images' border, and how many images the buffers hold
+        self.padded = self.work = None
+
+    def features(self, features, epoch):
+        """``features`` (an ``mlpcli.data.features.Features``) as seen in epoch ``epoch``."""
+        return AugmentedFeatures(self, features, epoch)
+
+    def epoch_keys(self, epoch):
+        """The keys of epoch ``epoch``'s random numbers: (the transforms', the elastic fields')."""
+        key = _mix_int(self.key ^ _mix_int((epoch + _GOLDEN) & _MASK))
+        return _mix_int(key + 1 & _MASK), _mix_int(key + 2 & _MASK)
+
+    def maps(self, samples, keys):
+        """(k, 2, 3) float64 maps from output to source pixel coordinates (x, y) of ``samples``."""
+        counters = samples.astype(np.uint64)[:, None] * np.uint64(max(self.draws, 1))
+        numbers = uniform_numbers(keys[0], counters + np.arange(self.draws, dtype=np.uint64))
+        combined, matrices = None, np.zeros((len(samples), 2, 3))
+        column = 0
+        for implementation, spec in self.transforms:
+            count = _DRAWS[spec["type"]]
+            matrices[:] = 0.0
+            if spec["type"] == "random_translation":
+                implementation(numbers[:, column:column + count], spec, matrices, self.height, self.width)
+            else:
+                implementation(numbers[:, column:column + count], spec, matrices)
+            column += count
+            if spec["type"] in _ABOUT_CENTRE:  # c + L (p - c) = L p + (c - L c)
+                matrices[:, :, 2] = self.centre - matrices[:, :, :2] @ self.centre
+            # Keras's order: the first listed is applied first, so its map is outermost
+            if combined is None:
+                combined = matrices.copy()
+            else:
+                translation = combined[:, :, :2] @ matrices[:, :, 2:] + combined[:, :, 2:]
+                combined[:, :, :2] = combined[:, :, :2] @ matrices[:, :, :2]
+                combined[:, :, 2:] = translation
+        return combined
+
+    def _elastic_field(self, samples, key):
+        """(2, k, H, W) float32 shifts (x, y) in pixels: smoothed uniform noise times alpha."""
+        size = 2 * self.height * self.width
+        counters = samples.astype(np.uint64)[:, None] * np.uint64(size) + np.arange(size, dtype=np.uint64)
+        noise = (uniform_numbers(key, counters) * 2.0 - 1.0).astype(np.float32)
+        noise = noise.reshape(len(samples), 2, self.height, self.width).swapaxes(0, 1)
+        along_y, along_x = self.smoothing
+        field = np.matmul(np.matmul(along_y, noise), along_x.T)  # the Gaussian, one axis at a time
+        field *= np.float32(self.alpha)
+        return field
+
+    def apply(self, raw, samples, keys, out):
+        """Augmented float32 pixels of images ``raw`` (k, H, W[, C]) (samples ``samples`` of the
+        training data; ``keys`` their epoch's ``epoch_keys``) into ``out`` (k, H*W*C)."""
+        k = len(samples)
+        maps = self.maps(samples, keys)
+        field = self._elastic_field(samples, keys[1]) if self.alpha else None
+        padded = self._padded(raw, self._pad_needed(maps, 0.0 if field is None else float(np.abs(field).max())))
+        maps[:, :, 2] += self.pad  # coordinates in the padded images
+        coordinates, floors, corners = (buffer[:, :k] for buffer in self.work[:3])
+        index = self.work[3][:k]
+        m = maps.astype(np.float32).transpose(1, 0, 2)  # (2, k, 3): x's rows, then y's
+        np.matmul(m, self.grid, out=coordinates.reshape(2, k, -1))
+        if field is not None:  # the field moves the output grid before the maps: M (p + d) = M p + M d
+            coordinates += np.einsum("ikj,jkhw->ikhw", m[:, :, :2], field)
+        columns = padded.shape[2]
+        pixels = padded.reshape(-1) if self.channels == 1 else padded.reshape(-1, self.channels)
+        out = out.reshape(corners.shape[1:])
+        if self.interpolation == "nearest":
+            np.rint(coordinates, out=floors)
+            self._flat_index(floors, index, columns)
+            np.take(pixels, index, axis=0, out=out, mode="clip")
+            return
+        np.floor(coordinates, out=floors)
+        coordinates -= floors  # the fractions
+        self._flat_index(floors, index, columns)
+        for corner, offset in zip(corners, (0, 1, columns, columns + 1)):
+            np.take(pixels[offset:], index, axis=0, out=corner, mode="clip")  # every index is in range
+        top, right, bottom, bottom_right = corners
+        fx, fy = coordinates
+        if self.channels > 1:
+            fx, fy = fx[..., None], fy[..., None]
+        right -= top
+        right *= fx
+        top += right
+        bottom_right -= bottom
+        bottom_right *= fx
+        bottom += bottom_right
+        bottom -= top
+        bottom *= fy
+        np.add(top, bottom, out=out)
+
+    def _flat_index(self, points, index, columns):
+        """Into ``index``: the flat index into the padded images of integral (x, y) ``points``
+        (2, k, H, W) (overwritten)."""
+        x, y = points
+        y *= columns  # exact in float32: _allocate keeps a padded image under 2 ** 24 pixels
+        y += x
+        np.copyto(index, y, casting="unsafe")
+        index += self.offsets[:len(index)]
+
+    def _pad_needed(self, maps, shift):
+        """How far (pixels) the source points reach beyond the image, plus the corners' one and
+        one for rounding: an affine map's extremes over the image are at its corners, and an
+        elastic ``shift`` of at most that many pixels moves them by at most |M| shift."""
+        points = maps @ self.corners  # (k, 2, 4)
+        reach = np.abs(maps[:, :, :2]).sum(axis=2, keepdims=True) * shift
+        return math.ceil(max(float((reach - points).max()), float((points + reach - self.far_side).max()), 0.0)) + 2
+
+    def _padded(self, raw, pad):
+        """``raw`` as float32 (k, H+2p, W+2p, C) with a border of ``p`` >= ``pad`` pixels filled
+        as ``fill_mode`` says (the buffers are kept, and grown when a batch needs more)."""
+        k = len(raw)
+        raw = raw.reshape(k, self.height, self.width, self.channels)
+        if pad > self.pad or k > self.rows:
+            self._allocate(max(pad, self.pad), max(k, self.rows))
+        padded, p = self.padded[:k], self.pad
+        if self.fill_mode == "constant":  # the border keeps its fill; only the images change
+            padded[:, p:p + self.height, p:p + self.width] = raw
+        else:
+            padded[...] = raw.take(self.row_map, axis=1).take(self.column_map, axis=2)
+        return padded
+
+    def _allocate(self, pad, k):
+        rows, columns = self.height + 2 * pad, self.width + 2 * pad
+        if rows * columns >= 1 << 24:
+            raise DataError(f"augment: the transforms reach {pad} pixels beyond {self.height}x{self.width} "
+                            "images; use smaller factors")
+        self.pad, self.rows = pad, k
+        self.padded = np.full((k, rows, columns, self.channels), self.fill_value, np.float32)
+        self.row_map = _index_fixer(self.fill_mode, self.height, pad)
+        self.column_map = _index_fixer(self.fill_mode, self.width, pad)
+        self.offsets = (np.arange(k, dtype=np.intp) * (rows * columns))[:, None, None]
+        image = (k, self.height, self.width)
+        pixel = (self.channels,) if self.channels > 1 else ()
+        self.work = (np.empty((2,) + image, np.float32), np.empty((2,) + image, np.float32),
+                     np.empty((4,) + image + pixel, np.float32), np.empty(image, np.intp))
+
+
+def _index_fixer(mode, size, pad):
+    """Which pixel of a row (or column) of ``size`` each of the padded ``size + 2 pad`` positions
+    reads, as Keras's map_coordinates index fixers say (constant mode never reads the border)."""
+    index = np.arange(-pad, size + pad)
+    if mode in ("nearest", "constant"):
+        return np.clip(index, 0, size - 1)
+    if mode == "wrap":
+        return index % size
+    period = 2 * size  # reflect: (d c b a | a b c d | d c b a)
+    folded = index % period
+    return np.where(folded < size, folded, period - 1 - folded)
+
+
+def _gaussian_matrix(size, sigma):
+    """(size, size) float32 smoothing along one axis: row i holds a Gaussian about i, cut at 3
+    sigma and reflected at the edges, summing to 1 (so a field of values in [-1, 1] stays there)."""
+    radius = max(1, int(3 * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+    matrix = np.zeros((size, size))
+    fix = _index_fixer("reflect", size, radius)
+    for i in range(size):
+        np.add.at(matrix[i], fix[i + offsets + radius], weights)
+    return matrix.astype(np.float32)
+
+
+def from_config(cfg, image_shape):
+    """The Augmenter a resolved config asks for, for training images of ``image_shape`` as
+    stored; None when it asks for none."""
+    if cfg["augment"] is None:
+        return None
+    if len(image_shape) not in (2, 3) or len(image_shape) == 3 and image_shape[2] not in (1, 3):
+        raise DataError(f"augment: needs images (height x width, or x 1 or 3 channels), and the training "
+                        f"samples have shape {list(image_shape)}")
+    return Augmenter(cfg["augment"], tuple(image_shape), cfg["seed"])
+
+
+class AugmentedFeatures:
+    """``Features`` whose ``take(idx, out)`` gives the rows augmented for one epoch."""
+
+    def __init__(self, augmenter, features, epoch):
+        self.augmenter, self.features, self.keys = augmenter, features, augmenter.epoch_keys(epoch)
+        self.shape = features.shape
+
+    def __len__(self):
+        return len(self.features)
+
+    def take(self, idx, out):
+        features = self.features
+        raw = features.raw.take(idx, axis=0)
+        self.augmenter.apply(raw, np.asarray(idx), self.keys, out.reshape(len(idx), -1))
+        if not features.identity:
+            out *= features.scale
+            if features.offset.any():
+                out += features.offset
+        return out
