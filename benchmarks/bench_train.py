@@ -57,10 +57,10 @@ def epoch_flops(n_train, n_val, sizes=(784, HIDDEN, HIDDEN, 10)):
     return n_train * (2 * forward + input_grads) + n_val * forward
 
 
-def mnist_config():
+def mnist_config(name="mnist.yaml"):
     from mlpcli.config import load_config
 
-    return load_config(os.path.join(HERE, "..", "configs", "mnist.yaml"))
+    return load_config(os.path.join(HERE, "..", "configs", name))
 
 
 def mnist_split(cfg):
@@ -76,8 +76,9 @@ def mnist_split(cfg):
 
 # -- workers: each runs in its own process and prints one JSON line ------------------------
 
-def work_ours(epochs, dropout=True, validate=True, processes=None):
+def work_ours(epochs, dropout=True, validate=True, processes=None, config="mnist.yaml"):
     from mlpcli.callbacks import LearningRateSchedule, NanGuard
+    from mlpcli.data import augment
     from mlpcli.fit_loop import Callback, FitLoop
     from mlpcli.trainer import Trainer
 
@@ -93,18 +94,48 @@ def work_ours(epochs, dropout=True, validate=True, processes=None):
         def on_epoch_end(self, epoch, logs):
             self.seconds.append(time.perf_counter() - self.t0)
 
-    cfg = mnist_config()
+    cfg = mnist_config(config)
     if processes is not None:
         cfg["training"]["processes"] = processes
     if not dropout:
         cfg["model"]["layers"] = [l for l in cfg["model"]["layers"] if l["type"] != "dropout"]
     streams, model, data = mnist_split(cfg)
-    trainer = Trainer(model, cfg, streams, math.ceil(len(data.train[0]) / BATCH))
+    trainer = Trainer(model, cfg, streams, math.ceil(len(data.train[0]) / BATCH),
+                      augmenter=augment.from_config(cfg, data.feature_shape))
     times = EpochTimes()
     FitLoop(trainer, epochs, [NanGuard(trainer), LearningRateSchedule(trainer.schedule), times]).fit(
         data.train, data.val if validate else (None, None))
     return {"epoch_seconds": times.seconds, "n_train": len(data.train[0]),
             "n_val": len(data.val[0]) if validate else 0}
+
+
+def work_augmented_pairs(epochs, interpolation=None):
+    """configs/mnist.yaml and configs/mnist-augmented.yaml (the same model on augmented
+    images) trained side by side in this process, an epoch of one, then an epoch of the
+    other: each pair's ratio is measured on the machine as it is at that moment."""
+    from mlpcli.callbacks import LearningRateSchedule, NanGuard
+    from mlpcli.data import augment
+    from mlpcli.fit_loop import FitLoop
+    from mlpcli.trainer import Trainer
+
+    loops = []
+    for name in ("mnist.yaml", "mnist-augmented.yaml"):
+        cfg = mnist_config(name)
+        if cfg["augment"] and interpolation:
+            cfg["augment"]["interpolation"] = interpolation
+        streams, model, data = mnist_split(cfg)
+        trainer = Trainer(model, cfg, streams, math.ceil(len(data.train[0]) / BATCH),
+                          augmenter=augment.from_config(cfg, data.feature_shape))
+        loops.append((FitLoop(trainer, cfg["training"]["epochs"], [NanGuard(trainer),
+                                                                   LearningRateSchedule(trainer.schedule)]), data))
+    seconds = {"plain": [], "augmented": []}
+    for epoch in range(epochs):
+        for (loop, data), name in zip(loops, seconds):
+            loop.epochs, loop.finished = epoch + 1, False  # one more epoch of this one
+            t0 = time.perf_counter()
+            loop.fit(data.train, data.val)
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
 
 
 def work_torch(epochs):
@@ -228,6 +259,7 @@ def work_torch_whole(epochs):
 WORKERS = {
     "ours": lambda e: work_ours(e),
     "ours_1_process": lambda e: work_ours(e, processes=1),
+    "augmented_pairs": lambda e: work_augmented_pairs(e, os.environ.get("BENCH_INTERPOLATION")),
     "ours_nodropout_train": lambda e: work_ours(e, dropout=False, validate=False),
     "torch": work_torch,
     "sklearn": work_sklearn,
@@ -259,15 +291,23 @@ def main():
     parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (the first is warm-up)")
     parser.add_argument("--repeats", type=int, default=1, help="alternating rounds; medians are reported")
     parser.add_argument("--compare", default="", help="comma-separated: torch, sklearn")
+    parser.add_argument("--augmented", action="store_true",
+                        help="also the epoch time of configs/mnist-augmented.yaml (the same model on augmented "
+                             "images) over configs/mnist.yaml's, epochs of the two alternating in one process")
+    parser.add_argument("--interpolation", choices=("bilinear", "nearest"),
+                        help="with --augmented: resample so instead of as the config says")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: all cores)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.interpolation:
+        os.environ["BENCH_INTERPOLATION"] = args.interpolation  # the workers' environment
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.epochs)))
         return
 
     others = [c for c in args.compare.split(",") if c]
-    plan = ["ours", "ours_1_process"] + [{"torch": "torch", "sklearn": "sklearn"}[c] for c in others]
+    plan = ["ours", "ours_1_process"] + (["augmented_pairs"] if args.augmented else []) + \
+        [{"torch": "torch", "sklearn": "sklearn"}[c] for c in others]
     if "sklearn" in others:
         plan.insert(plan.index("sklearn"), "ours_nodropout_train")
     if "torch" in others:
@@ -279,7 +319,12 @@ def main():
         for name in plan:
             res = run_worker(name, args.epochs, args.threads)
             results[name].append(res)
-            if "epoch_seconds" in res:
+            if name == "augmented_pairs":
+                pairs = list(zip(res["plain"][1:], res["augmented"][1:]))  # the first pair warms up
+                print(f"  round {r + 1} {name:<22} plain {statistics.median(p for p, _ in pairs):6.3f} s, "
+                      f"augmented {statistics.median(a for _, a in pairs):6.3f} s, ratio "
+                      f"{statistics.median(a / p for p, a in pairs):.2f}")
+            elif "epoch_seconds" in res:
                 steady = res["epoch_seconds"][1:] or res["epoch_seconds"]
                 print(f"  round {r + 1} {name:<22} epoch {statistics.median(steady):6.3f} s   "
                       f"peak RSS {res['peak_rss_mib']:6.0f} MiB")
@@ -298,6 +343,8 @@ def main():
     print(f"{'system':<24}{'s/epoch':>9}{'samples/s':>12}{'% of peak':>11}{'peak RSS MiB':>14}")
     for name in plan:
         res = results[name][0]
+        if name == "augmented_pairs":
+            continue
         if "epoch_seconds" not in res:
             print(f"{name:<24}{'':>9}{'':>12}{'':>11}{rss(name):>14.0f}")
             continue
@@ -311,6 +358,11 @@ def main():
     if "sklearn" in others:
         print(f"mlpcli / scikit-learn epoch time:   {epoch('ours_nodropout_train') / epoch('sklearn'):.2f}  "
               "(target <= 0.7; both without dropout, training pass only)")
+    if args.augmented:
+        ratios = [a / p for res in results["augmented_pairs"] for p, a in zip(res["plain"][1:], res["augmented"][1:])]
+        print(f"augmented / plain epoch time:       {statistics.median(ratios):.2f}  (median of {len(ratios)} "
+              f"back-to-back pairs of epochs, quartiles {statistics.quantiles(ratios, n=4)[0]:.2f}-"
+              f"{statistics.quantiles(ratios, n=4)[2]:.2f}; target <= 1.3)")
     e = epoch("ours")
     print(f"mlpcli share of matmul peak:        {epoch_flops(results['ours'][0]['n_train'], results['ours'][0]['n_val']) / e / 1e9 / peak:.1%}  (target >= 40%)")
 

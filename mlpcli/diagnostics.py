@@ -15,10 +15,10 @@ JSON-able dict, written by ``mlp train`` as ``diagnostics.json``::
   same rule that shades the loss plot), with a hint to stop early or
   regularize more.
 * Training accuracy below validation accuracy at the last epoch: the model is
-  under-trained, or dropout/regularization is too strong. Dropout is on while
-  training accuracy is measured (and that accuracy is averaged over an epoch
-  in which the weights kept changing) but off when validation is measured,
-  so the message says so.
+  under-trained, or dropout/regularization/augmentation is too strong. Dropout
+  and augmentation are on while training accuracy is measured (and that
+  accuracy is averaged over an epoch in which the weights kept changing) but
+  off when validation is measured, so the message says so.
 """
 
 import csv
@@ -79,14 +79,16 @@ def _train_below_validation(cols, cfg):
     if not (train == train and val == val) or train >= val:
         return None
     rates = _dropout_rates(cfg)
+    augmented = bool((cfg or {}).get("augment"))
     causes = ([f"dropout ({', '.join(f'{r:g}' for r in rates)})"] if rates else []) + \
-        (["weight penalties"] if _regularized(cfg) else [])
+        (["weight penalties"] if _regularized(cfg) else []) + (["augmentation"] if augmented else [])
     warning = (f"final training accuracy {train:.4f} is below validation accuracy {val:.4f}: the "
                "model may be under-trained (train more epochs or raise the learning rate)")
     if causes:
         warning += f" or {' and '.join(causes)} too strong"
-    if rates:
-        warning += ("; dropout is on while training accuracy is measured and off when validation "
+    if rates or augmented:
+        on = " and ".join((["dropout is on"] if rates else []) + (["images are augmented"] if augmented else []))
+        warning += (f"; {on} while training accuracy is measured and off when validation "
                     "is measured, so some gap is expected")
     else:
         warning += ("; there is no dropout" + ("" if causes else " or weight penalty") +

@@ -52,6 +52,10 @@ def test_training_accuracy_below_validation():
     plain = diagnose(h, {"model": {"layers": [{"type": "dense", "units": 2}]}})
     assert "there is no dropout or weight penalty" in plain["train_below_validation"]["warning"]
     assert plain["notes"] == ["train acc < val acc"]
+    augmented = diagnose(h, {"model": {"layers": [{"type": "dense", "units": 2}]},
+                             "augment": {"transforms": [{"type": "random_rotation", "factor": 0.1}]}})
+    warning = augmented["train_below_validation"]["warning"]
+    assert "augmentation too strong" in warning and "images are augmented while training accuracy" in warning
     # regression runs have no accuracy to compare
     assert diagnose(history([1.0, 0.8], [0.9, 0.7]))["train_below_validation"] is None
 

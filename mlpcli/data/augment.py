@@ -22,6 +22,7 @@ four gathers with no bounds to handle.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -152,10 +153,12 @@ class Augmenter:
         self.alpha = elastic["alpha"] if elastic else 0.0
         self.smoothing = elastic and (_gaussian_matrix(self.height, elastic["sigma"]),
                                       _gaussian_matrix(self.width, elastic["sigma"]))
-        w, h = self.width - 1, self.height - 1
-        self.corners = np.array([[0.0, w, 0.0, w], [0.0, 0.0, h, h], [1.0] * 4])
-        self.far_side = np.array([[w], [h]])
-        self.pad, self.rows = 0, 0  # the padded images' border, and how many images the buffers hold
+        self.far_side = np.array([[self.width - 1], [self.height - 1]], np.float32)
+        # each epoch draws this many transforms (or one per image, for fewer images), and each image
+        # uses one of them at random: indices and fractions of 12 bytes a pixel, in at most 8 MiB
+        # (a bank much larger than the cache makes gathering its rows slower than computing them)
+        self.bank_size = int(np.clip((8 << 20) // (12 * self.height * self.width), 256, 4096))
+        self.pad, self.rows = None, 0  # the padded images' border, and how many images the buffers hold
         self.padded = self.work = None
 
     def features(self, features, epoch):
@@ -163,9 +166,10 @@ class Augmenter:
         return AugmentedFeatures(self, features, epoch)
 
     def epoch_keys(self, epoch):
-        """The keys of epoch ``epoch``'s random numbers: (the transforms', the elastic fields')."""
+        """The keys of epoch ``epoch``'s random numbers: (the transforms', the images' choice of
+        one, the elastic fields')."""
         key = _mix_int(self.key ^ _mix_int((epoch + _GOLDEN) & _MASK))
-        return _mix_int(key + 1 & _MASK), _mix_int(key + 2 & _MASK)
+        return tuple(_mix_int(key + purpose & _MASK) for purpose in (1, 2, 3))
 
     def maps(self, samples, keys):
         """(k, 2, 3) float64 maps from output to source pixel coordinates (x, y) of ``samples``."""
@@ -193,81 +197,94 @@ class Augmenter:
         return combined
 
     def _elastic_field(self, samples, key):
-        """(2, k, H, W) float32 shifts (x, y) in pixels: smoothed uniform noise times alpha."""
+        """(k, 2, H, W) float32 shifts (x, y) in pixels: smoothed uniform noise times alpha."""
         size = 2 * self.height * self.width
         counters = samples.astype(np.uint64)[:, None] * np.uint64(size) + np.arange(size, dtype=np.uint64)
         noise = (uniform_numbers(key, counters) * 2.0 - 1.0).astype(np.float32)
-        noise = noise.reshape(len(samples), 2, self.height, self.width).swapaxes(0, 1)
+        noise = noise.reshape(len(samples), 2, self.height, self.width)
         along_y, along_x = self.smoothing
         field = np.matmul(np.matmul(along_y, noise), along_x.T)  # the Gaussian, one axis at a time
         field *= np.float32(self.alpha)
         return field
 
-    def apply(self, raw, samples, keys, out):
+    def epoch_bank(self, n, epoch):
+        """The transforms of epoch ``epoch`` for ``n`` training images: a ``Bank``."""
+        keys = self.epoch_keys(epoch)
+        size = min(n, self.bank_size)
+        maps = self.maps(np.arange(size), keys)
+        choice = np.arange(n) if size == n else \
+            (uniform_numbers(keys[1], np.arange(n, dtype=np.uint64)) * size).astype(np.int32)
+        coordinates = np.empty((size, 2, self.height * self.width), np.float32)
+        for start in range(0, size, 256):  # the elastic fields a few at a time (each is 2 H W numbers)
+            part = slice(start, start + 256)
+            m = maps[part].astype(np.float32)
+            np.matmul(m, self.grid, out=coordinates[part])
+            if self.alpha:  # the field moves the output grid before the map: M (p + d) = M p + M d
+                field = self._elastic_field(np.arange(start, min(start + 256, size)), keys[2])
+                coordinates[part] += np.einsum("kij,kjp->kip", m[:, :, :2], field.reshape(len(field), 2, -1))
+        # the corners' one pixel more, and one for rounding
+        pad = math.ceil(max(-float(coordinates.min()), float((coordinates - self.far_side).max()), 0.0)) + 2
+        rows, columns = self.height + 2 * pad, self.width + 2 * pad
+        if rows * columns >= 1 << 24:
+            raise DataError(f"augment: the transforms reach {pad} pixels beyond {self.height}x{self.width} "
+                            "images; use smaller factors")
+        coordinates += pad  # in the padded image
+        corner = np.rint(coordinates) if self.interpolation == "nearest" else np.floor(coordinates)
+        fractions = None if self.interpolation == "nearest" else coordinates - corner
+        index = corner[:, 1] * columns + corner[:, 0]  # exact in float32: under 2 ** 24 pixels
+        return Bank(choice, index.astype(np.int32), fractions, pad)
+
+    def apply(self, raw, samples, bank, out):
         """Augmented float32 pixels of images ``raw`` (k, H, W[, C]) (samples ``samples`` of the
-        training data; ``keys`` their epoch's ``epoch_keys``) into ``out`` (k, H*W*C)."""
-        k = len(samples)
-        maps = self.maps(samples, keys)
-        field = self._elastic_field(samples, keys[1]) if self.alpha else None
-        padded = self._padded(raw, self._pad_needed(maps, 0.0 if field is None else float(np.abs(field).max())))
-        maps[:, :, 2] += self.pad  # coordinates in the padded images
-        coordinates, floors, corners = (buffer[:, :k] for buffer in self.work[:3])
-        index = self.work[3][:k]
-        m = maps.astype(np.float32).transpose(1, 0, 2)  # (2, k, 3): x's rows, then y's
-        np.matmul(m, self.grid, out=coordinates.reshape(2, k, -1))
-        if field is not None:  # the field moves the output grid before the maps: M (p + d) = M p + M d
-            coordinates += np.einsum("ikj,jkhw->ikhw", m[:, :, :2], field)
-        columns = padded.shape[2]
+        training data, in the epoch of ``bank``) into ``out`` (k, H*W*C), a few images at a time
+        so that the work stays in the core's cache."""
+        out = out.reshape(len(samples), -1)
+        entries = bank.choice.take(samples)
+        chunk = self.CHUNK if bank.fractions is not None else 2 * self.CHUNK  # nearest needs half the buffers
+        for start in range(0, len(samples), chunk):
+            part = slice(start, start + chunk)
+            self._apply(raw[part], entries[part], bank, out[part])
+
+    CHUNK = 64  # images at a time, to keep their buffers (about 24 KiB an image) in the cache
+
+    def _apply(self, raw, entries, bank, out):
+        k = len(entries)
+        padded = self._padded(raw, bank.pad)
+        rows, index, value, other, fractions = (buffer[:k] for buffer in self.work)
+        bank.index.take(entries, axis=0, out=rows, mode="clip")  # (clip: no checking copy)
+        np.add(rows, self.offsets[:k], out=index)  # each image's first pixel in the padded buffer
         pixels = padded.reshape(-1) if self.channels == 1 else padded.reshape(-1, self.channels)
-        out = out.reshape(corners.shape[1:])
-        if self.interpolation == "nearest":
-            np.rint(coordinates, out=floors)
-            self._flat_index(floors, index, columns)
+        out = out.reshape(value.shape)
+        if bank.fractions is None:  # nearest
             np.take(pixels, index, axis=0, out=out, mode="clip")
             return
-        np.floor(coordinates, out=floors)
-        coordinates -= floors  # the fractions
-        self._flat_index(floors, index, columns)
-        for corner, offset in zip(corners, (0, 1, columns, columns + 1)):
-            np.take(pixels[offset:], index, axis=0, out=corner, mode="clip")  # every index is in range
-        top, right, bottom, bottom_right = corners
-        fx, fy = coordinates
+        columns = padded.shape[2]
+        bank.fractions.take(entries, axis=0, out=fractions, mode="clip")
+        fx, fy = fractions[:, 0], fractions[:, 1]
         if self.channels > 1:
             fx, fy = fx[..., None], fy[..., None]
-        right -= top
-        right *= fx
-        top += right
-        bottom_right -= bottom
-        bottom_right *= fx
-        bottom += bottom_right
-        bottom -= top
-        bottom *= fy
-        np.add(top, bottom, out=out)
-
-    def _flat_index(self, points, index, columns):
-        """Into ``index``: the flat index into the padded images of integral (x, y) ``points``
-        (2, k, H, W) (overwritten)."""
-        x, y = points
-        y *= columns  # exact in float32: _allocate keeps a padded image under 2 ** 24 pixels
-        y += x
-        np.copyto(index, y, casting="unsafe")
-        index += self.offsets[:len(index)]
-
-    def _pad_needed(self, maps, shift):
-        """How far (pixels) the source points reach beyond the image, plus the corners' one and
-        one for rounding: an affine map's extremes over the image are at its corners, and an
-        elastic ``shift`` of at most that many pixels moves them by at most |M| shift."""
-        points = maps @ self.corners  # (k, 2, 4)
-        reach = np.abs(maps[:, :, :2]).sum(axis=2, keepdims=True) * shift
-        return math.ceil(max(float((reach - points).max()), float((points + reach - self.far_side).max()), 0.0)) + 2
+        # top = a + fx (b - a), bottom = c + fx (d - c), out = top + fy (bottom - top); every index is in range
+        np.take(pixels, index, axis=0, out=out, mode="clip")
+        np.take(pixels[1:], index, axis=0, out=value, mode="clip")
+        value -= out
+        value *= fx
+        out += value
+        np.take(pixels[columns:], index, axis=0, out=value, mode="clip")
+        np.take(pixels[columns + 1:], index, axis=0, out=other, mode="clip")
+        other -= value
+        other *= fx
+        value += other
+        value -= out
+        value *= fy
+        out += value
 
     def _padded(self, raw, pad):
         """``raw`` as float32 (k, H+2p, W+2p, C) with a border of ``p`` >= ``pad`` pixels filled
         as ``fill_mode`` says (the buffers are kept, and grown when a batch needs more)."""
         k = len(raw)
         raw = raw.reshape(k, self.height, self.width, self.channels)
-        if pad > self.pad or k > self.rows:
-            self._allocate(max(pad, self.pad), max(k, self.rows))
+        if pad != self.pad or k > self.rows:
+            self._allocate(pad, max(k, self.rows, 2 * self.CHUNK))
         padded, p = self.padded[:k], self.pad
         if self.fill_mode == "constant":  # the border keeps its fill; only the images change
             padded[:, p:p + self.height, p:p + self.width] = raw
@@ -277,18 +294,16 @@ class Augmenter:
 
     def _allocate(self, pad, k):
         rows, columns = self.height + 2 * pad, self.width + 2 * pad
-        if rows * columns >= 1 << 24:
-            raise DataError(f"augment: the transforms reach {pad} pixels beyond {self.height}x{self.width} "
-                            "images; use smaller factors")
         self.pad, self.rows = pad, k
         self.padded = np.full((k, rows, columns, self.channels), self.fill_value, np.float32)
         self.row_map = _index_fixer(self.fill_mode, self.height, pad)
         self.column_map = _index_fixer(self.fill_mode, self.width, pad)
-        self.offsets = (np.arange(k, dtype=np.intp) * (rows * columns))[:, None, None]
-        image = (k, self.height, self.width)
-        pixel = (self.channels,) if self.channels > 1 else ()
-        self.work = (np.empty((2,) + image, np.float32), np.empty((2,) + image, np.float32),
-                     np.empty((4,) + image + pixel, np.float32), np.empty(image, np.intp))
+        self.offsets = (np.arange(k, dtype=np.intp) * (rows * columns))[:, None]
+        pixels = self.height * self.width
+        channels = (self.channels,) if self.channels > 1 else ()
+        # intp indices: take would convert int32 ones (the bank's, half the memory) on every call
+        self.work = (np.empty((k, pixels), np.int32), np.empty((k, pixels), np.intp), np.empty((k, pixels) + channels, np.float32),
+                     np.empty((k, pixels) + channels, np.float32), np.empty((k, 2, pixels), np.float32))
 
 
 def _index_fixer(mode, size, pad):
@@ -329,11 +344,23 @@ def from_config(cfg, image_shape):
     return Augmenter(cfg["augment"], tuple(image_shape), cfg["seed"])
 
 
+@dataclass
+class Bank:
+    """An epoch's transforms, ready to sample with: ``size`` of them, each training image using
+    the one ``choice`` names."""
+
+    choice: np.ndarray  # int32 (n,): each training image's transform
+    index: np.ndarray  # int32 (size, H*W): each output pixel's (top-left) source pixel in a padded image
+    fractions: np.ndarray | None  # float32 (size, 2, H*W): how far past it, in x and y (None: nearest)
+    pad: int  # the padded images' border
+
+
 class AugmentedFeatures:
     """``Features`` whose ``take(idx, out)`` gives the rows augmented for one epoch."""
 
     def __init__(self, augmenter, features, epoch):
-        self.augmenter, self.features, self.keys = augmenter, features, augmenter.epoch_keys(epoch)
+        self.augmenter, self.features = augmenter, features
+        self.bank = augmenter.epoch_bank(len(features), epoch)
         self.shape = features.shape
 
     def __len__(self):
@@ -342,7 +369,7 @@ class AugmentedFeatures:
     def take(self, idx, out):
         features = self.features
         raw = features.raw.take(idx, axis=0)
-        self.augmenter.apply(raw, np.asarray(idx), self.keys, out.reshape(len(idx), -1))
+        self.augmenter.apply(raw, np.asarray(idx), self.bank, out.reshape(len(idx), -1))
         if not features.identity:
             out *= features.scale
             if features.offset.any():
