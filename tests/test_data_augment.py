@@ -171,6 +171,14 @@ def test_elastic_fields_are_smooth_and_bounded_by_alpha():
     np.testing.assert_allclose(small, x, atol=3)
 
 
+def test_transforms_reaching_far_beyond_the_image_are_refused_before_allocating():
+    from mlpcli.errors import DataError
+
+    aug = augmenter([{"type": "random_zoom", "height_factor": [60, 60], "width_factor": None}], shape=(28, 28))
+    with pytest.raises(DataError, match="augment: the transforms reach .* pixels beyond 28x28 images"):
+        aug.epoch_bank(10, epoch=1)
+
+
 # ---------------------------------------------------------------- the config
 
 

@@ -91,6 +91,7 @@ TRANSFORMS = Registry("transform", [_rotation, _zoom, _translation, _elastic])
 # how many random numbers each transform draws per image, and whether its matrix is about the centre
 _DRAWS = {"random_rotation": 1, "random_zoom": 2, "random_translation": 2, "elastic": 0}
 _ABOUT_CENTRE = ("random_rotation", "random_zoom")
+_MAX_BUFFER = 256 << 20  # bytes of padded images a chunk may take
 
 
 def _uniform(u, value):
@@ -225,9 +226,10 @@ class Augmenter:
         # the corners' one pixel more, and one for rounding
         pad = math.ceil(max(-float(coordinates.min()), float((coordinates - self.far_side).max()), 0.0)) + 2
         rows, columns = self.height + 2 * pad, self.width + 2 * pad
-        if rows * columns >= 1 << 24:
+        # the padded buffer of a chunk of images, in float32
+        if rows * columns >= 1 << 24 or 2 * self.CHUNK * rows * columns * self.channels * 4 > _MAX_BUFFER:
             raise DataError(f"augment: the transforms reach {pad} pixels beyond {self.height}x{self.width} "
-                            "images; use smaller factors")
+                            f"images, more than mlpcli pads them by; use smaller zoom or translation factors")
         coordinates += pad  # in the padded image
         corner = np.rint(coordinates) if self.interpolation == "nearest" else np.floor(coordinates)
         fractions = None if self.interpolation == "nearest" else coordinates - corner
