@@ -11,14 +11,18 @@ the source image, which is sampled once (``fill_mode``, ``fill_value`` and
 
 Each training image is augmented when its batch is gathered, in the process that trains
 on it, on the pixels as stored (``fill_value`` is a pixel value), before the model's
-scaling. The random numbers are a hash of the run's seed, the epoch and the sample's
-index, so that an augmented batch is the same with any number of processes and after
---resume, and nothing needs saving.
+scaling. Each epoch draws a bank of transforms (``Augmenter.bank_size``, or one per image
+when there are fewer), and each image uses one of them, chosen at random: a uniformly
+chosen member of a fresh sample is itself a draw from the factors' distribution, so every
+image's transform still is. The random numbers are a hash of the run's seed, the epoch and
+the index (``uniform_numbers``), so an augmented batch is the same with any number of
+processes and after --resume, and nothing needs saving.
 
-Vectorized: per batch, the source coordinates of every output pixel are one broadcast
-sum; the images are copied into a padded float32 buffer whose border holds the fill
-(wide enough that no coordinate falls outside), so the four corners of every pixel are
-four gathers with no bounds to handle.
+Vectorized, and cheap per batch: the bank holds every output pixel's source pixel (and
+fractions, for bilinear) in a padded image, computed for the whole epoch at once; a batch
+gathers its images' rows of it, copies the images into a padded float32 buffer whose
+border holds the fill (wide enough that no source point falls outside), gathers the one
+or four source pixels of every output pixel and interpolates, a chunk of images at a time.
 """
 
 import math
