@@ -15,7 +15,6 @@ The MNIST test accuracy of each run is reported beside it.
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys

@@ -6,7 +6,11 @@ reported as a failure naming what was missing, instead of a skip in a green run.
 """
 
 import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 import zlib
 
 import pytest
@@ -83,3 +87,28 @@ def png_bytes(width, height, idat=EMPTY_IDAT, chunks=None):
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     body = chunk(b"IDAT", idat) if chunks is None else b"".join(chunks)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + body + chunk(b"IEND", b"")
+
+
+def start_training(run_dir, settings, *extra):
+    """``mlp train configs/mnist.yaml`` into ``run_dir`` as a real process, with ``settings``
+    and ``extra`` arguments; the Popen (text pipes)."""
+    return subprocess.Popen([sys.executable, "-m", "mlpcli", "train", "configs/mnist.yaml",
+                             "--run-dir", str(run_dir), *settings, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupt_after_epoch_2_and_resume(run_dir, settings, *extra):
+    """Train into ``run_dir``, send SIGINT once epoch 2's resume state exists (so the stop
+    lands in epoch 3), then ``mlp train --resume`` it to the end; asserts each step."""
+    proc = start_training(run_dir, settings, *extra)
+    deadline = time.time() + 300
+    while not (run_dir / "resume" / "epoch-0002.h5").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "--resume", str(run_dir), "--no-plots", "-q"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr

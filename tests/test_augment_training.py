@@ -3,13 +3,9 @@ augments its own rows of a batch, and gets the same images), and a run interrupt
 signal mid-run and resumed ends bit for bit where an uninterrupted one does, with batch
 normalization and class weights on as well."""
 
-import signal
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
+from conftest import interrupt_after_epoch_2_and_resume, start_training
 
 from mlpcli import modelfile
 
@@ -22,14 +18,8 @@ SETTINGS = ["--set", AUGMENT, "--set", "data.max_train_samples=3000", "--set", "
             "--set", "training.epochs=4", "--set", "training.batch_size=64", "--no-plots", "-q"]
 
 
-def train(run_dir, *extra):
-    return subprocess.Popen([sys.executable, "-m", "mlpcli", "train", "configs/mnist.yaml",
-                             "--run-dir", str(run_dir), *SETTINGS, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def finished(run_dir, *extra):
-    proc = train(run_dir, *extra)
+    proc = start_training(run_dir, SETTINGS, *extra)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     return modelfile.load(run_dir / "model.h5").model.weights
@@ -40,18 +30,7 @@ def test_interrupted_and_resumed_augmented_run_is_bit_identical(tmp_path):
     extra = ["--set", LAYERS, "--set", "training.class_weight=balanced", "--set", "training.processes=1"]
     whole = finished(tmp_path / "whole", *extra)
     run_dir = tmp_path / "cut"
-    proc = train(run_dir, *extra)
-    deadline = time.time() + 300
-    while not (run_dir / "resume" / "epoch-0002.h5").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)  # in epoch 3: its batches so far are saved, the rest redone on resume
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "--resume", str(run_dir), "--no-plots", "-q"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    interrupt_after_epoch_2_and_resume(run_dir, SETTINGS, *extra)  # the stop lands in epoch 3
     resumed = modelfile.load(run_dir / "model.h5").model.weights
     for a, b in zip(resumed, whole, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -2,12 +2,11 @@
 weights (resume is bit-exact, with real processes and signals), the optimizer leaves them
 alone, the summary counts them as Keras does, and two processes train as one does."""
 
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
+
+from conftest import interrupt_after_epoch_2_and_resume, start_training
 
 from mlpcli import modelfile
 from mlpcli.nn import losses, optimizers
@@ -23,9 +22,7 @@ SETTINGS = ["--set", LAYERS, "--set", "training.processes=1", "--set", "data.max
 
 
 def train(run_dir, *extra):
-    return subprocess.Popen([sys.executable, "-m", "mlpcli", "train", "configs/mnist.yaml",
-                             "--run-dir", str(run_dir), *SETTINGS, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_training(run_dir, SETTINGS, *extra)
 
 
 def final_weights(run_dir):
@@ -39,18 +36,7 @@ def test_interrupted_and_resumed_run_with_batch_normalization_is_bit_identical(t
     out, err = whole.communicate(timeout=300)
     assert whole.returncode == 0, err
     run_dir = tmp_path / "cut"
-    proc = train(run_dir)
-    deadline = time.time() + 300
-    while not (run_dir / "resume" / "epoch-0002.h5").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "--resume", str(run_dir), "--no-plots", "-q"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    interrupt_after_epoch_2_and_resume(run_dir, SETTINGS)
     ours, theirs = final_weights(run_dir), final_weights(tmp_path / "whole")
     assert len(ours) == len(theirs) == 1 + 4 + 2 + 2  # the moving statistics are among them
     for a, b in zip(ours, theirs, strict=True):
