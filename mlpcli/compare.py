@@ -268,8 +268,8 @@ def format_comparison(c):
         lines.append("overfits from epoch N: validation loss rose from epoch N on while training "
                      "loss kept falling; use early stopping or more regularization")
     if "train acc < val acc" in notes:
-        lines.append("train acc < val acc: under-trained, or dropout/regularization too strong "
-                     "(dropout is off when validation is measured)")
+        lines.append("train acc < val acc: under-trained, or dropout/regularization/augmentation too strong "
+                     "(dropout and augmentation are off when validation is measured)")
     if c.plots is not None:
         lines += [""] + [f"wrote {p}" for p in c.plots.written]
     return "\n".join(lines)

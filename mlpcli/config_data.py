@@ -14,6 +14,9 @@ def augment_options(check, cfg):
     if cfg["augment"] is None:
         return
     defaults = {"transforms": None, **SETTINGS.defaults()}
+    if not isinstance(cfg["augment"], dict):
+        check.error("augment", f"must be a mapping with transforms (or null: none), got {_show(cfg['augment'])}")
+        return
     spec = cfg["augment"] = check.mapping("augment", cfg["augment"], set(defaults), defaults)
     for param in SETTINGS.params:
         spec[param.name] = check.param(f"augment.{param.name}", spec[param.name], param, SETTINGS)

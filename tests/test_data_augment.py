@@ -171,12 +171,33 @@ def test_elastic_fields_are_smooth_and_bounded_by_alpha():
     np.testing.assert_allclose(small, x, atol=3)
 
 
-def test_transforms_reaching_far_beyond_the_image_are_refused_before_allocating():
-    from mlpcli.errors import DataError
+@pytest.mark.parametrize("fill_mode", ["constant", "reflect", "nearest", "wrap"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("name, ours, theirs", [
+    ("RandomZoom", {"type": "random_zoom", "height_factor": [1, 1], "width_factor": [0.9, 0.9]}, ((1, 1), (0.9, 0.9))),
+    ("RandomTranslation", {"type": "random_translation", "height_factor": [0.9, 0.9], "width_factor": [-1, -1]},
+     ((0.9, 0.9), (-1, -1))),
+])
+def test_points_far_outside_the_image_read_what_keras_reads(fill_mode, interpolation, name, ours, theirs):
+    """Zoomed out twice, or shifted by nearly the image: source points up to an image's size
+    beyond the edge, moved into the two-pixel border (folded, for reflect and wrap)."""
+    import os
 
-    aug = augmenter([{"type": "random_zoom", "height_factor": [60, 60], "width_factor": None}], shape=(28, 28))
-    with pytest.raises(DataError, match="augment: the transforms reach .* pixels beyond 28x28 images"):
-        aug.epoch_bank(10, epoch=1)
+    os.environ["KERAS_BACKEND"] = "torch"
+    keras = pytest.importorskip("keras")
+    layer = getattr(keras.layers, name)(*theirs, fill_mode=fill_mode, interpolation=interpolation, fill_value=3.0)
+    x = images()
+    want = np.asarray(layer(x[..., None].astype(np.float32), training=True))[..., 0]
+    aug = augmenter([ours], fill_mode=fill_mode, fill_value=3.0, interpolation=interpolation)
+    got = augmented(aug, x)
+    assert aug.padded.shape[1:3] == (12 + 4, 17 + 4)
+    np.testing.assert_allclose(got, want, atol=2e-2, rtol=0)
+
+
+def test_a_huge_elastic_sigma_smooths_within_the_image_and_allocates_little():
+    aug = augmenter([{"type": "elastic", "alpha": 34.0, "sigma": 1e7}], shape=(28, 28))
+    field = aug._elastic_field(np.arange(3), key=1)
+    assert np.isfinite(field).all() and np.ptp(field[0, 0]) < 0.01 * 34  # all but flat
 
 
 # ---------------------------------------------------------------- the config
@@ -206,15 +227,18 @@ def test_the_config_fills_keras_defaults_in():
     ({"transforms": [{"type": "random_translation", "height_factor": [0.2, 0.1], "width_factor": 0}]}, None,
      "augment.transforms[0].height_factor: must have lower <= upper, got [0.2, 0.1]"),
     ({"transforms": [{"type": "random_translation", "height_factor": 1.5, "width_factor": 0}]}, None,
-     "augment.transforms[0].height_factor: must lie in [-1, 1]"),
+     "augment.transforms[0].height_factor: a number f means [-f, f], which must lie in [-1, 1]; got 1.5"),
+    ({"transforms": [{"type": "random_rotation", "factor": float("nan")}]}, None,
+     "augment.transforms[0].factor: must be a finite number, got nan"),
     ({"transforms": [{"type": "random_zoom", "height_factor": [-1, 0]}]}, None,
-     "augment.transforms[0].height_factor: must lie in (-1, inf)"),
+     "augment.transforms[0].height_factor: must be in (-1, 1], got -1 (in [-1, 0])"),
     ({"transforms": ["elastic", {"type": "random_rotation", "factor": 0.1}]}, None,
      "augment.transforms[0]: elastic must be the last transform"),
     ({"transforms": [{"type": "random_rotate", "factor": 0.1}]}, None,
      "augment.transforms[0].type: unknown transform 'random_rotate' (did you mean 'random_rotation'?)"),
     ({"transforms": []}, None, "augment.transforms: must be a non-empty list"),
     ({"transforms": ["elastic"], "fill_mode": "mirror"}, None, "augment.fill_mode: unknown fill_mode 'mirror'"),
+    (True, None, "augment: must be a mapping with transforms (or null: none), got True"),
     ({"transforms": ["elastic"]}, "csv", "augment: is for images (mnist, fashion_mnist, image_folder), not "
                                          "dataset 'csv'"),
 ])

@@ -25,7 +25,6 @@ border holds the fill (wide enough that no source point falls outside), gathers 
 or four source pixels of every output pixel and interpolates, a chunk of images at a time.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,9 +56,9 @@ def _rotation(numbers, spec, maps):
 
 
 @declare(Component("random_zoom", "zooms by a random amount (positive: out, negative: in)", keras="RandomZoom",
-                   params=(Param("height_factor", None, factor(-1, None, "neither"),
+                   params=(Param("height_factor", None, factor(-1, 1, "right"),
                                  "vertical zoom, a fraction of the height", required=True),
-                           Param("width_factor", None, factor(-1, None, "neither", nullable=True),
+                           Param("width_factor", None, factor(-1, 1, "right", nullable=True),
                                  "horizontal zoom (null: the vertical one, keeping the aspect ratio)"))))
 def _zoom(numbers, spec, maps):
     maps[:, 1, 1] = 1.0 + _uniform(numbers[:, 0], spec["height_factor"])
@@ -95,7 +94,9 @@ TRANSFORMS = Registry("transform", [_rotation, _zoom, _translation, _elastic])
 # how many random numbers each transform draws per image, and whether its matrix is about the centre
 _DRAWS = {"random_rotation": 1, "random_zoom": 2, "random_translation": 2, "elastic": 0}
 _ABOUT_CENTRE = ("random_rotation", "random_zoom")
-_MAX_BUFFER = 256 << 20  # bytes of padded images a chunk may take
+# the padded images' border: a source point is moved into it (_into_border), and bilinear reads
+# one pixel beyond the point
+PAD = 2
 
 
 def _uniform(u, value):
@@ -158,13 +159,18 @@ class Augmenter:
         self.alpha = elastic["alpha"] if elastic else 0.0
         self.smoothing = elastic and (_gaussian_matrix(self.height, elastic["sigma"]),
                                       _gaussian_matrix(self.width, elastic["sigma"]))
-        self.far_side = np.array([[self.width - 1], [self.height - 1]], np.float32)
+        pixels = self.height * self.width
+        if (self.height + 2 * PAD) * (self.width + 2 * PAD) >= 1 << 24:  # see _source_points
+            raise DataError(f"augment: images of {self.height}x{self.width} pixels are too large to augment")
         # each epoch draws this many transforms (or one per image, for fewer images), and each image
-        # uses one of them at random: indices and fractions of 12 bytes a pixel, in at most 8 MiB
-        # (a bank much larger than the cache makes gathering its rows slower than computing them)
-        self.bank_size = int(np.clip((8 << 20) // (12 * self.height * self.width), 256, 4096))
-        self.pad, self.rows = None, 0  # the padded images' border, and how many images the buffers hold
-        self.padded = self.work = None
+        # uses one of them at random: indices and fractions of 12 bytes a pixel, in at most 8 MiB (a
+        # bank much larger than the cache makes gathering its rows slower than computing them). For
+        # images too large for a bank of 256, each image's transform is worked out with its batch.
+        bank = (8 << 20) // (12 * pixels)
+        self.bank_size = min(bank, 4096) if bank >= 256 else None
+        # images at a time: at most 64, and their buffers (about 36 bytes a pixel) in 16 MiB
+        self.chunk = max(1, min(64, (16 << 20) // (36 * pixels * self.channels)))
+        self._allocate()
 
     def features(self, features, epoch):
         """``features`` (an ``mlpcli.data.features.Features``) as seen in epoch ``epoch``."""
@@ -215,61 +221,69 @@ class Augmenter:
     def epoch_bank(self, n, epoch):
         """The transforms of epoch ``epoch`` for ``n`` training images: a ``Bank``."""
         keys = self.epoch_keys(epoch)
+        if self.bank_size is None:
+            return Bank(keys)  # drawn with each batch
         size = min(n, self.bank_size)
-        maps = self.maps(np.arange(size), keys)
         choice = np.arange(n) if size == n else \
             (uniform_numbers(keys[1], np.arange(n, dtype=np.uint64)) * size).astype(np.int32)
-        coordinates = np.empty((size, 2, self.height * self.width), np.float32)
-        for start in range(0, size, 256):  # the elastic fields a few at a time (each is 2 H W numbers)
+        return Bank(keys, choice, *self._source_points(np.arange(size), keys))
+
+    def _source_points(self, ids, keys):
+        """Where the output pixels of transforms ``ids`` read their padded source image: int32
+        (k, H*W) flat indices of each pixel's (top-left) source pixel, and float32 (k, 2, H*W)
+        fractions past it in x and y (None for nearest interpolation)."""
+        maps = self.maps(ids, keys)
+        coordinates = np.empty((len(ids), 2, self.height * self.width), np.float32)
+        for start in range(0, len(ids), 256):  # the elastic fields a few at a time (each is 2 H W numbers)
             part = slice(start, start + 256)
             m = maps[part].astype(np.float32)
             np.matmul(m, self.grid, out=coordinates[part])
             if self.alpha:  # the field moves the output grid before the map: M (p + d) = M p + M d
-                field = self._elastic_field(np.arange(start, min(start + 256, size)), keys[2])
+                field = self._elastic_field(ids[part], keys[2])
                 coordinates[part] += np.einsum("kij,kjp->kip", m[:, :, :2], field.reshape(len(field), 2, -1))
-        # the corners' one pixel more, and one for rounding
-        pad = math.ceil(max(-float(coordinates.min()), float((coordinates - self.far_side).max()), 0.0)) + 2
-        rows, columns = self.height + 2 * pad, self.width + 2 * pad
-        # the padded buffer of a chunk of images, in float32
-        if rows * columns >= 1 << 24 or 2 * self.CHUNK * rows * columns * self.channels * 4 > _MAX_BUFFER:
-            raise DataError(f"augment: the transforms reach {pad} pixels beyond {self.height}x{self.width} "
-                            f"images, more than mlpcli pads them by; use smaller zoom or translation factors")
-        coordinates += pad  # in the padded image
-        corner = np.rint(coordinates) if self.interpolation == "nearest" else np.floor(coordinates)
+        if self.interpolation == "nearest":  # Keras rounds, then finds the pixel
+            np.rint(coordinates, out=coordinates)
+        for axis, size in enumerate((self.width, self.height)):
+            _into_border(coordinates[:, axis], size, self.fill_mode)
+        coordinates += PAD  # in the padded image
+        corner = coordinates if self.interpolation == "nearest" else np.floor(coordinates)
         fractions = None if self.interpolation == "nearest" else coordinates - corner
-        index = corner[:, 1] * columns + corner[:, 0]  # exact in float32: under 2 ** 24 pixels
-        return Bank(choice, index.astype(np.int32), fractions, pad)
+        # exact in float32: a padded image has under 2 ** 24 pixels (checked in __init__)
+        index = corner[:, 1] * (self.width + 2 * PAD) + corner[:, 0]
+        return index.astype(np.int32), fractions
 
     def apply(self, raw, samples, bank, out):
         """Augmented float32 pixels of images ``raw`` (k, H, W[, C]) (samples ``samples`` of the
-        training data, in the epoch of ``bank``) into ``out`` (k, H*W*C), a few images at a time
-        so that the work stays in the core's cache."""
+        training data, in the epoch of ``bank``) into ``out`` (k, H*W*C), a chunk of images at a
+        time so that the work stays in the core's cache."""
         out = out.reshape(len(samples), -1)
-        entries = bank.choice.take(samples)
-        chunk = self.CHUNK if bank.fractions is not None else 2 * self.CHUNK  # nearest needs half the buffers
-        for start in range(0, len(samples), chunk):
-            part = slice(start, start + chunk)
-            self._apply(raw[part], entries[part], bank, out[part])
+        for start in range(0, len(samples), self.chunk):
+            part = slice(start, start + self.chunk)
+            k = len(samples[part])
+            rows, index, value, other, fractions = (buffer[:k] for buffer in self.work)
+            if bank.choice is None:  # this batch's images' own transforms
+                rows, fractions = self._source_points(samples[part], bank.keys)
+            else:
+                entries = bank.choice.take(samples[part])
+                bank.index.take(entries, axis=0, out=rows, mode="clip")  # (clip: no checking copy)
+                if bank.fractions is not None:
+                    bank.fractions.take(entries, axis=0, out=fractions, mode="clip")
+            np.add(rows, self.offsets[:k], out=index)  # each image's first pixel in the padded buffer
+            self._resample(self._padded(raw[part]), index, fractions, out[part].reshape(value.shape))
 
-    CHUNK = 64  # images at a time, to keep their buffers (about 24 KiB an image) in the cache
-
-    def _apply(self, raw, entries, bank, out):
-        k = len(entries)
-        padded = self._padded(raw, bank.pad)
-        rows, index, value, other, fractions = (buffer[:k] for buffer in self.work)
-        bank.index.take(entries, axis=0, out=rows, mode="clip")  # (clip: no checking copy)
-        np.add(rows, self.offsets[:k], out=index)  # each image's first pixel in the padded buffer
+    def _resample(self, padded, index, fractions, out):
+        """Into ``out``: the padded images' pixels at ``index`` (nearest), or interpolated
+        between the four from ``index`` on by ``fractions`` (bilinear)."""
         pixels = padded.reshape(-1) if self.channels == 1 else padded.reshape(-1, self.channels)
-        out = out.reshape(value.shape)
-        if bank.fractions is None:  # nearest
-            np.take(pixels, index, axis=0, out=out, mode="clip")
+        if self.interpolation == "nearest":
+            np.take(pixels, index, axis=0, out=out, mode="clip")  # every index is in range
             return
+        value, other = (buffer[:len(index)] for buffer in self.work[2:4])
         columns = padded.shape[2]
-        bank.fractions.take(entries, axis=0, out=fractions, mode="clip")
         fx, fy = fractions[:, 0], fractions[:, 1]
         if self.channels > 1:
             fx, fy = fx[..., None], fy[..., None]
-        # top = a + fx (b - a), bottom = c + fx (d - c), out = top + fy (bottom - top); every index is in range
+        # top = a + fx (b - a), bottom = c + fx (d - c), out = top + fy (bottom - top)
         np.take(pixels, index, axis=0, out=out, mode="clip")
         np.take(pixels[1:], index, axis=0, out=value, mode="clip")
         value -= out
@@ -284,32 +298,46 @@ class Augmenter:
         value *= fy
         out += value
 
-    def _padded(self, raw, pad):
-        """``raw`` as float32 (k, H+2p, W+2p, C) with a border of ``p`` >= ``pad`` pixels filled
-        as ``fill_mode`` says (the buffers are kept, and grown when a batch needs more)."""
+    def _padded(self, raw):
+        """``raw`` as float32 (k, H+2 PAD, W+2 PAD, C), its border filled as ``fill_mode`` says."""
         k = len(raw)
         raw = raw.reshape(k, self.height, self.width, self.channels)
-        if pad != self.pad or k > self.rows:
-            self._allocate(pad, max(k, self.rows, 2 * self.CHUNK))
-        padded, p = self.padded[:k], self.pad
+        padded = self.padded[:k]
         if self.fill_mode == "constant":  # the border keeps its fill; only the images change
-            padded[:, p:p + self.height, p:p + self.width] = raw
+            padded[:, PAD:PAD + self.height, PAD:PAD + self.width] = raw
         else:
             padded[...] = raw.take(self.row_map, axis=1).take(self.column_map, axis=2)
         return padded
 
-    def _allocate(self, pad, k):
-        rows, columns = self.height + 2 * pad, self.width + 2 * pad
-        self.pad, self.rows = pad, k
+    def _allocate(self):
+        k, rows, columns = self.chunk, self.height + 2 * PAD, self.width + 2 * PAD
         self.padded = np.full((k, rows, columns, self.channels), self.fill_value, np.float32)
-        self.row_map = _index_fixer(self.fill_mode, self.height, pad)
-        self.column_map = _index_fixer(self.fill_mode, self.width, pad)
+        self.row_map = _index_fixer(self.fill_mode, self.height, PAD)
+        self.column_map = _index_fixer(self.fill_mode, self.width, PAD)
         self.offsets = (np.arange(k, dtype=np.intp) * (rows * columns))[:, None]
         pixels = self.height * self.width
         channels = (self.channels,) if self.channels > 1 else ()
         # intp indices: take would convert int32 ones (the bank's, half the memory) on every call
-        self.work = (np.empty((k, pixels), np.int32), np.empty((k, pixels), np.intp), np.empty((k, pixels) + channels, np.float32),
-                     np.empty((k, pixels) + channels, np.float32), np.empty((k, 2, pixels), np.float32))
+        self.work = (np.empty((k, pixels), np.int32), np.empty((k, pixels), np.intp),
+                     np.empty((k, pixels) + channels, np.float32), np.empty((k, pixels) + channels, np.float32),
+                     np.empty((k, 2, pixels), np.float32))
+
+
+def _into_border(coordinates, size, fill_mode):
+    """Source coordinates along an axis of ``size`` pixels moved, in place, to where a border of
+    ``PAD`` pixels holds what they read, exactly (nearest interpolation's points are whole).
+    constant and nearest: beyond the border's first pixel every point reads the fill (or the
+    edge), so clipping changes nothing; reflect: folded about -0.5 and size - 0.5, which is
+    what Keras's reflected indices come to between pixels; wrap: taken modulo the size."""
+    if fill_mode in ("constant", "nearest"):
+        np.clip(coordinates, -PAD, size - 2 + PAD, out=coordinates)
+    elif fill_mode == "wrap":
+        np.mod(coordinates, size, out=coordinates)
+    else:
+        coordinates += 0.5
+        np.mod(coordinates, 2 * size, out=coordinates)
+        np.minimum(coordinates, 2 * size - coordinates, out=coordinates)
+        coordinates -= 0.5
 
 
 def _index_fixer(mode, size, pad):
@@ -328,7 +356,7 @@ def _index_fixer(mode, size, pad):
 def _gaussian_matrix(size, sigma):
     """(size, size) float32 smoothing along one axis: row i holds a Gaussian about i, cut at 3
     sigma and reflected at the edges, summing to 1 (so a field of values in [-1, 1] stays there)."""
-    radius = max(1, int(3 * sigma))
+    radius = max(1, min(int(3 * sigma), 4 * size))  # reflected copies beyond that change nothing that matters
     offsets = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
     weights /= weights.sum()
@@ -353,12 +381,12 @@ def from_config(cfg, image_shape):
 @dataclass
 class Bank:
     """An epoch's transforms, ready to sample with: ``size`` of them, each training image using
-    the one ``choice`` names."""
+    the one ``choice`` names; or, for images too large for a bank, just the epoch's keys."""
 
-    choice: np.ndarray  # int32 (n,): each training image's transform
-    index: np.ndarray  # int32 (size, H*W): each output pixel's (top-left) source pixel in a padded image
-    fractions: np.ndarray | None  # float32 (size, 2, H*W): how far past it, in x and y (None: nearest)
-    pad: int  # the padded images' border
+    keys: tuple  # the epoch's ``epoch_keys``
+    choice: np.ndarray | None = None  # int32 (n,): each training image's transform
+    index: np.ndarray | None = None  # int32 (size, H*W): each output pixel's (top-left) source pixel, padded
+    fractions: np.ndarray | None = None  # float32 (size, 2, H*W): how far past it, in x and y (None: nearest)
 
 
 class AugmentedFeatures:

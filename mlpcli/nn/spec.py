@@ -66,22 +66,23 @@ class Constraint:
 
     def _factor_problem(self, value):
         shape = f"must be a number f >= 0 (meaning [-f, f]) or a pair [lower, upper], got {show(value)}"
+        bounds = number(self.low, self.high, self.closed)
         if isinstance(value, list):
             if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
                 return shape
-            if value[0] > value[1]:
-                return f"must have lower <= upper, got {brief(value)}"
-            ends = value
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if value < 0:
-                return shape
-            ends = [-value, value]
-        else:
+            for end in value:
+                problem = bounds._number_problem(end)
+                if problem:
+                    return f"{problem} (in {brief(value)})"
+            return f"must have lower <= upper, got {brief(value)}" if value[0] > value[1] else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             return shape
-        for end in ends:
-            problem = number(self.low, self.high, self.closed)._number_problem(end)
-            if problem:
-                return f"{problem.replace('must be', 'must lie')} (an end of {brief(value)})"
+        problem = number(0)._number_problem(value)
+        if problem:
+            return shape if value < 0 else problem
+        if bounds._number_problem(-value) or bounds._number_problem(value):
+            return (f"a number f means [-f, f], which must lie in {self.interval()}; got {brief(value)} "
+                    f"(for a one-sided range give [lower, upper])")
         return None
 
     def _number_problem(self, value):
