@@ -151,6 +151,20 @@ def test_an_epoch_draws_a_bank_of_transforms_each_image_takes_one_of():
     assert not np.array_equal(aug.epoch_bank(20 * aug.bank_size, epoch=2).choice, many.choice)
 
 
+def test_large_images_get_their_transforms_with_their_batch_the_same_way():
+    spec = [{"type": "random_rotation", "factor": 0.2}, {"type": "random_zoom", "height_factor": 0.3,
+                                                         "width_factor": None}]
+    aug = augmenter(spec, shape=(60, 70))
+    assert aug.bank_size is None and aug.epoch_bank(1000, epoch=1).choice is None
+    x = images(k=5, shape=(60, 70))
+    batch = augmented(aug, x, epoch=2, n=1000)
+    alone = augmented(augmenter(spec, shape=(60, 70)), x[[3]], epoch=2, samples=[3], n=1000)
+    np.testing.assert_array_equal(alone[0], batch[3])
+    assert not np.allclose(batch, x, atol=1)
+    big = augmenter(spec, shape=(500, 500, 3))
+    assert big.chunk == 1 and big.padded.nbytes < 4 << 20  # a 500x500 colour image at a time
+
+
 def test_uniform_numbers_look_uniform_and_independent():
     u = uniform_numbers(12345, np.arange(200000, dtype=np.uint64))
     assert 0 <= u.min() and u.max() < 1
