@@ -239,7 +239,7 @@ def predict(inputs, run_dir, checkpoint, model_path, out, overwrite, scaling, im
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="Export this Keras-layout .h5 model instead of a run's.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Write here (default: beside the model file, e.g. <run>/model.onnx).")
+              help="Write here (default: <run>/model.onnx, <run>/<checkpoint>.onnx, or beside the --model file).")
 @click.option("--opset", type=int, default=None,
               help=f"The ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET}).")
 @click.option("--overwrite", is_flag=True, help="Let --out replace an existing file.")

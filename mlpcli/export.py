@@ -2,8 +2,9 @@
 
 The model is opened as ``mlp predict`` opens it (``Predictor.open``: a run, a sweep's
 recommended trial, a checkpoint, a model file), so what it records about its inputs
-goes with it. The file goes next to the model file unless ``--out`` says where
-(``<run>/model.onnx`` for a run's model.h5); it is written atomically and never over
+goes with it. The file goes into the run folder, named after the model file (``<run>/model.onnx``
+for model.h5, ``<run>/model-03.onnx`` for the checkpoint model-03.h5), or beside a
+``--model`` file, unless ``--out`` says where; it is written atomically and never over
 an existing file without ``--overwrite``, nor ever over the model it came from.
 """
 
@@ -29,7 +30,10 @@ def export(run_dir=None, *, fmt, model_path=None, checkpoint=None, out=None, ops
     write = _writer(fmt, opset)
     predictor = Predictor.open(run_dir, model_path=model_path, checkpoint=checkpoint, runs_root=runs_root,
                                note=note)
-    out = Path(out) if out is not None else predictor.path.with_suffix(FORMATS[fmt])
+    if out is None:  # a run's model or checkpoint: into the run folder; a model file: beside it
+        folder = predictor.run_dir if model_path is None else predictor.path.parent
+        out = folder / (predictor.path.stem + FORMATS[fmt])
+    out = Path(out)
     _check_out(out, predictor.path, overwrite)
     try:
         with atomic_path(out, replace=overwrite) as tmp:

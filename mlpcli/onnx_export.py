@@ -262,8 +262,9 @@ def _metadata(predictor):
         "version": __version__,
         "source": str(predictor.path),
         "task": predictor.task,
-        "input": (f"raw samples of shape {list(predictor.feature_shape)}, before scaling (the graph "
-                  f"scales them: {predictor.scaling})"),
+        "input": (f"float32 samples of shape {list(predictor.feature_shape)} as mlp predict reads them "
+                  f"(images decoded, a table's cells encoded as the pipeline says), before scaling: the "
+                  f"graph scales them ({predictor.scaling})"),
         "pipeline": json.dumps(pipeline.record() if pipeline is not None else None),
     }
     if predictor.run_dir is not None:
