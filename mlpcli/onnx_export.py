@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from mlpcli import __version__
-from mlpcli.errors import MlpError
+from mlpcli.errors import MlpError, printable
 from mlpcli.nn.activations import LEAKY_RELU_SLOPE, SELU_ALPHA, SELU_SCALE
 from mlpcli.onnx_opsets import DEFAULT_OPSET, GELU_OPSET, LAYER_NORMALIZATION_OPSET, MAX_OPSET, MIN_OPSET
 
@@ -71,7 +71,8 @@ def onnx_model(predictor, opset=DEFAULT_OPSET):
     imports = [helper.make_opsetid("", opset)]
     result = helper.make_model(onnx_graph, opset_imports=imports, producer_name="mlpcli",
                                producer_version=__version__, ir_version=helper.find_min_ir_version_for(imports),
-                               doc_string=f"{model.name} exported by mlpcli {__version__} from {predictor.path}")
+                               doc_string=printable(f"{model.name} exported by mlpcli {__version__} from "
+                                                    f"{predictor.path}"))
     helper.set_model_props(result, _metadata(predictor))
     onnx.checker.check_model(result, full_check=True)
     return result
@@ -260,7 +261,7 @@ def _metadata(predictor):
     pipeline = predictor.pipeline
     props = {
         "version": __version__,
-        "source": str(predictor.path),
+        "source": printable(str(predictor.path)),
         "task": predictor.task,
         "input": (f"float32 samples of shape {list(predictor.feature_shape)} as mlp predict reads them "
                   f"(images decoded, a table's cells encoded as the pipeline says), before scaling: the "
@@ -268,7 +269,7 @@ def _metadata(predictor):
         "pipeline": json.dumps(pipeline.record() if pipeline is not None else None),
     }
     if predictor.run_dir is not None:
-        props["run"] = str(predictor.run_dir)
+        props["run"] = printable(str(predictor.run_dir))
     if predictor.task == "classification":
         props["class_names"] = json.dumps(predictor.class_names)
     return {PROPS_PREFIX + key: value for key, value in props.items()}
