@@ -10,6 +10,7 @@ import click
 
 from mlpcli import __version__
 from mlpcli.errors import MlpError, os_error_text, printable
+from mlpcli.onnx_opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
 
 def echo(text="", err=False):
@@ -227,6 +228,43 @@ def predict(inputs, run_dir, checkpoint, model_path, out, overwrite, scaling, im
             echo(score)
     elif score:
         _note(score)
+
+
+@main.command()
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "keras"]), required=True,
+              help="onnx (needs the onnx package: pip install 'mlpcli[onnx]') or keras (Keras 3's .keras).")
+@click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
+              help="Which of the run's models (as in mlp evaluate).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Export this Keras-layout .h5 model instead of a run's.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write here (default: <run>/model.onnx, <run>/<checkpoint>.onnx, or beside the --model file).")
+@click.option("--opset", type=int, default=None,
+              help=f"The ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET}).")
+@click.option("--overwrite", is_flag=True, help="Let --out replace an existing file.")
+@click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@clean_errors
+def export(run_dir, fmt, checkpoint, model_path, out, opset, overwrite, runs_root):
+    """Write a model as ONNX or .keras, for use outside mlpcli.
+
+    RUN_DIR (a run, or a sweep: its recommended trial) defaults to the newest
+    run. The ONNX graph takes raw inputs as mlp predict reads them (pixels in
+    0..255, a table's feature values) and scales them as the model records;
+    its outputs are probabilities and class (classifiers) or predictions.
+    Class names and the input pipeline are in its metadata.
+
+    \b
+    Examples:
+      mlp export --format onnx                     # the newest run -> <run>/model.onnx
+      mlp export runs/mnist-mlp-20261129-212900 --format onnx --checkpoint best --out digits.onnx
+      mlp export --model keras_model.h5 --format onnx --opset 13
+    """
+    from mlpcli.export import export as run_export
+
+    path = run_export(run_dir, fmt=fmt, model_path=model_path, checkpoint=checkpoint, out=out, opset=opset,
+                      overwrite=overwrite, runs_root=runs_root, note=_note)
+    echo(f"Wrote {path}")
 
 
 @main.command()
