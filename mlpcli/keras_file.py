@@ -29,7 +29,12 @@ import numpy as np
 from mlpcli import pipeline as input_pipeline
 from mlpcli.errors import MlpError, ModelFileError
 from mlpcli.files import atomic_path
-from mlpcli.hdf5_checks import check_global_heaps, first_line, refuse_outside_data, weight_into
+from mlpcli.hdf5_checks import (
+    check_global_heaps,
+    first_line,
+    refuse_outside_data,
+    weight_into,
+)
 from mlpcli.keras_layers import layer_specs_from_keras
 from mlpcli.nn.model import Sequential, output_shapes
 

@@ -25,7 +25,13 @@ from mlpcli import __version__, keras_file
 from mlpcli import pipeline as input_pipeline
 from mlpcli.errors import ModelFileError
 from mlpcli.files import atomic_path, open_input
-from mlpcli.hdf5_checks import check_global_heaps, first_line, numeric, refuse_outside_data, weight_into
+from mlpcli.hdf5_checks import (
+    check_global_heaps,
+    first_line,
+    numeric,
+    refuse_outside_data,
+    weight_into,
+)
 from mlpcli.keras_layers import layer_specs_from_keras
 from mlpcli.nn.losses import keras_form
 from mlpcli.nn.model import Sequential

@@ -166,6 +166,19 @@ def test_mlpcli_written_file_through_mlp_predict_needs_no_scaling(tiny_run, tmp_
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-6, rtol=0)
 
 
+def test_init_from_a_keras_file_copies_its_weights(tiny_run, tmp_path):
+    predictor = Predictor.open(tiny_run)
+    keras_file.write_keras(tmp_path / "quick.keras", predictor)
+    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--run-dir", str(tmp_path / "run"),
+                                       "--no-plots", "--init-from", str(tmp_path / "quick.keras"),
+                                       "--set", "data.max_train_samples=200", "--set", "training.epochs=1",
+                                       "--set", "model.layers[0].trainable=false"])
+    assert result.exit_code == 0, result.output
+    assert "  dense: copied kernel [784, 64], bias [64]" in result.output
+    trained = modelfile.load(tmp_path / "run" / "model.h5").model
+    np.testing.assert_array_equal(trained.layers[0].kernel, predictor.model.layers[0].kernel)
+
+
 # ---------------------------------------------------------------------------- hostile files
 
 def _zip(path, members, compression=zipfile.ZIP_STORED):
