@@ -3,6 +3,7 @@
 mlpcli (also through ``mlp predict`` and ``mlp evaluate``), and hostile zips are
 refused with one ModelFileError naming the file."""
 
+import dataclasses
 import io
 import json
 import os
@@ -107,6 +108,11 @@ def test_what_keras_cannot_hold_is_refused_naming_the_layer(tmp_path):
     with pytest.raises(MlpError, match=r"layer 0 \(block/out\).*'/'"):
         keras_file.write_model(tmp_path / "bad.keras", model)
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
+    model = Sequential([{"type": "dense", "units": 2}, {"type": "dropout"}], (3,)).build(np.random.default_rng(0))
+    model.layers[1].spec = dataclasses.replace(model.layers[1].spec, keras=None)  # a layer Keras has no class for
+    with pytest.raises(MlpError, match=r"layer 1 \(dropout\) is a dropout layer, which has no Keras class"):
+        keras_file.write_model(tmp_path / "bad.keras", model)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _keras_model():
