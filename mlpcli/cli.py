@@ -70,7 +70,7 @@ def main():
               help="Write the run here instead of a new folder under --runs-root.")
 @click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Folder holding the run folders.")
-@click.option("--init-from", default=None, metavar="RUN|FILE.h5",
+@click.option("--init-from", default=None, metavar="RUN|FILE.h5|FILE.keras",
               help="Start from this run's (or sweep's, or model file's) weights: each layer whose name and "
                    "weight shapes match is copied (same as --set init_from=PATH).")
 @click.option("--dry-run", is_flag=True, help="Validate, print the resolved config and the model summary; train nothing.")
@@ -134,7 +134,7 @@ def _warn_all(lines):
 @click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
               help="Which of the run's models: model.h5 (default), best, last, an epoch number or a checkpoint file name.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-              help="Any Keras-layout .h5 MLP instead of a run's model.")
+              help="Any Keras-layout .h5 or Keras 3 .keras MLP instead of a run's model.")
 @click.option("--data", default=None, metavar="DATASET|FILE",
               help="Evaluate on mnist, fashion_mnist, or a .npz/.csv file or image folder instead of the run's test split.")
 @_scaling_option
@@ -183,7 +183,7 @@ def evaluate(run_dir, checkpoint, model_path, data, scaling, image_steps, runs_r
 @click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
               help="Which of the run's models (as in mlp evaluate).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-              help="Use this Keras-layout .h5 model.")
+              help="Use this Keras-layout .h5 or Keras 3 .keras model.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the predictions to this .csv, .jsonl or .npy file instead of the terminal.")
 @click.option("--overwrite", is_flag=True, help="Let --out replace an existing file.")

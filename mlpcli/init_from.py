@@ -1,7 +1,7 @@
 """A new run's first weights taken from a trained model (``init_from``, ``mlp train --init-from``).
 
 The source is a run folder (its model.h5), a sweep folder (its recommended trial's), or a
-model file: one of a run's, or any Keras-layout .h5. Each layer of the new model that has
+model file: one of a run's, or any Keras-layout .h5 or Keras 3 .keras. Each layer of the new model that has
 weights takes the weights of the source's layer of the same name when they have the same
 names and shapes; the others keep the weights they were initialised with.
 """

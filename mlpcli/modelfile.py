@@ -10,7 +10,8 @@ in the root group ``mlpcli``, which Keras ignores.
 
 Read: any such file, also one written by Keras 2 or 3, as JSON config plus
 numeric arrays and nothing else; anything else is refused with a
-``ModelFileError`` before it is used.
+``ModelFileError`` before it is used. ``load`` also reads Keras 3's ``.keras``
+zip (told by its first bytes), through ``mlpcli.keras_file``.
 """
 
 import json
@@ -20,10 +21,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlpcli import __version__
+from mlpcli import __version__, keras_file
 from mlpcli import pipeline as input_pipeline
 from mlpcli.errors import ModelFileError
 from mlpcli.files import atomic_path, open_input
+from mlpcli.hdf5_checks import (
+    check_global_heaps,
+    first_line,
+    numeric,
+    refuse_outside_data,
+    weight_into,
+)
 from mlpcli.keras_layers import layer_specs_from_keras
 from mlpcli.nn.losses import keras_form
 from mlpcli.nn.model import Sequential
@@ -104,11 +112,15 @@ def _training_config(loss, optimizer, metrics):
 
 
 def load(path):
-    """Read a model file; raise ``ModelFileError`` naming the file and the problem."""
+    """Read a model file (a Keras-layout ``.h5``, or a ``.keras`` zip: ``mlpcli.keras_file``);
+    raise ``ModelFileError`` naming the file and the problem."""
     import h5py
 
     try:
         with open_input(path) as fh:
+            if fh.read(len(keras_file.ZIP_SIGNATURE)) == keras_file.ZIP_SIGNATURE:
+                model, pipeline, loss = keras_file.read(fh, path)
+                return ModelFile(model=model, pipeline=pipeline, loss=loss)
             _check_global_heaps(fh, path)
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
@@ -117,56 +129,25 @@ def load(path):
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
     except OSError as exc:
-        raise ModelFileError(f"{path}: not a readable HDF5 file ({_first_line(exc)})") from None
+        raise ModelFileError(f"{path}: not a readable HDF5 file ({first_line(exc)})") from None
     try:
         with f:
             return _read(f, path)
     except ModelFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: damaged or not a model file ({_first_line(exc)})") from None
-
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-GLOBAL_HEAP = b"GCOL\x01\x00\x00\x00"  # signature, version 1, reserved
+        raise ModelFileError(f"{path}: damaged or not a model file ({first_line(exc)})") from None
 
 
 def _check_global_heaps(fh, path):
-    """Refuse a file (open as ``fh``) whose global heap collections do not hold together.
-
-    HDF5 keeps variable-length strings (model_config, ...) in global heap
-    collections; libhdf5 2.0 loops forever reading one whose object sizes are
-    damaged (an object of size 0 is parsed again and again), so they are
-    walked here first, as libhdf5 walks them. Only files with 8-byte lengths
-    at offset 0 are checked; anything else is left to libhdf5.
-    """
+    """``hdf5_checks.check_global_heaps`` on the file open as ``fh``."""
     import mmap
 
     try:
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            version = data[8] if data[:8] == HDF5_SIGNATURE and len(data) > 14 else None
-            if version is None or data[14 if version < 2 else 10] != 8:
-                return
-            at = data.find(GLOBAL_HEAP)
-            while at != -1:
-                size = int.from_bytes(data[at + 8:at + 16], "little")
-                end, p = at + size, at + 16
-                while 16 <= size <= len(data) - at and p + 16 <= end:
-                    index = int.from_bytes(data[p:p + 2], "little")
-                    length = int.from_bytes(data[p + 8:p + 16], "little")
-                    # index 0 is the free space (length counts its header); others: header + padded data
-                    need = length if index == 0 else 16 + -(-length // 8) * 8
-                    if need == 0 or p + need > end:
-                        raise ModelFileError(f"{path}: damaged HDF5 file (the global heap at byte {at} "
-                                             "is inconsistent)")
-                    p += need
-                at = data.find(GLOBAL_HEAP, at + 1)
+            check_global_heaps(data, path)
     except (OSError, ValueError):  # empty (mmap refuses 0 bytes), unreadable: h5py says so
         return
-
-
-def _first_line(exc):
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _text_attr(group, key, path):
@@ -213,53 +194,8 @@ def _string_list(group, key, path):
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _numeric(dataset, path, where, shape=None):
-    """The numeric array stored in ``dataset``; with ``shape``, only when it has that shape.
-
-    Shapes are checked before reading: a dataset can declare a huge shape
-    without storing data, and would be filled out to it when read.
-    """
-    import h5py
-
-    if not isinstance(dataset, h5py.Dataset):
-        raise ModelFileError(f"{path}: {where} is not a dataset")
-    if dataset.dtype.kind not in "fiu":
-        raise ModelFileError(f"{path}: {where} has non-numeric dtype {dataset.dtype}")
-    if shape is not None and dataset.shape != shape:
-        raise ModelFileError(f"{path}: {where} has shape {dataset.shape}, the config needs {shape}")
-    if dataset.shape is None or math.prod(dataset.shape) > os.path.getsize(path):
-        raise ModelFileError(f"{path}: {where} declares shape {dataset.shape}, more values than "
-                             f"the file holds bytes")
-    return np.asarray(dataset[()])
-
-
-def _refuse_outside_data(f, path):
-    """Refuse soft and external links and datasets stored outside the file: a model file
-    is JSON attributes and numeric arrays it holds itself, and reading it opens nothing else."""
-    import h5py
-
-    def check(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            if obj.external or obj.is_virtual:
-                raise ModelFileError(f"{path}: {name} keeps its values outside the file; a model file "
-                                     "must hold its data itself")
-            return
-        for child in obj:
-            link = obj.get(child, getlink=True)
-            where = f"{name}/{child}" if name else child
-            if isinstance(link, h5py.ExternalLink):
-                raise ModelFileError(f"{path}: {where} is a link to another file ({link.filename}); a model "
-                                     "file must hold its data itself")
-            if not isinstance(link, h5py.HardLink):
-                raise ModelFileError(f"{path}: {where} is a {type(link).__name__}; a model file has "
-                                     "no links")
-
-    check("", f)
-    f.visititems(check)  # every object reachable through hard links, each once
-
-
 def _read(f, path):
-    _refuse_outside_data(f, path)
+    refuse_outside_data(f, path)
     config = _json_attr(f, "model_config", path, required=True)
     specs, input_shape, name = layer_specs_from_keras(config, path)
     _check_weight_count(specs, input_shape, path)
@@ -286,7 +222,7 @@ def _datasets(own, group, path):
         return {}
     items = {}
     own[group].visititems(lambda key, obj: items.__setitem__(key, obj))
-    return {k: _numeric(v, path, f"mlpcli/{group}/{k}") for k, v in items.items()
+    return {k: numeric(v, path, f"mlpcli/{group}/{k}", os.path.getsize(path)) for k, v in items.items()
             if not hasattr(v, "keys")}
 
 
@@ -297,7 +233,8 @@ def _pipeline(own, config, model, path):
         group = own[input_pipeline.GROUP]
         if not hasattr(group, "keys"):
             raise ModelFileError(f"{path}: mlpcli/{input_pipeline.GROUP} is not a group")
-        arrays = {key: _numeric(group[key], path, f"mlpcli/{input_pipeline.GROUP}/{key}")
+        arrays = {key: numeric(group[key], path, f"mlpcli/{input_pipeline.GROUP}/{key}",
+                                 os.path.getsize(path))
                   for key in ("scale", "offset") if key in group}
         pipeline = input_pipeline.read(_json_attr(group, "record", path),
                                        arrays.get("scale"), arrays.get("offset"), path)
@@ -367,10 +304,4 @@ def _load_weights(group, model, path):
             raise ModelFileError(f"{path}: layer '{name}' has {len(weight_names)} weights, "
                                  f"expected {len(layer.weights)} ({', '.join(layer.weight_names)})")
         for wname, param in zip(weight_names, layer.weights):
-            value = _numeric(g[wname], path, f"weight '{wname}'", param.shape)
-            with np.errstate(over="ignore", invalid="ignore"):
-                value = value.astype(param.dtype)  # 1e300 (float64) becomes inf here
-            if not np.all(np.isfinite(value)):
-                raise ModelFileError(f"{path}: weight '{wname}' holds NaN or infinite values "
-                                     f"(or values too large for {param.dtype})")
-            param[...] = value
+            weight_into(param, g[wname], path, f"weight '{wname}'", os.path.getsize(path))

@@ -133,6 +133,27 @@ def write(group, pipeline):
     own.create_dataset("offset", data=np.asarray(pipeline.offset, np.float32))
 
 
+def as_json(pipeline):
+    """``pipeline`` as one JSON object: the record, and ``scale`` and ``offset`` as (nested)
+    lists of numbers; each float32 value is written as the float64 it is, so it reads back exact."""
+    return {"record": pipeline.record(), "scale": np.asarray(pipeline.scale, np.float32).tolist(),
+            "offset": np.asarray(pipeline.offset, np.float32).tolist()}
+
+
+def from_json(value, path):
+    """The pipeline of an ``as_json`` object (parsed JSON), checked as ``read`` checks one."""
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{path}: the input pipeline is not a JSON object")
+    arrays = {}
+    for key in ("scale", "offset"):
+        try:
+            arrays[key] = None if value.get(key) is None else np.asarray(value[key], np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise ModelFileError(f"{path}: the input pipeline's {key} is not a number or nested "
+                                 "lists of numbers") from None
+    return read(value.get("record"), arrays["scale"], arrays["offset"], path)
+
+
 def read(record, scale, offset, path):
     """The pipeline of a stored ``record`` (parsed JSON) and its ``scale``/``offset`` arrays;
     ``ModelFileError`` naming ``path`` for anything that does not hold together."""

@@ -1,7 +1,7 @@
 """The one way into a model: open it, prepare raw inputs as it needs them, predict, score.
 
 ``Predictor`` opens a model file (a run's ``model.h5``, one of its checkpoints,
-a sweep's recommended trial, or any Keras-layout ``.h5``) with the input
+a sweep's recommended trial, or any Keras-layout ``.h5`` or Keras 3 ``.keras``) with the input
 pipeline it records (``mlpcli.pipeline``), and prepares raw samples through it:
 the scaling and its numbers, the sample shape, the class names.
 ``mlp evaluate`` and ``mlp predict`` both go through it; reading the inputs
