@@ -9,7 +9,6 @@ an existing file without ``--overwrite``, nor ever over the model it came from.
 """
 
 import contextlib
-import importlib.util
 import os
 from pathlib import Path
 
@@ -50,9 +49,6 @@ def _writer(fmt, opset):
         from mlpcli.onnx_opsets import DEFAULT_OPSET
 
         return lambda path, predictor: write_onnx(path, predictor, DEFAULT_OPSET if opset is None else opset)
-    # --format keras: mlpcli.keras_file's writer, where this mlpcli has one
-    if importlib.util.find_spec("mlpcli.keras_file") is None:
-        raise MlpError("--format keras: not available in this mlpcli yet; use --format onnx")
     from mlpcli.keras_file import write_keras
 
     return write_keras

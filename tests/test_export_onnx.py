@@ -213,13 +213,6 @@ def test_missing_onnx_package_is_one_line_naming_the_install(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5"]
 
 
-def test_keras_format_is_refused_while_there_is_no_writer(tmp_path, monkeypatch):
-    model = every_layer_model(tmp_path / "m.h5")
-    monkeypatch.setitem(sys.modules, "mlpcli.keras_file", None)  # as in an mlpcli without it
-    result = mlp("export", "--model", model, "--format", "keras")
-    assert result.exit_code == 2 and "--format keras: not available in this mlpcli yet" in result.output
-
-
 def test_export_help_runs():
     result = mlp("export", "--help")
     assert result.exit_code == 0

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import struct
 import zipfile
 
@@ -51,6 +52,21 @@ def test_trained_run_loads_in_keras_with_its_pipeline(tiny_run, tmp_path, mnist_
         assert sorted(archive.namelist()) == ["config.json", "metadata.json", "mlpcli/pipeline.json",
                                               "model.weights.h5"]
         assert json.loads(archive.read("metadata.json"))["keras_version"].startswith("3.")
+
+
+def test_mlp_export_writes_a_keras_file_beside_the_run_model(tiny_run, tmp_path, mnist_test):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    result = CliRunner().invoke(main, ["export", str(run), "--format", "keras"])
+    assert result.exit_code == 0, result.output
+    path = run / "model.keras"
+    assert f"Wrote {path}" in result.output
+    predictor = Predictor.open(run)
+    x = predictor.prepare(mnist_test[0], "mnist")
+    np.testing.assert_allclose(keras.saving.load_model(path).predict(x, verbose=0), predictor.outputs(x),
+                               atol=1e-5, rtol=0)
+    again = CliRunner().invoke(main, ["export", str(run), "--format", "keras"])
+    assert again.exit_code == 2 and "already exists" in again.output  # kept, without --overwrite
 
 
 def _normalization_model():
