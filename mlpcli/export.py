@@ -12,8 +12,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from mlpcli.errors import FileSystemError, MlpError
-from mlpcli.files import atomic_path
+from mlpcli.errors import MlpError
+from mlpcli.files import atomic_path, check_new_file, exists_error
 from mlpcli.predictor import Predictor
 
 FORMATS = {"onnx": ".onnx", "keras": ".keras"}  # format -> the suffix of its files
@@ -38,7 +38,7 @@ def export(run_dir=None, *, fmt, model_path=None, checkpoint=None, out=None, ops
         with atomic_path(out, replace=overwrite) as tmp:
             write(tmp, predictor)
     except FileExistsError:  # it appeared while the model was being written
-        raise _exists(out) from None
+        raise exists_error(out) from None
     return out
 
 
@@ -61,14 +61,4 @@ def _check_out(out, model_path, overwrite):
         with contextlib.suppress(OSError):
             if os.path.samefile(out, model_path):
                 raise MlpError(f"--out {out}: is the model being exported; choose another --out")
-    if out.is_dir():
-        raise FileSystemError(f"{out}: is a folder; the model is written to a file")
-    if not out.absolute().parent.is_dir():
-        raise FileSystemError(f"{out}: the folder {out.parent} does not exist; make it first, or choose "
-                              "another place")
-    if not overwrite and os.path.lexists(out):
-        raise _exists(out)
-
-
-def _exists(path):
-    return MlpError(f"{path}: already exists; choose another --out, or pass --overwrite to replace it")
+    check_new_file(out, "the model", overwrite)

@@ -327,3 +327,19 @@ def _fsync_dir(folder):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def check_new_file(path, what, overwrite=False):
+    """Refuse ``path`` as the file to write ``what`` ("predictions", "the model") into: a
+    folder, a file in a folder that does not exist, or (without ``overwrite``) one that exists."""
+    if path.is_dir():
+        raise FileSystemError(f"{path}: is a folder, not a file to write {what} into")
+    if not path.absolute().parent.is_dir():
+        raise FileSystemError(f"{path}: the folder {path.parent} does not exist; make it first, or "
+                              "choose another place")
+    if not overwrite and os.path.lexists(path):
+        raise exists_error(path)
+
+
+def exists_error(path):
+    return MlpError(f"{path}: already exists; choose another name, or pass --overwrite to replace it")

@@ -15,14 +15,13 @@ import contextlib
 import csv
 import io
 import json
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from mlpcli.errors import FileSystemError, MlpError, printable
-from mlpcli.files import atomic_path
+from mlpcli.errors import MlpError, printable
+from mlpcli.files import atomic_path, check_new_file, exists_error
 
 SUFFIXES = (".csv", ".jsonl", ".npy")
 _NUMBER = "%.9g"  # every float32 reads back exactly from 9 significant digits
@@ -43,19 +42,10 @@ def open_prediction_file(path, *, class_names=None, n_outputs: int, task: str, o
     if writer is None:
         raise MlpError(f"{path}: cannot write predictions to a {path.suffix or 'suffix-less'} file; "
                        f"the name must end in {', '.join(SUFFIXES[:-1])} or {SUFFIXES[-1]}")
-    if path.is_dir():
-        raise FileSystemError(f"{path}: is a folder; predictions are written to a file")
-    if not path.absolute().parent.is_dir():
-        raise FileSystemError(f"{path}: the folder {path.parent} does not exist; make it first, or "
-                              "choose another place")
-    if not overwrite and os.path.lexists(path):
-        raise _exists(path)
+    check_new_file(path, "predictions", overwrite)
     return _writing(path, writer, _Outputs(task, n_outputs, class_names), overwrite)
 
 
-def _exists(path):
-    return MlpError(f"{path}: already exists; choose another name, or pass --overwrite to "
-                    "replace it")
 
 
 @contextlib.contextmanager
@@ -66,7 +56,7 @@ def _writing(path, writer_type, meaning, overwrite):
             yield _PredictionFile(writer, meaning)
             writer.finish()
     except FileExistsError:  # it appeared while the predictions were being made
-        raise _exists(path) from None
+        raise exists_error(path) from None
 
 
 class _Outputs:
