@@ -5,6 +5,7 @@ import failed, or a test module skipped as a whole, means a broken install: it i
 reported as a failure naming what was missing, instead of a skip in a green run.
 """
 
+import csv
 import os
 import signal
 import struct
@@ -13,6 +14,7 @@ import sys
 import time
 import zlib
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -97,12 +99,12 @@ def start_training(run_dir, settings, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def interrupt_after_epoch_2_and_resume(run_dir, settings, *extra):
-    """Train into ``run_dir``, send SIGINT once epoch 2's resume state exists (so the stop
-    lands in epoch 3), then ``mlp train --resume`` it to the end; asserts each step."""
+def interrupt_and_resume(run_dir, settings, *extra, after_epoch=2):
+    """Train into ``run_dir``, send SIGINT once epoch ``after_epoch``'s resume state exists (so
+    the stop lands in the next epoch), then ``mlp train --resume`` it to the end; asserts each step."""
     proc = start_training(run_dir, settings, *extra)
     deadline = time.time() + 300
-    while not (run_dir / "resume" / "epoch-0002.h5").exists():
+    while not (run_dir / "resume" / f"epoch-{after_epoch:04d}.h5").exists():
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline
         time.sleep(0.01)
@@ -112,3 +114,33 @@ def interrupt_after_epoch_2_and_resume(run_dir, settings, *extra):
     done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "--resume", str(run_dir), "--no-plots", "-q"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def numeric_grad(f, x, eps=1e-6, entries=None):
+    """Central-difference gradient of scalar ``f`` at float64 array ``x`` (modified
+    in place and restored). ``entries``: only these indices (others stay NaN)."""
+    assert x.dtype == np.float64
+    grad = np.full(x.shape, np.nan)
+    for idx in (entries if entries is not None else np.ndindex(x.shape)):
+        old = x[idx]
+        x[idx] = old + eps
+        fp = f()
+        x[idx] = old - eps
+        fm = f()
+        x[idx] = old
+        grad[idx] = (fp - fm) / (2 * eps)
+    return grad
+
+
+def same_weights(a, b):
+    """Whether model files ``a`` and ``b`` hold bit-identical weights."""
+    from mlpcli import modelfile
+
+    return all(np.array_equal(x, y) for x, y in
+               zip(modelfile.load(a).model.params, modelfile.load(b).model.params, strict=True))
+
+
+def history(run_dir):
+    """history.csv's rows."""
+    with (run_dir / "history.csv").open() as f:
+        return list(csv.DictReader(f))

@@ -5,7 +5,7 @@ normalization and class weights on as well."""
 
 import numpy as np
 import pytest
-from conftest import interrupt_after_epoch_2_and_resume, start_training
+from conftest import interrupt_and_resume, start_training
 
 from mlpcli import modelfile
 
@@ -30,7 +30,7 @@ def test_interrupted_and_resumed_augmented_run_is_bit_identical(tmp_path):
     extra = ["--set", LAYERS, "--set", "training.class_weight=balanced", "--set", "training.processes=1"]
     whole = finished(tmp_path / "whole", *extra)
     run_dir = tmp_path / "cut"
-    interrupt_after_epoch_2_and_resume(run_dir, SETTINGS, *extra)  # the stop lands in epoch 3
+    interrupt_and_resume(run_dir, SETTINGS, *extra)  # the stop lands in epoch 3
     resumed = modelfile.load(run_dir / "model.h5").model.weights
     for a, b in zip(resumed, whole, strict=True):
         np.testing.assert_array_equal(a, b)

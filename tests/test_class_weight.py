@@ -1,18 +1,17 @@
 """Class and sample weights in the loss (training.class_weight), weighted as Keras 3 does."""
 
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import history, interrupt_and_resume, numeric_grad, same_weights, start_training
 
 from mlpcli import parallel
 from mlpcli.config import ConfigError, resolve
 from mlpcli.nn import losses
 from mlpcli.trainer import Trainer, build_model, random_streams
 from mlpcli.training_data import sample_weights
-from test_nn_gradients import numeric_grad
 
 
 @pytest.mark.parametrize("name", ["categorical_crossentropy", "binary_crossentropy", "mean_squared_error",
@@ -107,24 +106,13 @@ def test_weights_with_two_processes_train_as_with_one():
 
 
 def test_resume_with_class_weights_is_bit_identical(tmp_path):
-    from test_resume import history, resume, same_weights, wait_for
     settings = ["--set", "data.max_train_samples=12000", "--set", "data.max_test_samples=200",
                 "--set", "training.epochs=3", "--set", "training.class_weight={0: 4.0, 7: 0.25}",
                 "--no-plots", "-q"]
-
-    def start(run_dir):
-        return subprocess.Popen([sys.executable, "-m", "mlpcli", "train", "configs/mnist.yaml", "--run-dir",
-                                 str(run_dir), *settings], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    whole = start(tmp_path / "whole")
+    whole = start_training(tmp_path / "whole", settings)
     assert whole.wait(timeout=300) == 0, whole.communicate()
     run_dir = tmp_path / "run"
-    proc = start(run_dir)
-    wait_for(run_dir / "resume" / "epoch-0001.h5", proc, timeout=120)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err  # 12000 samples: epoch 2 takes far longer than the signal's delivery
-    done = resume(run_dir)
-    assert done.returncode == 0, done.stderr
+    interrupt_and_resume(run_dir, settings, after_epoch=1)  # 12000 samples: epoch 2 outlasts the signal's delivery
     assert same_weights(tmp_path / "whole" / "model.h5", run_dir / "model.h5")
     assert [r["loss"] for r in history(run_dir)] == [r["loss"] for r in history(tmp_path / "whole")]
 

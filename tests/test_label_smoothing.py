@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 from mlpcli.config import ConfigError, resolve  # noqa: E402
 from mlpcli.nn import losses  # noqa: E402
-from test_nn_gradients import numeric_grad  # noqa: E402
+from conftest import numeric_grad  # noqa: E402
 
 # keras's torch backend converts tensors with np.array(x) (numpy 2 copy-keyword notice)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

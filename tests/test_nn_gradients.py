@@ -5,29 +5,13 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import numeric_grad
 
 from mlpcli.nn import activations, layers, losses, regularizers
 from mlpcli.nn.model import Sequential
 
-EPS = 1e-6
 RTOL = 1e-5
 ATOL = 1e-7
-
-
-def numeric_grad(f, x, eps=EPS, entries=None):
-    """Central-difference gradient of scalar ``f`` at float64 array ``x`` (modified
-    in place and restored). ``entries``: only these indices (others stay NaN)."""
-    assert x.dtype == np.float64
-    grad = np.full(x.shape, np.nan)
-    for idx in (entries if entries is not None else np.ndindex(x.shape)):
-        old = x[idx]
-        x[idx] = old + eps
-        fp = f()
-        x[idx] = old - eps
-        fm = f()
-        x[idx] = old
-        grad[idx] = (fp - fm) / (2 * eps)
-    return grad
 
 
 def away_from(rng, shape, low, high, kinks, margin=0.05):

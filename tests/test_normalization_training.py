@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from conftest import interrupt_after_epoch_2_and_resume, start_training
+from conftest import interrupt_and_resume, start_training
 
 from mlpcli import modelfile
 from mlpcli.nn import losses, optimizers
@@ -36,7 +36,7 @@ def test_interrupted_and_resumed_run_with_batch_normalization_is_bit_identical(t
     out, err = whole.communicate(timeout=300)
     assert whole.returncode == 0, err
     run_dir = tmp_path / "cut"
-    interrupt_after_epoch_2_and_resume(run_dir, SETTINGS)
+    interrupt_and_resume(run_dir, SETTINGS)
     ours, theirs = final_weights(run_dir), final_weights(tmp_path / "whole")
     assert len(ours) == len(theirs) == 1 + 4 + 2 + 2  # the moving statistics are among them
     for a, b in zip(ours, theirs, strict=True):
