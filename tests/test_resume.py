@@ -1,7 +1,6 @@
 """Resume, interruptions and faults, with real processes and signals."""
 
 import contextlib
-import csv
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import history, same_weights
 
 from mlpcli import files, modelfile, runs
 from mlpcli.cli import main
@@ -42,18 +42,6 @@ def wait_for(path, proc, timeout=60):
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, f"{path} never appeared"
         time.sleep(0.01)
-
-
-def weights(path):
-    return modelfile.load(path).model.params
-
-
-def same_weights(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(weights(a), weights(b), strict=True))
-
-
-def history(run_dir):
-    return list(csv.DictReader((run_dir / "history.csv").open()))
 
 
 @pytest.fixture(scope="module")
