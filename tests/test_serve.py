@@ -303,3 +303,19 @@ def test_warns_when_listening_beyond_loopback(tiny_run):
         assert process.wait(timeout=30) == 0
     assert warning.startswith("Warning: --host 0.0.0.0") and "authentication" in warning
     assert serving.startswith("Serving ") and "http://0.0.0.0:" in serving
+
+
+def test_other_commands_do_not_import_the_server():
+    code = ("import sys; from click.testing import CliRunner; from mlpcli.cli import main; "
+            "assert CliRunner().invoke(main, ['serve', '--help']).exit_code == 0; "
+            "print(sorted(m for m in ('starlette', 'uvicorn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_missing_extra_is_one_line(tiny_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
+    result = CliRunner().invoke(main, ["serve", str(tiny_run)])
+    assert result.exit_code == 2
+    assert result.output == "Error: mlp serve needs starlette and uvicorn: pip install 'mlpcli[serve]'\n"
