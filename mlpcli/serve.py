@@ -56,8 +56,10 @@ def serve(run_dir=None, *, model_path=None, checkpoint=None, host=LOCAL_HOST, po
 def _bound_socket(host, port):
     """A listening TCP socket on (host, port); MlpError when the system refuses it (a port in use)."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][:3]
+        # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on connections of such a
+        # socket; without it each answer waits ~40 ms for the client's delayed ACK
+        sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise MlpError(f"--host {host}: {exc.strerror or exc}") from None
     try:
