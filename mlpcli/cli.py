@@ -268,6 +268,40 @@ def export(run_dir, fmt, checkpoint, model_path, out, opset, overwrite, runs_roo
 
 
 @main.command()
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Serve this Keras-layout .h5 or Keras 3 .keras model instead of a run's.")
+@click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
+              help="Which of the run's models (as in mlp evaluate).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback makes the server reachable from other machines.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: a free one, printed).")
+@click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@clean_errors
+def serve(run_dir, model_path, checkpoint, host, port, runs_root):
+    """Serve a model over HTTP, with a page to draw a digit or upload an image.
+
+    RUN_DIR (a run, or a sweep: its recommended trial) defaults to the newest
+    run. POST /predict takes JSON rows ({"rows": [...]}, or {"columns": {...}}
+    for table models), a PNG or JPEG body, or multipart file uploads, and
+    answers classes and probabilities as mlp predict --json does; GET /health
+    and GET /metadata describe it; / is the page. Needs the serve extra:
+    pip install 'mlpcli[serve]'. Stops on Ctrl-C or SIGTERM.
+
+    \b
+    Examples:
+      mlp serve                                     # the newest run, http://127.0.0.1:8000
+      mlp serve runs/mnist-mlp-20261129-212900 --port 0
+      curl -s -H 'Content-Type: image/png' --data-binary @digit.png http://127.0.0.1:8000/predict
+    """
+    from mlpcli.serve import serve as run_serve
+
+    run_serve(run_dir, model_path=model_path, checkpoint=checkpoint, host=host, port=port, runs_root=runs_root,
+              note=_note, emit=echo)
+
+
+@main.command()
 @click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write the figures here instead of each run's plots/ folder.")

@@ -36,6 +36,10 @@ class DataError(MlpError):
     """A dataset file or array that cannot be used."""
 
 
+class ImageTooLargeError(DataError):
+    """An image over the pixel limit, refused from its header before anything is decoded."""
+
+
 class ModelFileError(MlpError):
     """A model file (HDF5) that cannot be read or does not describe a usable MLP."""
 

@@ -16,6 +16,7 @@ module stays cheap for CLI commands that never read an image.
 """
 
 import contextlib
+import io
 import os
 import struct
 import warnings
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpcli.errors import DataError, FileSystemError, os_error_text
+from mlpcli.errors import DataError, FileSystemError, ImageTooLargeError, os_error_text
 from mlpcli.files import open_input
 
 # The formats decode_image reads, as Pillow names them (the only plugins it may use),
@@ -60,15 +61,15 @@ MIN_CONTRAST = 16.0
 BOX_THRESHOLD = 0.1
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path, data: bytes | None = None) -> np.ndarray:
     """Grayscale pixels of the image file at ``path``: float32 (H, W) in [0, 255], 255 = white.
 
     See ``decode_image``, whose grayscale pixels these are.
     """
-    return decode_image(path).astype(np.float32, copy=False)
+    return decode_image(path, data=data).astype(np.float32, copy=False)
 
 
-def decode_image(path, color_mode: str = "grayscale") -> np.ndarray:
+def decode_image(path, color_mode: str = "grayscale", data: bytes | None = None) -> np.ndarray:
     """The pixels of the image file at ``path``: (H, W) for "grayscale", (H, W, 3) for "rgb".
 
     Any of IMAGE_FORMATS is read, whatever the file's name; of a file holding
@@ -81,10 +82,11 @@ def decode_image(path, color_mode: str = "grayscale") -> np.ndarray:
     starting with the path, for a missing, empty, unreadable, too large,
     truncated or corrupt file (``FileSystemError`` for a folder, a FIFO, a
     device or a read the system refuses, see ``mlpcli.files``); the size limit
-    (MAX_PIXELS) is checked before any pixel data is decoded.
+    (MAX_PIXELS) is checked before any pixel data is decoded (``ImageTooLargeError``).
+    ``data``: the file's bytes, already in memory (an upload), ``path`` then only names it.
     """
     path = Path(path)
-    with _open_image_file(path) as f, _opened_image(f, path) as image:
+    with (io.BytesIO(data) if data is not None else _open_image_file(path)) as f, _opened_image(f, path) as image:
         image.load()
         return _pixels(image, color_mode, path)
 
@@ -123,7 +125,7 @@ def _opened_image(f, path: Path):
             _check_pixels(image, path)
             yield image
     except Image.DecompressionBombError:
-        raise DataError(_too_large(path)) from None
+        raise ImageTooLargeError(_too_large(path)) from None
     except UnidentifiedImageError:
         raise DataError(_unidentified(path, head, pillow_warnings)) from None
     except _DECODER_ERRORS as e:
@@ -181,7 +183,7 @@ def _check_pixels(image, path: Path) -> None:
     """Refuse an opened image over MAX_PIXELS, from its header: nothing is decoded yet."""
     width, height = image.size
     if width * height > MAX_PIXELS:
-        raise DataError(f"{_too_large(path)}: {width}x{height} = {width * height:,} pixels")
+        raise ImageTooLargeError(f"{_too_large(path)}: {width}x{height} = {width * height:,} pixels")
 
 
 def _pixels(image, color_mode: str, path: Path) -> np.ndarray:
@@ -234,11 +236,12 @@ def fit_image(pixels: np.ndarray, height: int, width: int) -> tuple[np.ndarray, 
     return (resized[..., 0] if pixels.ndim == 2 else resized), True
 
 
-def load_image(path, height: int, width: int, color_mode: str = "grayscale") -> tuple[np.ndarray, tuple | None]:
-    """The image file at ``path`` as a model of (height, width) input sees it: float32
-    (height, width) or (height, width, 3) in [0, 255] (see ``decode_image``), and the
+def load_image(path, height: int, width: int, color_mode: str = "grayscale",
+               data: bytes | None = None) -> tuple[np.ndarray, tuple | None]:
+    """The image file at ``path`` (or its bytes ``data``) as a model of (height, width) input sees
+    it: float32 (height, width) or (height, width, 3) in [0, 255] (see ``decode_image``), and the
     (width, height) it had when it was resized to that (see ``fit_image``), else None."""
-    pixels = decode_image(path, color_mode)
+    pixels = decode_image(path, color_mode, data)
     fitted, resized = fit_image(pixels, height, width)
     return fitted, (pixels.shape[1], pixels.shape[0]) if resized else None
 
@@ -322,9 +325,10 @@ def _centre(digit: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def load_digit(path) -> np.ndarray:
-    """The digit image at ``path`` as MNIST input: float32 (28, 28) in [0, 255], white on black."""
-    gray = read_image(path)
+def load_digit(path, data: bytes | None = None) -> np.ndarray:
+    """The digit image at ``path`` (or its bytes ``data``, named ``path``) as MNIST input: float32
+    (28, 28) in [0, 255], white on black."""
+    gray = read_image(path, data)
     try:
         return to_mnist(gray)
     except DataError as e:

@@ -219,16 +219,79 @@ def image_batches(predictor, paths, asked, notices):
             notices.lines.append(line)
     for start in range(0, len(paths), IMAGE_CHUNK):
         part = paths[start:start + IMAGE_CHUNK]
-        if steps == "digits":
-            seen = np.stack([images.load_digit(p) for p in part])
-        else:
-            loaded = []
-            for path in part:
-                pixels, original = images.load_image(path, size[0], size[1], size[2])
-                if original is not None:
-                    notices.resized.append((path, original))
-                    notices.size = size[:2]
-                loaded.append(pixels)
-            seen = np.stack(loaded)
+        loaded = []
+        for path in part:
+            pixels, original = _seen_image(steps, size, path)
+            if original is not None:
+                notices.resized.append((path, original))
+                notices.size = size[:2]
+            loaded.append(pixels)
+        seen = np.stack(loaded)
         yield Batch([str(p) for p in part], predictor.prepare(seen, str(part[0].parent), pixels=True),
                     None, seen, part)
+
+
+def _seen_image(steps, size, path, data=None):
+    """The image file ``path`` (or its bytes ``data``) as the model sees it before scaling, and
+    the (width, height) it had when it was resized (else None); ``steps``, ``size``: see
+    ``image_steps_of``."""
+    if steps == "digits":
+        return images.load_digit(path, data), None
+    return images.load_image(path, size[0], size[1], size[2], data)
+
+
+# ---------------------------------------------------------------- inputs in memory (mlp serve)
+
+def image_rows(predictor, uploads):
+    """Images given as ``(name, bytes)`` pairs, prepared together as ``image_batches`` prepares
+    files (a message names the image by ``name``)."""
+    steps, size = image_steps_of(predictor)
+    seen = np.stack([_seen_image(steps, size, name, data)[0] for name, data in uploads])
+    return predictor.prepare(seen, "the images", pixels=True)
+
+
+def array_rows(predictor, values, where):
+    """Samples given as nested lists of numbers (flat rows, shaped samples, or one sample), as a
+    .npy of them would be read and prepared."""
+    try:
+        stored = np.asarray(values)
+    except (ValueError, TypeError):  # ragged lists
+        raise DataError(f"{where}: rows of different lengths; the model takes {predictor.expects()} "
+                        "per row") from None
+    batches = _array_batches(predictor, stored, None, where, where, max(len(stored) if stored.ndim else 1, 1))
+    return np.concatenate([batch.x for batch in batches])
+
+
+def column_rows(predictor, columns, where):
+    """A table's rows given by column (``{name: [cell, ...]}``, cells numbers or text, None for a
+    missing one), encoded as the CSV rows of ``mlp predict`` are: every feature column of the
+    model must be given, and no other."""
+    pipeline = predictor.pipeline
+    encoding = pipeline.table if pipeline is not None and pipeline.kind == "table" else None
+    if encoding is None:
+        raise DataError(f"{where}: the model records no named columns; give rows of "
+                        f"{predictor.expects()}")
+    unknown = [name for name in columns if name not in encoding.columns]
+    missing = [name for name in encoding.columns if name not in columns]
+    if unknown or missing:
+        raise DataError(f"{where}: " + "; ".join(
+            ([f"unknown column(s) {', '.join(map(repr, unknown[:10]))}"] if unknown else [])
+            + ([f"missing column(s) {', '.join(map(repr, missing[:10]))}"] if missing else []))
+            + f"; the model's columns are {', '.join(map(repr, encoding.columns))}")
+    cells = [columns[name] for name in encoding.columns]
+    lengths = {len(c) if isinstance(c, list) else -1 for c in cells}
+    if len(lengths) != 1 or -1 in lengths or 0 in lengths:
+        raise DataError(f"{where}: each column must be a non-empty list of cells, all of one length")
+    text = [[_cell_text(cell, name, where) for cell in column] for name, column in zip(encoding.columns, cells)]
+    rows = list(zip(*text))
+    encoded = encoding.encode(rows, list(range(len(text))), where, range(1, len(rows) + 1), drop=False)
+    return predictor.prepare(encoded.x, where)
+
+
+def _cell_text(cell, column, where):
+    """A JSON cell as the text a CSV would hold (None: a missing cell)."""
+    if cell is None:
+        return ""
+    if isinstance(cell, bool) or not isinstance(cell, (int, float, str)):
+        raise DataError(f"{where}: column {column!r}: {cell!r} is not a number or text")
+    return cell if isinstance(cell, str) else repr(cell)
