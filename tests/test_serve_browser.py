@@ -89,21 +89,30 @@ def digit_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(digit_run):
-    """A real ``mlp serve RUN --port 0`` process: its base URL, read from its first line."""
-    proc = subprocess.Popen([sys.executable, "-m", "mlpcli", "serve", str(digit_run), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(SERVER_START_S)
+def server(digit_run, tmp_path_factory):
+    """A real ``mlp serve RUN --port 0`` process: its base URL, read from its first line. Its
+    output is drained all along (a server that logs every request must never block on a pipe)."""
+    errors = tmp_path_factory.mktemp("serve-log") / "stderr.txt"
+    with open(errors, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "mlpcli", "serve", str(digit_run), "--port", "0"],
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+    lines, first = [], threading.Event()
+
+    def drain():
+        for line in proc.stdout:
+            lines.append(line)
+            first.set()
+        first.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    first.wait(SERVER_START_S)
     try:
         found = re.search(r" on (http://\S+)", lines[0]) if lines else None
         if found is None:
             proc.kill()
-            _, err = proc.communicate(timeout=WAIT_S)
+            proc.wait(WAIT_S)
             pytest.fail(f"mlp serve did not say where it serves within {SERVER_START_S} s; "
-                        f"stdout: {lines!r}; stderr: {err}")
+                        f"stdout: {lines!r}; stderr: {errors.read_text()}")
         yield found.group(1)
     finally:
         if proc.poll() is None:
