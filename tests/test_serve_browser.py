@@ -38,7 +38,8 @@ from mlpcli.predict import predict
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.options import Options  # below the importorskip: no selenium, a skip
+# below the importorskip, so that a missing selenium is a skip (a failure in CI), not an error
+from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.actions import interaction
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
