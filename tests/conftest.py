@@ -53,10 +53,14 @@ def _fail_dropped_suite(report, whole_module):
 def tiny_run(tmp_path_factory):
     """configs/quick.yaml trained on 200 MNIST images for one epoch: a real run folder with its
     model.h5, for tests that read a model (they must not write into it)."""
-    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    return quick_run(tmp_path_factory.mktemp("tiny") / "run", samples=200, epochs=1)
+
+
+def quick_run(run_dir, samples, epochs):
+    """configs/quick.yaml trained into ``run_dir`` on ``samples`` MNIST images for ``epochs``."""
     result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--run-dir", str(run_dir), "-q",
-                                       "--no-plots", "--set", "data.max_train_samples=200",
-                                       "--set", "training.epochs=1"])
+                                       "--no-plots", "--set", f"data.max_train_samples={samples}",
+                                       "--set", f"training.epochs={epochs}"])
     assert result.exit_code == 0, result.output
     return run_dir
 

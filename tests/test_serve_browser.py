@@ -28,11 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import in_ci
+from conftest import in_ci, quick_run
 from PIL import Image
 
-from mlpcli.cli import main
 from mlpcli.predict import predict
 
 pytest.importorskip("starlette")
@@ -81,12 +79,7 @@ def _browser():
 def digit_run(tmp_path_factory):
     """configs/quick.yaml on 6,000 MNIST images for 2 epochs (about 95% right, a few seconds):
     good enough that a clearly drawn digit is read as that digit."""
-    run_dir = tmp_path_factory.mktemp("serve-browser") / "run"
-    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--run-dir", str(run_dir), "-q",
-                                       "--no-plots", "--set", "data.max_train_samples=6000",
-                                       "--set", "training.epochs=2"])
-    assert result.exit_code == 0, result.output
-    return run_dir
+    return quick_run(tmp_path_factory.mktemp("serve-browser") / "run", samples=6000, epochs=2)
 
 
 @pytest.fixture(scope="module")
