@@ -339,6 +339,9 @@ def check_new_file(path, what, overwrite=False):
                               "choose another place")
     if not overwrite and os.path.lexists(path):
         raise exists_error(path)
+    if os.path.lexists(path) and not path.is_file():  # a device, a FIFO, a socket: --overwrite means a file
+        raise FileSystemError(f"{path}: is not a regular file; {what} is written only to a file, "
+                              "and this one stays as it is")
 
 
 def exists_error(path):

@@ -52,9 +52,12 @@ def _shape(shape, path):
 
 
 def _activation(value, path, i):
+    given = value
     if isinstance(value, dict):
         inner = value.get("config")
         value = (inner.get("name") if isinstance(inner, dict) else None) or value.get("class_name")
+        if value is None:  # a mapping that names no activation is damage, not "linear"
+            raise ModelFileError(f"{path}: layer {i} has an activation that names none: {given!r}"[:300])
     found = activations.ACTIVATIONS.by_keras("linear" if value is None else str(value).lower())
     if found is None:
         raise ModelFileError(f"{path}: layer {i} uses activation {value!r}, which mlpcli does not "

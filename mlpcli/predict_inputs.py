@@ -258,6 +258,8 @@ def array_rows(predictor, values, where):
     except (ValueError, TypeError):  # ragged lists
         raise DataError(f"{where}: rows of different lengths; the model takes {predictor.expects()} "
                         "per row") from None
+    if stored.dtype == bool:  # JSON's true and false are no feature values
+        raise DataError(f"{where}: true/false where numbers belong; the model takes numbers")
     batches = _array_batches(predictor, stored, None, where, where, max(len(stored) if stored.ndim else 1, 1))
     return np.concatenate([batch.x for batch in batches])
 

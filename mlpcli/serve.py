@@ -10,7 +10,7 @@ command then exits 0.
 import contextlib
 import socket
 
-from mlpcli.errors import MlpError
+from mlpcli.errors import FileSystemError, MlpError
 from mlpcli.predictor import Predictor
 
 LOCAL_HOST = "127.0.0.1"
@@ -48,7 +48,9 @@ def serve(run_dir=None, *, model_path=None, checkpoint=None, host=LOCAL_HOST, po
                 yield
                 self._captured_signals.clear()
 
-    config = uvicorn.Config(build_app(predictor), log_level="warning", access_log=False, lifespan="off")
+    # a client that never finishes its request may hold a shutdown up for 5 s, no longer
+    config = uvicorn.Config(build_app(predictor), log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
     with sock:
         Server(config).run(sockets=[sock])
 
@@ -61,12 +63,12 @@ def _bound_socket(host, port):
         # socket; without it each answer waits ~40 ms for the client's delayed ACK
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise MlpError(f"--host {host}: {exc.strerror or exc}") from None
+        raise MlpError(f"--host {host!r}: {exc.strerror or exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise MlpError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise FileSystemError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock

@@ -13,6 +13,7 @@ read, or as soon as it grows past it; more than ``MAX_ROWS`` rows; an image over
 limit), 415 (a Content-Type other than JSON, PNG, JPEG or multipart), 404 and 405.
 """
 
+import asyncio
 import email.parser
 import email.policy
 import json
@@ -31,6 +32,7 @@ from mlpcli.images import MAX_PIXELS
 from mlpcli.predict_inputs import array_rows, column_rows, image_rows, image_steps_of
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
+BODY_TIMEOUT_SECONDS = 30  # the most a request's body may pause
 MAX_ROWS = 10_000  # rows or images in one request
 DEFAULT_TOP_K = 3
 IMAGE_TYPES = ("image/png", "image/jpeg")
@@ -165,12 +167,18 @@ async def _body(request):
     if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
         raise Refusal(413, f"{limit} (Content-Length {int(length):,} bytes)")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:  # a client that stops sending would hold its connection (and a slot) for ever
+            chunk = await asyncio.wait_for(stream.__anext__(), BODY_TIMEOUT_SECONDS)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except asyncio.TimeoutError:
+            raise Refusal(408, f"the body stopped arriving for {BODY_TIMEOUT_SECONDS} s") from None
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise Refusal(413, limit)
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _uploads(content_type, body):

@@ -217,3 +217,15 @@ def test_export_help_runs():
     result = mlp("export", "--help")
     assert result.exit_code == 0
     assert f"The ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})" in " ".join(result.output.split())
+
+
+def test_overwrite_never_replaces_what_is_not_a_regular_file(tmp_path):
+    import os
+    import stat
+
+    model = every_layer_model(tmp_path / "m.h5")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = mlp("export", "--model", model, "--format", "onnx", "--out", str(fifo), "--overwrite")
+    assert result.exit_code == 1 and "is not a regular file" in result.output
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the FIFO it was

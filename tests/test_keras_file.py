@@ -292,3 +292,11 @@ def test_wrong_weight_shapes_and_missing_weights_are_refused(tmp_path, good_memb
 def test_bad_pipeline_member_is_refused(tmp_path, good_members):
     _refused(_zip(tmp_path / "pipe.keras", {**good_members, "mlpcli/pipeline.json": b'{"record": 3}'}),
              "input pipeline")
+
+
+def test_an_activation_mapping_that_names_none_is_refused_not_read_as_linear(tmp_path, good_members):
+    config = json.loads(good_members["config.json"])
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    dense["config"]["activation"] = {"x": 1}
+    path = _zip(tmp_path / "odd.keras", {**good_members, "config.json": json.dumps(config).encode()})
+    _refused(path, "has an activation that names none")

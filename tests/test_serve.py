@@ -180,6 +180,7 @@ def test_multipart_two_files_in_order(digits, tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("body, content_type, status, words", [
+    (b'{"rows": [[true, false]]}', "application/json", 400, "true/false where numbers belong"),
     (b"{not json", "application/json", 400, "not valid JSON"),
     (b'{"rows": [[1, 2, 3]]}', "application/json", 400, "the model takes 784 values"),
     (b'{"rows": [[1, 2], [3]]}', "application/json", 400, "different lengths"),
@@ -333,3 +334,28 @@ def test_a_missing_extra_is_one_line(tiny_run, monkeypatch):
     result = CliRunner().invoke(main, ["serve", str(tiny_run)])
     assert result.exit_code == 2
     assert result.output == "Error: mlp serve needs starlette and uvicorn: pip install 'mlpcli[serve]'\n"
+
+
+def test_a_port_in_use_is_an_os_error(table, tiny_run):
+    result = subprocess.run([sys.executable, "-m", "mlpcli", "serve", str(tiny_run), "--port", str(table.port)],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1 and f"Error: cannot listen on 127.0.0.1:{table.port}" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_body_that_stops_arriving_is_408_and_others_are_served_meanwhile(table):
+    import socket
+
+    from mlpcli.serve_app import BODY_TIMEOUT_SECONDS
+
+    with socket.create_connection(("127.0.0.1", table.port), timeout=BODY_TIMEOUT_SECONDS + 30) as stalled:
+        stalled.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{")
+        assert table.request("GET", "/health")[0] == 200
+        answer = b""
+        while b"stopped arriving" not in answer:  # the status line and the body may come apart
+            part = stalled.recv(65536)
+            if not part:
+                break
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 408") and b"the body stopped arriving" in answer

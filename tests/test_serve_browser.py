@@ -84,11 +84,20 @@ def digit_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(digit_run, tmp_path_factory):
+    yield from serving(digit_run, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def table_server(csv_run, tmp_path_factory):
+    yield from serving(csv_run, tmp_path_factory)
+
+
+def serving(run_dir, tmp_path_factory):
     """A real ``mlp serve RUN --port 0`` process: its base URL, read from its first line. Its
     output is drained all along (a server that logs every request must never block on a pipe)."""
     errors = tmp_path_factory.mktemp("serve-log") / "stderr.txt"
     with open(errors, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "mlpcli", "serve", str(digit_run), "--port", "0"],
+        proc = subprocess.Popen([sys.executable, "-m", "mlpcli", "serve", str(run_dir), "--port", "0"],
                                 stdout=subprocess.PIPE, stderr=stderr, text=True)
     lines, first = [], threading.Event()
 
@@ -137,8 +146,17 @@ def browser():
 def page(browser, server):
     """The page freshly opened and ready (``body[data-ready="1"]``); the console is checked
     for errors when the test is done."""
+    yield from opened(browser, server)
+
+
+@pytest.fixture
+def table_page(browser, table_server):
+    yield from opened(browser, table_server)
+
+
+def opened(browser, url):
     browser.get_log("browser")  # drop what an earlier test left
-    browser.get(server + "/")
+    browser.get(url + "/")
     WebDriverWait(browser, WAIT_S).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, 'body[data-ready="1"]'))
     yield browser
@@ -157,12 +175,16 @@ def settled_answer(driver, before):
     a moment (drawing sends a request every ~150 ms; the last one, on release, counts)."""
     WebDriverWait(driver, WAIT_S).until(lambda d: answers(d) > before)
     count, since = answers(driver), time.monotonic()
-    while time.monotonic() - since < 1.0:
+    while time.monotonic() - since < 1.0 or pending(driver):  # the page shows the newest request's answer
         time.sleep(0.1)
         now = answers(driver)
         if now != count:
             count, since = now, time.monotonic()
     return driver.find_element(By.ID, "answer").text.strip()
+
+
+def pending(driver):
+    return int(driver.execute_script("return document.body.dataset.pending || '0'"))
 
 
 def draw(driver, strokes):
@@ -251,3 +273,19 @@ def test_an_uploaded_image_file_gets_mlp_predicts_answer(page, digit_run, tmp_pa
     shown = settled_answer(page, before)
     assert shown == check_shown(page, digit_run, path)
     assert shown == label
+
+
+def test_a_two_class_table_models_form_gets_mlp_predicts_answer(table_page, csv_run, tmp_path):
+    """A model with two classes (fewer than the three answers the page shows for digits)."""
+    with open("configs/data/breast_cancer_test.csv") as f:
+        header, row = f.readline().strip().split(","), f.readline().strip().split(",")
+    cells = {name: value for name, value in zip(header, row) if name != "diagnosis"}
+    for name, value in cells.items():
+        table_page.find_element(By.CSS_SELECTOR, f'#fields input[name="{name}"]').send_keys(value)
+    before = answers(table_page)
+    table_page.find_element(By.CSS_SELECTOR, "#table-form button, #table-form [type=submit]").click()
+    shown = settled_answer(table_page, before)
+    rows = tmp_path / "row.csv"
+    rows.write_text(",".join(cells) + "\n" + ",".join(cells.values()) + "\n")
+    assert shown == predicted(csv_run, rows)[0]
+    assert len(shown_top(table_page)) == 2

@@ -2,7 +2,7 @@
 // or fill in a table's columns (table models); each answer comes from POST /predict.
 "use strict";
 
-const TOP_K = 3;
+let topK = 3;  // no more than the model's classes (set from /metadata)
 const DEBOUNCE_MS = 150;
 const STROKE_PX = 18;
 
@@ -30,12 +30,21 @@ function showAnswer(prediction) {
   body.dataset.answers = String(Number(body.dataset.answers) + 1);
 }
 
-async function predict(requestBody, contentType) {
+let latestRequest = 0;  // answers can come back out of order: only the newest request's is shown
+
+function begin() {
+  // a request's number, taken when its input is; data-pending counts requests not answered yet (for tests)
+  body.dataset.pending = String(Number(body.dataset.pending || 0) + 1);
+  return ++latestRequest;
+}
+
+async function predict(requestBody, contentType, request = begin()) {
   try {
-    const response = await fetch(`predict?top_k=${TOP_K}`, {
+    const response = await fetch(`predict?top_k=${topK}`, {
       method: "POST", body: requestBody, headers: contentType ? { "Content-Type": contentType } : {},
     });
     const answer = await response.json();
+    if (request !== latestRequest) return;  // a newer drawing is on its way
     if (!response.ok) {
       showStatus(answer.error || `the server answered ${response.status}`);
       return;
@@ -43,7 +52,9 @@ async function predict(requestBody, contentType) {
     showStatus("");
     showAnswer(answer.predictions[0]);
   } catch (error) {
-    showStatus(`no answer from the server: ${error.message}`);
+    if (request === latestRequest) showStatus(`no answer from the server: ${error.message}`);
+  } finally {
+    body.dataset.pending = String(Number(body.dataset.pending) - 1);
   }
 }
 
@@ -70,7 +81,9 @@ function setUpPad() {
     clearTimeout(timer);
     timer = null;
     if (inked) {
-      pad.toBlob((blob) => predict(blob, "image/png"), "image/png");
+      // numbered now, as the drawing is taken: the PNGs may be ready in another order
+      const request = begin();
+      pad.toBlob((blob) => predict(blob, "image/png", request), "image/png");
     }
   }
 
@@ -155,6 +168,7 @@ async function start() {
     const response = await fetch("metadata");
     const metadata = await response.json();
     $("model").textContent = `${metadata.model} (${metadata.kind}, ${metadata.task})`;
+    if (metadata.class_names) topK = Math.min(3, metadata.class_names.length);
     if (metadata.kind === "digits") {
       $("draw").hidden = false;
       setUpPad();
