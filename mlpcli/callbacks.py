@@ -282,11 +282,11 @@ class Diagnostics(Callback):
 
     finishing = "the diagnostics"
 
-    def __init__(self, cfg, folder, report):
-        self.cfg, self.folder, self.report = cfg, folder, report
+    def __init__(self, cfg, folder, report, sizes):
+        self.cfg, self.folder, self.report, self.sizes = cfg, folder, report, sizes
 
     def on_train_end(self, results):
-        report_diagnostics(self.folder, self.loop.history, self.cfg, self.report.line)
+        report_diagnostics(self.folder, self.loop.history, self.cfg, self.report.line, self.sizes)
 
 
 class Plots(Callback):

@@ -60,7 +60,7 @@ class Comparison:
 
 def read_run(folder, label=None):
     """An Entry for a run folder (``runs.read_record``), with its time and diagnostics."""
-    from mlpcli.diagnostics import diagnose
+    from mlpcli.diagnostics import diagnose, saved_sizes
 
     folder = Path(folder)
     record = runs.read_record(folder)
@@ -77,7 +77,7 @@ def read_run(folder, label=None):
     if not isinstance(seconds, (int, float)):
         seconds = sum(s for s in entry.history.get("seconds", []) if math.isfinite(s)) or None
     entry.seconds = seconds
-    entry.notes = diagnose(entry.history, entry.cfg)["notes"]
+    entry.notes = diagnose(entry.history, entry.cfg, saved_sizes(folder))["notes"]
     return entry
 
 
@@ -265,10 +265,12 @@ def format_comparison(c):
                           f"({b.score:.4f}, {b.label})"]
     notes = {n.split(" from ")[0] for e in c.ranked for n in e.notes}
     if "overfits" in notes:
-        lines.append("overfits from epoch N: validation loss rose from epoch N on while training "
-                     "loss kept falling; use early stopping or more regularization")
+        lines.append("overfits from epoch N: validation loss rose beyond its noise from epoch N on "
+                     "while training loss kept falling; use early stopping or more regularization")
+    if "plateau" in notes:
+        lines.append("plateau: validation loss ended flat within its noise")
     if "train acc < val acc" in notes:
-        lines.append("train acc < val acc: under-trained, or dropout/regularization/augmentation too strong "
+        lines.append("train acc < val acc (beyond sampling error): under-trained, or dropout/regularization/augmentation too strong "
                      "(dropout and augmentation are off when validation is measured)")
     if c.plots is not None:
         lines += [""] + [f"wrote {p}" for p in c.plots.written]

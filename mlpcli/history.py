@@ -1,8 +1,7 @@
 """A run's training history (history.csv): reading it and what it shows.
 
-Pure functions, no drawing: the best epoch by a monitored quantity and the
-epoch where overfitting set in. ``mlpcli.plots`` draws them,
-``mlpcli.diagnostics`` and ``mlpcli.compare`` report them.
+Pure functions, no drawing: the best epoch by a monitored quantity (what the
+curves say about overfitting is ``mlpcli.curve_verdicts``).
 """
 
 import csv
@@ -16,42 +15,6 @@ from mlpcli.files import read_text
 def finite(value):
     """A finite real number (numpy scalars such as float32 included; bools are not numbers)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def overfitting_onset(train_loss, val_loss) -> int | None:
-    """The epoch (1-based position in the curves) at which overfitting set in, or None.
-
-    Let ``m`` be the epoch of the lowest validation loss (the first one on a
-    tie). The onset is the first epoch ``e`` after ``m`` such that
-
-    * the validation loss stays strictly above its minimum from ``e`` to the
-      last epoch, and
-    * the training loss at the last epoch is lower than at ``e`` (training
-      kept improving while validation got worse).
-
-    So the last epoch is never an onset (the training loss must fall after
-    it), curves whose validation loss is lowest at the end give None, and
-    fewer than 3 epochs always give None. Non-finite values are ignored for
-    the minimum and never satisfy a condition; curves of different lengths
-    are compared over the common length.
-    """
-    n = min(len(train_loss), len(val_loss))
-    train = [float(v) if finite(v) else math.nan for v in train_loss[:n]]
-    val = [float(v) if finite(v) else math.nan for v in val_loss[:n]]
-    finite_val = [(v, i) for i, v in enumerate(val) if not math.isnan(v)]
-    if n < 3 or not finite_val or math.isnan(train[-1]):
-        return None
-    low, m = min(finite_val)  # ties: the smallest index
-    # stays_above[i]: val[j] > low for every j >= i
-    stays_above = [False] * n
-    ok = True
-    for i in range(n - 1, -1, -1):
-        ok = ok and val[i] > low  # NaN > low is False
-        stays_above[i] = ok
-    for e in range(m + 1, n):
-        if stays_above[e] and train[-1] < train[e]:
-            return e + 1
-    return None
 
 
 def as_columns(history):

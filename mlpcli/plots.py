@@ -17,7 +17,8 @@ evaluate`` left in each run folder and writes:
 
 On the accuracy and loss plots the best epoch by the checkpoint's monitored
 quantity is marked with a dashed vertical line, and the epochs from the onset
-of overfitting (see ``overfitting_onset``) to the end are shaded.
+of overfitting (``mlpcli.curve_verdicts.overfitting_onset``, the rule the run's
+diagnostics use, with the sample counts its diagnostics.json records) to the end are shaded.
 
 With one run the figures go to ``<run>/plots/`` (or ``out_dir``). With several,
 each run's figures go to ``<run>/plots/`` (or ``out_dir/<run folder name>/``)
@@ -42,15 +43,16 @@ from mlpcli.history import (
     finite,
     has_values,
     monitored_column,
-    overfitting_onset,
     read_history,
 )
+from mlpcli.curve_verdicts import overfitting_onset
+from mlpcli.diagnostics import saved_sizes
 from mlpcli.plots_evaluation import plot_evaluations
 from mlpcli.run_models import evaluation_suffix
 
 # the history helpers are part of this module's interface too
 __all__ = ["FORMATS", "PlotReport", "best_epoch", "evaluation_suffix", "monitored_column",
-           "overfitting_onset", "plot_runs", "read_history"]
+           "plot_runs", "read_history"]
 
 # below this many epochs the curves get point markers (one epoch is a single point)
 MARKER_EPOCHS = 25
@@ -126,7 +128,7 @@ def _lr_plot(cols, epochs, path, fmt, report, label):
     figures.save(fig, path, fmt, report, label)
 
 
-def _plot_history(cols, cfg, folder, fmt, report, label):
+def _plot_history(cols, cfg, folder, fmt, report, label, n_val=None):
     if not cols or not any(cols.values()):
         report.skipped.append(f"{label}: history.csv has no epochs; no curves drawn")
         return
@@ -140,7 +142,7 @@ def _plot_history(cols, cfg, folder, fmt, report, label):
         report.skipped.append(f"{label}: {monitor} not in history; best epoch marked by {column}")
     onset = None
     if has_values(cols, "loss") and has_values(cols, "val_loss"):
-        onset = overfitting_onset(cols["loss"], cols["val_loss"])
+        onset = overfitting_onset(cols["loss"], cols["val_loss"], n_val)
     if not any(name.startswith("val_") and has_values(cols, name) for name in cols):
         report.skipped.append(f"{label}: no validation columns in history; "
                               "accuracy and loss show training curves only")
@@ -258,7 +260,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path | None = None, fmt: str = "png
             except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
                 report.skipped.append(f"{label}: history.csv unreadable ({exc}); no curves drawn")
             else:
-                _plot_history(cols, cfg, folder, fmt, report, label)
+                _plot_history(cols, cfg, folder, fmt, report, label, saved_sizes(run).get("validation"))
                 if cols and any(cols.values()):
                     histories.append((label, cols))
         plot_evaluations(run, cfg, folder, fmt, report, label)

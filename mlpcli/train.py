@@ -190,7 +190,7 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             resume_states,  # after every callback that changes in an epoch, so that it saves what they did
             FinalMetrics(),
             *([TestEvaluation(*data.test, report)] if data.test[0] is not None and data.test[1] is not None else []),
-            Diagnostics(cfg, folder, report),
+            Diagnostics(cfg, folder, report, {"train": n_train, "validation": 0 if data.val[0] is None else len(data.val[0])}),
             *([Plots(folder, report)] if plots else []),
         ], stop, folder)
         if runs_root is None:

@@ -18,7 +18,6 @@ from mlpcli.plots import (
     PlotReport,
     best_epoch,
     evaluation_suffix,
-    overfitting_onset,
     plot_runs,
 )
 
@@ -206,36 +205,7 @@ def test_no_overfitting_no_shade(tmp_path, figures):
 
 # ---------------------------------------------------------------- pure helpers
 
-@pytest.mark.parametrize("train, val, expected", [
-    # clear overfitting: val minimum at epoch 3, rises from epoch 4, training keeps falling
-    ([1.0, 0.6, 0.4, 0.3, 0.2, 0.1], [0.9, 0.6, 0.5, 0.55, 0.6, 0.7], 4),
-    # none: validation keeps improving
-    ([1.0, 0.6, 0.4, 0.3], [0.9, 0.7, 0.6, 0.5], None),
-    # validation rises from the first epoch on
-    ([1.0, 0.8, 0.6, 0.4], [0.5, 0.6, 0.7, 0.8], 2),
-    # a single epoch, and two epochs, can never show it
-    ([1.0], [1.2], None),
-    ([1.0, 0.5], [0.5, 0.9], None),
-    # validation rises but training stops improving too: not overfitting
-    ([1.0, 0.5, 0.4, 0.45, 0.5], [0.9, 0.5, 0.6, 0.7, 0.8], None),
-    # a dip back to the minimum later moves the onset after it
-    ([1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2], [0.9, 0.5, 0.7, 0.5, 0.6, 0.7, 0.8], 5),
-    # training loss bumps up right after the minimum, then falls below it: onset where it holds
-    ([1.0, 0.5, 0.9, 0.4, 0.3, 0.2], [0.9, 0.5, 0.6, 0.7, 0.8, 0.9], 3),
-    # validation comes back below its early minimum: the minimum moves, nothing after it
-    ([1.0, 0.8, 0.6, 0.4, 0.3], [0.6, 0.7, 0.8, 0.5, 0.55], None),
-    # NaN values are ignored for the minimum
-    ([1.0, 0.6, 0.4, 0.3, 0.2], [math.nan, 0.6, 0.5, 0.55, 0.6], 4),
-    ([], [], None),
-])
-def test_overfitting_onset(train, val, expected):
-    assert overfitting_onset(train, val) == expected
-
-
-def test_overfitting_onset_accepts_arrays_and_returns_int():
-    for dtype in (np.float64, np.float32):
-        onset = overfitting_onset(np.array(OVERFIT["loss"], dtype), np.array(OVERFIT["val_loss"], dtype))
-        assert onset == 4 and isinstance(onset, int)
+def test_best_epoch_of_float32_arrays():
     assert best_epoch({"val_loss": np.array([0.5, 0.2, 0.3], np.float32)}, "val_loss") == 2
 
 
