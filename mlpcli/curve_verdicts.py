@@ -14,6 +14,7 @@ as its mean), and the curve stays above the minimum plus its noise for at least
 ``SUSTAINED`` epochs to the end while training loss keeps falling.
 """
 
+import itertools
 import math
 
 from mlpcli.history import finite
@@ -29,7 +30,7 @@ def _clean(values):
 
 def _jump_sd(values):
     """The epoch-to-epoch noise of ``values``: sd of consecutive differences over sqrt(2)."""
-    diffs = [b - a for a, b in zip(values, values[1:]) if not (math.isnan(a) or math.isnan(b))]
+    diffs = [b - a for a, b in itertools.pairwise(values) if not (math.isnan(a) or math.isnan(b))]
     if len(diffs) < 2:
         return 0.0
     mean = sum(diffs) / len(diffs)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from mlpcli import files, runs
 from mlpcli.curve_verdicts import accuracy_gap_is_real, overfitting_onset, plateau
-from mlpcli.history import as_columns, epoch_numbers, has_values, read_history
+from mlpcli.history import as_columns, epoch_numbers, finite, has_values, read_history
 
 
 def _dropout_rates(cfg):
@@ -49,8 +49,7 @@ def _regularized(cfg):
 
 
 def _lowest(values):
-    finite = [(v, i) for i, v in enumerate(values) if v == v]  # NaN != NaN
-    return min(finite)
+    return min((v, i) for i, v in enumerate(values) if finite(v))
 
 
 def _plateau(cols, epochs):

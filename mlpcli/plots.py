@@ -35,6 +35,8 @@ import csv
 from pathlib import Path
 
 from mlpcli import figures, runs
+from mlpcli.curve_verdicts import overfitting_onset
+from mlpcli.diagnostics import saved_sizes
 from mlpcli.errors import ConfigError, MlpError, printable
 from mlpcli.figures import FORMATS, PlotReport
 from mlpcli.history import (
@@ -45,8 +47,6 @@ from mlpcli.history import (
     monitored_column,
     read_history,
 )
-from mlpcli.curve_verdicts import overfitting_onset
-from mlpcli.diagnostics import saved_sizes
 from mlpcli.plots_evaluation import plot_evaluations
 from mlpcli.run_models import evaluation_suffix
 

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from click.testing import CliRunner
 
 from mlpcli.cli import main
@@ -105,8 +104,8 @@ def test_a_clearly_overfitting_run_is_flagged_where_its_rise_starts(tmp_path):
     saved, rows, output = train(
         tmp_path, "configs/quick.yaml", "data.max_train_samples=2000", "data.validation_split=0.25",
         "training.epochs=30", "optimizer.learning_rate=0.01",
-        "model.layers=[{type: dense, units: 512, activation: relu}, "
-        "{type: dense, units: 10, activation: softmax}]")
+        ("model.layers=[{type: dense, units: 512, activation: relu}, "
+         "{type: dense, units: 10, activation: softmax}]"))
     assert saved["samples"] == {"train": 1499, "validation": 501}
     assert saved == json.loads(json.dumps(diagnose(rows, {}, saved["samples"])))
     val_loss = [r["val_loss"] for r in rows]
@@ -125,13 +124,14 @@ def test_the_seed_config_history_is_a_plateau_not_overfitting():
         d = diagnose(cols, {}, sizes)
         assert d["overfitting"] is None and d["train_below_validation"] is None
         assert d["plateau"]["lowest_val_loss_epoch"] == 15 and d["notes"] == ["plateau"]
-        assert d["messages"] == ["Plateau: validation loss ended flat within its noise "
-                                 "(lowest 0.0747 at epoch 15, last 0.0751)"]
+        plateau = ("Plateau: validation loss ended flat within its noise "
+                   "(lowest 0.0747 at epoch 15, last 0.0751)")
+        assert d["messages"] == [plateau]
 
 
 def test_an_under_trained_run_is_not_overfitting(tmp_path):
     # 2 epochs with dropout 0.7 after each hidden layer: validation accuracy above training
-    saved, rows, output = train(
+    saved, rows, _ = train(
         tmp_path, "configs/mnist.yaml", "data.max_train_samples=2000", "training.epochs=2",
         "training.processes=1", "model.layers[2].rate=0.7", "model.layers[5].rate=0.7")
     assert saved["overfitting"] is None and saved["plateau"] is None
