@@ -29,7 +29,9 @@ from mlpcli.training_memory import check_memory
 CSV_FILE = "lr_find.csv"
 PLOT_FILE = "lr_find.png"
 MIN_BATCHES = 5
-SMOOTHING = 0.98  # the EMA factor of fastai and Lightning
+# the EMA spans a tenth of the batches: fastai's and Lightning's fixed 0.98 (a span of 50) lags
+# most of a 100-batch test, moving the steepest descent to rates several times too high
+SPAN = 0.1
 DIVERGENCE = 4.0  # stop when the smoothed loss exceeds this many times its best (Lightning's default)
 SKIP_BEGIN = 10  # the first points are noise and the EMA's warm-up; at most a tenth of them are skipped
 
@@ -65,7 +67,12 @@ def rate_at(step, start, end, batches):
     return start * (end / start) ** (step / (batches - 1))
 
 
-def smooth(losses, beta=SMOOTHING):
+def smoothing(batches):
+    """The EMA factor for a test of ``batches`` batches: 1 - 1/span, span a tenth of them (0.5 to 0.98)."""
+    return min(0.98, max(0.5, 1 - 1 / (SPAN * batches)))
+
+
+def smooth(losses, beta):
     """The exponential moving average of ``losses`` with bias correction (as fastai, Lightning)."""
     out, avg = np.empty(len(losses)), 0.0
     for i, loss in enumerate(losses):
@@ -74,11 +81,12 @@ def smooth(losses, beta=SMOOTHING):
     return out
 
 
-def suggest(rates, smoothed, diverged):
-    """The rate of the steepest descent of ``smoothed`` against log(rate), skipping the first
-    points (and the last, when it is the one that diverged); None with fewer than 3 left."""
+def suggest(rates, smoothed):
+    """The rate of the steepest descent of ``smoothed`` against log(rate) on its descending
+    part (up to its lowest point), skipping the first points; None with fewer than 3 there."""
     skip = min(SKIP_BEGIN, len(rates) // 10)
-    stop = len(rates) - 1 if diverged else len(rates)
+    with np.errstate(invalid="ignore"):
+        stop = int(np.nanargmin(np.where(np.isfinite(smoothed), smoothed, np.nan))) + 1 if len(rates) else 0
     if stop - skip < 3:
         return None
     r, s = rates[skip:stop], smoothed[skip:stop]
@@ -115,7 +123,7 @@ def _range_test(trainer, train, start, end, batches):
     """Train ``trainer`` batch after batch at growing rates; the recorded ``RangeTest``."""
     trainer.schedule = lambda step, epoch: rate_at(step, start, end, batches)
     rates, losses, smoothed = [], [], []
-    best, avg = math.inf, 0.0
+    best, avg, beta = math.inf, 0.0, smoothing(batches)
     done_total, done_seen = 0.0, 0
     diverged = False
 
@@ -127,8 +135,8 @@ def _range_test(trainer, train, start, end, batches):
         done_total, done_seen = p.total_loss, seen
         rates.append(rate_at(trainer.step - 1, start, end, batches))
         losses.append(loss)
-        avg = SMOOTHING * avg + (1 - SMOOTHING) * loss
-        value = avg / (1 - SMOOTHING ** len(losses))
+        avg = beta * avg + (1 - beta) * loss
+        value = avg / (1 - beta ** len(losses))
         smoothed.append(value)
         if not math.isfinite(value) or value > DIVERGENCE * best:
             diverged = True
@@ -147,7 +155,7 @@ def _range_test(trainer, train, start, end, batches):
             trainer.end_epoch()
     rates, losses = np.array(rates), np.array(losses)
     smoothed = np.array(smoothed)
-    return RangeTest(rates, losses, smoothed, diverged, suggest(rates, smoothed, diverged))
+    return RangeTest(rates, losses, smoothed, diverged, suggest(rates, smoothed))
 
 
 def _write(folder, test):
@@ -165,7 +173,8 @@ def _write(folder, test):
         ax.axvline(test.suggestion, color="C3", linestyle="--", label=f"suggested {test.suggestion:.2g}")
     finite = test.smoothed[np.isfinite(test.smoothed)]
     if len(finite):  # the diverging tail would squash the curve that matters
-        low, high = finite.min(), min(finite.max(), DIVERGENCE * finite.min() + finite[0])
+        raw = test.losses[np.isfinite(test.losses)]
+        low, high = min(finite.min(), raw.min()), min(max(finite.max(), raw[0]), DIVERGENCE * finite.min())
         ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low) + 1e-12)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
