@@ -22,7 +22,13 @@ from mlpcli import config as config_mod
 from mlpcli import figures, files, runs
 from mlpcli.data import augment
 from mlpcli.errors import MlpError
-from mlpcli.trainer import EpochPaused, Trainer, blas_threads, build_model, random_streams
+from mlpcli.trainer import (
+    EpochPaused,
+    Trainer,
+    blas_threads,
+    build_model,
+    random_streams,
+)
 from mlpcli.training_data import prepare_data
 from mlpcli.training_memory import check_memory
 
