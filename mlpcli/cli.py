@@ -129,6 +129,51 @@ def _warn_all(lines):
         _note(line)
 
 
+@main.command("lr-find")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, as in mlp train (repeatable).")
+@click.option("--start", type=float, default=1e-7, show_default=True, help="The first batch's learning rate.")
+@click.option("--end", type=float, default=10.0, show_default=True, help="The last batch's learning rate.")
+@click.option("--batches", type=int, default=100, show_default=True,
+              help="Batches over which the rate grows from --start to --end (at least 5).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write here (new or empty) instead of a new folder under --runs-root.")
+@click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@clean_errors
+def lr_find(config, overrides, start, end, batches, out, runs_root):
+    """Find a learning rate for CONFIG: the learning-rate range test.
+
+    Trains a throwaway copy of the config's model (its data and seed as mlp
+    train has them) for up to --batches batches with the rate growing
+    exponentially from --start to --end, stopping when the loss diverges, and
+    suggests the rate where the smoothed loss falls fastest. Writes
+    lr_find.csv and lr_find.png into a new folder; the config and every run
+    are left as they are.
+
+    \b
+    Examples:
+      mlp lr-find configs/mnist.yaml
+      mlp lr-find configs/quick.yaml --start 1e-6 --end 1 --batches 60
+    """
+    from mlpcli.lr_find import lr_find as run_lr_find
+    from mlpcli.lr_find import rounded
+
+    result = run_lr_find(config, overrides, start=start, end=end, batches=batches, out=out,
+                         runs_root=runs_root, echo=echo)
+    test = result.test
+    stopped = (f"stopped after {len(test.rates)} batches: the loss diverged at rate {test.rates[-1]:.2g}"
+               if test.diverged else f"{len(test.rates)} batches")
+    echo(f"Range test: {stopped}")
+    echo(f"Wrote {result.folder}")
+    if test.suggestion is None:
+        echo("No suggestion: too few batches before the loss diverged; try a lower --end or more --batches")
+        return
+    rate = rounded(test.suggestion)
+    echo(f"Suggested learning rate: {rate:g} (steepest descent of the smoothed loss)")
+    echo(f"Use it with: mlp train {config} --set optimizer.learning_rate={rate:g}")
+
+
 @main.command()
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
