@@ -282,7 +282,7 @@ def predict(inputs, run_dir, checkpoint, model_path, out, overwrite, scaling, im
 @click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
               help="Which of the run's models (as in mlp evaluate).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-              help="Export this Keras-layout .h5 model instead of a run's.")
+              help="Export this Keras-layout .h5 or Keras 3 .keras model instead of a run's.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write here (default: <run>/model.onnx, <run>/<checkpoint>.onnx, or beside the --model file).")
 @click.option("--opset", type=int, default=None,

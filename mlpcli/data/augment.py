@@ -47,7 +47,7 @@ SETTINGS = Component("augment", "How the transformed images are resampled.", par
 @declare(Component("random_rotation", "rotates by a random angle of `factor` x 360 degrees (positive: "
                    "counter-clockwise)", keras="RandomRotation", params=(
                        Param("factor", None, factor(), "a fraction of a full turn", required=True),)))
-def _rotation(numbers, spec, maps):
+def _rotation(numbers, spec, maps, height, width):
     """Into ``maps`` (k, 2, 3): Keras's rotation matrices (about the centre, added by the caller)."""
     angle = _uniform(numbers[:, 0], spec["factor"]) * (2 * np.pi)
     maps[:, 0, 0] = maps[:, 1, 1] = np.cos(angle)
@@ -60,7 +60,7 @@ def _rotation(numbers, spec, maps):
                                  "vertical zoom, a fraction of the height", required=True),
                            Param("width_factor", None, factor(-1, 1, "right", nullable=True),
                                  "horizontal zoom (null: the vertical one, keeping the aspect ratio)"))))
-def _zoom(numbers, spec, maps):
+def _zoom(numbers, spec, maps, height, width):
     maps[:, 1, 1] = 1.0 + _uniform(numbers[:, 0], spec["height_factor"])
     maps[:, 0, 0] = maps[:, 1, 1] if spec["width_factor"] is None else \
         1.0 + _uniform(numbers[:, 1], spec["width_factor"])
@@ -85,7 +85,7 @@ def _translation(numbers, spec, maps, height, width):
                        Param("sigma", 4.0, number(0, None, "neither"),
                              "the smoothing Gaussian's standard deviation, in pixels (larger: smoother, smaller "
                              "shifts)"))))
-def _elastic(numbers, spec, maps):
+def _elastic(numbers, spec, maps, height, width):
     """No matrix (the identity): the field is ``Augmenter._elastic_field``."""
     maps[:, 0, 0] = maps[:, 1, 1] = 1.0
 
@@ -191,10 +191,7 @@ class Augmenter:
         for implementation, spec in self.transforms:
             count = _DRAWS[spec["type"]]
             matrices[:] = 0.0
-            if spec["type"] == "random_translation":
-                implementation(numbers[:, column:column + count], spec, matrices, self.height, self.width)
-            else:
-                implementation(numbers[:, column:column + count], spec, matrices)
+            implementation(numbers[:, column:column + count], spec, matrices, self.height, self.width)
             column += count
             if spec["type"] in _ABOUT_CENTRE:  # c + L (p - c) = L p + (c - L c)
                 matrices[:, :, 2] = self.centre - matrices[:, :, :2] @ self.centre
