@@ -7,7 +7,7 @@ while the learning rate grows exponentially from ``start`` to ``end``. It stops 
 the loss diverges. The suggestion is the rate where the smoothed loss falls fastest
 against log(rate). Writes into a new folder ``<runs root>/<name>-lr-find-<timestamp>``:
 ``lr_find.csv`` (rate, loss, smoothed) and ``lr_find.png``. Nothing of the config or of any
-run is changed; the folder is removed again when the test does not finish (Ctrl-C, an error).
+run is changed; the folder is removed again when the test does not finish (Ctrl-C, SIGTERM, SIGHUP, an error).
 """
 
 import csv
@@ -21,6 +21,7 @@ import numpy as np
 from mlpcli import config as config_mod
 from mlpcli import figures, files, runs
 from mlpcli.data import augment
+from mlpcli.ending_signals import ending_signals_interrupt
 from mlpcli.errors import MlpError
 from mlpcli.trainer import (
     EpochPaused,
@@ -35,6 +36,8 @@ from mlpcli.training_memory import check_memory
 CSV_FILE = "lr_find.csv"
 PLOT_FILE = "lr_find.png"
 MIN_BATCHES = 5
+# a range test is a short look at the loss: Lightning's default is 100; this many is hours of training
+MAX_BATCHES = 100_000
 # the EMA spans a tenth of the batches: fastai's and Lightning's fixed 0.98 (a span of 50) lags
 # most of a 100-batch test, moving the steepest descent to rates several times too high
 SPAN = 0.1
@@ -64,8 +67,8 @@ def check_options(start, end, batches):
         raise MlpError(f"--start {start} --end {end}: give finite rates above 0")
     if start >= end:
         raise MlpError(f"--start {start} must be below --end {end}")
-    if batches < MIN_BATCHES:
-        raise MlpError(f"--batches {batches}: give at least {MIN_BATCHES} (100 is usual)")
+    if not MIN_BATCHES <= batches <= MAX_BATCHES:
+        raise MlpError(f"--batches {batches}: give {MIN_BATCHES} to {MAX_BATCHES} (100 is usual)")
 
 
 def rate_at(step, start, end, batches):
@@ -107,21 +110,22 @@ def lr_find(config_path, overrides=(), *, start=1e-7, end=10.0, batches=100, out
     streams = random_streams(cfg["seed"])
     model = build_model(cfg, streams)
     made, folder = [], None
-    try:
-        folder = runs.new_run_dir(runs_root, f"{cfg['name']}-lr-find", out, made)
-        with blas_threads(cfg["training"]["threads"]):
-            data = prepare_data(cfg, model, streams["split"], progress=echo)
-            n_train = len(data.train[0])
-            check_memory(cfg, model, n_train)
-            echo(f"Range test of {cfg['name']}: up to {batches} batches of {cfg['training']['batch_size']}, "
-                 f"rate {start:g} to {end:g}, on {n_train} training samples")
-            trainer = Trainer(model, cfg, streams, math.ceil(n_train / cfg["training"]["batch_size"]),
-                              data.train_weights, augment.from_config(cfg, data.feature_shape))
-            test = _range_test(trainer, data.train, start, end, batches)
-        _write(folder, test)
-    except BaseException:
-        runs.abandon_run_dir(folder, made)  # nothing half-made stays
-        raise
+    with ending_signals_interrupt():  # SIGTERM and SIGHUP also leave no folder behind
+        try:
+            folder = runs.new_run_dir(runs_root, f"{cfg['name']}-lr-find", out, made)
+            with blas_threads(cfg["training"]["threads"]):
+                data = prepare_data(cfg, model, streams["split"], progress=echo)
+                n_train = len(data.train[0])
+                check_memory(cfg, model, n_train)
+                echo(f"Range test of {cfg['name']}: up to {batches} batches of {cfg['training']['batch_size']}, "
+                     f"rate {start:g} to {end:g}, on {n_train} training samples")
+                trainer = Trainer(model, cfg, streams, math.ceil(n_train / cfg["training"]["batch_size"]),
+                                  data.train_weights, augment.from_config(cfg, data.feature_shape))
+                test = _range_test(trainer, data.train, start, end, batches)
+            _write(folder, test)
+        except BaseException:
+            runs.abandon_run_dir(folder, made)  # nothing half-made stays
+            raise
     return LrFindResult(folder, test, batches)
 
 

@@ -9,7 +9,6 @@ file of millions of rows is predicted in flat memory.
 
 import contextlib
 import os
-import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import files
+from mlpcli.ending_signals import ending_signals_interrupt
 from mlpcli.errors import MlpError
 from mlpcli.predict_inputs import Notices, read_batches
 from mlpcli.predictor import Predictor
@@ -72,7 +72,7 @@ def predict(inputs, *, run_dir=None, model_path=None, checkpoint=None, top_k=3, 
     outcome = Outcome(task=predictor.task, out=Path(out) if out is not None else None)
     notices = Notices()
     seen, seen_paths = [], []
-    with _ending_signals_interrupt(), _prediction_file(predictor, out, overwrite) as written:
+    with ending_signals_interrupt(), _prediction_file(predictor, out, overwrite) as written:
         for batch in read_batches(predictor, inputs, chunk_rows=chunk_rows, image_steps=image_steps,
                                   notices=notices):
             outputs = predictor.outputs(batch.x, batch.sources)
@@ -102,27 +102,6 @@ def _check_not_an_input(out, inputs):
             if given.is_file() and os.path.samefile(out, given):
                 raise MlpError(f"--out {out}: is the input {given}; predictions are never written over "
                                "their inputs (--overwrite or not): choose another --out")
-
-
-@contextlib.contextmanager
-def _ending_signals_interrupt():
-    """SIGTERM and SIGHUP end a prediction as Ctrl-C does (KeyboardInterrupt, exit 130), so the
-    --out file being written is removed instead of left half-made under its temporary name, as
-    a process killed by them would leave it. A signal the caller ignores (nohup) stays ignored;
-    outside the main thread nothing changes (Python lets only it set handlers)."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {}
-    with contextlib.suppress(ValueError):
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                previous[sig] = signal.signal(sig, interrupt)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _prediction_file(predictor, out, overwrite):

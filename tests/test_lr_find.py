@@ -1,6 +1,11 @@
 """mlp lr-find: the learning-rate range test."""
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +16,7 @@ from mlpcli.cli import main
 from mlpcli.lr_find import rate_at, smooth, suggest
 
 SMALL = ["--set", "data.max_train_samples=4000"]
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run(args):
@@ -103,7 +109,8 @@ def test_config_training_is_bit_identical_before_and_after(tmp_path):
     (["--start", "0.1", "--end", "0.01"], "must be below --end"),
     (["--start", "0"], "above 0"),
     (["--end", "inf"], "finite"),
-    (["--batches", "4"], "at least 5"),
+    (["--batches", "4"], "give 5 to 100000"),
+    (["--batches", "100001"], "give 5 to 100000"),
 ])
 def test_bad_options_are_usage_errors(tmp_path, options, message):
     result = run(["lr-find", "configs/quick.yaml", *options, "--runs-root", str(tmp_path)])
@@ -131,3 +138,23 @@ def test_rate_schedule_and_suggestion_on_a_synthetic_curve():
     assert 10 ** -2.5 < found < 10 ** -1.5
     assert suggest(rates, np.linspace(1, 5, 61)) is None  # a loss that only rises has no descent
     assert suggest(rates[:2], smoothed[:2]) is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_the_test_ends_it_and_leaves_no_folder(tmp_path, sig):
+    """A real process stopped while it trains: exit 130, one line, no traceback, no folder."""
+    folder = tmp_path / "lrf"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlpcli", "lr-find", "configs/quick.yaml", "--set", "data.max_train_samples=2000",
+         "--start", "1e-7", "--end", "1e-6", "--batches", "100000", "--out", str(folder)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # training has begun once the test says what it does
+        if line.startswith("Range test of"):
+            break
+    assert process.poll() is None, process.stderr.read()
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "Interrupted" in err
+    assert not folder.exists()
