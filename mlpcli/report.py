@@ -209,9 +209,8 @@ def _sweep_page(folder, scratch):
                 html.Section("config", "Base config", _base_config(folder))]
     if result.plots.skipped:
         sections.append(html.Section("not-shown", "Not shown", html.bullet_list(result.plots.skipped, "note")))
-    finished = sum(1 for e in result.ranked if e.status == "ok")
     meta = [*_meta(folder, "sweep folder"),
-            f"{finished} of {len(result.ranked) + len(result.unranked)} trials ranked"]
+            f"{len(result.ranked)} of {len(result.ranked) + len(result.unranked)} trials ranked"]
     return html.page(f"Sweep {folder.resolve().name}", meta, sections)
 
 
