@@ -73,7 +73,7 @@ def report(target=None, *, out=None, overwrite=False, checkpoint=None, data=None
 
 def _meta(folder, what):
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    return [f"{what}: {runs.shown(folder.resolve())}", f"written {stamp} by mlp report (mlpcli {__version__})"]
+    return [f"{what}: {runs.shown(folder)}", f"written {stamp} by mlp report (mlpcli {__version__})"]
 
 
 def _figures(drawn: PlotReport):

@@ -30,7 +30,7 @@ tr.chosen td { background: #e8f4e8; font-weight: 600; }
 .verdict.calm { border-color: #2e8b57; background: #edf7f0; }
 .note { color: #566070; font-size: 13px; }
 figure { display: inline-block; margin: 6px 14px 12px 0; vertical-align: top; }
-figure img { max-width: 100%; width: 520px; border: 1px solid #e3e7ee; }
+figure img { max-width: 100%; width: 480px; border: 1px solid #e3e7ee; }
 figcaption { font-size: 12.5px; color: #566070; }
 pre { background: #f6f8fa; border: 1px solid #e3e7ee; padding: 10px; overflow-x: auto; font-size: 12.5px; }
 """

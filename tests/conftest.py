@@ -155,7 +155,7 @@ def headless_chromium(window_size):
 def save_screenshot(driver, path):
     """The browser's window as the PNG ``path`` (a README screenshot), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_suffix(".partial" + path.suffix)  # selenium wants a .png name
     assert driver.save_screenshot(str(partial))
     os.replace(partial, path)
 
