@@ -7,6 +7,7 @@ those ``mlp evaluate`` and ``mlp compare`` give for the same folder.
 """
 
 import base64
+import csv
 import io
 import shutil
 from html.parser import HTMLParser
@@ -16,9 +17,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mlpcli import compare, report, runs
+from mlpcli import compare, diagnostics, report, runs
 from mlpcli.cli import main
 from mlpcli.evaluate import evaluate
+from mlpcli.history import read_history
 
 # the elements mlpcli.report_html writes; anything else in a page came from the data
 PAGE_ELEMENTS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "p", "nav",
@@ -131,6 +133,39 @@ def test_the_newest_run_by_default_into_its_folder_never_over_a_file_without_ove
     replaced = run(run_copy, "--overwrite")
     assert replaced.exit_code == 0, replaced.output
     assert "mlp report" in "".join(self_contained(written).text)
+
+
+def overfitting_history(path):
+    """A history.csv whose validation loss falls, then rises clearly while training loss falls."""
+    loss = [1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    val_loss = [0.9, 0.7, 0.6, 0.75, 0.85, 0.95, 1.05, 1.15]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"])
+        for epoch, (a, b) in enumerate(zip(loss, val_loss), 1):
+            writer.writerow([epoch, a, 0.5 + epoch / 20, b, 0.6, 0.001])
+
+
+@pytest.mark.slow  # a full page each, about 12 s on 2 busy cores
+@pytest.mark.parametrize("history", ["seed-config plateau", "clear overfitting"])
+def test_the_diagnostics_show_each_verdict_with_the_numbers_it_rests_on(run_copy, history):
+    target = run_copy / runs.HISTORY_FILE
+    if history == "seed-config plateau":
+        shutil.copy(Path(__file__).parent / "data" / "mnist_seed42_history.csv", target)
+    else:
+        overfitting_history(target)
+    assert run(run_copy).exit_code == 0
+    page = self_contained(run_copy / runs.REPORT_FILE)
+    found = diagnostics.diagnose(read_history(target), runs.run_config(run_copy), diagnostics.saved_sizes(run_copy))
+    kind = "plateau" if history == "seed-config plateau" else "overfitting"
+    assert found[kind] and found["messages"]
+    for message in found["messages"]:
+        assert message in page.text
+    for key, value in found[kind].items():
+        if key != "hint":
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            assert page.row(key.replace("_", " "))[1] == shown
+    assert page.row("epochs")[1] == str(len(read_history(target)["epoch"]))
 
 
 def test_a_regression_runs_page_shows_its_scatter_plots_not_a_class_table(tmp_path):
