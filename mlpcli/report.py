@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlpcli import __version__, compare, diagnostics, runs, sweep_folder
 from mlpcli import report_html as html
-from mlpcli.errors import MlpError
+from mlpcli.errors import MlpError, printable
 from mlpcli.figures import PlotReport
 from mlpcli.files import atomic_path, check_new_file, exists_error, read_text
 from mlpcli.history import epoch_numbers, finite, has_values, read_history
@@ -104,7 +104,7 @@ def _run_page(folder, scratch, checkpoint, data, runs_root, notes):
     evaluation = evaluate(folder, checkpoint=checkpoint, data=data, runs_root=runs_root)
     notes += evaluation.warnings
     ev = evaluation.report
-    drawn, label = PlotReport(), folder.resolve().name
+    drawn, label = PlotReport(), printable(folder.resolve().name)  # drawn in figures: UTF-8 only
     try:
         cols = read_history(folder / runs.HISTORY_FILE)
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:

@@ -3,13 +3,16 @@
 The page needs nothing but itself: the style is inline, every figure is a PNG inlined as a
 ``data:image/png;base64,...`` URI, there is no script and no link to anything outside the
 page (its table of contents points at its own sections), so it reads the same opened from
-disk or sent by mail. Every piece of text goes through ``html.escape`` here, and only here:
-a class name or config value such as ``<script>`` shows as text.
+disk or sent by mail. Every piece of text goes through ``escape`` here, and only here: escaped
+(a class name or config value such as ``<script>`` shows as text), with the bytes of names
+that are not UTF-8 shown as \\xNN (the page is UTF-8).
 """
 
 import base64
 from dataclasses import dataclass
-from html import escape
+from html import escape as escape_html
+
+from mlpcli.errors import printable
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2430;
@@ -34,6 +37,10 @@ figure img { max-width: 100%; width: 480px; border: 1px solid #e3e7ee; }
 figcaption { font-size: 12.5px; color: #566070; }
 pre { background: #f6f8fa; border: 1px solid #e3e7ee; padding: 10px; overflow-x: auto; font-size: 12.5px; }
 """
+
+
+def escape(value):
+    return escape_html(printable(str(value)))
 
 
 @dataclass
@@ -73,15 +80,15 @@ def preformatted(text):
 
 def bullet_list(items, kind=None):
     css = ' class="note"' if kind == "note" else ""
-    return f"<ul{css}>" + "".join(f"<li>{escape(str(item))}</li>" for item in items) + "</ul>"
+    return f"<ul{css}>" + "".join(f"<li>{escape(item)}</li>" for item in items) + "</ul>"
 
 
 def table(header, rows, numeric=(), chosen=None):
     """A table of text cells; the columns in ``numeric`` align right; the row at index
     ``chosen`` is highlighted."""
     def cells(tag, row):
-        return "".join(f'<{tag} class="num">{escape(str(v))}</{tag}>' if i in numeric
-                       else f"<{tag}>{escape(str(v))}</{tag}>" for i, v in enumerate(row))
+        return "".join(f'<{tag} class="num">{escape(v)}</{tag}>' if i in numeric
+                       else f"<{tag}>{escape(v)}</{tag}>" for i, v in enumerate(row))
 
     head = f"<tr>{cells('th', header)}</tr>" if header else ""
     body = "".join(f'<tr{" class=chosen" if i == chosen else ""}>{cells("td", row)}</tr>'

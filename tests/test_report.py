@@ -9,6 +9,7 @@ those ``mlp evaluate`` and ``mlp compare`` give for the same folder.
 import base64
 import csv
 import io
+import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -183,14 +184,15 @@ def test_a_regression_runs_page_shows_its_scatter_plots_not_a_class_table(tmp_pa
 
 
 def test_hostile_class_names_and_paths_show_as_text(tmp_path):
-    """Class names and a data folder that are HTML: the page shows them, and runs none of it."""
+    """Class names and a data folder that are HTML: the page shows them, and runs none of it. The
+    run folder's name is not UTF-8: its bytes show as \\xNN."""
     data = tmp_path / '<b onmouseover="alert(2)">data'
     data.mkdir()
     for name in ("breast_cancer_train.csv", "breast_cancer_test.csv"):
         text = Path("configs/data", name).read_text()
         (data / name).write_text(text.replace(",benign\n", f",{HOSTILE[0]}\n")
                                  .replace(",malignant\n", f",{HOSTILE[1]}\n"))
-    folder = tmp_path / "hostile"
+    folder = tmp_path / os.fsdecode(b"hostile-\xff")
     trained = CliRunner().invoke(main, ["train", "configs/breast-cancer.yaml", "--run-dir", str(folder), "-q",
                                         "--no-plots", "--set", "training.epochs=1",
                                         "--set", f"data.path={data / 'breast_cancer_train.csv'}",
@@ -203,6 +205,7 @@ def test_hostile_class_names_and_paths_show_as_text(tmp_path):
         assert name not in text
         assert page.row(name)[0] == name  # in the per-class table, as text
     assert data.name in "".join(page.text)
+    assert "hostile-\\xff" in "".join(page.text)
 
 
 @pytest.fixture(scope="module")
