@@ -150,14 +150,15 @@ def plot_evaluations(run, cfg, folder, fmt, report, label):
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             report.skipped.append(f"{label}: {source.name} unreadable ({exc}); no evaluation plots")
             continue
-        plot_evaluation(ev, cfg, folder, fmt, report, label, source.name, cache)
+        plot_evaluation(ev, cfg, folder, fmt, report, label, source.name, run_models.evaluation_suffix(source),
+                        cache)
 
 
-def plot_evaluation(ev, cfg, folder, fmt, report, label, source, cache=None):
-    """The figures of one evaluation report ``ev`` (read from the file named ``source``, whose
-    suffix the figures' names take; ``cache`` keeps the test data loaded between reports)."""
+def plot_evaluation(ev, cfg, folder, fmt, report, label, source, suffix="", cache=None):
+    """The figures of one evaluation report ``ev`` (``source``: where it came from, for the
+    messages), named ``<figure><suffix>.<fmt>``; ``cache`` keeps the test data loaded between
+    reports."""
     cache = {} if cache is None else cache
-    suffix = run_models.evaluation_suffix(source)
     if not isinstance(ev, dict):
         report.skipped.append(f"{label}: {source} is not a JSON object; no evaluation plots")
         return

@@ -114,7 +114,7 @@ def _run_page(folder, scratch, checkpoint, data, runs_root, notes):
     sizes = diagnostics.saved_sizes(folder)
     if cols:
         plot_history(cols, cfg, scratch, FIGURE_FORMAT, drawn, label, sizes.get("validation"))
-    plot_evaluation(ev, cfg, scratch, FIGURE_FORMAT, drawn, label, evaluation.path.name)
+    plot_evaluation(ev, cfg, scratch, FIGURE_FORMAT, drawn, label, "the evaluation")
     images = _figures(drawn)
     summary = modelfile.load(Path(ev["model_file"])).model.summary()
     sections = [
@@ -198,8 +198,8 @@ def _sweep_page(folder, scratch):
     chosen = result.ranked.index(result.recommended) if result.recommended is not None else None
     said = compare.recommendation(result)
     ranking = [html.paragraph(compare.heading(result)), html.table(table.header, table.rows, table.numeric, chosen),
-               html.paragraph(said, "calm") if said else html.paragraph("No trial can be recommended: none "
-                                                                        "logged a finite score.", "verdict")]
+               html.paragraph(said, "calm") if said else html.paragraph("No trial can be recommended yet: none has "
+                                                                        "finished with a finite score.", "verdict")]
     ranking += [html.bullet_list(compare.notes_meaning(result), "note")] if compare.notes_meaning(result) else []
     curves = _figure_row(images, (("compare-accuracy", "validation accuracy by trial"),
                                   ("compare-loss", "validation loss by trial")))

@@ -97,7 +97,7 @@ def run_copy(tiny_run, tmp_path):
 def test_a_classifier_runs_page_has_every_section_and_mlp_evaluates_numbers(tiny_run, tmp_path):
     before = sorted(p.name for p in tiny_run.iterdir())
     out = tmp_path / "tiny.html"
-    result = run(tiny_run, "--out", out)
+    result = run(tiny_run, "--out", out, "--checkpoint", "last")
     assert result.exit_code == 0, result.output
     assert f"Wrote {out}" in result.output
     page = self_contained(out)
@@ -106,7 +106,8 @@ def test_a_classifier_runs_page_has_every_section_and_mlp_evaluates_numbers(tiny
     drawn = {figures[name] for name in ("accuracy", "loss", "learning_rate", "confusion_matrix", "misclassified",
                                         "roc", "precision_recall", "calibration")}
     assert set(page.images) == drawn
-    expected = evaluate(tiny_run).report
+    expected = evaluate(tiny_run, checkpoint="last").report
+    assert f"Model {expected['model_file']} on {expected['data']}" in "".join(page.text)
     assert page.row("accuracy")[1] == f"{expected['metrics']['accuracy']:.4f}"
     assert page.row("loss")[1] == f"{expected['loss']:.4f}"
     for entry, matrix_row in zip(expected["per_class"], expected["confusion_matrix"]):
