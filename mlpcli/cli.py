@@ -432,6 +432,44 @@ def sweep(config, grid, random_trials, ranges, overrides, workers, executor, sch
 
 
 @main.command()
+@click.argument("target", required=False, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the page here (default: report.html in the run or sweep folder).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report file.")
+@click.option("--checkpoint", default=None, metavar="model.h5|best|last|N",
+              help="Which of the run's models to evaluate (as in mlp evaluate).")
+@click.option("--data", default=None, metavar="DATASET|FILE",
+              help="Evaluate on mnist, fashion_mnist, or a .npz/.csv file or image folder instead of the run's "
+                   "test split (as in mlp evaluate).")
+@click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@clean_errors
+def report(target, out, overwrite, checkpoint, data, runs_root):
+    """Write one self-contained HTML page about a run or a sweep, to open or send.
+
+    TARGET (a run or a sweep folder) defaults to the newest. For a run: its
+    diagnostics and the numbers behind them, training curves, the evaluation
+    on its test split (metrics, per-class table, confusion matrix,
+    misclassified images, ROC and precision-recall curves, or regression
+    plots), model summary and config. For a sweep: its trials ranked as mlp
+    compare ranks them, the recommendation and the overlaid validation
+    curves. Everything is computed afresh; images are inline, nothing is
+    fetched from the network.
+
+    \b
+    Examples:
+      mlp report                                   # the newest run -> <run>/report.html
+      mlp report runs/mnist-batch-sweep-20261129-212900
+      mlp report runs/mnist-mlp-20261129-212900 --checkpoint best --out best.html
+    """
+    from mlpcli.report import report as run_report
+
+    written = run_report(target, out=out, overwrite=overwrite, checkpoint=checkpoint, data=data,
+                         runs_root=runs_root, note=_note)
+    _warn_all(written.notes)
+    echo(f"Wrote {written.path}")
+
+
+@main.command()
 @click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--monitor", default=None, metavar="NAME",
               help="Rank by this logged quantity (default: the runs' checkpoint.monitor, e.g. val_loss).")

@@ -229,10 +229,23 @@ def _table(header, rows, right):
     return lines
 
 
-def format_comparison(c):
-    """The ranked table, the recommendation and what the notes mean, as text."""
+@dataclass
+class Table:
+    """The ranked table as cells of text: ranked runs, then the unranked (their status in the
+    rank column); ``numeric``: the indices of the columns aligned right."""
+
+    header: list
+    rows: list
+    numeric: set
+
+
+def heading(c):
     direction = "higher" if c.higher else "lower"
-    lines = [f"Ranked by the best {c.monitor} over the epochs ({direction} is better)", ""]
+    return f"Ranked by the best {c.monitor} over the epochs ({direction} is better)"
+
+
+def ranked_table(c):
+    """The ``Table`` of a ``Comparison``, as ``mlp compare`` prints it."""
     shown = [_short_key(k, c.varied) for k in c.varied]
     header = ["rank", "run", *shown, "params", "best epoch", c.monitor]
     header += [f"{c.other} @best"] if c.other else []
@@ -251,19 +264,28 @@ def format_comparison(c):
                "", "", "", *([""] if c.other else []), "", why.splitlines()[0] if why else ""]
         rows.append(row)
     n = 2 + len(shown)
-    lines += _table(header, rows, right={0, *range(2, n + 4 + (1 if c.other else 0))})
-    if c.recommended is not None:
-        r, b = c.recommended, c.best
-        params = f"{r.params:,} parameters" if r.params is not None else "unknown parameters"
-        if r is b:
-            lines += ["", f"Recommended: {r.label} ({params}, {c.monitor} {r.score:.4f}): the best "
-                          f"score, and no run within {tolerance_text(c.higher, c.tolerance)} of it "
-                          "has fewer parameters"]
-        else:
-            lines += ["", f"Recommended: {r.label} ({params}, {c.monitor} {r.score:.4f}): the fewest "
-                          f"parameters within {tolerance_text(c.higher, c.tolerance)} of the best "
-                          f"({b.score:.4f}, {b.label})"]
+    return Table(header, rows, {0, *range(2, n + 4 + (1 if c.other else 0))})
+
+
+def recommendation(c):
+    """Which run is recommended and why, in one sentence (None when none is)."""
+    if c.recommended is None:
+        return None
+    r, b = c.recommended, c.best
+    params = f"{r.params:,} parameters" if r.params is not None else "unknown parameters"
+    if r is b:
+        return (f"Recommended: {r.label} ({params}, {c.monitor} {r.score:.4f}): the best "
+                f"score, and no run within {tolerance_text(c.higher, c.tolerance)} of it "
+                "has fewer parameters")
+    return (f"Recommended: {r.label} ({params}, {c.monitor} {r.score:.4f}): the fewest "
+            f"parameters within {tolerance_text(c.higher, c.tolerance)} of the best "
+            f"({b.score:.4f}, {b.label})")
+
+
+def notes_meaning(c):
+    """What each kind of note in the table means, one line per kind the table shows."""
     notes = {n.split(" from ")[0] for e in c.ranked for n in e.notes}
+    lines = []
     if "overfits" in notes:
         lines.append("overfits from epoch N: validation loss rose beyond its noise from epoch N on "
                      "while training loss kept falling; use early stopping or more regularization")
@@ -272,6 +294,16 @@ def format_comparison(c):
     if "train acc < val acc" in notes:
         lines.append("train acc < val acc (beyond sampling error): under-trained, or dropout/regularization/augmentation too strong "
                      "(dropout and augmentation are off when validation is measured)")
+    return lines
+
+
+def format_comparison(c):
+    """The ranked table, the recommendation and what the notes mean, as text."""
+    table = ranked_table(c)
+    lines = [heading(c), "", *_table(table.header, table.rows, table.numeric)]
+    said = recommendation(c)
+    lines += ["", said] if said else []
+    lines += notes_meaning(c)
     if c.plots is not None:
         lines += [""] + [f"wrote {p}" for p in c.plots.written]
     return "\n".join(lines)

@@ -52,7 +52,7 @@ from mlpcli.run_models import evaluation_suffix
 
 # the history helpers are part of this module's interface too
 __all__ = ["FORMATS", "PlotReport", "best_epoch", "evaluation_suffix", "monitored_column",
-           "plot_runs", "read_history"]
+           "plot_history", "plot_runs", "read_history"]
 
 # below this many epochs the curves get point markers (one epoch is a single point)
 MARKER_EPOCHS = 25
@@ -128,7 +128,9 @@ def _lr_plot(cols, epochs, path, fmt, report, label):
     figures.save(fig, path, fmt, report, label)
 
 
-def _plot_history(cols, cfg, folder, fmt, report, label, n_val=None):
+def plot_history(cols, cfg, folder, fmt, report, label, n_val=None):
+    """accuracy, loss and learning_rate figures of a history's columns into ``folder``; ``n_val``:
+    the validation samples, for the overfitting shade's rule."""
     if not cols or not any(cols.values()):
         report.skipped.append(f"{label}: history.csv has no epochs; no curves drawn")
         return
@@ -260,7 +262,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path | None = None, fmt: str = "png
             except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
                 report.skipped.append(f"{label}: history.csv unreadable ({exc}); no curves drawn")
             else:
-                _plot_history(cols, cfg, folder, fmt, report, label, saved_sizes(run).get("validation"))
+                plot_history(cols, cfg, folder, fmt, report, label, saved_sizes(run).get("validation"))
                 if cols and any(cols.values()):
                     histories.append((label, cols))
         plot_evaluations(run, cfg, folder, fmt, report, label)

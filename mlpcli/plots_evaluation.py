@@ -142,29 +142,37 @@ def _misclassified_plot(ev, cfg, path, fmt, report, label, source, cache):
 
 
 def plot_evaluations(run, cfg, folder, fmt, report, label):
+    """The figures of each of the run's evaluation reports (``run_models.evaluation_reports``)."""
     cache = {}
     for source in run_models.evaluation_reports(run):
-        suffix = run_models.evaluation_suffix(source)
         try:
             ev = runs.read_json(source)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             report.skipped.append(f"{label}: {source.name} unreadable ({exc}); no evaluation plots")
             continue
-        if not isinstance(ev, dict):
-            report.skipped.append(f"{label}: {source.name} is not a JSON object; no evaluation plots")
-            continue
-        if "confusion_matrix" in ev:
-            _confusion_plot(ev, folder / f"confusion_matrix{suffix}.{fmt}", fmt, report, label,
-                            source.name)
-            _misclassified_plot(ev, cfg, folder / f"misclassified{suffix}.{fmt}", fmt, report, label,
-                                source.name, cache)
-            figures_of = CLASSIFIER_FIGURES
-        elif isinstance(ev.get("curves"), dict) and "predicted_vs_true" in ev["curves"]:
-            figures_of = REGRESSION_FIGURES
-        else:
-            report.skipped.append(f"{label}: {source.name} has no confusion matrix and no predicted "
-                                  "values (a regression evaluation from before mlp evaluate kept "
-                                  "them? evaluate again); no evaluation plots")
-            continue
-        for name, draw in figures_of:
-            draw(ev, folder / f"{name}{suffix}.{fmt}", fmt, report, label, source.name)
+        plot_evaluation(ev, cfg, folder, fmt, report, label, source.name, run_models.evaluation_suffix(source),
+                        cache)
+
+
+def plot_evaluation(ev, cfg, folder, fmt, report, label, source, suffix="", cache=None):
+    """The figures of one evaluation report ``ev`` (``source``: where it came from, for the
+    messages), named ``<figure><suffix>.<fmt>``; ``cache`` keeps the test data loaded between
+    reports."""
+    cache = {} if cache is None else cache
+    if not isinstance(ev, dict):
+        report.skipped.append(f"{label}: {source} is not a JSON object; no evaluation plots")
+        return
+    if "confusion_matrix" in ev:
+        _confusion_plot(ev, folder / f"confusion_matrix{suffix}.{fmt}", fmt, report, label, source)
+        _misclassified_plot(ev, cfg, folder / f"misclassified{suffix}.{fmt}", fmt, report, label,
+                            source, cache)
+        figures_of = CLASSIFIER_FIGURES
+    elif isinstance(ev.get("curves"), dict) and "predicted_vs_true" in ev["curves"]:
+        figures_of = REGRESSION_FIGURES
+    else:
+        report.skipped.append(f"{label}: {source} has no confusion matrix and no predicted "
+                              "values (a regression evaluation from before mlp evaluate kept "
+                              "them? evaluate again); no evaluation plots")
+        return
+    for name, draw in figures_of:
+        draw(ev, folder / f"{name}{suffix}.{fmt}", fmt, report, label, source)

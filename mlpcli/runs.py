@@ -45,6 +45,7 @@ MODEL_SUFFIX = ".h5"  # of model.h5, the checkpoints and the saved states
 EVALUATION = "evaluation"  # evaluation[-<checkpoint>][-on-<data>].json, written by mlp evaluate
 RESUME_DIR = "resume"
 PLOTS_DIR = "plots"
+REPORT_FILE = "report.html"  # written by mlp report, into a run folder or a sweep folder
 
 
 class RunLock:

@@ -3,7 +3,8 @@
 ``<runs root>/<sweep name>-<YYYYmmdd-HHMMSS>/`` holds ``sweep.yaml`` (what was
 asked and every trial with its overrides), ``base-config.yaml`` (the config every
 trial starts from), ``results.csv`` (one row per trial) and a run folder
-``trial-NNN/`` per trial. ``mlp sweep`` writes them; ``mlp compare`` reads them.
+``trial-NNN/`` per trial. ``mlp sweep`` writes them; ``mlp compare`` reads them. (The
+HTML page ``mlp report`` writes into a sweep folder is named by ``mlpcli.runs``.)
 """
 
 import csv

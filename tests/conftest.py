@@ -7,6 +7,7 @@ reported as a failure naming what was missing, instead of a skip in a green run.
 
 import csv
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -118,6 +119,45 @@ def interrupt_and_resume(run_dir, settings, *extra, after_epoch=2):
     done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "--resume", str(run_dir), "--no-plots", "-q"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------ headless Chromium (page tests)
+
+BROWSER_PACKAGES = "chromium chromium-driver"
+
+
+def headless_chromium(window_size):
+    """A headless Chromium driven by Selenium (the caller quits it), with the browser console's
+    log kept (``driver.get_log("browser")``). A test module imports selenium with
+    ``pytest.importorskip`` before calling this; missing Debian packages are a skip naming them
+    (in CI a failure: .ci/run installs them, so the suite must not quietly drop out)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        reason = (f"no headless browser for the page test (chromium: {chromium}, chromedriver: {driver}); "
+                  f"install Debian's packages: apt-get install {BROWSER_PACKAGES}")
+        if in_ci():
+            pytest.fail(f"CI runs every optional suite (.ci/run installs them), but {reason}")
+        pytest.skip(reason)
+    options = Options()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 f"--window-size={window_size[0]},{window_size[1]}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+def save_screenshot(driver, path):
+    """The browser's window as the PNG ``path`` (a README screenshot), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial" + path.suffix)  # selenium wants a .png name
+    assert driver.save_screenshot(str(partial))
+    os.replace(partial, path)
 
 
 def numeric_grad(f, x, eps=1e-6, entries=None):

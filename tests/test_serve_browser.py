@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,24 +27,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import in_ci, quick_run
+from conftest import headless_chromium, quick_run, save_screenshot
 from PIL import Image
 
 from mlpcli.predict import predict
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-webdriver = pytest.importorskip("selenium.webdriver")
+pytest.importorskip("selenium.webdriver")
 # below the importorskip, so that a missing selenium is a skip (a failure in CI), not an error
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.actions import interaction
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.actions.pointer_input import PointerInput
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-BROWSER_PACKAGES = "chromium chromium-driver"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "serve-page.png"
 PAD = 280  # the canvas's side in CSS pixels (the contract)
 SERVER_START_S = 60
@@ -59,20 +55,6 @@ STROKES = {
     "0": [[(140, 40), (190, 70), (205, 140), (190, 210), (140, 240), (90, 210), (75, 140), (90, 70),
            (140, 40)]],
 }
-
-
-def _browser():
-    """Chromium's and ChromeDriver's paths; a skip naming the packages where they are missing
-    (in CI a failure: .ci/run installs them, so the suite must not quietly drop out)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if chromium and driver:
-        return chromium, driver
-    reason = (f"no headless browser for the page test (chromium: {chromium}, chromedriver: {driver}); "
-              f"install Debian's packages: apt-get install {BROWSER_PACKAGES}")
-    if in_ci():
-        pytest.fail(f"CI runs every optional suite (.ci/run installs them), but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +111,7 @@ def serving(run_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium, chromedriver = _browser()
-    options = Options()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=900,800"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    driver = headless_chromium((900, 800))
     driver.set_page_load_timeout(WAIT_S)
     yield driver
     driver.quit()
@@ -244,10 +219,7 @@ def test_a_digit_drawn_with_pointer_events_gets_mlp_predicts_answer(page, digit_
     assert shown == check_shown(page, digit_run, canvas_png(page, tmp_path / "drawn.png"))
     assert shown == digit, f"a clearly drawn {digit} was read as {shown}"
     if digit == "7" and os.environ.get("MLPCLI_SCREENSHOT") == "1":
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        partial = SCREENSHOT.with_name(SCREENSHOT.name + ".partial")
-        assert page.save_screenshot(str(partial))
-        os.replace(partial, SCREENSHOT)
+        save_screenshot(page, SCREENSHOT)
 
 
 def test_clear_blanks_the_pad(page):
