@@ -169,16 +169,23 @@ def _cross_validate(cfg, params, report, resume, overrides, runs_root, run_dir, 
     try:
         files.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
         runs.write_param_count(folder, params)
-        warning = runs.point_latest(runs_root, folder)
         report.line(f"Run folder: {folder} (cross-validation, {cfg['training']['folds']} folds)")
-        if warning:
-            report.warn(warning)
         summary = cross_validation.run_folds(cfg, folder, train_fold, report)
     except BaseException:
         if not fold_runs.fold_dir(folder, 1).exists():  # no fold started training: nothing to keep
             runs.abandon_run_dir(folder, made)
+            raise
+        _point_latest(runs_root, folder, report)
         raise
+    _point_latest(runs_root, folder, report)
     return TrainResult(folder, [], summary)
+
+
+def _point_latest(runs_root, folder, report):
+    """``latest`` moves to a cross-validation run once it is kept: after its folds, or when stopped."""
+    warning = runs.point_latest(runs_root, folder)
+    if warning:
+        report.warn(warning)
 
 
 def _guarded_setup(stop, run, outcome):
