@@ -273,10 +273,11 @@ def format_comparison(c):
     if c.tied:
         r = c.recommended
         params = f"{r.params:,} parameters" if r.params is not None else "unknown parameters"
-        lines += ["", f"Not distinguishable by these folds: {', '.join(f'{e.label} ({_score_text(e)})' for e in c.tied)}"
-                      " (their means differ from the best's by less than the standard error of the difference)",
-                  f"Recommended among them: {r.label} ({params}, {c.monitor} {_score_text(r)}): the fewest "
-                  "parameters; more folds or data may separate them"]
+        tied = ", ".join(f"{e.label} ({_score_text(e)})" for e in c.tied)
+        lines += ["", (f"Not distinguishable by these folds: {tied} (their means differ from the best's by less "
+                       "than the standard error of the difference)"),
+                  (f"Recommended among them: {r.label} ({params}, {c.monitor} {_score_text(r)}): the fewest "
+                   "parameters; more folds or data may separate them")]
     elif c.recommended is not None:
         r, b = c.recommended, c.best
         params = f"{r.params:,} parameters" if r.params is not None else "unknown parameters"

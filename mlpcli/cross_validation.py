@@ -12,7 +12,6 @@ its saved state and trains the rest.
 
 import shutil
 import signal
-import time
 
 from mlpcli import config as config_mod
 from mlpcli import files, fold_runs, runs
@@ -20,24 +19,24 @@ from mlpcli.errors import Interrupted, MlpError, NoSavedState
 from mlpcli.fit_loop import StopRequest
 
 
-def run_folds(cfg, folder, train_fold, report, overrides=(), resumed=False):
+def run_folds(cfg, folder, train_fold, report, overrides=()):
     """Train the folds of the cross-validation run ``folder`` (its config.yaml is ``cfg``) not
     finished yet, then write and print the summary; return it.
 
     ``train_fold(config_path, overrides, run_dir=..., resume=...)`` is ``mlp train``'s own
-    entry point; ``overrides`` (of ``--resume RUN --set ...``) go to the folds it continues."""
+    entry point; ``overrides`` (of ``--resume RUN --set ...``, already in ``cfg``) go to the folds it
+    continues, the finished ones too (as ``--resume`` of a finished run with more epochs trains on)."""
     k = cfg["training"]["folds"]
-    started = time.perf_counter()
     with runs.RunLock(folder), StopRequest(training=True) as stop:
         files.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
         for fold in range(1, k + 1):
             where = fold_runs.fold_dir(folder, fold)
-            if runs.finished(where):
+            if runs.finished(where) and not overrides:  # overrides such as more epochs continue it
                 report.line(f"Fold {fold}/{k}: {where} finished; kept")
                 continue
             report.line(f"Fold {fold}/{k}: {where}")
             try:
-                _train_one(folder, fold, where, train_fold, overrides if resumed else ())
+                _train_one(folder, fold, where, train_fold, overrides)
             except Interrupted as exc:
                 what = str(exc).split("\n")[0]
                 raise Interrupted(f"fold {fold} of {k}: {what}\nResume the cross-validation with: "
@@ -46,7 +45,7 @@ def run_folds(cfg, folder, train_fold, report, overrides=(), resumed=False):
                 raise Interrupted(f"{signal.Signals(stop.signum).name} after fold {fold} of {k}\nResume the "
                                   f"cross-validation with: mlp train --resume {folder}", stop.signum)
         per_fold = [_fold_results(folder, fold) for fold in range(1, k + 1)]
-        summary = fold_runs.summarize(per_fold, time.perf_counter() - started)
+        summary = fold_runs.summarize(per_fold)
         fold_runs.write_summary(folder, summary)
     report.line(f"Cross-validation over {k} folds: {folder / fold_runs.SUMMARY_FILE}")
     for text in fold_runs.summary_lines(summary):
@@ -75,11 +74,11 @@ def _fold_results(folder, fold):
     try:
         results = runs.read_json(path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise MlpError(f"{runs.shown(path)}: cannot be read ({exc}); train the fold again with: "
-                       f"mlp train --resume {folder}") from None
+        raise MlpError(f"{runs.shown(path)}: cannot be read ({exc}); move the fold's folder away to train it "
+                       f"again with: mlp train --resume {folder}") from None
     if not isinstance(results, dict):
         raise MlpError(f"{runs.shown(path)}: is not the results of a run")
     kept = {"fold": fold, "run": fold_runs.fold_dir(folder, fold).name}
-    kept.update({key: results.get(key) for key in ("best_epoch", "monitor", "best_value", "epochs_run")})
+    kept.update({key: results.get(key) for key in ("best_epoch", "monitor", "best_value", "epochs_run", "seconds")})
     kept.update({group: results[group] for group in fold_runs.METRIC_GROUPS if isinstance(results.get(group), dict)})
     return kept

@@ -40,10 +40,11 @@ def finished(folder):
     return (Path(folder) / SUMMARY_FILE).is_file()
 
 
-def summarize(per_fold, seconds):
+def summarize(per_fold):
     """The summary of the folds' results (each ``{"fold", "best_epoch", "monitor", "best_value",
     "final": {...}, "test": {...}}``, as read from its results.json): those and, for the best
-    value and each metric, their mean and standard deviation over the folds (numpy's, ddof 0)."""
+    value and each metric, their mean and standard deviation over the folds (numpy's, ddof 0), and
+    the seconds the folds took in all."""
     def spread(values):
         finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         if len(finite) < len(values):
@@ -58,6 +59,7 @@ def summarize(per_fold, seconds):
             pairs = {k: spread([f[group][k] for f in per_fold]) for k in names}
             mean[group] = {k: m for k, (m, _) in pairs.items()}
             std[group] = {k: s for k, (_, s) in pairs.items()}
+    seconds = sum(f["seconds"] for f in per_fold if isinstance(f.get("seconds"), (int, float)))
     return {"folds": len(per_fold), "monitor": per_fold[0].get("monitor"), "seconds": round(seconds, 3),
             "mean": mean, "std": std, "per_fold": per_fold}
 

@@ -162,7 +162,7 @@ def _cross_validate(cfg, params, report, resume, overrides, runs_root, run_dir, 
               echo=echo)
 
     if resume:
-        summary = cross_validation.run_folds(cfg, resume, train_fold, report, overrides, resumed=True)
+        summary = cross_validation.run_folds(cfg, resume, train_fold, report, overrides)
         return TrainResult(resume, [], summary)
     made = []
     folder = runs.new_run_dir(runs_root, cfg["name"], run_dir, made)

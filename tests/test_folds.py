@@ -87,8 +87,7 @@ def test_fold_runs_validate_on_the_folds_of_train_plus_validation_and_keep_the_t
         assert np.array_equal(fold.test[0].raw, plain.test[0].raw) and np.array_equal(fold.test[1], plain.test[1])
     validated = np.concatenate([f.val[0].raw for f in held_out]).reshape(300, -1)
     # the three validation folds are the 300 rows, each once
-    key = lambda rows: sorted(map(bytes, rows))  # noqa: E731
-    assert key(validated) == key(all_rows)
+    assert sorted(map(bytes, validated)) == sorted(map(bytes, all_rows))
     assert np.array_equal(data(folds=3, fold=2).val[1], held_out[1].val[1])  # the same seed, the same fold
 
 
@@ -150,13 +149,13 @@ def test_an_interrupted_folds_run_resumes_without_training_finished_folds_again(
         time.sleep(0.01)
     kept = (run / "fold-1" / "results.json").stat().st_mtime_ns, (run / "fold-1" / "model.h5").read_bytes()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"Resume the cross-validation with: mlp train --resume {run}" in err
     assert not (run / "cross_validation.json").exists()
 
     done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "--resume", str(run), "--no-plots"],
-                          capture_output=True, text=True, timeout=300, env=env())
+                          check=False, capture_output=True, text=True, timeout=300, env=env())
     assert done.returncode == 0, done.stderr
     assert f"{run / 'fold-1'} finished; kept" in done.stdout
     assert ((run / "fold-1" / "results.json").stat().st_mtime_ns, (run / "fold-1" / "model.h5").read_bytes()) == kept
@@ -233,3 +232,16 @@ def test_compare_picks_confidently_when_the_folds_separate_the_runs(tmp_path):
     text = format_comparison(c)
     assert "Not distinguishable" not in text
     assert "Recommended: good (900 parameters, val_loss 0.3000 ± 0.0082): the best score" in text
+
+
+def test_resume_with_more_epochs_continues_every_fold(tmp_path):
+    run = tmp_path / "cv"
+    assert invoke(["train", "configs/quick.yaml", "--run-dir", run, "--folds", "2", *QUICK,
+                   "--set", "training.epochs=1"]).exit_code == 0
+    again = invoke(["train", "--resume", run, "--no-plots", "--set", "training.epochs=2"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads((run / "cross_validation.json").read_text())
+    assert [f["epochs_run"] for f in summary["per_fold"]] == [2, 2]
+    assert summary["seconds"] == pytest.approx(sum(f["seconds"] for f in summary["per_fold"]))
+    kept = invoke(["train", "--resume", run, "--no-plots"])  # nothing to do: every fold is kept
+    assert kept.exit_code == 0 and kept.output.count("finished; kept") == 2
