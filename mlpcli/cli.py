@@ -81,8 +81,12 @@ def main():
 @click.option("--processes", type=click.IntRange(min=1), default=None,
               help="Processes that share each batch (same as --set training.processes=N; "
                    "Linux on x86-64, at most the cores).")
+@click.option("--folds", type=click.IntRange(min=2), default=None, metavar="K",
+              help="K-fold cross-validation: one run per fold in RUN/fold-1..K, scored as mean ± std "
+                   "(same as --set training.folds=K).")
 @clean_errors
-def train(config, resume, overrides, run_dir, runs_root, init_from, dry_run, quiet, no_plots, threads, processes):
+def train(config, resume, overrides, run_dir, runs_root, init_from, dry_run, quiet, no_plots, threads, processes,
+          folds):
     """Train the model described by CONFIG (a YAML file) into a new run folder.
 
     Ctrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and
@@ -95,6 +99,7 @@ def train(config, resume, overrides, run_dir, runs_root, init_from, dry_run, qui
       mlp train configs/mnist.yaml --dry-run
       mlp train configs/mnist.yaml --processes 1
       mlp train configs/mnist.yaml --init-from runs/latest
+      mlp train configs/mnist.yaml --folds 5
       mlp train --resume runs/mnist-mlp-20261129-212900
       mlp train --resume runs/mnist-mlp-20261129-212900 --set training.epochs=30
     """
@@ -104,6 +109,8 @@ def train(config, resume, overrides, run_dir, runs_root, init_from, dry_run, qui
         overrides = (*overrides, f"training.threads={threads}")
     if processes is not None:
         overrides = (*overrides, f"training.processes={processes}")
+    if folds is not None:
+        overrides = (*overrides, f"training.folds={folds}")
     run_train(config, overrides, resume=resume, runs_root=runs_root, run_dir=run_dir,
               dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=echo, init_from=init_from)
 
@@ -402,9 +409,11 @@ def plot(run_dirs, out_dir, fmt, runs_root):
               help="Folder in which the sweep folder is made.")
 @click.option("--no-plots", is_flag=True, help="Skip each trial's plots/ (the comparison plot is still drawn).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--folds", type=click.IntRange(min=2), default=None, metavar="K",
+              help="Cross-validate every trial over K folds; rank by the mean (same as --set training.folds=K).")
 @clean_errors
 def sweep(config, grid, random_trials, ranges, overrides, workers, executor, scheduler, resume,
-          runs_root, no_plots, quiet):
+          runs_root, no_plots, quiet, folds):
     """Train CONFIG once per trial over a grid or random ranges of config keys; rank the trials.
 
     Each trial is a run folder runs/<sweep>-<timestamp>/trial-NNN/; the sweep
@@ -426,6 +435,8 @@ def sweep(config, grid, random_trials, ranges, overrides, workers, executor, sch
     """
     from mlpcli.sweep import sweep as run_sweep
 
+    if folds is not None:
+        overrides = (*overrides, f"training.folds={folds}")
     run_sweep(config, grid, random_trials, ranges, overrides, workers=workers, executor=executor,
               scheduler=scheduler, resume=resume, runs_root=runs_root, plots=not no_plots,
               quiet=quiet, echo=echo, note=_note)

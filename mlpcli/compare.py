@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlpcli import ranking, runs, sweep_folder
+from mlpcli import fold_runs, ranking, runs, sweep_folder
 from mlpcli.errors import MlpError, printable
 from mlpcli.ranking import tolerance_text
 from mlpcli.runs import resolve_run_dir
@@ -40,6 +40,8 @@ class Entry:
     score: float | None = None  # best value of the monitor over the epochs
     best_epoch: int | None = None
     other: float | None = None  # the other validation quantity at the best epoch
+    folds: list | None = None  # a cross-validation run's fold histories (``runs.RunRecord.folds``)
+    spread: tuple | None = None  # (standard deviation of score over the folds, folds)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Comparison:
     varied: list = field(default_factory=list)  # sweep keys shown as columns
     best: Entry | None = None
     recommended: Entry | None = None
+    tied: list = field(default_factory=list)  # cross-validation runs not told apart from the best
     plots: object = None  # a PlotReport, or None when not drawn
 
 
@@ -65,19 +68,20 @@ def read_run(folder, label=None):
     folder = Path(folder)
     record = runs.read_record(folder)
     entry = Entry(label or folder.resolve().name, folder, cfg=record.cfg, history=record.history,
-                  params=record.params)
+                  params=record.params, folds=record.folds)
     if record.history is None:
         entry.status, entry.error = "failed", record.error
         return entry
     try:
-        results = runs.read_json(folder / runs.RESULTS_FILE)
+        results = runs.read_json(folder / (fold_runs.SUMMARY_FILE if record.folds else runs.RESULTS_FILE))
     except (OSError, UnicodeDecodeError, ValueError):
         results = {}
     seconds = results.get("seconds") if isinstance(results, dict) else None
     if not isinstance(seconds, (int, float)):
         seconds = sum(s for s in entry.history.get("seconds", []) if math.isfinite(s)) or None
     entry.seconds = seconds
-    entry.notes = diagnose(entry.history, entry.cfg, saved_sizes(folder))["notes"]
+    if not record.folds:  # the diagnostics judge one run's curves, not a mean over folds
+        entry.notes = diagnose(entry.history, entry.cfg, saved_sizes(folder))["notes"]
     return entry
 
 
@@ -189,7 +193,13 @@ def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=
     prefix = "val_" if monitor.startswith("val_") else ""
     other = f"{prefix}loss" if base != "loss" else f"{prefix}accuracy"
     for e, score, position in order.ranked:
-        e.score, e.best_epoch = score, ranking.best_epoch_at(e.history, position)
+        e.score = score
+        if position is None:  # a cross-validation run: each fold's best epoch
+            e.spread = order.spread_of(e)
+            e.best_epoch = "/".join(str(ranking.best_epoch_at(h, ranking.best_of(h, monitor, order.higher)[1]))
+                                    for h in e.folds)
+            continue
+        e.best_epoch = ranking.best_epoch_at(e.history, position)
         column = e.history.get(other)
         if column and position < len(column) and math.isfinite(column[position]):
             e.other = column[position]
@@ -200,7 +210,7 @@ def compare(paths, monitor=None, tolerance=None, out_dir=None, fmt="png", plots=
         varied += [k for k in e.values if k not in varied]
     result = Comparison(monitor, order.higher, order.tolerance, ranked, unranked, varied=varied,
                         other=other if any(e.other is not None for e in ranked) else None,
-                        best=order.best, recommended=order.recommended)
+                        best=order.best, recommended=order.recommended, tied=order.tied)
     if plots:
         if out_dir is None:
             first = Path(paths[0])
@@ -239,9 +249,18 @@ class Table:
     numeric: set
 
 
+def _score_text(e):
+    """A run's score as shown: ``0.1234``, or for a cross-validation run ``0.1234 ± 0.0056``."""
+    return f"{e.score:.4f}" + (f" ± {e.spread[0]:.4f}" if e.spread else "")
+
+
 def heading(c):
+    """What the ranking is by, one line (two with cross-validation runs)."""
     direction = "higher" if c.higher else "lower"
-    return f"Ranked by the best {c.monitor} over the epochs ({direction} is better)"
+    lines = [f"Ranked by the best {c.monitor} over the epochs ({direction} is better)"]
+    if any(e.spread for e in c.ranked):
+        lines.append("cross-validation runs: the mean over their folds of each fold's best ± its standard deviation")
+    return lines
 
 
 def ranked_table(c):
@@ -253,7 +272,7 @@ def ranked_table(c):
     rows = []
     for rank, e in enumerate(c.ranked, 1):
         row = [rank, e.label, *(_show(e.values[k]) if k in e.values else "" for k in c.varied),
-               f"{e.params:,}" if e.params is not None else "?", e.best_epoch, f"{e.score:.4f}"]
+               f"{e.params:,}" if e.params is not None else "?", e.best_epoch, _score_text(e)]
         row += [f"{e.other:.4f}" if e.other is not None else ""] if c.other else []
         notes = list(e.notes) + (["<- recommended"] if e is c.recommended else [])
         row += [f"{e.seconds:.1f}" if e.seconds is not None else "", "; ".join(notes)]
@@ -268,18 +287,24 @@ def ranked_table(c):
 
 
 def recommendation(c):
-    """Which run is recommended and why, in one sentence (None when none is)."""
-    if c.recommended is None:
-        return None
+    """Which run is recommended and why, as lines (none when no run is)."""
     r, b = c.recommended, c.best
+    if r is None:
+        return []
     params = f"{r.params:,} parameters" if r.params is not None else "unknown parameters"
+    if c.tied:
+        tied = ", ".join(f"{e.label} ({_score_text(e)})" for e in c.tied)
+        return [(f"Not distinguishable by these folds: {tied} (their means differ from the best's by less "
+                 "than the standard error of the difference)"),
+                (f"Recommended among them: {r.label} ({params}, {c.monitor} {_score_text(r)}): the fewest "
+                 "parameters; more folds or data may separate them")]
     if r is b:
-        return (f"Recommended: {r.label} ({params}, {c.monitor} {r.score:.4f}): the best "
+        return [f"Recommended: {r.label} ({params}, {c.monitor} {_score_text(r)}): the best "
                 f"score, and no run within {tolerance_text(c.higher, c.tolerance)} of it "
-                "has fewer parameters")
-    return (f"Recommended: {r.label} ({params}, {c.monitor} {r.score:.4f}): the fewest "
+                "has fewer parameters"]
+    return [f"Recommended: {r.label} ({params}, {c.monitor} {_score_text(r)}): the fewest "
             f"parameters within {tolerance_text(c.higher, c.tolerance)} of the best "
-            f"({b.score:.4f}, {b.label})")
+            f"({b.score:.4f}, {b.label})"]
 
 
 def notes_meaning(c):
@@ -300,9 +325,9 @@ def notes_meaning(c):
 def format_comparison(c):
     """The ranked table, the recommendation and what the notes mean, as text."""
     table = ranked_table(c)
-    lines = [heading(c), "", *_table(table.header, table.rows, table.numeric)]
+    lines = [*heading(c), "", *_table(table.header, table.rows, table.numeric)]
     said = recommendation(c)
-    lines += ["", said] if said else []
+    lines += ["", *said] if said else []
     lines += notes_meaning(c)
     if c.plots is not None:
         lines += [""] + [f"wrote {p}" for p in c.plots.written]

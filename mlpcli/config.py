@@ -46,7 +46,7 @@ SECTION_DEFAULTS = {
              "categorical": [], "missing": None, "weight_column": None},
     "model": {"name": "sequential", "input_shape": None, "layers": None},
     "training": {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None, "processes": 1,
-                 "class_weight": None},
+                 "class_weight": None, "folds": None, "fold": None},
     "checkpoint": {"enabled": True, "filename": "model-{epoch:02d}.h5", "monitor": "val_loss",
                    "mode": "auto", "save_best_only": False},
     "early_stopping": {"monitor": "val_loss", "patience": 5, "min_delta": 0.0, "mode": "auto",
@@ -62,6 +62,8 @@ NUMBER_KEYS = {
     "data.max_train_samples": integer(1, nullable=True), "data.max_test_samples": integer(1, nullable=True),
     "training.epochs": integer(1), "training.batch_size": integer(1),
     "training.threads": integer(1, MAX_THREADS, nullable=True), "training.processes": integer(1),
+    # K-fold cross-validation (mlpcli.cross_validation): K, and which fold a fold's run trains
+    "training.folds": integer(2, nullable=True), "training.fold": integer(1, nullable=True),
     "early_stopping.patience": integer(0), "early_stopping.min_delta": number(0),
 }
 PATH_KEYS = ("path", "test_path", "validation_path")
@@ -198,6 +200,18 @@ def _check_class_weight(check, value, task):
                     f"weight}}, got {_show(value)}")
 
 
+def _check_fold(check, training):
+    """training.fold names one of the training.folds folds (the one a fold's run validates on)."""
+    folds, fold = training["folds"], training["fold"]
+    if fold is None:
+        return
+    if not isinstance(folds, int) or isinstance(folds, bool):
+        check.error("training.fold", f"got {_show(fold)}, but is for a run of cross-validation; set "
+                                     "training.folds (K) too")
+    elif isinstance(fold, int) and not isinstance(fold, bool) and not 1 <= fold <= folds:
+        check.error("training.fold", f"must be between 1 and training.folds ({folds}), got {fold}")
+
+
 def _check_loss_fits(check, cfg, outputs):
     """The loss can compare the model's outputs with the task's targets: the classic
     mismatches of a cross-entropy and the output layer are refused with the fix."""
@@ -304,6 +318,7 @@ def resolve(raw):
         check.error("training.processes", f"got {training['processes']}, but optimizer.{clipping[0]} needs the "
                     "whole gradient, which no one process has; use processes: 1 (or clipvalue)")
     check.boolean("training.shuffle", training["shuffle"])
+    _check_fold(check, training)
     _check_class_weight(check, training["class_weight"], cfg["task"])
 
     ckpt = cfg["checkpoint"] = check.mapping("checkpoint", cfg["checkpoint"],
@@ -370,8 +385,10 @@ def monitor_names(cfg, with_validation=True):
 
 
 def has_validation(cfg):
+    """Whether a run of ``cfg`` has validation data (cross-validation always has: a fold)."""
     data = cfg["data"]
-    return bool(data["validation_split"]) or bool(data["validation_path"]) or data["dataset"] == "npz"
+    return (bool(cfg["training"]["folds"]) or bool(data["validation_split"]) or bool(data["validation_path"])
+            or data["dataset"] == "npz")
 
 
 def _check_monitors(check, cfg, with_validation):

@@ -197,9 +197,12 @@ def _sweep_page(folder, scratch):
     table = compare.ranked_table(result)
     chosen = result.ranked.index(result.recommended) if result.recommended is not None else None
     said = compare.recommendation(result)
-    ranking = [html.paragraph(compare.heading(result)), html.table(table.header, table.rows, table.numeric, chosen),
-               html.paragraph(said, "calm") if said else html.paragraph("No trial can be recommended yet: none has "
-                                                                        "finished with a finite score.", "verdict")]
+    ranking = [*map(html.paragraph, compare.heading(result)),
+               html.table(table.header, table.rows, table.numeric, chosen),
+               *(html.paragraph(line, "calm") for line in said)]
+    if not said:
+        ranking.append(html.paragraph("No trial can be recommended yet: none has finished with a finite score.",
+                                      "verdict"))
     ranking += [html.bullet_list(compare.notes_meaning(result), "note")] if compare.notes_meaning(result) else []
     curves = _figure_row(images, (("compare-accuracy", "validation accuracy by trial"),
                                   ("compare-loss", "validation loss by trial")))

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlpcli import files, ranking, sweep_folder
+from mlpcli import files, fold_runs, ranking, sweep_folder
 from mlpcli.errors import (
     ConfigError,
     FileSystemError,
@@ -256,6 +256,7 @@ def model_folder(path=None, runs_root="runs", note=None):
         run = folder.parent.parent if folder.parent.name == CHECKPOINTS_DIR else folder.parent
         return run if (run / CONFIG_FILE).is_file() else None
     if not sweep_folder.is_sweep(folder):
+        _refuse_folds_run(folder)
         return folder
     choice = recommended_trial(folder)
     trial = choice.recommended
@@ -263,7 +264,23 @@ def model_folder(path=None, runs_root="runs", note=None):
         params = f"{trial.params:,} params" if trial.params is not None else "parameter count unknown"
         note(f"Sweep {shown(folder)}: using its recommended trial {trial.path.name} (best {choice.monitor} "
              f"{choice.score_of(trial):.4f}, {params}); give {shown(folder)}/trial-NNN for another")
+    _refuse_folds_run(trial.path)
     return trial.path
+
+
+def _refuse_folds_run(folder):
+    """A cross-validation run has one model per fold and none of its own: which one to use is the
+    user's choice, so a command that needs a model is told the folds rather than given one."""
+    from mlpcli.config_yaml import read_yaml
+
+    try:
+        cfg = read_yaml(Path(folder) / CONFIG_FILE)
+    except ConfigError:
+        return
+    if fold_runs.folds_of(cfg):
+        raise MlpError(f"{shown(folder)}: is a cross-validation run of {fold_runs.folds_of(cfg)} folds, with "
+                       f"one model per fold and none of its own; give one fold's run folder, e.g. "
+                       f"{shown(fold_runs.fold_dir(folder, 1))}{fold_runs.best_fold_note(folder, cfg)}")
 
 
 def recommended_trial(sweep):
@@ -294,6 +311,7 @@ class RunRecord:
     history: dict | None  # {column: [values per epoch]}; None when history.csv cannot be read
     params: int | None
     error: str | None = None  # why history.csv could not be read
+    folds: list | None = None  # a cross-validation run's fold histories (its history: their mean)
 
 
 def read_record(folder):
@@ -306,6 +324,8 @@ def read_record(folder):
         cfg = read_yaml(folder / CONFIG_FILE)
     except ConfigError:
         cfg = {}
+    if fold_runs.folds_of(cfg):
+        return _folds_record(folder, cfg, fold_runs.folds_of(cfg))
     try:
         history = read_history(folder / HISTORY_FILE)
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
@@ -314,10 +334,21 @@ def read_record(folder):
     return RunRecord(folder, cfg, history, param_count(folder))
 
 
+def _folds_record(folder, cfg, k):
+    """The ``RunRecord`` of a cross-validation run: its folds' histories, and their mean over the
+    epochs every fold ran as its history (for the curves compare draws)."""
+    folds = [read_record(fold_runs.fold_dir(folder, fold)) for fold in range(1, k + 1)]
+    broken = next((f for f in folds if f.history is None), None)
+    if broken is not None:
+        return RunRecord(folder, cfg, None, None, f"{broken.path.name}: {broken.error}")
+    histories = [f.history for f in folds]
+    return RunRecord(folder, cfg, fold_runs.mean_history(histories), param_count(folder), folds=histories)
+
+
 def finished(run_dir):
     """Whether a folder holds a finished run (train writes results.json last but for the
-    diagnostics and plots)."""
-    return (Path(run_dir) / RESULTS_FILE).is_file()
+    diagnostics and plots; a cross-validation run, its summary after all its folds)."""
+    return (Path(run_dir) / RESULTS_FILE).is_file() or fold_runs.finished(run_dir)
 
 
 def read_json(path):

@@ -92,8 +92,9 @@ class Progress:
         values = show_values(trial.overrides)
         if row.get("status") == "ok":
             best = row.get("best_value")
-            best = f"{row.get('monitor')} {best:.4f} (epoch {row.get('best_epoch')})" \
-                if isinstance(best, (int, float)) else "no monitored value"
+            spread = f" ± {row['best_value_std']:.4f} over {row.get('folds')} folds" \
+                if isinstance(row.get("best_value_std"), (int, float)) else f" (epoch {row.get('best_epoch')})"
+            best = f"{row.get('monitor')} {best:.4f}{spread}" if isinstance(best, (int, float)) else "no monitored value"
             params = f"{row['params']:,} params" if isinstance(row.get("params"), int) else ""
             text = f"{trial.name} ok  {values}  {best}  {params}  {row.get('seconds', 0):.1f}s"
         else:

@@ -23,6 +23,8 @@ SWEEP_FILE = "sweep.yaml"
 RESULTS_FILE = "results.csv"
 BASE_CONFIG = "base-config.yaml"
 SUMMARY_COLUMNS = ("params", "best_epoch", "monitor", "best_value")
+# of cross-validation trials (training.folds), after those: best_value is then the folds' mean
+FOLD_COLUMNS = ("best_value_std", "folds")
 TRIAL_NAME = re.compile(r"^trial-[0-9]{3,}$")
 
 
@@ -120,7 +122,8 @@ def write_results(folder, trials, rows):
     finals = []
     for row in rows.values():
         finals += [k for k in row if k.startswith("final_") and k not in finals]
-    columns = ["trial", "status", *varied, *SUMMARY_COLUMNS, *finals, "seconds", "error"]
+    folds = [k for k in FOLD_COLUMNS if any(k in row for row in rows.values())]
+    columns = ["trial", "status", *varied, *SUMMARY_COLUMNS, *folds, *finals, "seconds", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()

@@ -29,7 +29,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlpcli import runs
+from mlpcli import fold_runs, runs
 from mlpcli.errors import Interrupted, MlpError, NoSavedState
 from mlpcli.files import TMP_PREFIX, atomic_path
 from mlpcli.machine import usable_cores
@@ -59,6 +59,8 @@ def _with_threads(sets, threads):
 def summary_row(folder):
     """What results.csv keeps of a finished run: params, best epoch and value, final metrics."""
 
+    if fold_runs.finished(folder):
+        return _folds_row(folder)
     path = Path(folder) / runs.RESULTS_FILE
     try:
         results = runs.read_json(path)
@@ -71,6 +73,21 @@ def summary_row(folder):
            "seconds": results.get("seconds")}
     final = results.get("final") if isinstance(results.get("final"), dict) else {}
     row.update({f"final_{k}": v for k, v in final.items() if k != "lr"})
+    return row
+
+
+def _folds_row(folder):
+    """A cross-validation trial's row: its best value is the mean over the folds, with their
+    standard deviation and count; its final metrics, their means."""
+    path = Path(folder) / fold_runs.SUMMARY_FILE
+    try:
+        summary = runs.read_json(path)
+        mean, std = summary["mean"], summary["std"]
+        row = {"params": runs.param_count(folder), "monitor": summary["monitor"], "best_value": mean["best_value"],
+               "best_value_std": std["best_value"], "folds": summary["folds"], "seconds": summary["seconds"]}
+        row.update({f"final_{k}": v for k, v in (mean.get("final") or {}).items() if k != "lr"})
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise MlpError(f"{path}: cannot be read as a cross-validation summary ({exc})") from None
     return row
 
 
@@ -97,6 +114,8 @@ def resumable(run_dir):
     """Whether an interrupted trial's folder holds a saved state to continue from."""
     from mlpcli.run_models import resume_states
 
+    if (Path(run_dir) / runs.CONFIG_FILE).is_file() and fold_runs.fold_dir(run_dir, 1).is_dir():
+        return True  # a cross-validation trial: its finished folds are kept
     return (Path(run_dir) / runs.CONFIG_FILE).is_file() and bool(resume_states(run_dir))
 
 

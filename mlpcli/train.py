@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlpcli import config as config_mod
-from mlpcli import files, pipeline, runs, sweep_folder
+from mlpcli import cross_validation, files, fold_runs, pipeline, runs, sweep_folder
 from mlpcli.callbacks import (
     Checkpoints,
     Diagnostics,
@@ -132,6 +132,9 @@ def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_
         echo(summary)
         return TrainResult(None, [], {})
 
+    if fold_runs.folds_of(cfg):
+        return _cross_validate(cfg, model.count_params(), report, resume, overrides, runs_root, run_dir,
+                               plots, echo)
     with blas_threads(cfg["training"]["threads"]), StopRequest() as stop:
         if resume:
             return _guarded_setup(stop, lambda: _train(cfg, model, streams, summary, report, resume, stop,
@@ -150,6 +153,39 @@ def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_
             if not stop.training:  # nothing half-made stays behind
                 runs.abandon_run_dir(folder, made)
             raise
+
+
+def _cross_validate(cfg, params, report, resume, overrides, runs_root, run_dir, plots, echo):
+    """A cross-validation run (``mlpcli.cross_validation``): a new one, or ``resume``'s folds."""
+    def train_fold(config_path, fold_overrides, run_dir=None, resume=None):
+        train(config_path, fold_overrides, resume=resume, run_dir=run_dir, quiet=report.quiet, plots=plots,
+              echo=echo)
+
+    if resume:
+        summary = cross_validation.run_folds(cfg, resume, train_fold, report, overrides)
+        return TrainResult(resume, [], summary)
+    made = []
+    folder = runs.new_run_dir(runs_root, cfg["name"], run_dir, made)
+    try:
+        files.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
+        runs.write_param_count(folder, params)
+        report.line(f"Run folder: {folder} (cross-validation, {cfg['training']['folds']} folds)")
+        summary = cross_validation.run_folds(cfg, folder, train_fold, report)
+    except BaseException:
+        if not fold_runs.fold_dir(folder, 1).exists():  # no fold started training: nothing to keep
+            runs.abandon_run_dir(folder, made)
+            raise
+        _point_latest(runs_root, folder, report)
+        raise
+    _point_latest(runs_root, folder, report)
+    return TrainResult(folder, [], summary)
+
+
+def _point_latest(runs_root, folder, report):
+    """``latest`` moves to a cross-validation run once it is kept: after its folds, or when stopped."""
+    warning = runs.point_latest(runs_root, folder)
+    if warning:
+        report.warn(warning)
 
 
 def _guarded_setup(stop, run, outcome):

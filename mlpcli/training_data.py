@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlpcli import config as config_mod
-from mlpcli.data import load_dataset, stratified_split
+from mlpcli.data import kfold_split, load_dataset, stratified_split
 from mlpcli.data.features import Features
 from mlpcli.errors import DataError
 
@@ -81,7 +81,9 @@ def _class_index(key, class_names, n_classes):
 
 def _split(cfg, data, rng):
     """Training arrays (features, targets, sample weights or None) and validation ones:
-    explicit validation data, or a stratified split."""
+    explicit validation data, or a stratified split, or one fold of cross-validation."""
+    if cfg["training"]["folds"]:
+        return _fold(cfg["training"], data, rng)
     if data.x_val is not None:
         return data.x_train, data.y_train, data.w_train, data.x_val, data.y_val
     fraction = cfg["data"]["validation_split"]
@@ -91,6 +93,38 @@ def _split(cfg, data, rng):
     w_train = None if data.w_train is None else data.w_train[train_idx]
     return (data.x_train[train_idx], data.y_train[train_idx], w_train, data.x_train[val_idx],
             data.y_train[val_idx])
+
+
+def fold_indices(training, y, rng):
+    """(training indices, validation indices) of fold ``training.fold`` of ``training.folds``
+    over the samples labelled ``y``; a ConfigError when there are too few for that many folds."""
+    folds = training["folds"]
+    try:
+        parts = kfold_split(y, folds, rng)
+    except ValueError as exc:
+        raise config_mod.ConfigError(f"training.folds: got {folds}, but {exc}; allowed: 2 to "
+                                     f"{_most_folds(y)}") from None
+    held_out = training["fold"] - 1
+    return np.sort(np.concatenate([p for i, p in enumerate(parts) if i != held_out])), parts[held_out]
+
+
+def _most_folds(y):
+    return int(np.unique(y, return_counts=True)[1].min()) if np.asarray(y).dtype.kind in "biu" else len(y)
+
+
+def _fold(training, data, rng):
+    """Cross-validation folds the training data and the validation data together (what the run would
+    otherwise train and validate on; the test data stays out) and holds out fold ``training.fold``."""
+    x, y, weights = data.x_train, data.y_train, data.w_train
+    if data.x_val is not None:
+        x, y = np.concatenate([x, data.x_val]), np.concatenate([y, data.y_val])
+        if weights is not None:  # the data gives weights for training rows only: the validation rows weigh 1
+            weights = np.concatenate([weights, np.ones(len(data.y_val), np.float32)])
+    if training["fold"] is None:
+        raise config_mod.ConfigError("training.fold: a run of one fold needs it (mlp train sets it for each fold)")
+    train_idx, val_idx = fold_indices(training, y, rng)
+    return (x[train_idx], y[train_idx], None if weights is None else weights[train_idx], x[val_idx],
+            y[val_idx])
 
 
 def _weights(class_weight, labels, given, class_names, model):

@@ -39,7 +39,7 @@ def test_defaults_are_filled(tmp_path):
     assert dense["bias_initializer"] == {"type": "zeros", "seed": None}
     assert dense["use_bias"] is True
     assert cfg["training"] == {"epochs": 20, "batch_size": 128, "shuffle": True, "threads": None,
-                               "processes": 1, "class_weight": None}
+                               "processes": 1, "class_weight": None, "folds": None, "fold": None}
     assert cfg["metrics"] == [{"type": "accuracy"}]
     assert cfg["early_stopping"] is None
 

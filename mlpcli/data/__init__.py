@@ -15,7 +15,7 @@ from mlpcli.data.features import preprocessing_arrays, scale_into
 from mlpcli.data.image_folder import load_image_folder
 from mlpcli.data.npz import load_npz
 from mlpcli.data.raw import RawData
-from mlpcli.data.split import stratified_split
+from mlpcli.data.split import kfold_split, stratified_split
 from mlpcli.data.table_encoding import TableEncoding, TableSettings
 from mlpcli.data.tabular import load_csv
 from mlpcli.errors import ConfigError, DataError
@@ -29,6 +29,7 @@ __all__ = [
     "Dataset",
     "apply_preprocessing",
     "fit_preprocessing",
+    "kfold_split",
     "load_dataset",
     "load_raw",
     "stratified_split",

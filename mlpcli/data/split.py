@@ -53,3 +53,31 @@ def _split_classes(y, fraction, rng):
             f"sample(s) each; raise validation_split or give validation data, or check that "
             f"the labels are class indices")
     return rng.permutation(np.concatenate(train_parts)), rng.permutation(np.concatenate(val_parts))
+
+
+def kfold_split(y: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split sample indices into ``k`` disjoint folds that cover them all (int64, sorted).
+
+    y: int (n,) class labels -> stratified: each class's members, shuffled, are dealt to the
+    folds in turn, carrying on from where the previous class stopped, so every fold holds
+    each class's count / k within one sample and the folds' sizes differ by at most one;
+    other targets -> a plain shuffled split. The same ``rng`` state gives the same folds.
+    A ``k`` above the smallest class's count (or, for other targets, above n) is a
+    ``ValueError`` naming that count, for the caller to say which key asked for it.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind in "biu":
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) and k > counts.min():
+            raise ValueError(f"the smallest class ({classes[counts.argmin()]}) has {counts.min()} sample(s), "
+                             f"and stratified folds need one of each class in every fold")
+        by_class = np.argsort(y, kind="stable")
+        ends = np.cumsum(counts)
+        order = np.concatenate([rng.permutation(by_class[start:end])
+                                for start, end in zip((ends - counts).tolist(), ends.tolist())] or [by_class])
+    else:
+        if k > len(y):
+            raise ValueError(f"there are {len(y)} training samples, and every fold needs one")
+        order = rng.permutation(len(y))
+    position = np.arange(len(order)) % k
+    return [np.sort(order[position == i]).astype(np.int64) for i in range(k)]
