@@ -53,8 +53,9 @@ def warmup_epochs(epochs):
 
 def make_pruner(optuna, kind, epochs):
     if kind == "median":
+        # steps are epochs, from 1: Optuna prunes from step n_warmup_steps on
         return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS,
-                                           n_warmup_steps=warmup_epochs(epochs))
+                                           n_warmup_steps=warmup_epochs(epochs) + 1)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs),
                                               reduction_factor=HYPERBAND_REDUCTION)
