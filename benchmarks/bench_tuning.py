@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mlpcli.sweep import sweep  # noqa: E402
+from mlpcli.sweep import sweep
 
 GRID = ["optimizer.learning_rate=0.0001,0.001,0.01,0.1", "model.layers[0].units=16,48,128"]
 RANGES = ["optimizer.learning_rate=1e-4:1e-1:log", "model.layers[0].units=16:128"]

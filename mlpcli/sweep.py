@@ -32,13 +32,40 @@ import yaml
 from mlpcli import runs
 from mlpcli.config_yaml import safe_load
 from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError, printable
-from mlpcli.sweep_folder import (BASE_CONFIG, RESULTS_FILE, SWEEP_FILE, load_sweep_file, read_folder_yaml,
-                                 read_results, write_results, write_sweep_files, write_sweep_spec)
 from mlpcli.machine import usable_cores
-from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, trial_name, trial_sets
-from mlpcli.sweep_trials import (DONE, Trial, TrialList, dask_client, failed_row, finished_row, import_dask,
-                                 remove_trial_folder, resumable, run_dask)
+from mlpcli.sweep_folder import (
+    BASE_CONFIG,
+    RESULTS_FILE,
+    SWEEP_FILE,
+    load_sweep_file,
+    read_folder_yaml,
+    read_results,
+    write_results,
+    write_sweep_files,
+    write_sweep_spec,
+)
+from mlpcli.sweep_spec import (
+    EXECUTORS,
+    SweepPlan,
+    plan_sweep,
+    show_values,
+    trial_name,
+    trial_sets,
+)
+from mlpcli.sweep_trials import (
+    DONE,
+    Trial,
+    TrialList,
+    dask_client,
+    failed_row,
+    finished_row,
+    import_dask,
+    remove_trial_folder,
+    resumable,
+    run_dask,
+)
 from mlpcli.sweep_workers import run_local
+
 
 def _settle(folder, trials, rows):
     """Make ``rows`` say what the trial folders hold: ``ok`` exactly when the trial's folder holds

@@ -25,7 +25,15 @@ import math
 
 from mlpcli.errors import MlpError
 from mlpcli.ranking import best_of
-from mlpcli.sweep_pruning import COMPLETE, FAIL, PRUNED, PRUNERS, PruningPlan, Told, import_optuna
+from mlpcli.sweep_pruning import (
+    COMPLETE,
+    FAIL,
+    PRUNED,
+    PRUNERS,
+    PruningPlan,
+    Told,
+    import_optuna,
+)
 
 DEFAULT_AHEAD = 4
 STARTUP_TRIALS = 5

@@ -139,7 +139,7 @@ def test_resume_after_ctrl_c_proposes_what_an_uninterrupted_sweep_did(pruning_sw
         assert time.time() < deadline
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     folder = sweep_dir(tmp_path)
     assert len(proposed(folder)) < 8 and "Traceback" not in err
@@ -156,7 +156,7 @@ def test_without_optuna_a_tpe_sweep_says_how_to_install_it(tmp_path):
     code = ("import sys; sys.modules['optuna'] = None; from mlpcli.cli import main; "
             "main(['sweep', 'configs/quick.yaml', '--search', 'tpe', '--trials', '2', "
             f"'--range', 'optimizer.learning_rate=1e-4:1e-2', '--runs-root', {str(tmp_path)!r}])")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
@@ -167,7 +167,7 @@ def test_without_optuna_a_tpe_sweep_says_how_to_install_it(tmp_path):
 def test_training_and_other_sweeps_do_not_import_optuna():
     code = ("import sys; import mlpcli.cli, mlpcli.train, mlpcli.sweep, mlpcli.compare; "
             "print('optuna' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
 
