@@ -394,7 +394,17 @@ def plot(run_dirs, out_dir, fmt, runs_root):
 @click.option("--random", "random_trials", type=click.IntRange(min=1), default=None, metavar="N",
               help="Run N trials with values drawn from the --range options.")
 @click.option("--range", "ranges", multiple=True, metavar="KEY=LO:HI[:log]",
-              help="A range for --random (repeatable); ':log' draws log-uniformly.")
+              help="A range for --random or --search (repeatable); ':log' draws log-uniformly.")
+@click.option("--search", type=click.Choice(["random", "tpe"]), default=None,
+              help="How --trials N trials pick their values in the --range ranges: random draws (as "
+                   "--random N), or tpe: Optuna's TPE, each trial from the results before it "
+                   "(--grid lists are then its choices). Needs: pip install 'mlpcli[optuna]'.")
+@click.option("--trials", "n_trials", type=click.IntRange(min=1), default=None, metavar="N",
+              help="How many trials --search runs.")
+@click.option("--prune", type=click.Choice(["median", "hyperband", "none"]), default=None,
+              help="With --search tpe: stop a poor trial after an epoch (default median).")
+@click.option("--seed", type=int, default=None,
+              help="The seed of --random or --search (default: the sweep: section's seed, else 0).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Fix a config key for every trial, as in mlp train (repeatable).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -412,14 +422,19 @@ def plot(run_dirs, out_dir, fmt, runs_root):
 @click.option("--folds", type=click.IntRange(min=2), default=None, metavar="K",
               help="Cross-validate every trial over K folds; rank by the mean (same as --set training.folds=K).")
 @clean_errors
-def sweep(config, grid, random_trials, ranges, overrides, workers, executor, scheduler, resume,
-          runs_root, no_plots, quiet, folds):
+def sweep(config, grid, random_trials, ranges, search, n_trials, prune, seed, overrides, workers, executor,
+          scheduler, resume, runs_root, no_plots, quiet, folds):
     """Train CONFIG once per trial over a grid or random ranges of config keys; rank the trials.
 
     Each trial is a run folder runs/<sweep>-<timestamp>/trial-NNN/; the sweep
     folder also holds sweep.yaml, results.csv and compare-*.png. A failed
     trial is recorded and the sweep goes on. Keys are those of --set; a
     sweep: section in CONFIG can say the same.
+
+    --search tpe proposes each trial with Optuna from the trials before it,
+    to the best value of checkpoint.monitor (val_loss by default), and stops a
+    poor trial after an epoch (--prune): its row in results.csv says pruned
+    and pruned_epoch. The same command proposes the same trials.
 
     Ctrl-C (or SIGTERM) starts no further trial and stops those under way
     after their batch, saving their state; --resume continues them and runs
@@ -430,6 +445,7 @@ def sweep(config, grid, random_trials, ranges, overrides, workers, executor, sch
       mlp sweep configs/mnist-batch-sweep.yaml --workers 2
       mlp sweep configs/mnist.yaml --grid training.batch_size=64,128,256 --set training.epochs=5
       mlp sweep configs/mnist.yaml --random 8 --range optimizer.learning_rate=1e-4:1e-2:log
+      mlp sweep configs/mnist.yaml --search tpe --trials 20 --range optimizer.learning_rate=1e-4:1e-2:log --range 'model.layers[0].units=32:256'
       mlp sweep configs/mnist.yaml --grid 'model.layers[2].rate=0.1,0.3,0.5' --executor dask --scheduler tcp://host:8786
       mlp sweep --resume runs/mnist-batch-sweep-20261129-212900
     """
@@ -437,7 +453,8 @@ def sweep(config, grid, random_trials, ranges, overrides, workers, executor, sch
 
     if folds is not None:
         overrides = (*overrides, f"training.folds={folds}")
-    run_sweep(config, grid, random_trials, ranges, overrides, workers=workers, executor=executor,
+    run_sweep(config, grid, random_trials, ranges, overrides, search=search, trials=n_trials, prune=prune,
+              seed=seed, workers=workers, executor=executor,
               scheduler=scheduler, resume=resume, runs_root=runs_root, plots=not no_plots,
               quiet=quiet, echo=echo, note=_note)
 

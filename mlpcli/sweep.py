@@ -14,8 +14,9 @@ makes ``<runs root>/<sweep name>-<YYYYmmdd-HHMMSS>/`` holding
 
 points ``<runs root>/latest`` at it (so commands given no run folder, or the sweep folder,
 use its recommended trial: ``runs.model_folder``), runs the trials
-(``mlpcli.sweep_workers`` locally, ``mlpcli.sweep_trials`` on Dask) and ranks them
-(``mlpcli.compare``). ``sweep(resume=SWEEP_DIR)`` runs
+(``mlpcli.sweep_workers`` locally, ``mlpcli.sweep_trials`` on Dask; a TPE search's
+trials are proposed as they can start, by ``mlpcli.sweep_tpe``, and sweep.yaml grows with
+them) and ranks them (``mlpcli.compare``). ``sweep(resume=SWEEP_DIR)`` runs
 again only the trials whose folder does not hold a finished run, continuing
 those with a saved state.
 """
@@ -31,20 +32,47 @@ import yaml
 from mlpcli import runs
 from mlpcli.config_yaml import safe_load
 from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError, printable
-from mlpcli.sweep_folder import (BASE_CONFIG, RESULTS_FILE, load_sweep_file, read_folder_yaml, read_results,
-                                 write_results, write_sweep_files)
 from mlpcli.machine import usable_cores
-from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, trial_sets
-from mlpcli.sweep_trials import (Trial, dask_client, finished_row, import_dask, remove_trial_folder,
-                                 resumable, run_dask)
+from mlpcli.sweep_folder import (
+    BASE_CONFIG,
+    RESULTS_FILE,
+    SWEEP_FILE,
+    load_sweep_file,
+    read_folder_yaml,
+    read_results,
+    write_results,
+    write_sweep_files,
+    write_sweep_spec,
+)
+from mlpcli.sweep_spec import (
+    EXECUTORS,
+    SweepPlan,
+    plan_sweep,
+    show_values,
+    trial_name,
+    trial_sets,
+)
+from mlpcli.sweep_trials import (
+    DONE,
+    Trial,
+    TrialList,
+    dask_client,
+    failed_row,
+    finished_row,
+    import_dask,
+    remove_trial_folder,
+    resumable,
+    run_dask,
+)
 from mlpcli.sweep_workers import run_local
+
 
 def _settle(folder, trials, rows):
     """Make ``rows`` say what the trial folders hold: ``ok`` exactly when the trial's folder holds
     a finished run (so a trial that finished after its sweep was killed counts, and is not
     trained again). Returns ``rows``."""
     for t in trials:
-        ok = rows.get(t.name, {}).get("status") == "ok"
+        ok = rows.get(t.name, {}).get("status") in DONE
         if runs.finished(folder / t.name) and not ok:
             rows[t.name] = finished_row(t.name, folder / t.name)
         elif ok and not runs.finished(folder / t.name):
@@ -52,9 +80,10 @@ def _settle(folder, trials, rows):
     return rows
 
 
-def _record(folder, trials, rows):
+def _record(folder, spec, trials, rows):
     """Write results.csv as the rows and the trial folders say (only the sweep's lock holder calls this)."""
-    write_results(folder, trials, _settle(folder, trials, rows))
+    pruning = (spec.get("tpe") or {}).get("prune", "none") != "none"
+    write_results(folder, trials, _settle(folder, trials, rows), pruning)
 
 
 def _trials_of(spec):
@@ -90,13 +119,14 @@ class Progress:
     def finished(self, trial, row):
         self.done += 1
         values = show_values(trial.overrides)
-        if row.get("status") == "ok":
+        if row.get("status") in DONE:
             best = row.get("best_value")
             spread = f" ± {row['best_value_std']:.4f} over {row.get('folds')} folds" \
                 if isinstance(row.get("best_value_std"), (int, float)) else f" (epoch {row.get('best_epoch')})"
             best = f"{row.get('monitor')} {best:.4f}{spread}" if isinstance(best, (int, float)) else "no monitored value"
             params = f"{row['params']:,} params" if isinstance(row.get("params"), int) else ""
-            text = f"{trial.name} ok  {values}  {best}  {params}  {row.get('seconds', 0):.1f}s"
+            status = "ok" if row["status"] == "ok" else f"pruned after epoch {row.get('pruned_epoch')}"
+            text = f"{trial.name} {status}  {values}  {best}  {params}  {row.get('seconds', 0):.1f}s"
         else:
             text = f"{trial.name} {str(row.get('status')).upper()}  {values}  {row.get('error')}"
         self.line(f"[{self.done}/{self.total}] {text}")
@@ -136,9 +166,10 @@ def _prevalidate(base, trials):
     return errors
 
 
-def _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers, scheduler, client,
+def _run(folder, spec, base, base_text, trials, todo, invalid, rows, executor, workers, scheduler, client,
          plots, progress, stop):
-    """Run the ``todo`` trials, keeping results.csv up to date; return (rows, seconds).
+    """Run the ``todo`` trials (and a TPE search's trials not proposed yet), keeping results.csv
+    and sweep.yaml up to date; return (rows, seconds).
 
     A trial stopped by Ctrl-C or SIGTERM, or whose sweep was killed, continues from its saved
     state when it runs locally (a Dask task trains in a fresh folder on its worker, so there it
@@ -163,36 +194,58 @@ def _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers
         how = f"Dask scheduler {scheduler}" if scheduler else f"a Dask LocalCluster of {workers} worker(s)"
     progress.line(f"Sweep folder: {folder}")
     continuing = f" ({len(resume)} continuing where interrupted)" if resume else ""
-    progress.line(f"{len(todo)} of {len(trials)} trial(s) to run on {how}{continuing}")
+    search = spec.get("tpe")
+    total = search["trials"] if search else len(trials)
+    progress.line(f"{len(todo) + total - len(trials)} of {total} trial(s) to run on {how}{continuing}")
 
     def on_done(trial, row):
         rows[trial.name] = row
-        _record(folder, trials, rows)
+        _record(folder, spec, trials, rows)
         progress.finished(trial, row)
+
+    def add(overrides):
+        """A TPE proposal: recorded in sweep.yaml; its Trial, or None when its config is invalid."""
+        entry = {"name": trial_name(len(trials) + 1, total), "overrides": overrides}
+        spec["trials"].append(entry)
+        write_sweep_spec(folder, spec)
+        (trial,) = _trials_of({"trials": [entry]})
+        trials.append(trial)
+        error = _prevalidate(base, [trial]).get(trial.name)
+        if error is not None:
+            on_done(trial, failed_row(trial, error))
+            return None
+        runnable.append(trial)
+        return trial
 
     for t in todo:
         if t.name in invalid:
-            on_done(t, {"trial": t.name, "status": "failed",
-                        "error": str(invalid[t.name]).replace("\n", " | ")})
-    _record(folder, trials, rows)
+            on_done(t, failed_row(t, invalid[t.name]))
+    _record(folder, spec, trials, rows)
+    if search is None:
+        feed = TrialList(runnable)
+    else:
+        from mlpcli.sweep_tpe import TpeFeed
+
+        feed = TpeFeed(search, folder, trials, rows, list(runnable), add)
     started = time.perf_counter()
     try:
-        if runnable and executor == "local":
-            run_local(folder / BASE_CONFIG, runnable, folder, workers, plots, on_done, auto_threads,
+        if feed.more() and executor == "local":
+            run_local(folder / BASE_CONFIG, feed, folder, workers, plots, on_done, auto_threads,
                       resume, stop)
-        elif runnable:
-            run_dask(client, base_text, runnable, folder, plots, on_done, auto_threads, stop)
+        elif feed.more():
+            run_dask(client, base_text, feed, folder, plots, on_done, auto_threads, stop)
     finally:
         progress.close()
     if stop():
-        _record(folder, trials, rows)
-        left = sum(1 for t in trials if rows.get(t.name, {}).get("status") != "ok")
+        _record(folder, spec, trials, rows)
+        left = total - sum(1 for t in trials if rows.get(t.name, {}).get("status") in DONE)
         raise Interrupted(f"{signal.Signals(stop.signum).name}: the sweep stopped with {left} trial(s) "
                           f"unfinished\nResume with: mlp sweep --resume {folder}", stop.signum)
     wall = time.perf_counter() - started
-    progress.line(f"Wrote {folder / RESULTS_FILE}: "
-                  f"{sum(1 for t in trials if rows.get(t.name, {}).get('status') == 'ok')} of "
-                  f"{len(trials)} trial(s) ok, {len(runnable)} run in {wall:.1f}s")
+    statuses = [rows.get(t.name, {}).get("status") for t in trials]
+    pruned = f" ({statuses.count('pruned')} of them pruned)" if "pruned" in statuses else ""
+    progress.line(f"Wrote {folder / RESULTS_FILE}: {sum(s in DONE for s in statuses)} of "
+                  f"{len(trials)} trial(s) ok{pruned}, {len(runnable)} run in {wall:.1f}s")
     return rows, wall
 
 
@@ -214,21 +267,29 @@ def _new_sweep_folder(runs_root, spec, base_text, stack, stop):
     return folder
 
 
-def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=(), *, workers=None,
-          executor=None, scheduler=None, resume=None, runs_root="runs", plots=True, quiet=False,
-          echo=print, note=None):
+def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=(), *, search=None,
+          trials=None, prune=None, seed=None, workers=None, executor=None, scheduler=None, resume=None,
+          runs_root="runs", plots=True, quiet=False, echo=print, note=None):
     """Run a sweep (or the unfinished trials of ``resume``); return the ``Comparison``.
+    ``search`` "random" or "tpe" runs ``trials`` trials (``prune``: a TPE search's pruner;
+    ``seed``: the search's seed, else the sweep: section's, else 0; see ``plan_sweep``).
     ``note`` is told where a link to the sweep folder led (see ``runs.resolve_run_dir``).
 
     The sweep folder is locked while this runs (a second ``--resume`` is refused); every file
     of a sweep folder to resume is read and checked before anything in it changes.
     """
     if resume is not None:
-        if config_path is not None or grid or random_trials or ranges or overrides:
+        if config_path is not None or grid or random_trials or ranges or overrides or search or trials \
+                or prune or seed is not None:
             raise MlpError("--resume SWEEP_DIR runs the trials recorded in its sweep.yaml; give no "
-                           "CONFIG, --grid, --random, --range or --set with it")
+                           "CONFIG, --grid, --random, --range, --search, --trials, --prune, --seed or "
+                           "--set with it")
         folder = runs.resolve_run_dir(resume, note=note)  # once: a link that moves cannot redirect it
         spec = load_sweep_file(folder)
+        if spec.get("tpe") is not None:
+            from mlpcli.sweep_tpe import checked_search
+
+            checked_search(spec, folder / SWEEP_FILE)
         base = read_folder_yaml(folder / BASE_CONFIG)
         read_results(folder)  # a damaged results.csv is refused here, before anything changes
         executor = executor or spec.get("executor") or "local"
@@ -241,17 +302,24 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
     else:
         if config_path is None:
             raise MlpError("give a CONFIG file to sweep over, or --resume SWEEP_DIR")
-        plan: SweepPlan = plan_sweep(config_path, grid, random_trials, ranges, overrides)
+        plan: SweepPlan = plan_sweep(config_path, grid, random_trials, ranges, overrides, search=search,
+                                     trials=trials, prune=prune, seed=seed)
         executor = executor or plan.executor or "local"
         workers = workers or plan.workers or 1
         scheduler = scheduler or plan.scheduler
         _check_executor(executor, scheduler)
         spec = plan.to_spec(executor, workers, scheduler, plots)
+        if plan.tpe:
+            from mlpcli.sweep_tpe import start
+
+            spec["tpe"], first = start(plan.tpe, workers)
+            spec["trials"] = [{"name": trial_name(i, plan.tpe["trials"]), "overrides": o}
+                              for i, o in enumerate(first, 1)]
         base_text = plan.base_text
         base = safe_load(base_text)
-    trials = _trials_of(spec)
-    invalid = _prevalidate(base, trials)
-    if len(invalid) == len(trials):  # not one trial could run (on --resume: a damaged base config)
+    proposed = _trials_of(spec)
+    invalid = _prevalidate(base, proposed)
+    if len(invalid) == len(proposed):  # not one trial could run (on --resume: a damaged base config)
         where = f"{folder / BASE_CONFIG}: " if resume is not None else ""
         problems = []
         for exc in invalid.values():
@@ -267,11 +335,11 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
         if resume is not None:
             stack.enter_context(runs.RunLock(folder, "mlp sweep", "sweep"))
             # read again under the lock: the sweep that held it may have written it since
-            rows = _settle(folder, trials, {r["trial"]: r for r in read_results(folder)})
-        todo = [t for t in trials if rows.get(t.name, {}).get("status") != "ok"]
-        runnable = [t for t in todo if t.name not in invalid]
+            rows = _settle(folder, proposed, {r["trial"]: r for r in read_results(folder)})
+        todo = [t for t in proposed if rows.get(t.name, {}).get("status") not in DONE]
+        to_propose = spec["tpe"]["trials"] - len(proposed) if spec.get("tpe") else 0
         client = stack.enter_context(dask_client(scheduler, workers)) \
-            if executor == "dask" and runnable else None
+            if executor == "dask" and (any(t.name not in invalid for t in todo) or to_propose) else None
         if resume is None:
             folder = _new_sweep_folder(runs_root, spec, base_text, stack, stop)
             # from here a signal stops the trials but keeps the folder, so `latest` may name it,
@@ -279,11 +347,10 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
             warning = runs.point_latest(runs_root, folder)
             if warning:
                 print(printable(warning), file=sys.stderr)
-        rows, wall = _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers,
-                          scheduler, client, plots, Progress(len(todo), quiet, echo), stop)
-        ok = sum(1 for t in trials if rows.get(t.name, {}).get("status") == "ok")
-        if not ok:
-            raise TrainingError(f"none of the {len(trials)} trial(s) finished; the errors are in "
+        rows, wall = _run(folder, spec, base, base_text, proposed, todo, invalid, rows, executor, workers,
+                          scheduler, client, plots, Progress(len(todo) + to_propose, quiet, echo), stop)
+        if not any(rows.get(t.name, {}).get("status") in DONE for t in proposed):
+            raise TrainingError(f"none of the {len(proposed)} trial(s) finished; the errors are in "
                                 f"{folder / RESULTS_FILE}")
         from mlpcli.compare import compare, format_comparison
 

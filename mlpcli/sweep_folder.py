@@ -25,6 +25,8 @@ BASE_CONFIG = "base-config.yaml"
 SUMMARY_COLUMNS = ("params", "best_epoch", "monitor", "best_value")
 # of cross-validation trials (training.folds), after those: best_value is then the folds' mean
 FOLD_COLUMNS = ("best_value_std", "folds")
+# a pruned trial's last epoch: the key in its results.json, and a pruning sweep's results.csv column
+PRUNED_EPOCH = "pruned_epoch"
 TRIAL_NAME = re.compile(r"^trial-[0-9]{3,}$")
 
 
@@ -38,8 +40,13 @@ def read_folder_yaml(path):
 
 def write_sweep_files(folder, spec, base_text):
     """sweep.yaml (``spec``: what was asked and every trial) and base-config.yaml."""
-    files.write_text(Path(folder) / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
+    write_sweep_spec(folder, spec)
     files.write_text(Path(folder) / BASE_CONFIG, base_text)
+
+
+def write_sweep_spec(folder, spec):
+    """sweep.yaml alone: rewritten as a TPE sweep proposes its trials."""
+    files.write_text(Path(folder) / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
 
 
 def is_sweep(folder):
@@ -114,8 +121,9 @@ def _cell(value):
     return "" if value is None else value
 
 
-def write_results(folder, trials, rows):
-    """Write results.csv: one row per trial in trial order (``pending`` when not run yet)."""
+def write_results(folder, trials, rows, pruning=False):
+    """Write results.csv: one row per trial in trial order (``pending`` when not run yet);
+    ``pruning``: with the ``pruned_epoch`` column (status ``pruned`` says a trial was)."""
     varied = []
     for t in trials:
         varied += [k for k in t.overrides if k not in varied]
@@ -123,7 +131,8 @@ def write_results(folder, trials, rows):
     for row in rows.values():
         finals += [k for k in row if k.startswith("final_") and k not in finals]
     folds = [k for k in FOLD_COLUMNS if any(k in row for row in rows.values())]
-    columns = ["trial", "status", *varied, *SUMMARY_COLUMNS, *folds, *finals, "seconds", "error"]
+    columns = ["trial", "status", *varied, *SUMMARY_COLUMNS, *([PRUNED_EPOCH] if pruning else []), *folds,
+               *finals, "seconds", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()

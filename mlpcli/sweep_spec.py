@@ -4,13 +4,14 @@
 starts from and the trials, each a mapping of dotted keys (the keys of
 ``--set``) to values. Grid trials come in grid order (the last key varies
 fastest); random trials are drawn with ``sweep.seed`` (default 0), so the
-same command gives the same trials. A ``sweep:`` section in the config says
+same command gives the same trials (``--search tpe``: ``mlpcli.sweep_tpe``). A ``sweep:`` section in the config says
 the same as the options::
 
     sweep:
       name: mnist-batch-sweep          # the sweep folder's prefix (default: <name>-sweep)
       grid: {training.batch_size: [64, 128, 256]}
       # or: random: 8, ranges: {optimizer.learning_rate: "1e-4:1e-2:log", model.layers[2].rate: "0.1:0.5"}
+      # or: search: tpe, trials: 20, ranges: {...}, prune: median (grid: lists are TPE's choices)
       set: {training.epochs: 10}       # fixed for every trial, like --set
       workers: 2
       executor: local                  # or dask (with scheduler: tcp://host:8786)
@@ -31,9 +32,12 @@ import yaml
 from mlpcli import config as config_mod
 from mlpcli.config_yaml import KEY_PATTERN
 from mlpcli.errors import ConfigError, MlpError
+from mlpcli.sweep_pruning import PRUNERS
 
 EXECUTORS = ("local", "dask")
-SECTION_KEYS = ("name", "grid", "random", "ranges", "set", "seed", "workers", "executor", "scheduler")
+SECTION_KEYS = ("name", "grid", "random", "ranges", "set", "seed", "workers", "executor", "scheduler",
+                "search", "trials", "prune")
+SEARCHES = ("random", "tpe")
 MAX_TRIALS = 1000
 _SCIENTIFIC = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][+-]?[0-9]+$")
 
@@ -47,6 +51,7 @@ class SweepPlan:
     trials: list  # [{"name": "trial-001", "overrides": {key: value}}]
     grid: dict | None = None
     random: dict | None = None  # {"trials": n, "seed": s, "ranges": {key: {low, high, log}}}
+    tpe: dict | None = None  # sweep_tpe.new_search's: the space, trials, seed, pruner, monitor
     workers: int | None = None
     executor: str | None = None
     scheduler: str | None = None
@@ -54,9 +59,10 @@ class SweepPlan:
 
     def to_spec(self, executor, workers, scheduler, plots):
         """What sweep.yaml records."""
-        return {"name": self.name, "config": self.config, "set": list(self.sets), "grid": self.grid,
+        spec = {"name": self.name, "config": self.config, "set": list(self.sets), "grid": self.grid,
                 "random": self.random, "executor": executor, "workers": workers,
                 "scheduler": scheduler, "plots": bool(plots), "trials": self.trials}
+        return {**spec, "tpe": self.tpe} if self.tpe else spec
 
 
 # ---------------------------------------------------------------- values
@@ -177,6 +183,11 @@ def parse_ranges(items, where="--range"):
     return ranges
 
 
+def trial_name(number, total):
+    """trial-001, ...: numbered from 1, as wide as ``total`` needs (3 digits at least)."""
+    return f"trial-{number:0{max(3, len(str(total)))}d}"
+
+
 def grid_trials(grid):
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
@@ -256,6 +267,9 @@ def _section(value):
     elif sets is not None:
         problems.append(f"sweep.set: must map config keys to values, got {sets!r}")
     for key, check in (("name", lambda v: isinstance(v, str) and config_mod.NAME_PATTERN.match(v)),
+                       ("search", lambda v: v in SEARCHES),
+                       ("trials", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                       ("prune", lambda v: v in PRUNERS),
                        ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool)),
                        ("workers", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
                        ("executor", lambda v: v in EXECUTORS),
@@ -264,34 +278,72 @@ def _section(value):
             problems.append(f"sweep.{key}: invalid value {value[key]!r}")
     if problems:
         raise ConfigError(problems)
-    for key in ("name", "seed", "workers", "executor", "scheduler"):
+    for key in ("name", "seed", "workers", "executor", "scheduler", "search", "trials", "prune"):
         out[key] = value.get(key)
     out["random"] = n
     return out
 
 
-def plan_sweep(config_path, grid_items=(), random_n=None, range_items=(), sets=()):
-    """The base config and trials of a new sweep; MlpError/ConfigError on bad input."""
+def _search(search, n, random_n, grid, ranges, prune, where):
+    """(kind, trials): ("grid", None), ("random", n) or ("tpe", n), the options checked together.
+    ``where``: how the messages name the options (the command line's, or the section's)."""
+    opt = where
+    if search is None and n is not None:
+        raise MlpError(f"{opt['trials']} N is the number of trials of {opt['search']} random or tpe")
+    if search is not None and n is None:
+        raise MlpError(f"{opt['search']} {search} needs {opt['trials']} N (how many trials)")
+    if search is not None and random_n:
+        raise MlpError(f"give {opt['random']} N or {opt['search']} {search} {opt['trials']} N, not both")
+    if prune is not None and search != "tpe":
+        raise MlpError(f"{opt['prune']} stops poor trials of {opt['search']} tpe; grid and random "
+                       "trials train to the end")
+    if search == "tpe":
+        if not (ranges or grid):
+            raise MlpError(f"{opt['search']} tpe needs one or more {opt['range']} KEY=LO:HI[:log] (or "
+                           f"{opt['grid']} KEY=V1,V2,... choices)")
+        return "tpe", n
+    random_n = n if search == "random" else random_n
+    if grid and (random_n or ranges):
+        raise MlpError(f"give {opt['grid']} or {opt['random']} N with {opt['range']}, not both")
+    if ranges and not random_n:
+        raise MlpError(f"{opt['range']} needs {opt['random']} N (the number of random trials), or "
+                       f"{opt['search']} tpe {opt['trials']} N")
+    if random_n and not ranges:
+        raise MlpError(f"{opt['random']} N needs one or more {opt['range']} KEY=LO:HI[:log]")
+    return ("random", random_n) if random_n else ("grid", None)
+
+
+_OPTIONS = {k: f"--{k}" for k in ("grid", "random", "range", "search", "trials", "prune")}
+_SECTION = {k: f"sweep.{k}" for k in ("grid", "random", "search", "trials", "prune")} | {"range": "sweep.ranges"}
+
+
+def plan_sweep(config_path, grid_items=(), random_n=None, range_items=(), sets=(), *, search=None,
+               trials=None, prune=None, seed=None):
+    """The base config and trials of a new sweep; MlpError/ConfigError on bad input.
+    ``search`` "random" with ``trials`` N is ``random_n`` N; "tpe" proposes the trials with
+    Optuna (``mlpcli.sweep_tpe``: the first ones here, the rest as the sweep runs)."""
     raw = config_mod.read_yaml(config_path)
     section = _section(raw.pop("sweep", None))
     grid = parse_grid(grid_items) if grid_items else None
     ranges = parse_ranges(range_items) if range_items else None
-    if grid and (random_n or ranges):
-        raise MlpError("give --grid or --random N with --range, not both")
-    if ranges and not random_n:
-        raise MlpError("--range needs --random N (the number of random trials)")
-    if random_n and not ranges:
-        raise MlpError("--random N needs one or more --range KEY=LO:HI[:log]")
-    if not grid and not random_n:  # nothing on the command line: the section's
-        grid, random_n, ranges = section.get("grid"), section.get("random"), section.get("ranges")
-        if grid and (random_n or ranges):
-            raise ConfigError("sweep: give grid, or random with ranges, not both")
-        if bool(random_n) != bool(ranges):
-            raise ConfigError("sweep.random and sweep.ranges go together: N trials over the ranges")
-    if not grid and not random_n:
+    if grid or random_n or ranges or search:
+        kind, n = _search(search, trials, random_n, grid, ranges, prune, _OPTIONS)
+    else:  # nothing on the command line: the section's
+        grid, ranges = section.get("grid"), section.get("ranges")
+        try:
+            kind, n = _search(section.get("search"), section.get("trials"), section.get("random"), grid,
+                              ranges, section.get("prune"), _SECTION)
+        except MlpError as exc:
+            raise ConfigError(str(exc)) from None
+        prune = prune or section.get("prune")
+    if prune is not None and kind != "tpe":
+        raise MlpError("--prune stops poor trials of --search tpe; grid and random trials train to the end")
+    if kind == "grid" and not grid:
         raise MlpError("nothing to sweep: give --grid KEY=V1,V2,... or --random N --range "
                        "KEY=LO:HI[:log] (or a sweep: section in the config)")
-    seed = section.get("seed") or 0
+    if seed is not None and kind == "grid":
+        raise MlpError("--seed seeds random and tpe searches; a grid has none")
+    seed = seed if seed is not None else section.get("seed") or 0
 
     config_mod.absolute_paths(raw, Path(config_path).resolve().parent)
     fixed = [*(section.get("set") or []), *sets]
@@ -299,14 +351,21 @@ def plan_sweep(config_path, grid_items=(), random_n=None, range_items=(), sets=(
         config_mod.apply_override(raw, item)
     config_mod.absolute_paths(raw, Path.cwd())  # paths given with --set are relative to the current folder
     cfg = config_mod.resolve_with_data(raw)  # as each trial's run resolves it: bad data fails here, once
-    overrides = grid_trials(grid) if grid else random_trials(ranges, random_n, seed, cfg)
-    if len(overrides) > MAX_TRIALS:
-        raise MlpError(f"the sweep has {len(overrides):,} trials; at most {MAX_TRIALS} are allowed")
-    width = max(3, len(str(len(overrides))))
-    trials = [{"name": f"trial-{i:0{width}d}", "overrides": o} for i, o in enumerate(overrides, 1)]
-    random_spec = {"trials": random_n, "seed": seed, "ranges": ranges} if random_n else None
+    tpe = None
+    if kind == "tpe":
+        from mlpcli.sweep_tpe import new_search
+
+        tpe = new_search(ranges, grid, n, seed, prune or "median", cfg,
+                         lambda key: config_mod.integer_key(cfg, key))
+        grid, overrides = None, []  # proposed as the sweep runs
+    else:
+        overrides = grid_trials(grid) if kind == "grid" else random_trials(ranges, n, seed, cfg)
+    if max(len(overrides), n or 0) > MAX_TRIALS:
+        raise MlpError(f"the sweep has {max(len(overrides), n or 0):,} trials; at most {MAX_TRIALS} are allowed")
+    trials = [{"name": trial_name(i, len(overrides)), "overrides": o} for i, o in enumerate(overrides, 1)]
+    random_spec = {"trials": n, "seed": seed, "ranges": ranges} if kind == "random" else None
     return SweepPlan(name=section.get("name") or f"{cfg['name']}-sweep",
                      config=str(Path(config_path).resolve()), sets=fixed,
                      base_text=yaml.safe_dump(raw, sort_keys=False), trials=trials, grid=grid,
-                     random=random_spec, workers=section.get("workers"),
+                     random=random_spec, tpe=tpe, workers=section.get("workers"),
                      executor=section.get("executor"), scheduler=section.get("scheduler"))

@@ -34,10 +34,11 @@ from mlpcli.errors import Interrupted, MlpError, NoSavedState
 from mlpcli.files import TMP_PREFIX, atomic_path
 from mlpcli.machine import usable_cores
 from mlpcli.runs import LOCK_FILE, RunLock
-from mlpcli.sweep_folder import BASE_CONFIG
+from mlpcli.sweep_folder import BASE_CONFIG, PRUNED_EPOCH
 
 DASK_HINT = "pip install 'mlpcli[dask]'"
 POLL_SECONDS = 0.1  # how often a waiting sweep looks at its trials and at Ctrl-C
+DONE = ("ok", "pruned")  # the statuses of a trial whose folder holds a finished run
 # one trial at a time per Dask worker process, whatever its --nthreads: BLAS limits and
 # matplotlib are process-wide, so trials in threads of one process would interfere
 _TRIAL_LOCK = threading.Lock()
@@ -48,6 +49,29 @@ class Trial:
     name: str  # trial-001, ...
     overrides: dict  # {dotted key: value}
     sets: list  # the KEY=VALUE strings passed to train, the trial's overrides last
+    pruning: object = None  # a TPE sweep's sweep_pruning.PruningPlan, or None: trained to the end
+
+
+class TrialList:
+    """Trials for an executor, in order, each free to start at once (a grid or random sweep's;
+    a TPE sweep's come from ``mlpcli.sweep_tpe.TpeFeed``, which has the same methods)."""
+
+    def __init__(self, trials):
+        self.waiting = list(trials)
+
+    def __len__(self):
+        """Trials left to start."""
+        return len(self.waiting)
+
+    def more(self):
+        return bool(self.waiting)
+
+    def next(self):
+        """The next trial to start, or None."""
+        return self.waiting.pop(0) if self.waiting else None
+
+    def close(self):
+        self.waiting.clear()
 
 
 def _with_threads(sets, threads):
@@ -70,7 +94,7 @@ def summary_row(folder):
         raise MlpError(f"{path}: is not the results of a run (no mapping of results)")
     row = {"params": runs.param_count(folder), "best_epoch": results.get("best_epoch"),
            "monitor": results.get("monitor"), "best_value": results.get("best_value"),
-           "seconds": results.get("seconds")}
+           "seconds": results.get("seconds"), PRUNED_EPOCH: results.get(PRUNED_EPOCH)}
     final = results.get("final") if isinstance(results.get("final"), dict) else {}
     row.update({f"final_{k}": v for k, v in final.items() if k != "lr"})
     return row
@@ -92,8 +116,9 @@ def _folds_row(folder):
 
 
 def finished_row(name, run_dir):
-    """The ``ok`` row of trial ``name`` whose folder holds a finished run."""
-    return {"trial": name, "status": "ok", **summary_row(run_dir)}
+    """The row of trial ``name`` whose folder holds a finished run: ``ok``, or ``pruned``."""
+    row = summary_row(run_dir)
+    return {"trial": name, "status": "ok" if row[PRUNED_EPOCH] is None else "pruned", **row}
 
 
 def remove_trial_folder(run_dir):
@@ -132,7 +157,7 @@ def run_trial(config_path, trial, run_dir, plots=True, threads=None, resume=Fals
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # overflow on the way to a NaN loss
             _train_trial(config_path, trial, run_dir, plots, threads, resume)
-        row.update(summary_row(run_dir))
+        row.update(finished_row(trial.name, run_dir))
     except Interrupted as exc:  # Ctrl-C: `mlp sweep --resume` continues the trial
         row.update(status="interrupted", error=str(exc).split(";")[0])
     except MlpError as exc:
@@ -146,7 +171,11 @@ def run_trial(config_path, trial, run_dir, plots=True, threads=None, resume=Fals
 def _train_trial(config_path, trial, run_dir, plots, threads, resume):
     from mlpcli.train import train
 
-    quiet = {"quiet": True, "plots": plots, "echo": lambda *a, **k: None}
+    quiet = {"quiet": True, "plots": plots, "echo": lambda *a, **k: None, "callbacks": []}
+    if trial.pruning is not None:
+        from mlpcli.sweep_pruning import TrialPruning
+
+        quiet["callbacks"].append(TrialPruning(trial.pruning))
     if resume:
         try:
             train(None, _with_threads([], threads), resume=run_dir, **quiet)
@@ -249,15 +278,17 @@ def dask_client(scheduler, workers):
             cluster.close()
 
 
-def run_dask(client, config_text, trials, folder, plots, on_done, auto_threads, stop):
-    """Run ``trials`` as tasks through ``client``; write each trial's returned files into its
-    folder and call ``on_done(trial, row)`` as each finishes. Once ``stop()`` is true the
+def run_dask(client, config_text, feed, folder, plots, on_done, auto_threads, stop):
+    """Run the trials of ``feed`` (a ``TrialList``, or a TPE sweep's feed) as tasks through
+    ``client``, each submitted once the feed gives it; write each trial's returned files into
+    its folder and call ``on_done(trial, row)`` as each finishes. Once ``stop()`` is true the
     trials not finished are cancelled (a Dask trial starts over when the sweep is resumed)."""
     slots = _host_slots(client)
-    left = {client.submit(dask_trial, config_text, t, plots, slots, auto_threads, pure=False,
-                          key=f"mlp-{folder.name}-{t.name}-{os.getpid()}-{time.time_ns()}"): t
-            for t in trials}
-    while left and not stop():
+    left = {}
+    while (left or feed.more()) and not stop():
+        while (t := feed.next()) is not None:
+            left[client.submit(dask_trial, config_text, t, plots, slots, auto_threads, pure=False,
+                               key=f"mlp-{folder.name}-{t.name}-{os.getpid()}-{time.time_ns()}")] = t
         done = [future for future in left if future.done()]
         if not done:
             time.sleep(POLL_SECONDS)

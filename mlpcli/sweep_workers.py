@@ -82,8 +82,9 @@ def _pool_trial(*args):
             os._exit(0)
 
 
-def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads, resume, stop):
-    """Run ``trials`` in ``workers`` processes, continuing those named in ``resume``; call
+def run_local(config_path, feed, folder, workers, plots, on_done, auto_threads, resume, stop):
+    """Run the trials of ``feed`` (a ``TrialList``, or a TPE sweep's feed) in ``workers``
+    processes, each once the feed gives it, continuing those named in ``resume``; call
     ``on_done(trial, row)`` as each finishes. Once ``stop()`` is true no trial starts and
     those under way stop after their batch, saving their state."""
     import multiprocessing
@@ -93,20 +94,19 @@ def run_local(config_path, trials, folder, workers, plots, on_done, auto_threads
     # BLAS threads by --workers alone, not by how many trials are left: a resumed sweep's
     # trials then compute exactly as they would have in the first run
     threads = max(1, usable_cores() // workers)
-    workers = max(1, min(workers, len(trials)))
+    workers = max(1, min(workers, len(feed)))
     context = multiprocessing.get_context("spawn")
     # a flag in shared memory, read without a lock: a sweep killed at any moment leaves none held
     stop_trials = context.RawValue("b", 0)
-    waiting, running = list(trials), {}
+    running = {}
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                                initargs=(threads, os.getpid(), stop_trials))
     try:
-        while waiting or running:
+        while feed.more() or running:
             if stop():
                 stop_trials.value = 1
-                waiting.clear()
-            while waiting and len(running) < workers:
-                trial = waiting.pop(0)
+                feed.close()
+            while len(running) < workers and (trial := feed.next()) is not None:
                 try:
                     running[pool.submit(_pool_trial, str(config_path), trial, str(folder / trial.name),
                                         plots, threads if auto_threads else None,

@@ -106,9 +106,10 @@ class Reporter:
 
 
 def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_dir=None,
-          dry_run=False, quiet=False, plots=True, echo=print, init_from=None):
+          dry_run=False, quiet=False, plots=True, echo=print, init_from=None, callbacks=()):
     """Train the model described by the config file (or continue the run ``resume``);
-    ``init_from`` (a run or sweep folder, or a model file) gives a new run its first weights."""
+    ``init_from`` (a run or sweep folder, or a model file) gives a new run its first weights;
+    ``callbacks`` join the run's own (a sweep's pruning), after early stopping."""
     if (config_path is None) == (resume is None):
         raise MlpError("give a CONFIG file to start a run, or --resume RUN_DIR to continue one")
     if resume is not None and init_from is not None:
@@ -138,14 +139,15 @@ def train(config_path=None, overrides=(), *, resume=None, runs_root="runs", run_
     with blas_threads(cfg["training"]["threads"]), StopRequest() as stop:
         if resume:
             return _guarded_setup(stop, lambda: _train(cfg, model, streams, summary, report, resume, stop,
-                                                       plots), f"; resume again with: mlp train --resume {resume}")
+                                                       plots, callbacks=callbacks),
+                                  f"; resume again with: mlp train --resume {resume}")
         made, folder = [], None
 
         def new_run():
             nonlocal folder
             # made before the data is loaded, so a name the file system refuses fails early
             folder = runs.new_run_dir(runs_root, cfg["name"], run_dir, made)
-            return _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root, notes)
+            return _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root, notes, callbacks)
 
         try:
             return _guarded_setup(stop, new_run, "; the new run folder was removed")
@@ -197,7 +199,7 @@ def _guarded_setup(stop, run, outcome):
         raise Interrupted(f"{name} before training started{outcome}", exc.signum) from None
 
 
-def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=None, notes=()):
+def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=None, notes=(), callbacks=()):
     """Train into ``folder``: the run to resume, or (with ``runs_root``) a new, empty one;
     ``notes`` are printed and logged after the run folder's name."""
     with runs.RunLock(folder), report.logging_to(folder / runs.LOG_FILE):
@@ -222,6 +224,7 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             ProgressReport(report, math.ceil(n_train / trainer.batch_size)),
             history_file,
             *_early_stopping(cfg, model, report),
+            *callbacks,
             Checkpoints(cfg, trainer, folder, model_extras, report),
             resume_states,  # after every callback that changes in an epoch, so that it saves what they did
             FinalMetrics(),
