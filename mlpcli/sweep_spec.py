@@ -355,7 +355,12 @@ def plan_sweep(config_path, grid_items=(), random_n=None, range_items=(), sets=(
     if kind == "tpe":
         from mlpcli.sweep_tpe import new_search
 
-        tpe = new_search(ranges, grid, n, seed, prune or "median", cfg,
+        if cfg["training"]["folds"] is not None and prune not in (None, "none"):
+            raise MlpError(f"--prune {prune}: pruning judges a trial by its epochs, and a cross-validation "
+                           f"trial (training.folds: {cfg['training']['folds']}) has one run per fold; "
+                           "use --prune none (the default with folds)")
+        default_prune = "median" if cfg["training"]["folds"] is None else "none"
+        tpe = new_search(ranges, grid, n, seed, prune or default_prune, cfg,
                          lambda key: config_mod.integer_key(cfg, key))
         grid, overrides = None, []  # proposed as the sweep runs
     else:

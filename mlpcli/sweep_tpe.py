@@ -159,13 +159,18 @@ def propose(optuna, search, number, told, in_flight, where="sweep.yaml"):
     return _overrides(search, study.ask(dists).params)
 
 
-def told_of(run_dir, status, search):
-    """What the search is told of a trial with ``status`` whose folder is ``run_dir``."""
+def told_of(run_dir, row, search):
+    """What the search is told of a trial with results.csv ``row`` whose folder is ``run_dir``."""
     from mlpcli.history import read_history
     from mlpcli.runs import HISTORY_FILE
 
+    status = row["status"]
     if status not in ("ok", "pruned"):
         return Told(FAIL)
+    if row.get("folds"):  # a cross-validation trial: the folds' mean, and no epochs of its own
+        value = row.get("best_value")
+        return Told(COMPLETE, float(value), {}) if isinstance(value, (int, float)) and math.isfinite(value) \
+            else Told(FAIL)
     try:
         history = read_history(run_dir / HISTORY_FILE)
     except (OSError, UnicodeDecodeError, ValueError):
@@ -216,8 +221,7 @@ class TpeFeed:
         out = []
         for t in self.trials[:max(0, number - self.search["ahead"])]:
             if t.name not in self.told:
-                status = self.rows[t.name]["status"]
-                self.told[t.name] = (t.overrides, told_of(self.folder / t.name, status, self.search))
+                self.told[t.name] = (t.overrides, told_of(self.folder / t.name, self.rows[t.name], self.search))
             out.append(self.told[t.name])
         return out
 

@@ -118,7 +118,7 @@ def _folds_row(folder):
 def finished_row(name, run_dir):
     """The row of trial ``name`` whose folder holds a finished run: ``ok``, or ``pruned``."""
     row = summary_row(run_dir)
-    return {"trial": name, "status": "ok" if row[PRUNED_EPOCH] is None else "pruned", **row}
+    return {"trial": name, "status": "ok" if row.get(PRUNED_EPOCH) is None else "pruned", **row}
 
 
 def remove_trial_folder(run_dir):

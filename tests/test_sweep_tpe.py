@@ -206,3 +206,27 @@ def test_search_random_is_random_n(tmp_path):
     c = plan_sweep("configs/quick.yaml", range_items=ranges, sets=["data.max_train_samples=300"],
                    search="random", trials=5, seed=7)
     assert c.trials != a.trials
+
+
+def test_cross_validation_trials_are_told_their_folds_mean_and_are_not_pruned(tmp_path):
+    from mlpcli.sweep_tpe import told_of
+
+    folder = run_sweep(tmp_path / "cv", "--search", "tpe", "--trials", 2, "--folds", 2,
+                       "--range", "optimizer.learning_rate=1e-3:1e-2:log", "--set", "training.epochs=1")
+    assert yaml.safe_load((folder / "sweep.yaml").read_text())["tpe"]["prune"] == "none"
+    rows = read_rows(folder)
+    assert [r["status"] for r in rows] == ["ok", "ok"] and [r["folds"] for r in rows] == ["2", "2"]
+    search = {"monitor": "val_loss", "higher": False}
+    row = {"status": "ok", "folds": 2, "best_value": float(rows[0]["best_value"])}
+    told = told_of(folder / rows[0]["trial"], row, search)
+    assert (told.state, told.value, told.steps) == ("complete", float(rows[0]["best_value"]), {})
+    assert told_of(folder / rows[0]["trial"], {**row, "status": "failed"}, search).state == "fail"
+
+
+def test_pruning_a_cross_validation_trial_is_refused(tmp_path):
+    result = invoke(["sweep", "configs/quick.yaml", *TINY, "--runs-root", tmp_path, "--search", "tpe",
+                     "--trials", 2, "--folds", 2, "--prune", "median",
+                     "--range", "optimizer.learning_rate=1e-3:1e-2:log"])
+    assert result.exit_code == 2, result.output
+    assert "--prune median: pruning judges a trial by its epochs" in result.output
+    assert not any(tmp_path.iterdir())
