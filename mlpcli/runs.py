@@ -45,6 +45,8 @@ MODEL_SUFFIX = ".h5"  # of model.h5, the checkpoints and the saved states
 EVALUATION = "evaluation"  # evaluation[-<checkpoint>][-on-<data>].json, written by mlp evaluate
 RESUME_DIR = "resume"
 PLOTS_DIR = "plots"
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard's event files (logging.tensorboard)
+MLFLOW_RUN_FILE = "mlflow.json"  # the MLflow run the run logs to (logging.mlflow), for --resume
 
 
 class RunLock:
