@@ -38,6 +38,7 @@ from mlpcli.sweep_spec import EXECUTORS, SweepPlan, plan_sweep, show_values, tri
 from mlpcli.sweep_trials import (Trial, dask_client, finished_row, import_dask, remove_trial_folder,
                                  resumable, run_dask)
 from mlpcli.sweep_workers import run_local
+from mlpcli.tracking_spec import resolved_logging
 
 def _settle(folder, trials, rows):
     """Make ``rows`` say what the trial folders hold: ``ok`` exactly when the trial's folder holds
@@ -195,6 +196,21 @@ def _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers
     return rows, wall
 
 
+def _mlflow_parent(base, folder, runs_root, trials):
+    """The sweep's parent MLflow run when the base config logs to MLflow (None otherwise); each
+    trial's ``sets`` then end with the one nesting its MLflow run in the parent."""
+    logging = resolved_logging(base)
+    if logging is None or logging["mlflow"] is None:
+        return None
+    from mlpcli.tracking_mlflow import sweep_parent
+
+    parent, nesting = sweep_parent(logging["mlflow"], folder, runs_root,
+                                   lambda text: print(printable(text), file=sys.stderr))
+    for t in trials:
+        t.sets.append(nesting)
+    return parent
+
+
 def _new_sweep_folder(runs_root, spec, base_text, stack, stop):
     """A new sweep folder, locked (the lock held by ``stack``), holding sweep.yaml and
     base-config.yaml. A failure, or a signal before any trial starts, takes it back: no
@@ -278,6 +294,7 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
             warning = runs.point_latest(runs_root, folder)
             if warning:
                 print(printable(warning), file=sys.stderr)
+        parent = _mlflow_parent(base, folder, runs_root, trials)
         rows, wall = _run(folder, base, base_text, trials, todo, invalid, rows, executor, workers,
                           scheduler, client, plots, Progress(len(todo), quiet, echo), stop)
         ok = sum(1 for t in trials if rows.get(t.name, {}).get("status") == "ok")
@@ -287,6 +304,10 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
         from mlpcli.compare import compare, format_comparison
 
         result = compare([folder], out_dir=folder)
+        if parent is not None:
+            from mlpcli.tracking_mlflow import finish_sweep
+
+            finish_sweep(parent, folder, RESULTS_FILE)
     result.folder, result.wall_seconds = folder, wall
     if not quiet:
         echo("")
