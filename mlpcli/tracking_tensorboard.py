@@ -49,10 +49,10 @@ class TensorBoardLog(Callback):
 
     def on_train_begin(self):
         trainer = self.loop.trainer
-        first_epoch = trainer.epoch + 1
+        texts = trainer.step == 0 or not self.path.exists()  # once per run (resumed with --tensorboard: then)
         # a resumed run purges what an earlier session logged from its first epoch on
-        self.writer = self.writer_class(str(self.path), purge_step=first_epoch if trainer.epoch else None)
-        if trainer.step == 0:
+        self.writer = self.writer_class(str(self.path), purge_step=trainer.epoch + 1 if trainer.epoch else None)
+        if texts:
             self.writer.add_text("model_summary", _preformatted(self.summary), 0)
             self.writer.add_text("config", _preformatted(dump_yaml(self.cfg)), 0)
             self.writer.flush()
