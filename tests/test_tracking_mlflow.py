@@ -15,8 +15,8 @@ import time
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import history, start_training
+
 from mlpcli import __version__
 from mlpcli.cli import main
 

@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import history
+
 from mlpcli.cli import main
 
 pytest.importorskip("tensorboardX")
