@@ -160,6 +160,7 @@ class MlflowLog(Callback):
         uri, self.resumed_id = recorded or (self.settings["tracking_uri"], None)
         self.tracker = Tracker(uri, warn)
         self.logged_through = 0  # the last epoch the MLflow run has
+        self.tested_at = set()  # the epochs whose test metrics it has (a run resumed after its final steps)
 
     def on_train_begin(self):
         tracker = self.tracker
@@ -167,6 +168,7 @@ class MlflowLog(Callback):
             tracker.run_id = self.resumed_id
             logged = tracker.call("get_metric_history", tracker.run_id, "loss") or []
             self.logged_through = max((m.step for m in logged), default=0)
+            self.tested_at = {m.step for m in tracker.call("get_metric_history", tracker.run_id, "test_loss") or []}
             tracker.call("update_run", tracker.run_id, "RUNNING")
             for row in self.loop.history:  # epochs saved before the stop that MLflow did not get
                 self.on_epoch_end(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
@@ -184,7 +186,7 @@ class MlflowLog(Callback):
 
     def on_train_end(self, results):
         tracker = self.tracker
-        if results.get("test"):
+        if results.get("test") and self.logged_through not in self.tested_at:
             tracker.log_metrics({f"test_{k}": v for k, v in results["test"].items()}, self.logged_through)
         for name in (runs.MODEL_FILE, runs.HISTORY_FILE, runs.CONFIG_FILE):
             tracker.log_artifact(self.folder / name)

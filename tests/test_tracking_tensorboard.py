@@ -138,3 +138,14 @@ def test_training_without_logging_imports_no_tracker(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_a_resumed_run_may_turn_tensorboard_on_but_not_change_mlflow():
+    from mlpcli.config import load_config, resume_changes
+    from mlpcli.errors import ConfigError
+
+    saved = load_config("configs/quick.yaml")
+    assert resume_changes(saved, load_config("configs/quick.yaml", ["logging.tensorboard=true"])) == [
+        ("logging.tensorboard", False, True)]
+    with pytest.raises(ConfigError, match="logging.mlflow: cannot change when resuming"):
+        resume_changes(saved, load_config("configs/quick.yaml", ["logging.mlflow=true"]))
