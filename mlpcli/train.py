@@ -2,7 +2,8 @@
 
 Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
 ``params.json``, ``history.csv``, ``checkpoints/*.h5``, ``model.h5``, ``results.json``,
-``diagnostics.json``, ``train.log`` and the curves in ``plots/``.
+``diagnostics.json``, ``train.log`` and the curves in ``plots/``; as ``logging:`` asks,
+``tensorboard/`` (``mlpcli.tracking_tensorboard``) and ``mlflow.json`` (``mlpcli.tracking_mlflow``).
 """
 
 import contextlib
