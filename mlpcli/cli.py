@@ -84,9 +84,12 @@ def main():
 @click.option("--folds", type=click.IntRange(min=2), default=None, metavar="K",
               help="K-fold cross-validation: one run per fold in RUN/fold-1..K, scored as mean ± std "
                    "(same as --set training.folds=K).")
+@click.option("--tensorboard", is_flag=True,
+              help="Write TensorBoard event files into RUN/tensorboard/ (same as --set logging.tensorboard=true; "
+                   "needs pip install 'mlpcli[tensorboard]').")
 @clean_errors
 def train(config, resume, overrides, run_dir, runs_root, init_from, dry_run, quiet, no_plots, threads, processes,
-          folds):
+          folds, tensorboard):
     """Train the model described by CONFIG (a YAML file) into a new run folder.
 
     Ctrl-C (or SIGTERM) finishes the current batch, saves a checkpoint and
@@ -100,6 +103,7 @@ def train(config, resume, overrides, run_dir, runs_root, init_from, dry_run, qui
       mlp train configs/mnist.yaml --processes 1
       mlp train configs/mnist.yaml --init-from runs/latest
       mlp train configs/mnist.yaml --folds 5
+      mlp train configs/mnist.yaml --tensorboard
       mlp train --resume runs/mnist-mlp-20261129-212900
       mlp train --resume runs/mnist-mlp-20261129-212900 --set training.epochs=30
     """
@@ -111,6 +115,8 @@ def train(config, resume, overrides, run_dir, runs_root, init_from, dry_run, qui
         overrides = (*overrides, f"training.processes={processes}")
     if folds is not None:
         overrides = (*overrides, f"training.folds={folds}")
+    if tensorboard:
+        overrides = (*overrides, "logging.tensorboard=true")
     run_train(config, overrides, resume=resume, runs_root=runs_root, run_dir=run_dir,
               dry_run=dry_run, quiet=quiet, plots=not no_plots, echo=echo, init_from=init_from)
 

@@ -30,6 +30,7 @@ from mlpcli.nn.model import LayerShapeError, output_shapes
 from mlpcli.nn.registry import unknown_name_message
 from mlpcli.nn.metrics import MODES
 from mlpcli.nn.spec import integer, number
+from mlpcli.tracking_spec import logging_options
 
 __all__ = ["MODES", "NAME_PATTERN", "NUMBER_KEYS", "PATH_KEYS", "SECTION_DEFAULTS", "TOP_DEFAULTS",
            "absolute_path", "absolute_paths", "apply_override", "check_monitors", "dump_yaml", "has_validation", "integer_key",
@@ -55,7 +56,7 @@ SECTION_DEFAULTS = {
 TOP_DEFAULTS = {"name": "mlp", "seed": 42, "task": "classification", "data": {}, "model": {},
                 "loss": "categorical_crossentropy", "optimizer": "adam", "schedule": "constant",
                 "metrics": ["accuracy"], "training": {}, "checkpoint": {}, "early_stopping": None,
-                "sweep": None, "init_from": None, "augment": None}
+                "sweep": None, "init_from": None, "augment": None, "logging": {}}
 # the numbers of the sections (the components' are in their declarations, mlpcli.nn)
 NUMBER_KEYS = {
     "seed": integer(0), "data.validation_split": number(0, 1, closed="left"),
@@ -273,6 +274,7 @@ def resolve(raw):
     data["dataset"] = check.choice("data.dataset", data["dataset"], DATASETS, "dataset")
     table_options(check, data)
     augment_options(check, cfg)
+    logging_options(check, cfg)
     data["color_mode"] = check.choice("data.color_mode", data["color_mode"], ("grayscale", "rgb"),
                                       "color mode")
     for key in PATH_KEYS + ("label_column",):

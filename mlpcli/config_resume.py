@@ -4,7 +4,7 @@ from mlpcli.config_check import _join, _show
 from mlpcli.errors import ConfigError
 
 RESUME_CHANGEABLE = ("training.epochs", "early_stopping.patience", "early_stopping.min_delta",
-                     "training.threads", "training.processes")
+                     "training.threads", "training.processes", "logging.tensorboard")
 ROUNDING_KEYS = ("training.threads", "training.processes")
 
 

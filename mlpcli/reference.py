@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from mlpcli import tracking_spec
 from mlpcli.data import augment
 from mlpcli.nn import activations, initializers, layers, losses, metrics, optimizers, regularizers, schedules
 
@@ -38,6 +39,10 @@ KINDS = (
 SECTIONS = (
     ("Augmentation settings (`augment`)", augment.SETTINGS,
      "Shared by the transforms (Keras gives each layer its own; one resampling has one of each)."),
+    ("Logging (`logging`)", tracking_spec.LOGGING,
+     "Where a run is tracked besides its folder; `mlflow` (below) is `true`, null or a mapping."),
+    ("MLflow (`logging.mlflow`)", tracking_spec.MLFLOW,
+     "`mlflow: true` takes these defaults; a sweep's trials are nested in the sweep's own MLflow run."),
 )
 
 

@@ -46,6 +46,8 @@ EVALUATION = "evaluation"  # evaluation[-<checkpoint>][-on-<data>].json, written
 RESUME_DIR = "resume"
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.html"  # written by mlp report, into a run folder or a sweep folder
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard's event files (logging.tensorboard)
+MLFLOW_RUN_FILE = "mlflow.json"  # the MLflow run the run logs to (logging.mlflow), for --resume
 
 
 class RunLock:

@@ -65,6 +65,7 @@ from mlpcli.sweep_trials import (
     run_dask,
 )
 from mlpcli.sweep_workers import run_local
+from mlpcli.tracking_spec import resolved_logging
 
 
 def _settle(folder, trials, rows):
@@ -167,14 +168,17 @@ def _prevalidate(base, trials):
 
 
 def _run(folder, spec, base, base_text, trials, todo, invalid, rows, executor, workers, scheduler, client,
-         plots, progress, stop):
+         plots, progress, stop, nesting):
     """Run the ``todo`` trials (and a TPE search's trials not proposed yet), keeping results.csv
-    and sweep.yaml up to date; return (rows, seconds).
+    and sweep.yaml up to date; return (rows, seconds). ``nesting``: --set items every trial's
+    run takes last (its MLflow parent run).
 
     A trial stopped by Ctrl-C or SIGTERM, or whose sweep was killed, continues from its saved
     state when it runs locally (a Dask task trains in a fresh folder on its worker, so there it
     starts over). Once ``stop()`` is true no trial starts; Interrupted when it was.
     """
+    for t in trials:
+        t.sets += nesting
     resume = {t.name for t in todo if executor == "local" and t.name not in invalid
               and resumable(folder / t.name)}
     for t in todo:
@@ -209,6 +213,7 @@ def _run(folder, spec, base, base_text, trials, todo, invalid, rows, executor, w
         spec["trials"].append(entry)
         write_sweep_spec(folder, spec)
         (trial,) = _trials_of({"trials": [entry]})
+        trial.sets += nesting
         trials.append(trial)
         error = _prevalidate(base, [trial]).get(trial.name)
         if error is not None:
@@ -247,6 +252,19 @@ def _run(folder, spec, base, base_text, trials, todo, invalid, rows, executor, w
     progress.line(f"Wrote {folder / RESULTS_FILE}: {sum(s in DONE for s in statuses)} of "
                   f"{len(trials)} trial(s) ok{pruned}, {len(runnable)} run in {wall:.1f}s")
     return rows, wall
+
+
+def _mlflow_parent(base, folder, runs_root):
+    """(the sweep's parent MLflow run, the --set items that nest a trial's MLflow run in it) when
+    the base config logs to MLflow; (None, []) otherwise."""
+    logging = resolved_logging(base)
+    if logging is None or logging["mlflow"] is None:
+        return None, []
+    from mlpcli.tracking_mlflow import sweep_parent
+
+    parent, nesting = sweep_parent(logging["mlflow"], folder, runs_root,
+                                   lambda text: print(printable(text), file=sys.stderr))
+    return parent, [nesting]
 
 
 def _new_sweep_folder(runs_root, spec, base_text, stack, stop):
@@ -347,14 +365,19 @@ def sweep(config_path=None, grid=(), random_trials=None, ranges=(), overrides=()
             warning = runs.point_latest(runs_root, folder)
             if warning:
                 print(printable(warning), file=sys.stderr)
+        parent, nesting = _mlflow_parent(base, folder, runs_root)
         rows, wall = _run(folder, spec, base, base_text, proposed, todo, invalid, rows, executor, workers,
-                          scheduler, client, plots, Progress(len(todo) + to_propose, quiet, echo), stop)
+                          scheduler, client, plots, Progress(len(todo) + to_propose, quiet, echo), stop, nesting)
         if not any(rows.get(t.name, {}).get("status") in DONE for t in proposed):
             raise TrainingError(f"none of the {len(proposed)} trial(s) finished; the errors are in "
                                 f"{folder / RESULTS_FILE}")
         from mlpcli.compare import compare, format_comparison
 
         result = compare([folder], out_dir=folder)
+        if parent is not None:
+            from mlpcli.tracking_mlflow import finish_sweep
+
+            finish_sweep(parent, folder, RESULTS_FILE)
     result.folder, result.wall_seconds = folder, wall
     if not quiet:
         echo("")

@@ -2,7 +2,8 @@
 
 Writes into a new run folder: ``config.yaml`` (resolved), ``summary.txt``,
 ``params.json``, ``history.csv``, ``checkpoints/*.h5``, ``model.h5``, ``results.json``,
-``diagnostics.json``, ``train.log`` and the curves in ``plots/``.
+``diagnostics.json``, ``train.log`` and the curves in ``plots/``; as ``logging:`` asks,
+``tensorboard/`` (``mlpcli.tracking_tensorboard``) and ``mlflow.json`` (``mlpcli.tracking_mlflow``).
 """
 
 import contextlib
@@ -208,6 +209,7 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             source = source_file(cfg["init_from"], note=started_from.append)
             started_from += [f"Weights from {source}:", *copy_matching(model, source)]
             cfg["init_from"] = str(source)  # the file itself, which a sweep's recommendation or latest may not stay
+        tensorboard, mlflow = _trackers(cfg, folder, summary, runs_root, report)
         data = prepare_data(cfg, model, streams["split"], progress=report.line)
         n_train = len(data.train[0])
         check_memory(cfg, model, n_train)  # a batch of this data, before training allocates it
@@ -223,6 +225,7 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             LearningRateSchedule(trainer.schedule),
             ProgressReport(report, math.ceil(n_train / trainer.batch_size)),
             history_file,
+            *tensorboard,
             *_early_stopping(cfg, model, report),
             *callbacks,
             Checkpoints(cfg, trainer, folder, model_extras, report),
@@ -231,6 +234,7 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
             *([TestEvaluation(*data.test, report)] if data.test[0] is not None and data.test[1] is not None else []),
             Diagnostics(cfg, folder, report, {"train": n_train, "validation": 0 if data.val[0] is None else len(data.val[0])}),
             *([Plots(folder, report)] if plots else []),
+            *mlflow,  # last: its artifacts are the files the others write
         ], stop, folder)
         if runs_root is None:
             resume_states.resume(history_file)
@@ -259,6 +263,21 @@ def _train(cfg, model, streams, summary, report, folder, stop, plots, runs_root=
         loop.fit(data.train, data.val)
         results = loop.finish()
     return TrainResult(folder, loop.history, results)
+
+
+def _trackers(cfg, folder, summary, runs_root, report):
+    """(TensorBoard callbacks, MLflow callbacks), each a list of none or one, as ``logging:`` asks;
+    a tracker's package is imported only when it is on (a missing one is refused before training)."""
+    tensorboard, mlflow = [], []
+    if cfg["logging"]["tensorboard"]:
+        from mlpcli.tracking_tensorboard import TensorBoardLog
+
+        tensorboard.append(TensorBoardLog(folder, summary, cfg))
+    if cfg["logging"]["mlflow"] is not None:
+        from mlpcli.tracking_mlflow import MlflowLog
+
+        mlflow.append(MlflowLog(cfg, folder, runs_root, report.warn))
+    return tensorboard, mlflow
 
 
 def _early_stopping(cfg, model, report):
