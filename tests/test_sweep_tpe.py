@@ -142,8 +142,12 @@ def test_resume_after_ctrl_c_proposes_what_an_uninterrupted_sweep_did(pruning_sw
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     folder = sweep_dir(tmp_path)
-    assert len(proposed(folder)) < 8 and "Traceback" not in err
-    assert [r["status"] for r in read_rows(folder)][4] == "interrupted"
+    assert "Traceback" not in err
+    # trial 5 is interrupted, or (on a slow machine the signal can land after its last
+    # epoch) finished with the trials after it not run: either way some are left to resume
+    statuses = [r["status"] for r in read_rows(folder)]
+    assert statuses[4] in ("interrupted", "ok", "pruned") and len(statuses) <= 8
+    assert len(statuses) < 8 or any(s in ("interrupted", "pending") for s in statuses[5:]), statuses
 
     result = invoke(["sweep", "--resume", folder])
     assert result.exit_code == 0, result.output
