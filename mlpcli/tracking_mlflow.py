@@ -150,10 +150,11 @@ class MlflowLog(Callback):
 
     finishing = "logging to MLflow"
 
-    def __init__(self, cfg, folder, runs_root, warn):
+    def __init__(self, cfg, folder, runs_root, warn, line):
         """``runs_root``: the folder of the new run's siblings (None: the run is resumed). A new
-        run's config gets the tracking URI it logs to, so its config.yaml says where."""
-        self.cfg, self.folder, self.settings = cfg, folder, cfg["logging"]["mlflow"]
+        run's config gets the tracking URI it logs to, so its config.yaml says where. ``line``
+        is told which MLflow run it is."""
+        self.cfg, self.folder, self.settings, self.line = cfg, folder, cfg["logging"]["mlflow"], line
         recorded = recorded_run(folder) if runs_root is None else None
         if self.settings["tracking_uri"] is None:
             self.settings["tracking_uri"] = default_tracking_uri(runs_root or folder.parent)
@@ -172,12 +173,14 @@ class MlflowLog(Callback):
             tracker.call("update_run", tracker.run_id, "RUNNING")
             for row in self.loop.history:  # epochs saved before the stop that MLflow did not get
                 self.on_epoch_end(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
+            self.line(f"MLflow: continuing run {tracker.run_id} at {tracker.uri}")
             return
         tags = {"mlpcli.version": __version__, "mlpcli.run_folder": str(self.folder.resolve()),
                 PARENT_TAG: self.settings["parent_run_id"]}
         if tracker.start(self.settings["experiment"], self.settings["run_name"] or self.folder.name, tags):
             tracker.record(self.folder)
             tracker.log_params(flat_params(self.cfg))
+            self.line(f"MLflow: run {tracker.run_id} in experiment {self.settings['experiment']} at {tracker.uri}")
 
     def on_epoch_end(self, epoch, logs):
         if epoch > self.logged_through:

@@ -273,10 +273,11 @@ def _trackers(cfg, folder, summary, runs_root, report):
         from mlpcli.tracking_tensorboard import TensorBoardLog
 
         tensorboard.append(TensorBoardLog(folder, summary, cfg))
+        report.line(f"TensorBoard: {folder / runs.TENSORBOARD_DIR} (view: tensorboard --logdir {folder.parent})")
     if cfg["logging"]["mlflow"] is not None:
         from mlpcli.tracking_mlflow import MlflowLog
 
-        mlflow.append(MlflowLog(cfg, folder, runs_root, report.warn))
+        mlflow.append(MlflowLog(cfg, folder, runs_root, report.warn, report.line))
     return tensorboard, mlflow
 
 

@@ -64,6 +64,7 @@ def test_the_default_store_is_mlruns_beside_the_runs_root(mlflow_run):
     (run,) = client(uri).search_runs([experiment.experiment_id])
     assert run.info.run_id == recorded(run_dir)["run_id"]
     assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
+    assert f"MLflow: run {run.info.run_id} in experiment mlpcli at {uri}\n" in (run_dir / "train.log").read_text()
 
 
 def test_params_metrics_tags_and_artifacts(mlflow_run):

@@ -85,6 +85,11 @@ def test_histograms_per_layer_and_epoch(tensorboard_run):
             assert 0 < e.histogram_value.min <= e.histogram_value.max < math.inf
 
 
+def test_the_run_says_where_its_event_files_are(tensorboard_run):
+    log = (tensorboard_run / "train.log").read_text()
+    assert f"TensorBoard: {tensorboard_run / 'tensorboard'} (view: tensorboard --logdir {tensorboard_run.parent})" in log
+
+
 def test_texts_hold_the_model_summary_and_config(tensorboard_run):
     reader = read_events(tensorboard_run)
     texts = {}
