@@ -164,6 +164,24 @@ def test_an_interrupted_folds_run_resumes_without_training_finished_folds_again(
     assert json.loads((run / "cross_validation.json").read_text())["folds"] == 3
 
 
+def test_a_folds_run_stopped_before_its_first_fold_trains_is_removed_and_not_offered_for_resume(tmp_path):
+    run = tmp_path / "cv"
+    proc = subprocess.Popen([sys.executable, "-m", "mlpcli", "train", "configs/quick.yaml", "--run-dir", str(run),
+                             "--folds", "3", *QUICK], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env())
+    deadline = time.time() + 120
+    while not (run / "fold-1").exists():  # made before fold 1 loads its data
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM before training started; the new run folder was removed" in err
+    assert not run.exists()
+    assert "--resume" not in err
+
+
 # ---------------------------------------------------------------- mlp sweep --folds
 
 def test_sweep_with_folds_writes_the_mean_and_spread_of_each_trial(tmp_path):
