@@ -265,3 +265,7 @@ def test_resume_with_more_epochs_continues_every_fold(tmp_path):
     assert summary["seconds"] == pytest.approx(sum(f["seconds"] for f in summary["per_fold"]))
     kept = invoke(["train", "--resume", run, "--no-plots"])  # nothing to do: every fold is kept
     assert kept.exit_code == 0 and kept.output.count("finished; kept") == 2
+    # what asks for no more epochs (the threads mlp sweep --resume gives a trial) keeps them too
+    threads = invoke(["train", "--resume", run, "--no-plots", "--set", "training.threads=1"])
+    assert threads.exit_code == 0, threads.output
+    assert threads.output.count("finished; kept") == 2
