@@ -95,8 +95,9 @@ def test_fold_runs_validate_on_the_folds_of_train_plus_validation_and_keep_the_t
 
 @pytest.mark.parametrize("args, key", [
     (["--folds", "700"], "training.folds: got 700"),  # above the smallest class of 600 samples
-    (["--folds", "3", "--set", "data.max_train_samples=5"], "has 1 sample(s), and stratified folds need one of "
-     "each class in every fold; too few samples for cross-validation"),  # not "allowed: 2 to 1"
+    (["--folds", "3", "--set", "data.max_train_samples=5"], ("has 1 sample(s), and stratified folds need one of "
+                                                             "each class in every fold; too few samples for "
+                                                             "cross-validation")),  # not "allowed: 2 to 1"
     (["--set", "training.folds=1"], "training.folds"),
     (["--set", "training.fold=2"], "training.fold"),
     (["--set", "training.folds=2", "--set", "training.fold=3"], "training.fold: must be between 1 and"),
