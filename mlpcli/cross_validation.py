@@ -25,13 +25,14 @@ def run_folds(cfg, folder, train_fold, report, overrides=()):
 
     ``train_fold(config_path, overrides, run_dir=..., resume=...)`` is ``mlp train``'s own
     entry point; ``overrides`` (of ``--resume RUN --set ...``, already in ``cfg``) go to the folds it
-    continues, the finished ones too (as ``--resume`` of a finished run with more epochs trains on)."""
+    continues, the finished ones too when they ask for more epochs (as ``--resume`` of a finished run
+    with more epochs trains on; other settings, such as the threads a sweep gives, leave them be)."""
     k = cfg["training"]["folds"]
     with runs.RunLock(folder), StopRequest(training=True) as stop:
         files.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
         for fold in range(1, k + 1):
             where = fold_runs.fold_dir(folder, fold)
-            if runs.finished(where) and not overrides:  # overrides such as more epochs continue it
+            if runs.finished(where) and not _more_epochs(cfg, where):
                 report.line(f"Fold {fold}/{k}: {where} finished; kept")
                 continue
             report.line(f"Fold {fold}/{k}: {where}")
@@ -51,6 +52,12 @@ def run_folds(cfg, folder, train_fold, report, overrides=()):
     for text in fold_runs.summary_lines(summary):
         report.line(text)
     return summary
+
+
+def _more_epochs(cfg, where):
+    """Whether ``cfg`` (the cross-validation run's, with ``--set`` applied) asks the finished fold
+    ``where`` for more epochs than it was given, so that resuming it trains on."""
+    return cfg["training"]["epochs"] > runs.run_config(where)["training"]["epochs"]
 
 
 def _train_one(folder, fold, where, train_fold, overrides):

@@ -57,7 +57,8 @@ def overfitting_onset(train_loss, val_loss, n_val=None) -> int | None:
     ``jump`` the epoch-to-epoch noise after it and ``floor`` the sampling error of
     ``low`` over ``n_val`` samples: the rise is clear when the mean of the last ``k``
     values (half the epochs after ``m``, at least ``SUSTAINED``) exceeds ``low`` by
-    more than ``CLEAR * sqrt(jump**2 / k + floor**2)``. The onset is then the first
+    more than ``CLEAR * jump * sqrt(1 + 1/k)`` (the standard error of that difference)
+    and by more than ``floor``. The onset is then the first
     epoch ``e`` after ``m`` from which every value to the end is above ``low +
     max(jump, floor)``, at least ``SUSTAINED`` epochs before the end, with the last
     training loss below the training loss at ``e``. Non-finite values never satisfy

@@ -22,6 +22,10 @@ from mlpcli.errors import DataError, MlpError
 from mlpcli.predictor import Predictor
 
 
+class NoTestSplit(MlpError):
+    """The run's dataset has no test split and no ``--data`` was given."""
+
+
 @dataclass
 class Evaluation:
     report: dict  # what evaluation*.json holds
@@ -91,7 +95,7 @@ def _test_data(predictor, data, image_steps=None):
     elif data is not None:
         x, y, what = raw.x_train, raw.y_train, name
     else:
-        raise MlpError(f"the run's dataset ({name}) has no test split; pass --data FILE to evaluate on")
+        raise NoTestSplit(f"the run's dataset ({name}) has no test split; pass --data FILE to evaluate on")
     where = str(data) if data is not None else name
     x = predictor.prepare(x, where, pixels=holds_pixels(data_cfg["dataset"]))
     if predictor.task == "classification":

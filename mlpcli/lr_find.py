@@ -107,6 +107,10 @@ def lr_find(config_path, overrides=(), *, start=1e-7, end=10.0, batches=100, out
     """Run the range test of the config's model and data; write its folder; return an ``LrFindResult``."""
     check_options(start, end, batches)
     cfg = config_mod.load_config(config_path, overrides, note=echo)
+    training = cfg["training"]
+    if training["folds"] and training["fold"] is None:  # a cross-validation config: one fold's training data
+        training["fold"] = 1
+        echo(f"Cross-validation over {training['folds']} folds: the range test trains on fold 1's training data")
     streams = random_streams(cfg["seed"])
     model = build_model(cfg, streams)
     made, folder = [], None

@@ -95,15 +95,19 @@ def _number(value):
 # ---------------------------------------------------------------- a run
 
 def _run_page(folder, scratch, checkpoint, data, runs_root, notes):
-    from mlpcli import modelfile
-    from mlpcli.evaluate import evaluate
+    from mlpcli.evaluate import NoTestSplit, evaluate
     from mlpcli.plots import plot_history
     from mlpcli.plots_evaluation import plot_evaluation
+    from mlpcli.predictor import Predictor
 
     cfg = runs.run_config(folder)
-    evaluation = evaluate(folder, checkpoint=checkpoint, data=data, runs_root=runs_root)
-    notes += evaluation.warnings
-    ev = evaluation.report
+    predictor = Predictor.open(folder, checkpoint=checkpoint, runs_root=runs_root)
+    try:
+        evaluation = evaluate(folder, checkpoint=checkpoint, data=data, runs_root=runs_root)
+    except NoTestSplit as exc:  # the rest of the page is still worth having
+        evaluation, unevaluated = None, str(exc)
+    else:
+        notes += evaluation.warnings
     drawn, label = PlotReport(), printable(folder.resolve().name)  # drawn in figures: UTF-8 only
     try:
         cols = read_history(folder / runs.HISTORY_FILE)
@@ -114,15 +118,16 @@ def _run_page(folder, scratch, checkpoint, data, runs_root, notes):
     sizes = diagnostics.saved_sizes(folder)
     if cols:
         plot_history(cols, cfg, scratch, FIGURE_FORMAT, drawn, label, sizes.get("validation"))
-    plot_evaluation(ev, cfg, scratch, FIGURE_FORMAT, drawn, label, "the evaluation")
+    if evaluation is not None:
+        plot_evaluation(evaluation.report, cfg, scratch, FIGURE_FORMAT, drawn, label, "the evaluation")
     images = _figures(drawn)
-    summary = modelfile.load(Path(ev["model_file"])).model.summary()
     sections = [
         html.Section("diagnostics", "Diagnostics", _diagnostics(cols, cfg, sizes)),
         html.Section("curves", "Training curves", _figure_row(images, CURVES)
                      or html.paragraph("No curves: the run has no readable history.", "note")),
-        html.Section("evaluation", "Evaluation", _evaluation(ev, images, notes)),
-        html.Section("model", "Model", html.preformatted(summary)),
+        html.Section("evaluation", "Evaluation", _evaluation(evaluation.report, images, notes) if evaluation
+                     else html.paragraph(f"Not evaluated: {unevaluated} (mlp report --data FILE).", "note")),
+        html.Section("model", "Model", html.preformatted(predictor.model.summary())),
         html.Section("config", "Config", html.preformatted(read_text(folder / runs.CONFIG_FILE))),
     ]
     if drawn.skipped:

@@ -179,6 +179,8 @@ def parse_ranges(items, where="--range"):
                            "optimizer.learning_rate=1e-4:1e-2:log")
         key, text = (part.strip() for part in item.split("=", 1))
         _check_key(key, f"{where} {item!r}")
+        if key in ranges:
+            raise MlpError(f"{where} {key}: given twice; give one range per key")
         ranges[key] = _range_text(key, text, where)
     return ranges
 
@@ -301,6 +303,10 @@ def _search(search, n, random_n, grid, ranges, prune, where):
         if not (ranges or grid):
             raise MlpError(f"{opt['search']} tpe needs one or more {opt['range']} KEY=LO:HI[:log] (or "
                            f"{opt['grid']} KEY=V1,V2,... choices)")
+        both = [key for key in ranges or {} if key in (grid or {})]
+        if both:
+            raise MlpError(f"{opt['grid']} and {opt['range']} both give {', '.join(both)}: give each key "
+                           "either a range or a list of choices")
         return "tpe", n
     random_n = n if search == "random" else random_n
     if grid and (random_n or ranges):

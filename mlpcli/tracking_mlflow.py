@@ -30,6 +30,10 @@ INSTALL_HINT = "logging.mlflow needs mlflow-skinny: pip install 'mlpcli[mlflow]'
 MLRUNS_DIR = "mlruns"  # the default file store, beside the runs root
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag of a nested run
 BATCH = 100  # params per log_batch call, MLflow's limit
+# a tracking server that does not answer costs the run this long once (then it goes on without MLflow):
+# MLflow's own defaults (7 retries backing off, 120 s each) held a run ~4 minutes before its first
+# epoch on a refused connection; the environment's own settings win
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 _KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_.\- /]")  # what MLflow refuses in a param or metric key
 
 
@@ -41,6 +45,8 @@ def client_for(uri):
         raise MlpError(f"{INSTALL_HINT} ({exc})") from None
     if uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    for name, value in HTTP_SETTINGS.items():
+        os.environ.setdefault(name, value)
     return MlflowClient(uri)
 
 

@@ -174,9 +174,12 @@ def _cross_validate(cfg, params, report, resume, overrides, runs_root, run_dir, 
         runs.write_param_count(folder, params)
         report.line(f"Run folder: {folder} (cross-validation, {cfg['training']['folds']} folds)")
         summary = cross_validation.run_folds(cfg, folder, train_fold, report)
-    except BaseException:
+    except BaseException as exc:
         if not fold_runs.fold_dir(folder, 1).exists():  # no fold started training: nothing to keep
             runs.abandon_run_dir(folder, made)
+            if isinstance(exc, Interrupted):  # not "resume": there is no run left to resume
+                raise Interrupted(f"{signal.Signals(exc.exit_code - 128).name} before training started; the new "
+                                  "run folder was removed", exc.exit_code - 128) from None
             raise
         _point_latest(runs_root, folder, report)
         raise

@@ -102,8 +102,9 @@ def fold_indices(training, y, rng):
     try:
         parts = kfold_split(y, folds, rng)
     except ValueError as exc:
-        raise config_mod.ConfigError(f"training.folds: got {folds}, but {exc}; allowed: 2 to "
-                                     f"{_most_folds(y)}") from None
+        most = _most_folds(y)
+        allowed = f"allowed: 2 to {most}" if most >= 2 else "too few samples for cross-validation; give more data"
+        raise config_mod.ConfigError(f"training.folds: got {folds}, but {exc}; {allowed}") from None
     held_out = training["fold"] - 1
     return np.sort(np.concatenate([p for i, p in enumerate(parts) if i != held_out])), parts[held_out]
 

@@ -95,6 +95,9 @@ def test_fold_runs_validate_on_the_folds_of_train_plus_validation_and_keep_the_t
 
 @pytest.mark.parametrize("args, key", [
     (["--folds", "700"], "training.folds: got 700"),  # above the smallest class of 600 samples
+    (["--folds", "3", "--set", "data.max_train_samples=5"], ("has 1 sample(s), and stratified folds need one of "
+                                                             "each class in every fold; too few samples for "
+                                                             "cross-validation")),  # not "allowed: 2 to 1"
     (["--set", "training.folds=1"], "training.folds"),
     (["--set", "training.fold=2"], "training.fold"),
     (["--set", "training.folds=2", "--set", "training.fold=3"], "training.fold: must be between 1 and"),
@@ -162,6 +165,24 @@ def test_an_interrupted_folds_run_resumes_without_training_finished_folds_again(
     assert f"Resuming {run / 'fold-2'} from" in done.stdout  # fold 2 continued from its saved state
     assert [len((run / f"fold-{i}" / "history.csv").read_text().splitlines()) for i in (1, 2, 3)] == [7, 7, 7]
     assert json.loads((run / "cross_validation.json").read_text())["folds"] == 3
+
+
+def test_a_folds_run_stopped_before_its_first_fold_trains_is_removed_and_not_offered_for_resume(tmp_path):
+    run = tmp_path / "cv"
+    proc = subprocess.Popen([sys.executable, "-m", "mlpcli", "train", "configs/quick.yaml", "--run-dir", str(run),
+                             "--folds", "3", *QUICK], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env())
+    deadline = time.time() + 120
+    while not (run / "fold-1").exists():  # made before fold 1 loads its data
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM before training started; the new run folder was removed" in err
+    assert not run.exists()
+    assert "--resume" not in err
 
 
 # ---------------------------------------------------------------- mlp sweep --folds
@@ -250,3 +271,7 @@ def test_resume_with_more_epochs_continues_every_fold(tmp_path):
     assert summary["seconds"] == pytest.approx(sum(f["seconds"] for f in summary["per_fold"]))
     kept = invoke(["train", "--resume", run, "--no-plots"])  # nothing to do: every fold is kept
     assert kept.exit_code == 0 and kept.output.count("finished; kept") == 2
+    # what asks for no more epochs (the threads mlp sweep --resume gives a trial) keeps them too
+    threads = invoke(["train", "--resume", run, "--no-plots", "--set", "training.threads=1"])
+    assert threads.exit_code == 0, threads.output
+    assert threads.output.count("finished; kept") == 2

@@ -91,6 +91,15 @@ def test_default_folder_is_named_like_a_run_and_latest_is_left_alone(tmp_path):
     assert (folder / "lr_find.csv").is_file()
 
 
+def test_a_cross_validation_config_is_tested_on_its_first_folds_training_data(tmp_path):
+    result = run(["lr-find", "configs/quick.yaml", "--set", "data.max_train_samples=1000", "--set",
+                  "training.folds=4", "--batches", "8", "--out", str(tmp_path / "f")])
+    assert result.exit_code == 0, result.output
+    assert "the range test trains on fold 1's training data" in result.output
+    assert "on 750 training samples" in result.output  # 3 of 4 equal folds of the 1000 (no validation split)
+    assert (tmp_path / "f" / "lr_find.csv").is_file()
+
+
 def test_config_training_is_bit_identical_before_and_after(tmp_path):
     args = ["train", "configs/quick.yaml", "-q", "--no-plots", "--set", "data.max_train_samples=1500",
             "--set", "training.epochs=1"]

@@ -184,6 +184,26 @@ def test_a_regression_runs_page_shows_its_scatter_plots_not_a_class_table(tmp_pa
     assert page.row("r2")[1] == f"{evaluate(folder).report['metrics']['r2']:.4f}"
 
 
+def test_a_run_without_test_data_gets_its_page_saying_it_was_not_evaluated(tmp_path):
+    folder = tmp_path / "diabetes"
+    trained = CliRunner().invoke(main, ["train", "configs/diabetes-regression.yaml", "--run-dir", str(folder),
+                                       "-q", "--no-plots", "--set", "training.epochs=2", "--set",
+                                       "data.test_path=null"])
+    assert trained.exit_code == 0, trained.output
+    result = run(folder)
+    assert result.exit_code == 0, result.output
+    page = self_contained(folder / runs.REPORT_FILE)
+    assert page.sections[:5] == ["diagnostics", "curves", "evaluation", "model", "config"]
+    text = "".join(page.text)
+    assert "Not evaluated: the run's dataset (diabetes_train.csv) has no test split" in text
+    assert set(dict(report.CURVES).values()) - {"accuracy per epoch"} <= set(page.images)
+    assert (folder / runs.SUMMARY_FILE).read_text().strip() in text
+    with_data = run(folder, "--data", "configs/data/diabetes_test.csv", "--out", tmp_path / "with-data.html")
+    assert with_data.exit_code == 0, with_data.output
+    evaluated = self_contained(tmp_path / "with-data.html")
+    assert evaluated.row("r2")[1] == f"{evaluate(folder, data='configs/data/diabetes_test.csv').report['metrics']['r2']:.4f}"
+
+
 def test_hostile_class_names_and_paths_show_as_text(tmp_path):
     """Class names and a data folder that are HTML: the page shows them, and runs none of it. The
     run folder's name is not UTF-8: its bytes show as \\xNN."""

@@ -189,6 +189,12 @@ def test_usage_errors(tmp_path):
         (["--grid", "seed=1,2", "--seed", 3], "a grid has none"),
         (["--search", "tpe", "--trials", 3, "--range", "model.layers[0].units=0.2:0.7"], "whole number"),
         (["--search", "tpe", "--trials", 3, *lr, "--prune", "sometimes"], "--prune"),
+        (["--search", "tpe", "--trials", 3, *lr, "--grid", "optimizer.learning_rate=0.001,0.01"],
+         "--grid and --range both give optimizer.learning_rate"),
+        (["--search", "tpe", "--trials", 3, *lr, "--range", "optimizer.learning_rate=1e-3:1e-1"],
+         "--range optimizer.learning_rate: given twice"),
+        (["--random", 3, *lr, "--range", "optimizer.learning_rate=1e-3:1e-1"],
+         "--range optimizer.learning_rate: given twice"),
     ]
     for args, message in cases:
         result = invoke(["sweep", "configs/quick.yaml", *args, "--runs-root", tmp_path])

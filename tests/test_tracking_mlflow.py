@@ -119,12 +119,14 @@ def test_an_unreachable_tracking_server_is_warned_once_and_training_goes_on(tmp_
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}  # as a user has it
+    started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "configs/quick.yaml", "--run-dir",
                            str(tmp_path / "run"), "-q", "--no-plots", *TINY,
                            "--set", f"logging.mlflow.tracking_uri={uri}"],
                           check=False, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 60  # MLflow's own retries held it about 4 minutes
     warnings = [line for line in done.stderr.splitlines() if line.startswith("Warning: MLflow")]
     assert len(warnings) == 1 and uri in warnings[0] and "training goes on" in warnings[0]
     assert (tmp_path / "run" / "results.json").exists()
