@@ -116,7 +116,7 @@ def lr_find(config_path, overrides=(), *, start=1e-7, end=10.0, batches=100, out
     made, folder = [], None
     with ending_signals_interrupt():  # SIGTERM and SIGHUP also leave no folder behind
         try:
-            folder = runs.new_run_dir(runs_root, f"{cfg['name']}-lr-find", out, made)
+            folder = runs.new_run_dir(runs_root, f"{cfg['name']}-lr-find", out, made, "--out")
             with blas_threads(cfg["training"]["threads"]):
                 data = prepare_data(cfg, model, streams["split"], progress=echo)
                 n_train = len(data.train[0])

@@ -87,10 +87,10 @@ class RunLock:
         os.close(self.fd)
 
 
-def new_run_dir(runs_root, name, run_dir=None, made=None):
+def new_run_dir(runs_root, name, run_dir=None, made=None, option="--run-dir"):
     """Create and return a fresh run folder.
 
-    ``run_dir`` (the user's explicit choice) may be anywhere but must be new
+    ``run_dir`` (the user's explicit choice, given with ``option``) may be anywhere but must be new
     or empty; otherwise ``<runs_root>/<name>-<timestamp>`` is created, with a
     numeric suffix when two runs start in the same second. The folders this
     call created are appended to ``made`` (for ``abandon_run_dir``).
@@ -100,9 +100,9 @@ def new_run_dir(runs_root, name, run_dir=None, made=None):
         path = Path(run_dir)
         try:
             if path.exists() and not path.is_dir():
-                raise MlpError(f"{path}: is a file, not a folder; choose a new --run-dir")
+                raise MlpError(f"{path}: is a file, not a folder; choose a new {option}")
             if path.exists() and any(path.iterdir()):
-                raise MlpError(f"{path}: already exists and is not empty; choose a new --run-dir "
+                raise MlpError(f"{path}: already exists and is not empty; choose a new {option} "
                                "(nothing in it was changed)")
         except OSError as exc:
             raise _folder_error(path, exc) from None

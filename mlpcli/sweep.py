@@ -35,6 +35,9 @@ from mlpcli.errors import ConfigError, Interrupted, MlpError, TrainingError, pri
 from mlpcli.machine import usable_cores
 from mlpcli.sweep_folder import (
     BASE_CONFIG,
+    BEST_VALUE_STD,
+    FOLDS,
+    PRUNED_EPOCH,
     RESULTS_FILE,
     SWEEP_FILE,
     load_sweep_file,
@@ -122,11 +125,11 @@ class Progress:
         values = show_values(trial.overrides)
         if row.get("status") in DONE:
             best = row.get("best_value")
-            spread = f" ± {row['best_value_std']:.4f} over {row.get('folds')} folds" \
-                if isinstance(row.get("best_value_std"), (int, float)) else f" (epoch {row.get('best_epoch')})"
+            spread = f" ± {row[BEST_VALUE_STD]:.4f} over {row.get(FOLDS)} folds" \
+                if isinstance(row.get(BEST_VALUE_STD), (int, float)) else f" (epoch {row.get('best_epoch')})"
             best = f"{row.get('monitor')} {best:.4f}{spread}" if isinstance(best, (int, float)) else "no monitored value"
             params = f"{row['params']:,} params" if isinstance(row.get("params"), int) else ""
-            status = "ok" if row["status"] == "ok" else f"pruned after epoch {row.get('pruned_epoch')}"
+            status = "ok" if row["status"] == "ok" else f"pruned after epoch {row.get(PRUNED_EPOCH)}"
             text = f"{trial.name} {status}  {values}  {best}  {params}  {row.get('seconds', 0):.1f}s"
         else:
             text = f"{trial.name} {str(row.get('status')).upper()}  {values}  {row.get('error')}"

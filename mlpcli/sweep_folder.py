@@ -24,7 +24,8 @@ RESULTS_FILE = "results.csv"
 BASE_CONFIG = "base-config.yaml"
 SUMMARY_COLUMNS = ("params", "best_epoch", "monitor", "best_value")
 # of cross-validation trials (training.folds), after those: best_value is then the folds' mean
-FOLD_COLUMNS = ("best_value_std", "folds")
+BEST_VALUE_STD, FOLDS = "best_value_std", "folds"
+FOLD_COLUMNS = (BEST_VALUE_STD, FOLDS)
 # a pruned trial's last epoch: the key in its results.json, and a pruning sweep's results.csv column
 PRUNED_EPOCH = "pruned_epoch"
 TRIAL_NAME = re.compile(r"^trial-[0-9]{3,}$")

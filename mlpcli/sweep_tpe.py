@@ -25,6 +25,7 @@ import math
 
 from mlpcli.errors import MlpError
 from mlpcli.ranking import best_of
+from mlpcli.sweep_folder import FOLDS
 from mlpcli.sweep_pruning import (
     COMPLETE,
     FAIL,
@@ -167,7 +168,7 @@ def told_of(run_dir, row, search):
     status = row["status"]
     if status not in ("ok", "pruned"):
         return Told(FAIL)
-    if row.get("folds"):  # a cross-validation trial: the folds' mean, and no epochs of its own
+    if row.get(FOLDS):  # a cross-validation trial: the folds' mean, and no epochs of its own
         value = row.get("best_value")
         return Told(COMPLETE, float(value), {}) if isinstance(value, (int, float)) and math.isfinite(value) \
             else Told(FAIL)

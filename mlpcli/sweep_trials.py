@@ -34,7 +34,7 @@ from mlpcli.errors import Interrupted, MlpError, NoSavedState
 from mlpcli.files import TMP_PREFIX, atomic_path
 from mlpcli.machine import usable_cores
 from mlpcli.runs import LOCK_FILE, RunLock
-from mlpcli.sweep_folder import BASE_CONFIG, PRUNED_EPOCH
+from mlpcli.sweep_folder import BASE_CONFIG, BEST_VALUE_STD, FOLDS, PRUNED_EPOCH
 
 DASK_HINT = "pip install 'mlpcli[dask]'"
 POLL_SECONDS = 0.1  # how often a waiting sweep looks at its trials and at Ctrl-C
@@ -108,7 +108,7 @@ def _folds_row(folder):
         summary = runs.read_json(path)
         mean, std = summary["mean"], summary["std"]
         row = {"params": runs.param_count(folder), "monitor": summary["monitor"], "best_value": mean["best_value"],
-               "best_value_std": std["best_value"], "folds": summary["folds"], "seconds": summary["seconds"]}
+               BEST_VALUE_STD: std["best_value"], FOLDS: summary["folds"], "seconds": summary["seconds"]}
         row.update({f"final_{k}": v for k, v in (mean.get("final") or {}).items() if k != "lr"})
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MlpError(f"{path}: cannot be read as a cross-validation summary ({exc})") from None

@@ -167,3 +167,12 @@ def test_a_signal_during_the_test_ends_it_and_leaves_no_folder(tmp_path, sig):
     assert process.returncode == 130, err
     assert "Traceback" not in err and "Interrupted" in err
     assert not folder.exists()
+
+
+def test_an_out_folder_that_is_not_empty_is_refused_naming_out(tmp_path):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "mine.txt").write_text("keep")
+    result = run(["lr-find", "configs/quick.yaml", "--batches", "5", "--out", str(tmp_path / "f")])
+    assert result.exit_code == 2, result.output
+    assert "already exists and is not empty; choose a new --out" in result.output
+    assert (tmp_path / "f" / "mine.txt").read_text() == "keep"
