@@ -19,7 +19,7 @@ from mlpcli.errors import Interrupted, MlpError, NoSavedState
 from mlpcli.fit_loop import StopRequest
 
 
-def run_folds(cfg, folder, train_fold, report, overrides=()):
+def run_folds(cfg, folder, train_fold, report, overrides=(), runs_root=None):
     """Train the folds of the cross-validation run ``folder`` (its config.yaml is ``cfg``) not
     finished yet, then write and print the summary; return it.
 
@@ -29,6 +29,7 @@ def run_folds(cfg, folder, train_fold, report, overrides=()):
     with more epochs trains on; other settings, such as the threads a sweep gives, leave them be)."""
     k = cfg["training"]["folds"]
     with runs.RunLock(folder), StopRequest(training=True) as stop:
+        parent, nesting = _mlflow_parent(cfg, folder, runs_root, report)
         files.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
         for fold in range(1, k + 1):
             where = fold_runs.fold_dir(folder, fold)
@@ -37,7 +38,7 @@ def run_folds(cfg, folder, train_fold, report, overrides=()):
                 continue
             report.line(f"Fold {fold}/{k}: {where}")
             try:
-                _train_one(folder, fold, where, train_fold, overrides)
+                _train_one(folder, fold, where, train_fold, overrides, nesting)
             except Interrupted as exc:
                 what = str(exc).split("\n")[0]
                 raise Interrupted(f"fold {fold} of {k}: {what}\nResume the cross-validation with: "
@@ -48,6 +49,10 @@ def run_folds(cfg, folder, train_fold, report, overrides=()):
         per_fold = [_fold_results(folder, fold) for fold in range(1, k + 1)]
         summary = fold_runs.summarize(per_fold)
         fold_runs.write_summary(folder, summary)
+        if parent is not None:
+            from mlpcli.tracking_mlflow import finish_cross_validation
+
+            finish_cross_validation(parent, folder, summary, fold_runs.SUMMARY_FILE)
     report.line(f"Cross-validation over {k} folds: {folder / fold_runs.SUMMARY_FILE}")
     for text in fold_runs.summary_lines(summary):
         report.line(text)
@@ -60,9 +65,26 @@ def _more_epochs(cfg, where):
     return cfg["training"]["epochs"] > runs.run_config(where)["training"]["epochs"]
 
 
-def _train_one(folder, fold, where, train_fold, overrides):
-    """Train fold ``fold`` into ``where``: continue it from its saved state when it has one,
-    else start it (again) from the cross-validation run's config."""
+def _mlflow_parent(cfg, folder, runs_root, report):
+    """(the MLflow run the folds' runs are nested in, the --set items that nest one) when the
+    config logs to MLflow; (None, []) otherwise. A new run's config records the store's URI."""
+    settings = cfg["logging"]["mlflow"]
+    if settings is None:
+        return None, []
+    from mlpcli.tracking_mlflow import flat_params, parent_run
+
+    parent, nesting = parent_run(settings, folder, runs_root or folder.parent, report.warn, "run",
+                                 flat_params(cfg))
+    settings["tracking_uri"] = settings["tracking_uri"] or parent.uri
+    if not parent.failed:
+        report.line(f"MLflow: run {parent.run_id} at {parent.uri}, one nested run per fold")
+    return parent, [nesting]
+
+
+def _train_one(folder, fold, where, train_fold, overrides, nesting):
+    """Train fold ``fold`` into ``where``: continue it from its saved state when it has one
+    (its own config names its MLflow parent already), else start it (again) from the
+    cross-validation run's config with ``nesting`` (the --set of its MLflow parent, if any)."""
     if (where / runs.CONFIG_FILE).is_file():
         try:
             train_fold(None, overrides, resume=where)
@@ -72,7 +94,7 @@ def _train_one(folder, fold, where, train_fold, overrides):
     if where.exists():
         with runs.RunLock(where):
             shutil.rmtree(where)
-    train_fold(folder / runs.CONFIG_FILE, [f"training.fold={fold}"], run_dir=where)
+    train_fold(folder / runs.CONFIG_FILE, [f"training.fold={fold}", *nesting], run_dir=where)
 
 
 def _fold_results(folder, fold):

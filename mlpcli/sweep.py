@@ -263,10 +263,10 @@ def _mlflow_parent(base, folder, runs_root):
     logging = resolved_logging(base)
     if logging is None or logging["mlflow"] is None:
         return None, []
-    from mlpcli.tracking_mlflow import sweep_parent
+    from mlpcli.tracking_mlflow import parent_run
 
-    parent, nesting = sweep_parent(logging["mlflow"], folder, runs_root,
-                                   lambda text: print(printable(text), file=sys.stderr))
+    parent, nesting = parent_run(logging["mlflow"], folder, runs_root,
+                                 lambda text: print(printable(text), file=sys.stderr), "sweep")
     return parent, [nesting]
 
 

@@ -203,10 +203,12 @@ class MlflowLog(Callback):
         tracker.finish()
 
 
-def sweep_parent(settings, folder, runs_root, warn):
-    """The sweep's parent MLflow run (``settings``: its ``logging.mlflow``; the one recorded in
-    the sweep ``folder`` when it is resumed) and the ``--set`` that nests every trial's run in
-    it (``logging.mlflow=null`` when MLflow failed, so that no trial tries again)."""
+def parent_run(settings, folder, runs_root, warn, kind, params=None):
+    """The parent MLflow run of a sweep or a cross-validation run (``kind``: "sweep" or "run")
+    in ``folder`` (``settings``: its ``logging.mlflow``; the run recorded in ``folder`` when it
+    is resumed; nested itself when ``settings`` name a parent), with ``params`` logged, and the
+    ``--set`` that nests each trial's or fold's run in it (``logging.mlflow=null`` when MLflow
+    failed, so that none tries again)."""
     recorded = recorded_run(folder)
     tracker = Tracker(recorded[0] if recorded else settings["tracking_uri"] or default_tracking_uri(runs_root),
                       warn)
@@ -214,12 +216,32 @@ def sweep_parent(settings, folder, runs_root, warn):
         tracker.run_id = recorded[1]
         tracker.call("update_run", tracker.run_id, "RUNNING")
     elif tracker.start(settings["experiment"], settings["run_name"] or folder.name,
-                       {"mlpcli.version": __version__, "mlpcli.sweep_folder": str(folder.resolve())}):
+                       {"mlpcli.version": __version__, f"mlpcli.{kind}_folder": str(folder.resolve()),
+                        PARENT_TAG: settings["parent_run_id"]}):
         tracker.record(folder)
+        if params:
+            tracker.log_params(params)
     if tracker.failed:
         return tracker, "logging.mlflow=null"
-    trial = {**settings, "tracking_uri": tracker.uri, "run_name": None, "parent_run_id": tracker.run_id}
-    return tracker, f"logging.mlflow={json.dumps(trial)}"
+    child = {**settings, "tracking_uri": tracker.uri, "run_name": None, "parent_run_id": tracker.run_id}
+    return tracker, f"logging.mlflow={json.dumps(child)}"
+
+
+def finish_cross_validation(tracker, folder, summary, summary_file):
+    """The folds' mean and standard deviation of each score as the parent run's metrics
+    (``val_accuracy_mean``, ``test_accuracy_std``, ``best_val_loss_mean``, ...), its summary
+    file as an artifact."""
+    values = {}
+    for stat in ("mean", "std"):
+        found = summary[stat]
+        if found.get("best_value") is not None:
+            values[f"best_{summary['monitor']}_{stat}"] = found["best_value"]
+        for group, prefix in (("final", ""), ("test", "test_")):
+            values.update({f"{prefix}{name}_{stat}": v for name, v in (found.get(group) or {}).items()
+                           if name != "lr" and v is not None})
+    tracker.log_metrics(values, 0)
+    tracker.log_artifact(folder / summary_file)
+    tracker.finish()
 
 
 def finish_sweep(tracker, folder, results_file):

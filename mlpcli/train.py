@@ -173,7 +173,7 @@ def _cross_validate(cfg, params, report, resume, overrides, runs_root, run_dir, 
         files.write_text(folder / runs.CONFIG_FILE, config_mod.dump_yaml(cfg))
         runs.write_param_count(folder, params)
         report.line(f"Run folder: {folder} (cross-validation, {cfg['training']['folds']} folds)")
-        summary = cross_validation.run_folds(cfg, folder, train_fold, report)
+        summary = cross_validation.run_folds(cfg, folder, train_fold, report, runs_root=runs_root)
     except BaseException as exc:
         if not fold_runs.fold_dir(folder, 1).exists():  # no fold started training: nothing to keep
             runs.abandon_run_dir(folder, made)

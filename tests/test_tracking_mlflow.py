@@ -197,3 +197,28 @@ def test_a_sweep_is_a_parent_run_with_a_nested_run_per_trial(tmp_path):
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
         assert_metrics_equal_history(mlflow, child.info.run_id, folder / trial)
+
+
+def test_a_cross_validation_run_is_a_parent_run_with_its_folds_nested_and_their_mean(tmp_path):
+    uri = (tmp_path / "mlruns").as_uri()
+    run_dir = tmp_path / "cv"
+    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--folds", "2", *TINY, "--no-plots",
+                                       "--run-dir", str(run_dir), "--set", f"logging.mlflow.tracking_uri={uri}"])
+    assert result.exit_code == 0, result.output
+    mlflow = client(uri)
+    runs = {r.info.run_id: r for r in mlflow.search_runs([mlflow.get_experiment_by_name("mlpcli").experiment_id])}
+    parent = runs.pop(recorded(run_dir)["run_id"])
+    assert f"MLflow: run {parent.info.run_id} at {uri}, one nested run per fold" in result.output
+    assert parent.info.run_name == "cv" and parent.info.status == "FINISHED"
+    assert parent.data.params["training.folds"] == "2"
+    summary = json.loads((run_dir / "cross_validation.json").read_text())
+    for stat in ("mean", "std"):
+        assert parent.data.metrics[f"val_accuracy_{stat}"] == pytest.approx(summary[stat]["final"]["val_accuracy"])
+        assert parent.data.metrics[f"best_val_loss_{stat}"] == pytest.approx(summary[stat]["best_value"])
+        assert parent.data.metrics[f"test_loss_{stat}"] == pytest.approx(summary[stat]["test"]["loss"])
+    assert "cross_validation.json" in {a.path for a in mlflow.list_artifacts(parent.info.run_id)}
+    assert sorted(r.info.run_name for r in runs.values()) == ["fold-1", "fold-2"]
+    for fold in ("fold-1", "fold-2"):
+        child = runs[recorded(run_dir / fold)["run_id"]]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert_metrics_equal_history(mlflow, child.info.run_id, run_dir / fold)
