@@ -82,6 +82,9 @@ def read_run(folder, label=None):
     entry.seconds = seconds
     if not record.folds:  # the diagnostics judge one run's curves, not a mean over folds
         entry.notes = diagnose(entry.history, entry.cfg, saved_sizes(folder))["notes"]
+    pruned = results.get(sweep_folder.PRUNED_EPOCH) if isinstance(results, dict) else None
+    if isinstance(pruned, int):
+        entry.notes.insert(0, f"pruned after epoch {pruned}")
     return entry
 
 
@@ -309,11 +312,14 @@ def recommendation(c):
 
 def notes_meaning(c):
     """What each kind of note in the table means, one line per kind the table shows."""
-    notes = {n.split(" from ")[0] for e in c.ranked for n in e.notes}
+    notes = {n.split(" from ")[0].split(" after ")[0] for e in c.ranked for n in e.notes}
     lines = []
     if "overfits" in notes:
         lines.append("overfits from epoch N: validation loss rose beyond its noise from epoch N on "
                      "while training loss kept falling; use early stopping or more regularization")
+    if "pruned" in notes:
+        lines.append("pruned after epoch N: the search stopped this trial after epoch N (--prune); its score "
+                     "is the best of the epochs it trained")
     if "plateau" in notes:
         lines.append("plateau: validation loss ended flat within its noise")
     if "train acc < val acc" in notes:

@@ -119,8 +119,14 @@ def test_pruning_follows_the_median_rule_and_is_recorded(pruning_sweep):
         assert (folder / row["trial"] / "model.h5").is_file()
     result = invoke(["compare", folder, "--no-plots"])
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
     for name in pruned:
-        assert f"  {name}  " in result.output
+        epoch = next(r["pruned_epoch"] for r in rows if r["trial"] == name)
+        (line,) = [x for x in lines if f"  {name}  " in x]
+        assert f"pruned after epoch {epoch}" in line
+    assert not any("pruned after" in x for x in lines if any(f"  {r['trial']}  " in x for r in rows
+                                                                  if r["status"] == "ok"))
+    assert any(x.startswith("pruned after epoch N: the search stopped this trial") for x in lines)
 
 
 def start_sweep(root, *args):
