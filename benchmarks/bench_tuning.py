@@ -18,7 +18,7 @@ trial-epochs spent until then (epochs actually trained, summed over the trials i
 order), the median and range of the best val_loss within the budget, and the trial-epochs
 all its trials took (median per seed). Trial-epochs do not depend on the machine's speed.
 
-The whole benchmark: 30 trials per search, seeds 0..4 (about 12 minutes on 2 busy cores).
+The whole benchmark: 30 trials per search, seeds 0..4 (8 minutes with --hyperband on 2 busy cores).
 --quick: 3,000 images (600 validation), a 4 x 2 x 2 x 2 grid (32 trials), 20 trials, seeds
 0..2 (about 3 minutes). Prints Markdown tables and the command.
 
