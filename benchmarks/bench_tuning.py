@@ -20,7 +20,8 @@ all its trials took (median per seed). Trial-epochs do not depend on the machine
 
 The whole benchmark: 30 trials per search, seeds 0..4 (8 minutes with --hyperband on 2 busy cores).
 --quick: 3,000 images (600 validation), a 4 x 2 x 2 x 2 grid (32 trials), 20 trials, seeds
-0..2 (about 3 minutes). Prints Markdown tables and the command.
+0..2 (2-3 minutes; a smoke test: its coarse grid is an easy target). Prints Markdown tables
+and the command.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_tuning.py [--quick]
 """
