@@ -15,7 +15,7 @@ Pruners, for short trainings (``epochs`` of the base config):
 * ``median`` (Optuna's MedianPruner): a trial is pruned at an epoch when its value
   is worse than the median of the completed trials' values at that epoch, once
   ``MEDIAN_STARTUP_TRIALS`` trials have completed, and not in its first quarter of
-  the epochs (at least one epoch);
+  the epochs (at least one epoch) nor after its last;
 * ``hyperband`` (HyperbandPruner): min_resource 1 epoch, max_resource the epochs,
   reduction factor 3.
 """
@@ -128,7 +128,9 @@ class TrialPruning(Callback):
         if self.pruned_epoch is not None or value is None or not math.isfinite(value):
             return
         self.trial.report(float(value), int(epoch))
-        if self.trial.should_prune():
+        # after its last epoch a trial has nothing left to save: it completes, and the search
+        # is told its value (a pruned trial's is not, and ranks below every complete one)
+        if epoch < self.loop.epochs and self.trial.should_prune():
             self.pruned_epoch = int(epoch)
             self.loop.finished = True
 

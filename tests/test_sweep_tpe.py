@@ -94,7 +94,7 @@ def _monitored(folder, trial):
 @pytest.mark.slow
 def test_pruning_follows_the_median_rule_and_is_recorded(pruning_sweep):
     """Each trial's decisions, recomputed from the folder: trial n is judged against the trials
-    up to n - 4 that completed (at least 3 of them), from epoch 2 of 3 on, and pruned when its
+    up to n - 4 that completed (at least 3 of them), at epoch 2 of 3 (not after the last), pruned when its
     best val_loss so far is above their median at that epoch; a pruned trial is a finished run of the
     epochs it trained, marked pruned with that epoch, and mlp compare ranks it."""
     folder = pruning_sweep
@@ -108,7 +108,7 @@ def test_pruning_follows_the_median_rule_and_is_recorded(pruning_sweep):
         values = _monitored(folder, row["trial"])
         for epoch in range(1, len(values) + 1):
             best = min(values[:epoch])
-            if epoch >= 2 and len(completed) >= 3 and best > statistics.median(c[epoch - 1] for c in completed):
+            if epoch == 2 and len(completed) >= 3 and best > statistics.median(c[epoch - 1] for c in completed):
                 expected = epoch
                 break
         assert row["pruned_epoch"] == ("" if expected is None else str(expected)), row
@@ -127,6 +127,30 @@ def test_pruning_follows_the_median_rule_and_is_recorded(pruning_sweep):
     assert not any("pruned after" in x for x in lines if any(f"  {r['trial']}  " in x for r in rows
                                                                   if r["status"] == "ok"))
     assert any(x.startswith("pruned after epoch N: the search stopped this trial") for x in lines)
+
+
+def test_a_trial_is_not_pruned_after_its_last_epoch():
+    """Pruning saves the epochs left; after the last there are none, so the trial completes (and
+    the search is told its value) even when the median rule would prune it there."""
+    from types import SimpleNamespace
+
+    from mlpcli.sweep_pruning import COMPLETE, PruningPlan, Told, TrialPruning
+
+    earlier = [Told(COMPLETE, 0.1, {1: 0.5, 2: 0.2, 3: 0.1, 4: 0.1}) for _ in range(3)]
+
+    def pruned_epoch(values, epochs):
+        pruning = TrialPruning(PruningPlan("median", "val_loss", False, epochs, earlier))
+        pruning.loop = SimpleNamespace(history=[], epochs=epochs, finished=False)
+        pruning.on_train_begin()
+        for epoch, value in enumerate(values, 1):
+            pruning.on_epoch_end(epoch, {"val_loss": value})
+            if pruning.loop.finished:
+                break
+        return pruning.pruned_epoch
+
+    above_the_median_at_epoch_3 = [0.4, 0.15, 0.3]
+    assert pruned_epoch(above_the_median_at_epoch_3, 4) == 3
+    assert pruned_epoch(above_the_median_at_epoch_3, 3) is None
 
 
 def start_sweep(root, *args):
