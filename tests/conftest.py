@@ -104,9 +104,9 @@ def start_training(run_dir, settings, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def interrupt_and_resume(run_dir, settings, *extra, after_epoch=2):
-    """Train into ``run_dir``, send SIGINT once epoch ``after_epoch``'s resume state exists (so
-    the stop lands in the next epoch), then ``mlp train --resume`` it to the end; asserts each step."""
+def interrupt_training(run_dir, settings, *extra, after_epoch=2):
+    """Train into ``run_dir`` as a real process and send it SIGINT once epoch ``after_epoch``'s
+    resume state exists (so the stop lands in the next epoch); asserts it ended with exit 130."""
     proc = start_training(run_dir, settings, *extra)
     deadline = time.time() + 300
     while not (run_dir / "resume" / f"epoch-{after_epoch:04d}.h5").exists():
@@ -114,8 +114,13 @@ def interrupt_and_resume(run_dir, settings, *extra, after_epoch=2):
         assert time.time() < deadline
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
+
+
+def interrupt_and_resume(run_dir, settings, *extra, after_epoch=2):
+    """``interrupt_training``, then ``mlp train --resume`` to the end; asserts each step."""
+    interrupt_training(run_dir, settings, *extra, after_epoch=after_epoch)
     done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "--resume", str(run_dir), "--no-plots", "-q"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -187,4 +192,23 @@ def same_weights(a, b):
 def history(run_dir):
     """history.csv's rows."""
     with (run_dir / "history.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- sweeps
+
+def invoke(args):
+    """``mlp ARGS`` in this process (each argument as text); the click Result."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def sweep_dir(root):
+    """The one sweep folder under the runs root ``root``."""
+    (folder,) = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    return folder
+
+
+def read_rows(folder):
+    """The rows of a sweep folder's results.csv, as text."""
+    with open(folder / "results.csv", newline="") as f:
         return list(csv.DictReader(f))

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import invoke, read_rows, sweep_dir
 
-from mlpcli.cli import main
 from mlpcli.config import load_config
 from mlpcli.errors import ConfigError, MlpError
 from mlpcli.parallel import usable_processes
@@ -28,20 +27,6 @@ METRICS = ("params", "best_epoch", "monitor", "best_value", "final_loss", "final
            "final_val_loss", "final_val_accuracy")
 RUN_FILES = {"config.yaml", "summary.txt", "history.csv", "model.h5", "results.json",
              "diagnostics.json", "train.log", "checkpoints", "resume"}
-
-
-def invoke(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def sweep_dir(root):
-    (folder,) = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
-    return folder
-
-
-def read_rows(folder):
-    with open(folder / "results.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +91,7 @@ def test_dask_local_cluster_gives_the_same_metrics(local_sweep, dask_sweep):
         assert "mlp-trial-" in (trial / "train.log").read_text().splitlines()[0]
         assert (trial / "checkpoints" / "model-02.h5").stat().st_size > 0
         local = local_sweep[0] / row["trial"] / "history.csv"
-        strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # noqa: E731
+        strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]
         assert strip((trial / "history.csv").read_text()) == strip(local.read_text())
     assert "Dask LocalCluster of 2 worker(s)" in dask_sweep[1]
 

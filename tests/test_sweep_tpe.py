@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
-
-from mlpcli.cli import main
+from conftest import invoke, read_rows, sweep_dir
 
 pytest.importorskip("optuna")
 
@@ -29,20 +27,6 @@ SPACE = ["--range", "optimizer.learning_rate=1e-4:1e-1:log", "--range", "model.l
          "--grid", "training.batch_size=32,64"]
 # seed 1 over this range prunes (lr below ~1e-4 barely learns in 3 epochs); see test_pruning_*
 PRUNING = ["--search", "tpe", "--trials", 8, "--seed", 1, "--range", "optimizer.learning_rate=1e-6:1e-1:log"]
-
-
-def invoke(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def sweep_dir(root):
-    (folder,) = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
-    return folder
-
-
-def read_rows(folder):
-    with open(folder / "results.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def proposed(folder):

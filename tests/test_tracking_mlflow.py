@@ -7,7 +7,6 @@ run with one nested run per trial."""
 import csv
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import history, start_training
+from conftest import history, interrupt_training
 
 from mlpcli import __version__
 from mlpcli.cli import main
@@ -146,15 +145,7 @@ def test_resume_continues_the_same_mlflow_run_and_tensorboard_folder(tmp_path):
     settings = ["--set", "data.max_train_samples=24000", "--set", "data.max_test_samples=500",
                 "--set", "training.epochs=3", "--set", "training.processes=1", "--set", "training.threads=1",
                 "--no-plots", "--tensorboard", "--set", f"logging.mlflow.tracking_uri={uri}"]
-    proc = start_training(run_dir, settings)
-    deadline = time.time() + 300
-    while not (run_dir / "resume" / "epoch-0001.h5").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    interrupt_training(run_dir, settings, after_epoch=1)
     run_id = recorded(run_dir)["run_id"]
     with SummaryWriter(str(run_dir / "tensorboard")) as stray:  # an epoch logged after the saved state
         stray.add_scalar("loss", 99.0, 2)
