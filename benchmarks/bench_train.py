@@ -1,25 +1,50 @@
-"""Training speed and memory of configs/mnist.yaml, side by side with PyTorch and scikit-learn.
+"""Training speed and memory of configs/mnist.yaml, side by side with PyTorch, JAX and scikit-learn.
 
-    python benchmarks/bench_train.py                       # mlpcli alone
-    python benchmarks/bench_train.py --compare torch,sklearn --repeats 3
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_train.py   # mlpcli alone
+    ... bench_train.py --compare torch,jax,sklearn --repeats 3
+    ... bench_train.py --width 1024 --compare torch,jax          # the wide model
+    ... bench_train.py --cost-table --compare torch --plot cost.png
 
 Each measurement runs in a fresh process (so each has its own peak memory),
-alternating mlpcli, PyTorch and scikit-learn, and the medians over repeats are
+alternating mlpcli, PyTorch, JAX and scikit-learn, and the medians over repeats are
 compared. Reported per system: wall time per epoch (training pass plus
-validation, as `mlp train` does), training samples per second, the share of the
+validation, as `mlp train` does; the first epoch of each process is a warm-up and
+not counted, which for JAX is also where its step compiles), training samples per second, the share of the
 machine's float32 matrix-multiply peak that the epoch's matrix products reach
 (the peak is measured in the same run with a large numpy matmul), and peak RSS.
-`ours` trains as configs/mnist.yaml says (two processes share each batch),
-`ours_1_process` the same with one. For scikit-learn's MLPClassifier (no
+The output starts with the BLAS numpy uses (threadpoolctl) and warns when
+OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set (here they force an older kernel with
+about half the matmul peak).
+`ours` trains as the config says (configs/mnist.yaml: two processes share each batch;
+its peak memory is the summed proportional set size of the process and its helpers),
+`ours_1_process` the same with one. --config names another file of configs/,
+--width sets the hidden dense layers' units, --batch the batch size.
+
+The PyTorch and JAX loops (benchmarks/train_references.py) are what a careful user of
+each writes: the uint8 features kept as stored, a seeded permutation of the indices
+sliced per batch (torch.randperm with a seeded generator), each batch gathered by
+indexing and scaled to float32 there, the config's model, Adam, schedule, dropout and
+epochs, validation after every epoch. PyTorch runs torch.set_num_threads(cores) (or
+--threads); no DataLoader(TensorDataset), which fetches one sample at a time. JAX jits the
+whole training step (Adam written out); its compile time is in the warm-up epoch, not in
+the figures (it is printed apart).
+For scikit-learn's MLPClassifier (no
 dropout) the comparison is with mlpcli on the same model without dropout,
 training pass only (MLPClassifier validates nothing per epoch). The memory
-comparison is of whole `mlp train` runs (with their helper processes, which
+comparison with PyTorch is also of whole `mlp train` runs (with their helper processes, which
 share the parent's data and weights: see work_mlp_train).
 
-PyTorch (`pip install torch==2.13.0`, the CPU build) and scikit-learn are needed
-only for --compare; neither is a dependency of mlpcli.
-"""
+--cost-table measures mlpcli and each --compare system (torch, jax) over hidden widths
+128, 512, 1024, 2048 and batch sizes 32, 128, 512 (--widths, --batches pick a subset),
+2 epochs per process by default (one warm-up, one timed), and prints a Markdown table:
+seconds per epoch, share of the matmul peak and peak RSS per system; --plot FILE draws
+time per epoch against width (log-log), one line per system and batch size. The whole
+table with --compare torch takes about 10 minutes on 2 cores.
 
+PyTorch (`pip install torch==2.13.0`, the CPU build), JAX (`pip install "jax[cpu]"`) and
+scikit-learn are needed only for --compare, each imported only by its own worker; none is
+a dependency of mlpcli.
+"""
 import argparse
 import json
 import math
@@ -32,7 +57,12 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BATCH, HIDDEN, DROPOUT = 128, 128, 0.3
+CORES = len(os.sched_getaffinity(0))
+# environment variables that make OpenBLAS pick an older kernel (set on this machine for the tests)
+KERNEL_FORCING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# issue #16's goals for the two models it names (hidden widths): mlpcli's epoch time over each
+# reference's at most, and the share of the matmul peak at least
+TARGETS = {(128, 128): {"torch": 0.20, "peak": 0.40}, (1024, 1024): {"torch": 0.30, "jax": 0.7, "peak": 0.55}}
 
 
 def matmul_peak(size=2048, repeats=5):
@@ -50,17 +80,54 @@ def _timed(fn):
     return time.perf_counter() - t0
 
 
-def epoch_flops(n_train, n_val, sizes=(784, HIDDEN, HIDDEN, 10)):
-    """Matrix-product FLOPs of one epoch: forward, weight and input gradients, validation."""
+def blas_lines():
+    """What numpy's BLAS is (threadpoolctl), and a warning per variable forcing an older OpenBLAS kernel."""
+    from threadpoolctl import threadpool_info
+
+    lines = [f"BLAS: {pool['internal_api']} {pool['version']}, kernel "
+             f"{pool.get('architecture') or pool.get('corename') or '?'}, {pool['num_threads']} thread(s) "
+             f"({os.path.basename(pool['filepath'])})" for pool in threadpool_info() if pool["user_api"] == "blas"]
+    lines += [f"WARNING: {name}={os.environ[name]} is set: it forces an older OpenBLAS kernel, about half "
+              f"the matmul peak here; measure with: env -u {' -u '.join(KERNEL_FORCING)} python {sys.argv[0]} ..."
+              for name in KERNEL_FORCING if name in os.environ]
+    return lines or ["BLAS: none found by threadpoolctl"]
+
+
+def epoch_flops(n_train, n_val, sizes):
+    """Matrix-product FLOPs of one epoch through dense layers of ``sizes`` (inputs, then each
+    layer's units): forward, weight and input gradients, validation."""
     forward = sum(2 * a * b for a, b in zip(sizes, sizes[1:]))
     input_grads = sum(2 * a * b for a, b in zip(sizes[1:], sizes[2:]))  # none for the first layer
     return n_train * (2 * forward + input_grads) + n_val * forward
 
 
-def mnist_config(name="mnist.yaml"):
+def overrides(args):
+    """The ``--set`` overrides of --width (every dense layer but the output) and --batch."""
     from mlpcli.config import load_config
 
-    return load_config(os.path.join(HERE, "..", "configs", name))
+    sets = [f"training.batch_size={args.batch}"] if args.batch else []
+    if args.width:
+        dense = [i for i, layer in enumerate(load_config(config_path(args))["model"]["layers"])
+                 if layer["type"] == "dense"]
+        sets += [f"model.layers[{i}].units={args.width}" for i in dense[:-1]]
+    return sets
+
+
+def config_path(args):
+    return os.path.join(HERE, "..", "configs", args.config)
+
+
+def configured(args):
+    """The resolved config the measurement trains: --config with --width and --batch."""
+    from mlpcli.config import load_config
+
+    return load_config(config_path(args), overrides(args))
+
+
+def layer_sizes(cfg):
+    """(inputs, each dense layer's units) of a resolved config."""
+    return (math.prod(cfg["model"]["input_shape"]),
+            *(layer["units"] for layer in cfg["model"]["layers"] if layer["type"] == "dense"))
 
 
 def mnist_split(cfg):
@@ -76,7 +143,7 @@ def mnist_split(cfg):
 
 # -- workers: each runs in its own process and prints one JSON line ------------------------
 
-def work_ours(epochs, dropout=True, validate=True, processes=None, config="mnist.yaml"):
+def work_ours(args, dropout=True, validate=True, processes=None):
     from mlpcli.callbacks import LearningRateSchedule, NanGuard
     from mlpcli.data import augment
     from mlpcli.fit_loop import Callback, FitLoop
@@ -94,42 +161,44 @@ def work_ours(epochs, dropout=True, validate=True, processes=None, config="mnist
         def on_epoch_end(self, epoch, logs):
             self.seconds.append(time.perf_counter() - self.t0)
 
-    cfg = mnist_config(config)
+    cfg = configured(args)
     if processes is not None:
         cfg["training"]["processes"] = processes
     if not dropout:
         cfg["model"]["layers"] = [l for l in cfg["model"]["layers"] if l["type"] != "dropout"]
     streams, model, data = mnist_split(cfg)
-    trainer = Trainer(model, cfg, streams, math.ceil(len(data.train[0]) / BATCH),
+    trainer = Trainer(model, cfg, streams, math.ceil(len(data.train[0]) / cfg["training"]["batch_size"]),
                       augmenter=augment.from_config(cfg, data.feature_shape))
     times = EpochTimes()
-    FitLoop(trainer, epochs, [NanGuard(trainer), LearningRateSchedule(trainer.schedule), times]).fit(
-        data.train, data.val if validate else (None, None))
+    with TreeMemory(0.05) as memory:  # helper processes (training.processes) share the parent's pages
+        FitLoop(trainer, args.epochs, [NanGuard(trainer), LearningRateSchedule(trainer.schedule), times]).fit(
+            data.train, data.val if validate else (None, None))
     return {"epoch_seconds": times.seconds, "n_train": len(data.train[0]),
-            "n_val": len(data.val[0]) if validate else 0}
+            "n_val": len(data.val[0]) if validate else 0, "tree_pss_mib": memory.peak_mib}
 
 
-def work_augmented_pairs(epochs, interpolation=None):
+def work_augmented_pairs(args):
     """configs/mnist.yaml and configs/mnist-augmented.yaml (the same model on augmented
     images) trained side by side in this process, an epoch of one, then an epoch of the
     other: each pair's ratio is measured on the machine as it is at that moment."""
     from mlpcli.callbacks import LearningRateSchedule, NanGuard
+    from mlpcli.config import load_config
     from mlpcli.data import augment
     from mlpcli.fit_loop import FitLoop
     from mlpcli.trainer import Trainer
 
     loops = []
     for name in ("mnist.yaml", "mnist-augmented.yaml"):
-        cfg = mnist_config(name)
-        if cfg["augment"] and interpolation:
-            cfg["augment"]["interpolation"] = interpolation
+        cfg = load_config(os.path.join(HERE, "..", "configs", name))
+        if cfg["augment"] and args.interpolation:
+            cfg["augment"]["interpolation"] = args.interpolation
         streams, model, data = mnist_split(cfg)
-        trainer = Trainer(model, cfg, streams, math.ceil(len(data.train[0]) / BATCH),
+        trainer = Trainer(model, cfg, streams, math.ceil(len(data.train[0]) / cfg["training"]["batch_size"]),
                           augmenter=augment.from_config(cfg, data.feature_shape))
         loops.append((FitLoop(trainer, cfg["training"]["epochs"], [NanGuard(trainer),
                                                                    LearningRateSchedule(trainer.schedule)]), data))
     seconds = {"plain": [], "augmented": []}
-    for epoch in range(epochs):
+    for epoch in range(args.epochs):
         for (loop, data), name in zip(loops, seconds):
             loop.epochs, loop.finished = epoch + 1, False  # one more epoch of this one
             t0 = time.perf_counter()
@@ -138,98 +207,99 @@ def work_augmented_pairs(epochs, interpolation=None):
     return seconds
 
 
-def work_torch(epochs):
+def reference(args):
+    """The config's model, optimizer and data as the reference loops take them."""
+    from train_references import from_config
+
+    cfg = configured(args)
+    return from_config(cfg, mnist_split(cfg)[2])
+
+
+def work_torch(args):
     import torch
-    from torch import nn
+    from train_references import torch_loop
 
-    cfg = mnist_config()
-    _, _, data = mnist_split(cfg)
-    (x, y), (x_val, y_val) = data.train, data.val
-    x, x_val = x[:], x_val[:]  # float32 arrays
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
-                          nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT),
-                          nn.Linear(HIDDEN, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optimizer"]["learning_rate"], eps=1e-7)
-    # the config's cosine decay (over the whole 20-epoch run), stepped per batch as mlpcli does
-    decay_steps = cfg["schedule"]["decay_steps"] or cfg["training"]["epochs"] * math.ceil(len(x) / BATCH)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=decay_steps)
-    loss_fn = nn.CrossEntropyLoss()
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-        batch_size=BATCH, shuffle=True)
-    xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
-    times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        model.train()
-        for xb, yb in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        model.eval()
-        with torch.no_grad():
-            (model(xv).argmax(1) == yv).float().mean().item()
-        times.append(time.perf_counter() - t0)
-    return {"epoch_seconds": times, "n_train": len(x), "n_val": len(x_val)}
+    ref = reference(args)
+    return {"epoch_seconds": torch_loop(ref, args.epochs, args.threads or CORES), "n_train": len(ref.train[0]),
+            "n_val": len(ref.val[0]), "version": f"PyTorch {torch.__version__}"}
 
 
-def work_sklearn(epochs):
+def work_jax(args):
+    from train_references import jax_loop
+
+    ref = reference(args)
+    seconds, version = jax_loop(ref, args.epochs)
+    return {"epoch_seconds": seconds, "n_train": len(ref.train[0]), "n_val": len(ref.val[0]),
+            "version": f"JAX {version}"}
+
+
+def work_sklearn(args):
     import warnings
 
+    import sklearn
     from sklearn.neural_network import MLPClassifier
 
-    cfg = mnist_config()
+    cfg = configured(args)
     _, _, data = mnist_split(cfg)
     x, y = data.train
     x = x[:]
-    clf = MLPClassifier(hidden_layer_sizes=(HIDDEN, HIDDEN), solver="adam", batch_size=BATCH,
-                        learning_rate_init=cfg["optimizer"]["learning_rate"], alpha=0.0, shuffle=True,
-                        random_state=0)
+    clf = MLPClassifier(hidden_layer_sizes=layer_sizes(cfg)[1:-1], solver="adam",
+                        batch_size=cfg["training"]["batch_size"], learning_rate_init=cfg["optimizer"]["learning_rate"],
+                        alpha=0.0, shuffle=True, random_state=0)
     classes = np.arange(10)
     times = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(epochs):
+        for _ in range(args.epochs):
             times.append(_timed(lambda: clf.partial_fit(x, y, classes=classes)))
-    return {"epoch_seconds": times, "n_train": len(x), "n_val": 0}
+    return {"epoch_seconds": times, "n_train": len(x), "n_val": 0, "version": f"scikit-learn {sklearn.__version__}"}
 
 
-def work_mlp_train(epochs):
-    """A whole `mlp train configs/mnist.yaml` (for its peak memory).
-
-    Its helper processes (training.processes) share most of the parent's memory, so
-    the tree's memory is sampled as the sum of proportional set sizes (shared pages
-    split between their holders) every 20 ms; the larger of that and the parent's own
-    peak RSS is reported.
-    """
+def work_mlp_train(args):
+    """A whole `mlp train` of the config (for its peak memory), its helper processes included."""
     import tempfile
-    import threading
 
     from mlpcli.train import train
 
-    tree_peak, done, seen = [0], threading.Event(), set()
-
-    def sample():
-        while not done.wait(0.02):
-            children = _children()
-            total = sum(_pss_kib(pid) for pid in [os.getpid(), *children])
-            if seen.issuperset(children):  # a child caught mid-fork reads as a second copy
-                tree_peak[0] = max(tree_peak[0], total)
-            seen.update(children)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    with tempfile.TemporaryDirectory() as folder:
+    with TreeMemory(0.02) as memory, tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
-        train(os.path.join(HERE, "..", "configs", "mnist.yaml"), [f"training.epochs={epochs}"],
+        train(config_path(args), [f"training.epochs={args.epochs}", *overrides(args)],
               run_dir=os.path.join(folder, "run"), quiet=True, plots=False)
         seconds = time.perf_counter() - t0
-    done.set()
-    sampler.join()
-    return {"seconds": seconds, "tree_pss_mib": tree_peak[0] / 1024}
+    return {"seconds": seconds, "tree_pss_mib": memory.peak_mib}
+
+
+class TreeMemory:
+    """The peak memory of this process and its children while the block runs.
+
+    Helper processes (training.processes) share most of the parent's memory, so the
+    tree's memory is sampled as the sum of proportional set sizes (shared pages split
+    between their holders) every ``interval`` seconds.
+    """
+
+    def __init__(self, interval):
+        self.interval, self.peak_mib = interval, 0.0
+
+    def __enter__(self):
+        import threading
+
+        self.done, seen = threading.Event(), set()
+
+        def sample():
+            while not self.done.wait(self.interval):
+                children = _children()
+                total = sum(_pss_kib(pid) for pid in [os.getpid(), *children])
+                if seen.issuperset(children):  # a child caught mid-fork reads as a second copy
+                    self.peak_mib = max(self.peak_mib, total / 1024)
+                seen.update(children)
+
+        self.sampler = threading.Thread(target=sample, daemon=True)
+        self.sampler.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.sampler.join()
 
 
 def _children():
@@ -249,75 +319,138 @@ def _pss_kib(pid):
         return 0
 
 
-def work_torch_whole(epochs):
+def work_torch_whole(args):
     """The PyTorch loop as a whole process (for its peak memory)."""
     t0 = time.perf_counter()
-    work_torch(epochs)
+    work_torch(args)
     return {"seconds": time.perf_counter() - t0}
 
 
 WORKERS = {
-    "ours": lambda e: work_ours(e),
-    "ours_1_process": lambda e: work_ours(e, processes=1),
-    "augmented_pairs": lambda e: work_augmented_pairs(e, os.environ.get("BENCH_INTERPOLATION")),
-    "ours_nodropout_train": lambda e: work_ours(e, dropout=False, validate=False),
+    "ours": work_ours,
+    "ours_1_process": lambda args: work_ours(args, processes=1),
+    "augmented_pairs": work_augmented_pairs,
+    "ours_nodropout_train": lambda args: work_ours(args, dropout=False, validate=False),
     "torch": work_torch,
+    "jax": work_jax,
     "sklearn": work_sklearn,
     "mlp_train": work_mlp_train,
     "torch_whole": work_torch_whole,
 }
+COMPARED = ("torch", "jax", "sklearn")  # --compare's choices, each a worker
 
 
-def run_worker(name, epochs, threads):
-    """Run one worker in a fresh process; its JSON result plus its own peak RSS in MiB."""
+def run_worker(name, args, width=None, batch=None):
+    """Run one worker in a fresh process (with --width/--batch ``width``/``batch`` when
+    given); its JSON result plus its own peak RSS in MiB."""
     env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                   MKL_NUM_THREADS=str(threads))
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", name, "--epochs", str(epochs)],
-                            stdout=subprocess.PIPE, env=env, text=True)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+                   MKL_NUM_THREADS=str(args.threads))
+    command = [sys.executable, __file__, "--worker", name, "--epochs", str(args.epochs), "--config", args.config]
+    for option, value in (("--width", width or args.width), ("--batch", batch or args.batch),
+                          ("--threads", args.threads), ("--interpolation", args.interpolation)):
+        command += [option, str(value)] if value else []
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     out = proc.stdout.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"worker {name} failed")
     result = json.loads(out.strip().splitlines()[-1])
-    # ru_maxrss of a process tree is its largest member's: see work_mlp_train for the tree's
+    # ru_maxrss of a process tree is its largest member's: TreeMemory sums the tree's
     result["peak_rss_mib"] = max(usage.ru_maxrss / 1024, result.get("tree_pss_mib", 0))
     return result
 
 
-def main():
+def steady(res):
+    """A result's epoch times after the warm-up epoch (all of them when there is one)."""
+    return res["epoch_seconds"][1:] or res["epoch_seconds"]
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (the first is warm-up)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per measurement, the first a warm-up (default 3; 2 with --cost-table)")
     parser.add_argument("--repeats", type=int, default=1, help="alternating rounds; medians are reported")
-    parser.add_argument("--compare", default="", help="comma-separated: torch, sklearn")
+    parser.add_argument("--compare", default="", help=f"comma-separated: {', '.join(COMPARED)}")
+    parser.add_argument("--config", default="mnist.yaml", help="a file of configs/ (default mnist.yaml)")
+    parser.add_argument("--width", type=int, help="units of every hidden dense layer (default: the config's)")
+    parser.add_argument("--batch", type=int, help="batch size (default: the config's)")
+    parser.add_argument("--cost-table", action="store_true",
+                        help="mlpcli and the --compare systems (torch, jax) over --widths x --batches")
+    parser.add_argument("--widths", default="128,512,1024,2048", help="with --cost-table (default 128,512,1024,2048)")
+    parser.add_argument("--batches", default="32,128,512", help="with --cost-table (default 32,128,512)")
+    parser.add_argument("--plot", help="with --cost-table: write time per epoch against width (PNG) here")
     parser.add_argument("--augmented", action="store_true",
                         help="also the epoch time of configs/mnist-augmented.yaml (the same model on augmented "
                              "images) over configs/mnist.yaml's, epochs of the two alternating in one process")
     parser.add_argument("--interpolation", choices=("bilinear", "nearest"),
                         help="with --augmented: resample so instead of as the config says")
-    parser.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/torch threads (default: all cores; JAX uses XLA's pool over all cores)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.interpolation:
-        os.environ["BENCH_INTERPOLATION"] = args.interpolation  # the workers' environment
-    if args.worker:
-        print(json.dumps(WORKERS[args.worker](args.epochs)))
-        return
+    args = parser.parse_args(argv)
+    args.compare = [c for c in args.compare.split(",") if c]
+    unknown = set(args.compare) - set(COMPARED)
+    if unknown:
+        parser.error(f"--compare: unknown {', '.join(sorted(unknown))}; choose from {', '.join(COMPARED)}")
+    if args.cost_table and "sklearn" in args.compare:
+        parser.error("--cost-table compares with torch and jax, not sklearn")
+    if args.epochs is None:
+        args.epochs = 2 if args.cost_table else 3
+    return args
 
-    others = [c for c in args.compare.split(",") if c]
-    plan = ["ours", "ours_1_process"] + (["augmented_pairs"] if args.augmented else []) + \
-        [{"torch": "torch", "sklearn": "sklearn"}[c] for c in others]
+
+def main():
+    args = parse_args()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args)))
+        return
+    for line in blas_lines():
+        print(line)
+    peak = matmul_peak()
+    print(f"machine: {CORES} cores, float32 matmul peak {peak:.1f} GFLOP/s (2048x2048, best of 5); "
+          f"load average {os.getloadavg()[0]:.2f}")
+    if args.cost_table:
+        cost_table(args, peak)
+    else:
+        compare(args, peak)
+
+
+def cost_table(args, peak):
+    """mlpcli and each --compare system over --widths x --batches (see cost_table.py)."""
+    from cost_table import run_cost_table
+
+    widths = [int(w) for w in args.widths.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"cost table: {args.config} (training.processes {configured(args)['training']['processes']}) with "
+          f"hidden widths {widths} and batches {batches}; {args.epochs} epoch(s) per process, the first a warm-up"
+          f"{' (for JAX: where it compiles)' if 'jax' in args.compare else ''}; medians over {args.repeats} round(s)")
+
+    def measure(system, width, batch):
+        res = run_worker(system, args, width, batch)
+        cell = argparse.Namespace(**{**vars(args), "width": width, "batch": batch})
+        return {"seconds": steady(res), "first": res["epoch_seconds"][0], "peak_rss_mib": res["peak_rss_mib"],
+                "version": res.get("version", "mlpcli"),
+                "flops": epoch_flops(res["n_train"], res["n_val"], layer_sizes(configured(cell)))}
+
+    run_cost_table(["ours", *args.compare], widths, batches, args.repeats, measure, peak, args.plot)
+
+
+def compare(args, peak):
+    """The config's model (with --width, --batch) on mlpcli and each --compare system."""
+    others = args.compare
+    plan = ["ours", "ours_1_process"] + (["augmented_pairs"] if args.augmented else []) + others
     if "sklearn" in others:
         plan.insert(plan.index("sklearn"), "ours_nodropout_train")
     if "torch" in others:
         plan += ["mlp_train", "torch_whole"]
-    peak = matmul_peak()
-    print(f"machine: {os.cpu_count()} cores, float32 matmul peak {peak:.1f} GFLOP/s (2048x2048, best of 5)")
+    sizes = layer_sizes(configured(args))
+    print(f"model: {'-'.join(map(str, sizes))}, batch {args.batch or configured(args)['training']['batch_size']}")
     results = {name: [] for name in plan}
     for r in range(args.repeats):
         for name in plan:
-            res = run_worker(name, args.epochs, args.threads)
+            res = run_worker(name, args)
             results[name].append(res)
             if name == "augmented_pairs":
                 pairs = list(zip(res["plain"][1:], res["augmented"][1:]))  # the first pair warms up
@@ -325,21 +458,25 @@ def main():
                       f"augmented {statistics.median(a for _, a in pairs):6.3f} s, ratio "
                       f"{statistics.median(a / p for p, a in pairs):.2f}")
             elif "epoch_seconds" in res:
-                steady = res["epoch_seconds"][1:] or res["epoch_seconds"]
-                print(f"  round {r + 1} {name:<22} epoch {statistics.median(steady):6.3f} s   "
-                      f"peak RSS {res['peak_rss_mib']:6.0f} MiB")
+                print(f"  round {r + 1} {name:<22} epoch {statistics.median(steady(res)):6.3f} s   "
+                      f"peak RSS {res['peak_rss_mib']:6.0f} MiB   first epoch {res['epoch_seconds'][0]:6.3f} s "
+                      f"{res.get('version', '')}")
             else:
                 print(f"  round {r + 1} {name:<22} whole run {res['seconds']:6.2f} s   "
                       f"peak RSS {res['peak_rss_mib']:6.0f} MiB")
 
     def epoch(name):
-        return statistics.median(t for res in results[name] for t in (res["epoch_seconds"][1:] or res["epoch_seconds"]))
+        return statistics.median(t for res in results[name] for t in steady(res))
 
     def rss(name):
         return statistics.median(res["peak_rss_mib"] for res in results[name])
 
-    print(f"\nmedians over {args.repeats} round(s), {args.epochs - 1 if args.epochs > 1 else 1} "
-          f"timed epoch(s) each:")
+    def share(name):
+        res = results[name][0]
+        return epoch_flops(res["n_train"], res["n_val"], sizes) / epoch(name) / 1e9 / peak
+
+    print(f"\nmedians over {args.repeats} round(s), {max(args.epochs - 1, 1)} timed epoch(s) each"
+          + (" (JAX: compile time excluded, it is in the warm-up epoch)" if "jax" in others else "") + ":")
     print(f"{'system':<24}{'s/epoch':>9}{'samples/s':>12}{'% of peak':>11}{'peak RSS MiB':>14}")
     for name in plan:
         res = results[name][0]
@@ -348,12 +485,14 @@ def main():
         if "epoch_seconds" not in res:
             print(f"{name:<24}{'':>9}{'':>12}{'':>11}{rss(name):>14.0f}")
             continue
-        e = epoch(name)
-        share = epoch_flops(res["n_train"], res["n_val"]) / e / 1e9 / peak if name != "sklearn" else \
-            epoch_flops(res["n_train"], 0) / e / 1e9 / peak
-        print(f"{name:<24}{e:>9.3f}{res['n_train'] / e:>12,.0f}{share:>10.1%}{rss(name):>14.0f}")
+        print(f"{name:<24}{epoch(name):>9.3f}{res['n_train'] / epoch(name):>12,.0f}{share(name):>10.1%}"
+              f"{rss(name):>14.0f}")
+    targets = TARGETS.get(sizes[1:-1], {})
+    for name in ("torch", "jax"):
+        if name in others:
+            goal = f"  (target <= {targets[name]})" if name in targets else ""
+            print(f"mlpcli / {results[name][0]['version']} epoch time: {epoch('ours') / epoch(name):.2f}{goal}")
     if "torch" in others:
-        print(f"\nmlpcli / PyTorch epoch time:        {epoch('ours') / epoch('torch'):.2f}  (target <= 0.5)")
         print(f"mlp train / PyTorch loop peak RSS:  {rss('mlp_train') / rss('torch_whole'):.2f}  (target <= 0.6)")
     if "sklearn" in others:
         print(f"mlpcli / scikit-learn epoch time:   {epoch('ours_nodropout_train') / epoch('sklearn'):.2f}  "
@@ -363,8 +502,8 @@ def main():
         print(f"augmented / plain epoch time:       {statistics.median(ratios):.2f}  (median of {len(ratios)} "
               f"back-to-back pairs of epochs, quartiles {statistics.quantiles(ratios, n=4)[0]:.2f}-"
               f"{statistics.quantiles(ratios, n=4)[2]:.2f}; target <= 1.3)")
-    e = epoch("ours")
-    print(f"mlpcli share of matmul peak:        {epoch_flops(results['ours'][0]['n_train'], results['ours'][0]['n_val']) / e / 1e9 / peak:.1%}  (target >= 40%)")
+    goal = f"  (target >= {targets['peak']:.0%})" if "peak" in targets else ""
+    print(f"mlpcli share of matmul peak:        {share('ours'):.1%}{goal}")
 
 
 if __name__ == "__main__":
