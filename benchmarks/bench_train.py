@@ -46,6 +46,7 @@ scikit-learn are needed only for --compare, each imported only by its own worker
 a dependency of mlpcli.
 """
 import argparse
+import itertools
 import json
 import math
 import os
@@ -96,8 +97,8 @@ def blas_lines():
 def epoch_flops(n_train, n_val, sizes):
     """Matrix-product FLOPs of one epoch through dense layers of ``sizes`` (inputs, then each
     layer's units): forward, weight and input gradients, validation."""
-    forward = sum(2 * a * b for a, b in zip(sizes, sizes[1:]))
-    input_grads = sum(2 * a * b for a, b in zip(sizes[1:], sizes[2:]))  # none for the first layer
+    forward = sum(2 * a * b for a, b in itertools.pairwise(sizes))
+    input_grads = sum(2 * a * b for a, b in itertools.pairwise(sizes[1:]))  # none for the first layer
     return n_train * (2 * forward + input_grads) + n_val * forward
 
 
@@ -153,13 +154,14 @@ def work_ours(args, dropout=True, validate=True, processes=None):
         """Each epoch's seconds, training pass and validation."""
 
         def __init__(self):
-            self.seconds = []
+            self.seconds, self.accuracies = [], []
 
         def on_epoch_begin(self, epoch):
             self.t0 = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs):
             self.seconds.append(time.perf_counter() - self.t0)
+            self.accuracies.append(logs.get("val_accuracy"))
 
     cfg = configured(args)
     if processes is not None:
@@ -173,7 +175,7 @@ def work_ours(args, dropout=True, validate=True, processes=None):
     with TreeMemory(0.05) as memory:  # helper processes (training.processes) share the parent's pages
         FitLoop(trainer, args.epochs, [NanGuard(trainer), LearningRateSchedule(trainer.schedule), times]).fit(
             data.train, data.val if validate else (None, None))
-    return {"epoch_seconds": times.seconds, "n_train": len(data.train[0]),
+    return {"epoch_seconds": times.seconds, "val_accuracy": times.accuracies, "n_train": len(data.train[0]),
             "n_val": len(data.val[0]) if validate else 0, "tree_pss_mib": memory.peak_mib}
 
 
@@ -220,17 +222,19 @@ def work_torch(args):
     from train_references import torch_loop
 
     ref = reference(args)
-    return {"epoch_seconds": torch_loop(ref, args.epochs, args.threads or CORES), "n_train": len(ref.train[0]),
+    seconds, accuracies = torch_loop(ref, args.epochs, args.threads or CORES)
+    return {"epoch_seconds": seconds, "val_accuracy": accuracies, "n_train": len(ref.train[0]),
             "n_val": len(ref.val[0]), "version": f"PyTorch {torch.__version__}"}
 
 
 def work_jax(args):
+    import jax
     from train_references import jax_loop
 
     ref = reference(args)
-    seconds, version = jax_loop(ref, args.epochs)
-    return {"epoch_seconds": seconds, "n_train": len(ref.train[0]), "n_val": len(ref.val[0]),
-            "version": f"JAX {version}"}
+    seconds, accuracies = jax_loop(ref, args.epochs)
+    return {"epoch_seconds": seconds, "val_accuracy": accuracies, "n_train": len(ref.train[0]),
+            "n_val": len(ref.val[0]), "version": f"JAX {jax.__version__}"}
 
 
 def work_sklearn(args):
@@ -459,8 +463,9 @@ def compare(args, peak):
                       f"{statistics.median(a / p for p, a in pairs):.2f}")
             elif "epoch_seconds" in res:
                 print(f"  round {r + 1} {name:<22} epoch {statistics.median(steady(res)):6.3f} s   "
-                      f"peak RSS {res['peak_rss_mib']:6.0f} MiB   first epoch {res['epoch_seconds'][0]:6.3f} s "
-                      f"{res.get('version', '')}")
+                      f"peak RSS {res['peak_rss_mib']:6.0f} MiB   first epoch {res['epoch_seconds'][0]:6.3f} s"
+                      + (f"   last val_accuracy {res['val_accuracy'][-1]:.4f}" if res.get("val_accuracy", [None])[-1]
+                         else "") + f"   {res.get('version', '')}")
             else:
                 print(f"  round {r + 1} {name:<22} whole run {res['seconds']:6.2f} s   "
                       f"peak RSS {res['peak_rss_mib']:6.0f} MiB")
