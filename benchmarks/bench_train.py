@@ -45,6 +45,7 @@ PyTorch (`pip install torch==2.13.0`, the CPU build), JAX (`pip install "jax[cpu
 scikit-learn are needed only for --compare, each imported only by its own worker; none is
 a dependency of mlpcli.
 """
+
 import argparse
 import itertools
 import json
@@ -56,6 +57,7 @@ import sys
 import time
 
 import numpy as np
+from process_memory import TreeMemory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORES = len(os.sched_getaffinity(0))
@@ -273,56 +275,6 @@ def work_mlp_train(args):
     return {"seconds": seconds, "tree_pss_mib": memory.peak_mib}
 
 
-class TreeMemory:
-    """The peak memory of this process and its children while the block runs.
-
-    Helper processes (training.processes) share most of the parent's memory, so the
-    tree's memory is sampled as the sum of proportional set sizes (shared pages split
-    between their holders) every ``interval`` seconds.
-    """
-
-    def __init__(self, interval):
-        self.interval, self.peak_mib = interval, 0.0
-
-    def __enter__(self):
-        import threading
-
-        self.done, seen = threading.Event(), set()
-
-        def sample():
-            while not self.done.wait(self.interval):
-                children = _children()
-                total = sum(_pss_kib(pid) for pid in [os.getpid(), *children])
-                if seen.issuperset(children):  # a child caught mid-fork reads as a second copy
-                    self.peak_mib = max(self.peak_mib, total / 1024)
-                seen.update(children)
-
-        self.sampler = threading.Thread(target=sample, daemon=True)
-        self.sampler.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.sampler.join()
-
-
-def _children():
-    pids = []
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            pids += [int(p) for p in f.read().split()]
-    return pids
-
-
-def _pss_kib(pid):
-    """Process ``pid``'s proportional set size in KiB (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            return sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-    except OSError:
-        return 0
-
-
 def work_torch_whole(args):
     """The PyTorch loop as a whole process (for its peak memory)."""
     t0 = time.perf_counter()
@@ -462,10 +414,11 @@ def compare(args, peak):
                       f"augmented {statistics.median(a for _, a in pairs):6.3f} s, ratio "
                       f"{statistics.median(a / p for p, a in pairs):.2f}")
             elif "epoch_seconds" in res:
+                accuracy = (res.get("val_accuracy") or [None])[-1]  # none without validation
                 print(f"  round {r + 1} {name:<22} epoch {statistics.median(steady(res)):6.3f} s   "
                       f"peak RSS {res['peak_rss_mib']:6.0f} MiB   first epoch {res['epoch_seconds'][0]:6.3f} s"
-                      + (f"   last val_accuracy {res['val_accuracy'][-1]:.4f}" if res.get("val_accuracy", [None])[-1]
-                         else "") + f"   {res.get('version', '')}")
+                      + (f"   val_accuracy {accuracy:.4f}" if accuracy is not None else "")
+                      + f"   {res.get('version', '')}")
             else:
                 print(f"  round {r + 1} {name:<22} whole run {res['seconds']:6.2f} s   "
                       f"peak RSS {res['peak_rss_mib']:6.0f} MiB")

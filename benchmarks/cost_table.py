@@ -62,6 +62,7 @@ def plot(path, systems, widths, batches, rows, versions):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     styles = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -71,6 +72,7 @@ def plot(path, systems, widths, batches, rows, versions):
                     label=f"{versions[system]}, batch {batch}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # only the widths measured are labelled
     ax.set_xticks(widths, [str(w) for w in widths])
     ax.set_xlabel("hidden layers' width (units)")
     ax.set_ylabel("seconds per epoch")
