@@ -39,7 +39,9 @@ share the parent's data and weights: see work_mlp_train).
 2 epochs per process by default (one warm-up, one timed), and prints a Markdown table:
 seconds per epoch, share of the matmul peak and peak RSS per system; --plot FILE draws
 time per epoch against width (log-log), one line per system and batch size. The whole
-table with --compare torch takes about 10 minutes on 2 cores.
+table should take about 8 minutes on 2 quiet cores with --compare torch and 13 with
+--compare torch,jax (estimated from the per-epoch figures of issue #16: width 2048 is most
+of it); on busy cores many times that, so --widths/--batches run a subset.
 
 PyTorch (`pip install torch==2.13.0`, the CPU build), JAX (`pip install "jax[cpu]"`) and
 scikit-learn are needed only for --compare, each imported only by its own worker; none is
@@ -61,7 +63,7 @@ from process_memory import TreeMemory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORES = len(os.sched_getaffinity(0))
-# environment variables that make OpenBLAS pick an older kernel (set on this machine for the tests)
+# environment variables that make OpenBLAS pick an older kernel or cache blocking (set on this machine)
 KERNEL_FORCING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # issue #16's goals for the two models it names (hidden widths): mlpcli's epoch time over each
 # reference's at most, and the share of the matmul peak at least
@@ -90,9 +92,9 @@ def blas_lines():
     lines = [f"BLAS: {pool['internal_api']} {pool['version']}, kernel "
              f"{pool.get('architecture') or pool.get('corename') or '?'}, {pool['num_threads']} thread(s) "
              f"({os.path.basename(pool['filepath'])})" for pool in threadpool_info() if pool["user_api"] == "blas"]
-    lines += [f"WARNING: {name}={os.environ[name]} is set: it forces an older OpenBLAS kernel, about half "
-              f"the matmul peak here; measure with: env -u {' -u '.join(KERNEL_FORCING)} python {sys.argv[0]} ..."
-              for name in KERNEL_FORCING if name in os.environ]
+    lines += [f"WARNING: {name}={os.environ[name]} is set: OpenBLAS then uses an older kernel or its cache "
+              f"sizes, about half the matmul peak here; measure as users run it: env -u {' -u '.join(KERNEL_FORCING)} "
+              f"python {sys.argv[0]} ..." for name in KERNEL_FORCING if name in os.environ]
     return lines or ["BLAS: none found by threadpoolctl"]
 
 

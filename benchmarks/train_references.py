@@ -1,6 +1,7 @@
 """The reference training loops bench_train.py measures mlpcli against: PyTorch and JAX on CPU.
 
-Each trains the config's model (its dense layers, ReLU, dropout and softmax output), with
+Each trains the config's model (its dense layers, ReLU, dropout and softmax output; the
+initial weights drawn as each library does by default), with
 the config's Adam (learning rate, betas, epsilon) and per-step learning-rate schedule (the
 schedule object mlpcli itself builds), batch size and epochs, and validates after every
 epoch (loss and accuracy, dropout off, in mlpcli's inference batches), as `mlp train` does.
