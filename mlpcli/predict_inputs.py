@@ -16,7 +16,6 @@ import numpy as np
 
 from mlpcli import images
 from mlpcli.data.npy import NpzArchive, read_npy
-from mlpcli.data.tabular import unseen_warning
 from mlpcli.errors import DataError, MlpError
 from mlpcli.pipeline import DIGITS_SHAPE
 
@@ -58,8 +57,11 @@ class Notices:
         for path, columns in self.ignored_columns.items():
             shown = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
             out.append(f"Note: {path}: column(s) not used by the model: {shown}")
-        out += [unseen_warning(path, column, count, example)
-                for (path, column), (count, example) in self.unseen.items()]
+        if self.unseen:
+            from mlpcli.data.tabular import unseen_warning
+
+            out += [unseen_warning(path, column, count, example)
+                    for (path, column), (count, example) in self.unseen.items()]
         return out
 
 
