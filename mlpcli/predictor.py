@@ -269,7 +269,11 @@ class Predictor:
 
     def _class_report(self, y, y_pred):
         from mlpcli import evaluation_curves
-        from mlpcli.nn.metrics import confusion_matrix, per_class_scores, predicted_classes
+        from mlpcli.nn.metrics import (
+            confusion_matrix,
+            per_class_scores,
+            predicted_classes,
+        )
 
         n_classes, names = self.n_classes, self.class_names
         predicted = predicted_classes(y_pred)
