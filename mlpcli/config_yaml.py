@@ -1,7 +1,7 @@
 """Config text: YAML read safely, ``--set KEY=VALUE`` overrides applied, configs written back.
 
 PyYAML is imported by the functions that parse or write YAML, not with this module: a command
-that reads no YAML (``mlp predict digit.png``) starts without it (~15 ms)."""
+that reads no YAML (``mlp predict digit.png``) starts without it."""
 
 import functools
 import re

@@ -311,7 +311,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
 def median(values: np.ndarray) -> float:
     """``float(np.median(values))`` of a non-empty 1-D array, NaN when one is NaN, computed as
     np.median computes it (the mean of the two middle values in the array's dtype) without
-    np.median's import of numpy.ma (~10 ms of `mlp predict digit.png`'s start-up)."""
+    np.median's import of numpy.ma (a share of `mlp predict digit.png`'s start-up)."""
     ordered = np.sort(values)  # NaN sorts last
     middle = len(ordered) // 2
     if np.isnan(ordered[-1]):

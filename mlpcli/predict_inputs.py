@@ -16,6 +16,11 @@ import numpy as np
 
 from mlpcli import images
 from mlpcli.data.npy import NpzArchive, read_npy
+# Imported here, before `mlp predict --out` opens its file: imported inside that window, where
+# SIGTERM and SIGHUP raise KeyboardInterrupt, the CSV reader's import made `python -m mlpcli`
+# end by SIGINT instead of exit 130 about one time in ten (test_predict_hostile).
+from mlpcli.data.table_rows import read_table_rows
+from mlpcli.data.tabular import unseen_warning
 from mlpcli.errors import DataError, MlpError
 from mlpcli.pipeline import DIGITS_SHAPE
 
@@ -57,11 +62,8 @@ class Notices:
         for path, columns in self.ignored_columns.items():
             shown = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
             out.append(f"Note: {path}: column(s) not used by the model: {shown}")
-        if self.unseen:
-            from mlpcli.data.tabular import unseen_warning
-
-            out += [unseen_warning(path, column, count, example)
-                    for (path, column), (count, example) in self.unseen.items()]
+        out += [unseen_warning(path, column, count, example)
+                for (path, column), (count, example) in self.unseen.items()]
         return out
 
 
@@ -142,8 +144,6 @@ def _targets(predictor, labels, where):
 # ---------------------------------------------------------------- CSV
 
 def _csv_batches(predictor, path, chunk_rows, notices):
-    from mlpcli.data.table_rows import read_table_rows
-
     pipeline = predictor.pipeline
     table = pipeline if pipeline is not None and pipeline.kind == "table" else None
     rows = read_table_rows(path, table.table if table else None,

@@ -25,7 +25,7 @@ NOT_NEEDED = (
     "numpy.ma",  # np.median's NaN check (images.median)
     "statistics",  # ranking a sweep's trials
     "mlpcli.config", "mlpcli.config_check", "mlpcli.nn.optimizers",  # checking a config
-    "mlpcli.data.builtin", "mlpcli.data.image_folder", "mlpcli.data.tabular",  # loading data sets
+    "mlpcli.data.builtin", "mlpcli.data.image_folder", "mlpcli.data.npz",  # loading data sets
     "mlpcli.nn.metrics", "mlpcli.evaluation_curves",  # scoring (mlp evaluate)
     "mlpcli.ranking", "mlpcli.plots",
 )

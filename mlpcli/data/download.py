@@ -85,7 +85,7 @@ def _url(mirror: str, filename: str) -> str:
 
 def _download(url: str, dest_dir: Path, timeout: float) -> Path:
     """Stream ``url`` into a new temporary file in ``dest_dir`` and return its path."""
-    import urllib.request  # here, not at the top: ~25 ms of every start-up that reads data, downloading or not
+    import urllib.request  # here, not at the top: it brings http, ssl and email into every start-up
 
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".download-", suffix=".part")
     try:
