@@ -16,6 +16,7 @@ import numpy as np
 
 from mlpcli import images
 from mlpcli.data.npy import NpzArchive, read_npy
+
 # Imported here, before `mlp predict --out` opens its file: imported inside that window, where
 # SIGTERM and SIGHUP raise KeyboardInterrupt, the CSV reader's import made `python -m mlpcli`
 # end by SIGINT instead of exit 130 about one time in ten (test_predict_hostile).
