@@ -1,8 +1,10 @@
-"""Config text: YAML read safely, ``--set KEY=VALUE`` overrides applied, configs written back."""
+"""Config text: YAML read safely, ``--set KEY=VALUE`` overrides applied, configs written back.
 
+PyYAML is imported by the functions that parse or write YAML, not with this module: a command
+that reads no YAML (``mlp predict digit.png``) starts without it."""
+
+import functools
 import re
-
-import yaml
 
 from mlpcli.errors import ConfigError
 from mlpcli.files import read_text
@@ -10,23 +12,32 @@ from mlpcli.files import read_text
 MAX_YAML_BYTES = 8 * 2**20  # a sweep.yaml of thousands of trials is well under this
 
 
-class _Loader(yaml.SafeLoader):
+@functools.cache
+def _loader():
     """yaml.SafeLoader that also reads ``1e-4`` as a number (YAML 1.2; 1.1 wants ``1.0e-4``)."""
+    import yaml
 
+    class Loader(yaml.SafeLoader):
+        pass
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+    return Loader
 
 
 def safe_load(text):
     """Parse YAML text as plain data (``yaml.SafeLoader``: no tags that build objects)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
+    import yaml
+
+    return yaml.load(text, Loader=_loader())  # noqa: S506 -- _loader() is a SafeLoader
 
 
 def read_yaml(path):
     """The mapping in a YAML file; ``yaml.safe_load`` only, errors with line and column."""
+    import yaml
+
     try:
         text = read_text(path, MAX_YAML_BYTES)
     except FileNotFoundError:
@@ -60,6 +71,8 @@ KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[[
 
 def apply_override(raw, override):
     """Set ``a.b[2].c=VALUE`` in ``raw``; the value is parsed as YAML (``5``, ``0.1``, ``[1, 2]``)."""
+    import yaml
+
     if "=" not in override:
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. training.epochs=5")
     key, text = override.split("=", 1)
@@ -114,4 +127,6 @@ def _first_line(exc):
 
 def dump_yaml(cfg):
     """The resolved config as YAML text, keys in the order they were defined."""
+    import yaml
+
     return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)

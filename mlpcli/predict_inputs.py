@@ -16,6 +16,11 @@ import numpy as np
 
 from mlpcli import images
 from mlpcli.data.npy import NpzArchive, read_npy
+
+# Imported here, before `mlp predict --out` opens its file: imported inside that window, where
+# SIGTERM and SIGHUP raise KeyboardInterrupt, the CSV reader's import made `python -m mlpcli`
+# end by SIGINT instead of exit 130 about one time in ten (test_predict_hostile).
+from mlpcli.data.table_rows import read_table_rows
 from mlpcli.data.tabular import unseen_warning
 from mlpcli.errors import DataError, MlpError
 from mlpcli.pipeline import DIGITS_SHAPE
@@ -140,8 +145,6 @@ def _targets(predictor, labels, where):
 # ---------------------------------------------------------------- CSV
 
 def _csv_batches(predictor, path, chunk_rows, notices):
-    from mlpcli.data.table_rows import read_table_rows
-
     pipeline = predictor.pipeline
     table = pipeline if pipeline is not None and pipeline.kind == "table" else None
     rows = read_table_rows(path, table.table if table else None,

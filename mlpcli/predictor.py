@@ -12,18 +12,17 @@ A foreign Keras file records no pipeline: its inputs go in as they are
 option when the values suggest otherwise (``RangeCheck``).
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mlpcli import config as config_mod
-from mlpcli import evaluation_curves, modelfile, run_models, runs
+from mlpcli import modelfile, run_models, runs
 from mlpcli.data.features import check_finite, scale_into
 from mlpcli.errors import ConfigError, DataError, MlpError, ModelFileError
-from mlpcli.nn import losses, metrics
-from mlpcli.nn.metrics import confusion_matrix, per_class_scores, predicted_classes
+from mlpcli.nn import losses
 from mlpcli.pipeline import SCALINGS, standard_numbers
 
 FOREIGN_SCALING = "none"  # what a file without mlpcli's record gets unless --scaling says otherwise
@@ -90,7 +89,6 @@ class Predictor:
     def __init__(self, loaded, path, run_dir=None, *, scaling=None):
         self.loaded, self.model, self.path, self.run_dir = loaded, loaded.model, Path(path), run_dir
         self.pipeline = loaded.pipeline
-        self.config = _checked_config(loaded.config, path) if loaded.config else None
         if scaling is not None and scaling not in SCALINGS:
             raise MlpError(f"--scaling: must be one of {', '.join(SCALINGS)}, got {scaling!r}")
         self.scaling_given = scaling is not None
@@ -124,6 +122,13 @@ class Predictor:
         return cls(modelfile.load(path), path, run_dir, scaling=scaling)
 
     # ---------------------------------------------------------------- what the model is
+
+    @functools.cached_property
+    def config(self):
+        """The mlpcli config the file stores, checked as ``mlp train`` checks a config (None for
+        a foreign file). Checked when first used: predicting through the recorded pipeline
+        needs none of it, and checking imports all of the config's components."""
+        return _checked_config(self.loaded.config, self.path) if self.loaded.config else None
 
     @property
     def n_classes(self):
@@ -239,10 +244,14 @@ class Predictor:
         return ([line] if line else []) + (self.pipeline.notes if self.pipeline else [])
 
     # ---------------------------------------------------------------- scoring
+    # (mlp evaluate's: the metrics and curves are imported here, not by `mlp predict`)
 
     def score(self, x, y, metric_specs=None):
         """Loss, metrics (with ``ALWAYS_SCORED``), the curves ``mlp plot`` draws and, for
         classification, the per-class report on prepared (x, y)."""
+        from mlpcli import evaluation_curves
+        from mlpcli.nn import metrics
+
         model = self.model
         metric_specs = metric_specs or (self.config["metrics"] if self.config else [{"type": "accuracy"}])
         listed = {spec["type"] for spec in metric_specs}
@@ -259,6 +268,13 @@ class Predictor:
         return {**report, **self._class_report(y.astype(np.int64), y_pred)}
 
     def _class_report(self, y, y_pred):
+        from mlpcli import evaluation_curves
+        from mlpcli.nn.metrics import (
+            confusion_matrix,
+            per_class_scores,
+            predicted_classes,
+        )
+
         n_classes, names = self.n_classes, self.class_names
         predicted = predicted_classes(y_pred)
         cm = confusion_matrix(y, predicted, n_classes)
@@ -283,6 +299,8 @@ class Predictor:
 
 def _checked_config(cfg, path):
     """The mlpcli config stored in a model file, checked as ``mlp train`` checks a config."""
+    from mlpcli import config as config_mod
+
     try:
         return config_mod.resolve(cfg)
     except ConfigError as exc:

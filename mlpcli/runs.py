@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlpcli import files, fold_runs, ranking, sweep_folder
+from mlpcli import files, fold_runs, sweep_folder
 from mlpcli.errors import (
     ConfigError,
     FileSystemError,
@@ -273,6 +273,8 @@ def model_folder(path=None, runs_root="runs", note=None):
 def _refuse_folds_run(folder):
     """A cross-validation run has one model per fold and none of its own: which one to use is the
     user's choice, so a command that needs a model is told the folds rather than given one."""
+    if (Path(folder) / MODEL_FILE).is_file():  # it has a model of its own: no YAML to read (`mlp predict`'s start-up)
+        return
     from mlpcli.config_yaml import read_yaml
 
     try:
@@ -288,6 +290,8 @@ def _refuse_folds_run(folder):
 def recommended_trial(sweep):
     """The ``ranking.Ranking`` of a sweep's finished trials (``RunRecord``s), as ``mlp compare``
     ranks them; its ``recommended`` is the trial to use. An error when none can be used."""
+    from mlpcli import ranking
+
     sweep = Path(sweep)
     spec = sweep_folder.load_sweep_file(sweep)
     records = [read_record(sweep / t["name"]) for t in spec["trials"] if finished(sweep / t["name"])]

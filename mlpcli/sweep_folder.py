@@ -12,8 +12,6 @@ import io
 import re
 from pathlib import Path
 
-import yaml
-
 from mlpcli import files
 from mlpcli.config_yaml import read_yaml
 from mlpcli.errors import ConfigError, MlpError
@@ -47,6 +45,8 @@ def write_sweep_files(folder, spec, base_text):
 
 def write_sweep_spec(folder, spec):
     """sweep.yaml alone: rewritten as a TPE sweep proposes its trials."""
+    import yaml  # here, not at the top: `mlp predict` checks for a sweep folder without reading YAML
+
     files.write_text(Path(folder) / SWEEP_FILE, yaml.safe_dump(spec, sort_keys=False))
 
 
@@ -118,6 +118,8 @@ def read_results(folder):
 
 def _cell(value):
     if isinstance(value, (list, dict)):
+        import yaml
+
         return yaml.safe_dump(value, default_flow_style=True).strip()
     return "" if value is None else value
 

@@ -1,7 +1,9 @@
 """Datasets: load the ``data:`` section of a config into scaled float32 arrays.
 
 ``load_dataset`` is the entry point; ``apply_preprocessing`` repeats the
-training-time scaling on new inputs (for predict).
+training-time scaling on new inputs (for predict). The loaders of each kind of
+dataset are imported when one is loaded, so a command that only reads one of
+this package's modules (``mlp predict``: ``npy``) starts without them.
 """
 
 from collections.abc import Callable
@@ -10,14 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpcli.data.builtin import BUILTINS, load_builtin
 from mlpcli.data.features import preprocessing_arrays, scale_into
-from mlpcli.data.image_folder import load_image_folder
-from mlpcli.data.npz import load_npz
 from mlpcli.data.raw import RawData
 from mlpcli.data.split import kfold_split, stratified_split
 from mlpcli.data.table_encoding import TableEncoding, TableSettings
-from mlpcli.data.tabular import load_csv
 from mlpcli.errors import ConfigError, DataError
 from mlpcli.images import COLOR_MODES
 
@@ -170,6 +168,11 @@ def _load_raw(
     table: TableEncoding | None = None,
 ) -> tuple[RawData, str]:
     """Read the configured files: the unscaled data and a name for it."""
+    from mlpcli.data.builtin import BUILTINS, load_builtin
+    from mlpcli.data.image_folder import load_image_folder
+    from mlpcli.data.npz import load_npz
+    from mlpcli.data.tabular import load_csv
+
     if task == "regression" and kind not in ("csv", "npz"):
         raise ConfigError(
             f"data.dataset: {kind!r} has class labels; task regression needs a csv or npz dataset"

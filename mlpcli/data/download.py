@@ -6,11 +6,8 @@ pass a ``progress`` callable that receives one-line messages.
 
 import gzip
 import hashlib
-import http.client
 import os
 import tempfile
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -88,6 +85,8 @@ def _url(mirror: str, filename: str) -> str:
 
 def _download(url: str, dest_dir: Path, timeout: float) -> Path:
     """Stream ``url`` into a new temporary file in ``dest_dir`` and return its path."""
+    import urllib.request  # here, not at the top: it brings http, ssl and email into every start-up
+
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".download-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -131,6 +130,8 @@ def fetch(
             f"(set {CACHE_ENV} to a writable folder)"
         ) from None
 
+    import http.client
+
     failures = []
     for mirror in mirrors:
         url = _url(mirror, filename)
@@ -163,6 +164,8 @@ def fetch(
 
 def _describe(error: Exception) -> str:
     """A one-line description of a download error, without the exception's noise."""
+    import urllib.error
+
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
     if isinstance(error, urllib.error.URLError):  # wraps the socket error
