@@ -30,6 +30,7 @@ import io
 import math
 import os
 import pstats
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -117,6 +118,7 @@ def profile(config, processes, use_cprofile):
     timers = Timers()
     instrument(trainer, timers)
     profiler = cProfile.Profile() if use_cprofile else None
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -125,7 +127,8 @@ def profile(config, processes, use_cprofile):
         profiler.disable()
     epoch = time.perf_counter() - t0
     parts = dict(timers.seconds)
-    parts["other"] = epoch - sum(parts.values())
+    parts["page faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    parts["other"] = epoch - sum(v for k, v in parts.items() if k != "page faults")
     sizes = [784] + [layer.config["units"] for layer in model.layers if "units" in layer.config]
     text = None
     if profiler:
@@ -158,6 +161,7 @@ def main():
             for part in PARTS:
                 if part in parts:
                     print(f"  {part:<20}{parts[part]:>9.3f}{parts[part] / epoch:>8.1%}")
+            print(f"  (this process's minor page faults in the epoch: {parts['page faults']:,})")
             if text:
                 print(text)
 

@@ -50,18 +50,22 @@ SPINS_BEFORE_YIELD = 1 << 14  # then give the core away on each check (more proc
 SPINS_PER_CHECK = 1 << 12  # how often a waiting process looks for a dead partner
 
 
+AUTO = "auto"  # training.processes: one process per usable core
 CORES_ENV = "MLPCLI_CORES"  # set by sweeps: the cores one of several trials at once may use
 
 
 def usable_processes(requested):
     """How many processes to train with: ``requested``, at most the usable cores (and
-    ``$MLPCLI_CORES``); 1 where fork or x86's store ordering is missing."""
-    if requested <= 1 or not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+    ``$MLPCLI_CORES``); 1 where fork or x86's store ordering is missing. ``"auto"``: one per
+    usable core (measured, benchmarks/profile_step.py: on 2 cores, two processes with one BLAS
+    thread each beat one process with two for the seed model and the wide one alike)."""
+    if requested != AUTO and requested <= 1 or not sys.platform.startswith("linux") or \
+            platform.machine() not in ("x86_64", "AMD64"):
         return 1
     cores = usable_cores()
     if os.environ.get(CORES_ENV, "").isdigit():
         cores = min(cores, int(os.environ[CORES_ENV]))
-    return max(1, min(requested, cores))
+    return max(1, cores if requested == AUTO else min(requested, cores))
 
 
 def shared_empty(shape, dtype=np.float32):
