@@ -349,6 +349,14 @@ def test_cli_trains_with_two_processes_and_refuses_clipping_with_exit_2(tmp_path
     assert "training.processes: got 2, but optimizer.clipnorm" in result.output
 
 
+def test_cli_takes_auto_processes_and_refuses_other_words_with_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--processes", "auto", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--processes", "many", "--dry-run"])
+    assert result.exit_code == 2
+    assert "training.processes: must be an integer or auto, got 'many'" in result.output
+
+
 @needs_two
 def test_fork_failure_is_a_training_error(monkeypatch):
     t = trainer(2)
