@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from bench_train import epoch_flops, matmul_peak, mnist_config, mnist_split  # noqa: E402
+from bench_train import epoch_flops, matmul_peak, mnist_config, mnist_split
 
 N_TRAIN = 48_000
 PARTS = ("gather", "forward products", "backward products", "activations", "dropout", "loss",
@@ -75,7 +75,6 @@ def instrument(trainer, timers):
 
     from mlpcli.data.features import Features
     from mlpcli.nn import layers as layers_mod
-    from mlpcli.parallel import DataParallel
 
     model = trainer.model
     for layer in model.layers:
