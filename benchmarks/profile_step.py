@@ -92,7 +92,9 @@ def instrument(trainer, timers):
     for name in ("value", "grad", "fused_grad"):
         if getattr(loss, name, None) is not None:
             object.__setattr__(loss, name, timers.wrap("loss", getattr(loss, name)))
-    trainer.optimizer.apply = timers.wrap("optimizer", trainer.optimizer.apply)
+    for name in ("apply", "apply_in_pieces"):  # one process's update; several processes' (mixing inside)
+        if hasattr(trainer.optimizer, name):
+            setattr(trainer.optimizer, name, timers.wrap("optimizer", getattr(trainer.optimizer, name)))
     Features.take = timers.wrap("gather", Features.take)
     if trainer.parallel is not None:
         par = trainer.parallel
