@@ -14,7 +14,8 @@ from mlpcli.nn.spec import BOOLEAN, Component, Param, Registry, number
 _F = np.float32
 # float32s per piece of an update done in pieces (Adam's; several processes' mixing with
 # it): the five arrays a piece touches (weights, gradient, two moments, scratch), 1.25 MiB,
-# stay in the core's cache across the update's ten passes instead of streaming from memory
+# stay in the cache across the update's ten passes instead of streaming from memory (measured:
+# 65,536 beat 16,384-32,768, with the numpy calls per piece, and whole arrays of the wide model)
 PIECE = 1 << 16
 
 
@@ -127,7 +128,6 @@ class Optimizer:
 
     def slot(self, name, i):
         return self.slots[name][i] if self.part is None else self.slots[name][i][self.part]
-
 
     @property
     def name(self):
