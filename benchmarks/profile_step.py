@@ -3,6 +3,7 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/profile_step.py
     python benchmarks/profile_step.py --configs mnist-best.yaml --processes 1 --cprofile
+    python benchmarks/profile_step.py --configs mnist-best.yaml --processes 2 --pieces-vs-whole 12
 
 Each model trains on 48,000 MNIST images as `mlp train` prepares them (uint8, scaled per
 batch); after one warm-up epoch, one training epoch (no validation) is timed with the
@@ -22,6 +23,11 @@ parts of the step wrapped by timers here (training itself carries no instrumenta
 With several processes the timers run in this process (rank 0); the helpers do the same
 work on their rows. The matrix products' share of the machine's float32 matmul peak is
 the epoch's product FLOPs (forward, weight and input gradients) over the epoch's time.
+
+``--pieces-vs-whole N``: instead, N pairs of epochs (16,000 images each) of one trainer,
+alternating the optimizer update in pieces (``mlpcli.nn.optimizers.PIECE``) with the update
+of whole arrays (as before pieces: the piece set larger than any array), each pair measured
+back to back on the machine as it is then.
 """
 
 import argparse
@@ -139,12 +145,63 @@ def profile(config, processes, use_cprofile):
     return epoch, parts, len(x), sizes, text
 
 
+def pieces_vs_whole(config, processes, pairs):
+    """Seconds per epoch with the update in pieces and on whole arrays; the ratios of the pairs."""
+    import numpy as np
+
+    from mlpcli.nn import optimizers
+    from mlpcli.trainer import Trainer
+
+    cfg = mnist_config(config)
+    cfg["data"].update(validation_split=0.2, max_train_samples=16_000)
+    cfg["training"]["processes"] = processes
+    streams, model, data = mnist_split(cfg)
+    x, y = data.train
+    trainer = Trainer(model, cfg, streams, math.ceil(len(x) / cfg["training"]["batch_size"]))
+    piece = optimizers.PIECE
+
+    def use(size):  # the buffers a piece needs (helpers fork at each epoch and take them along)
+        optimizers.PIECE = size
+        trainer.optimizer.scratch = np.empty(min(size, model.trainable_size), np.float32)
+        if trainer.parallel is not None:
+            trainer.parallel.mixed = np.empty(min(size, model.trainable_size), np.float32)
+
+    def epoch(size):
+        use(size)
+        t0 = time.perf_counter()
+        trainer.run_epoch(x, y)
+        trainer.end_epoch()
+        return time.perf_counter() - t0
+
+    epoch(piece)  # warm-up
+    seconds = {"pieces": [], "whole": []}
+    for i in range(pairs):
+        for name in (("pieces", "whole") if i % 2 else ("whole", "pieces")):
+            seconds[name].append(epoch(piece if name == "pieces" else 2 ** 62))
+    use(piece)
+    return seconds, [a / b for a, b in zip(seconds["pieces"], seconds["whole"])]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["mnist-best.yaml", "mnist.yaml"])
     parser.add_argument("--processes", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--cprofile", action="store_true", help="also cProfile the timed epoch (slows it)")
+    parser.add_argument("--pieces-vs-whole", type=int, metavar="N",
+                        help="instead: N pairs of epochs, the update in pieces against whole arrays")
     args = parser.parse_args()
+    if args.pieces_vs_whole:
+        import statistics
+
+        for config in args.configs:
+            for processes in args.processes:
+                seconds, ratios = pieces_vs_whole(config, processes, args.pieces_vs_whole)
+                quartiles = statistics.quantiles(ratios, n=4)
+                print(f"{config}, processes {processes}: in pieces {statistics.median(seconds['pieces']):.3f} s, "
+                      f"whole arrays {statistics.median(seconds['whole']):.3f} s a 16,000-image epoch; pieces/whole "
+                      f"{statistics.median(ratios):.3f} (median of {len(ratios)} pairs, quartiles "
+                      f"{quartiles[0]:.3f}-{quartiles[2]:.3f}); load {os.getloadavg()[0]:.2f}")
+        return
     from threadpoolctl import threadpool_info
 
     blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads")) for i in threadpool_info()]
