@@ -39,9 +39,9 @@ def main():
 @click.option("--no-plots", is_flag=True, help="Skip drawing the curves into plots/ at the end.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="BLAS threads for this run (same as --set training.threads=N; default: all cores).")
-@click.option("--processes", type=click.IntRange(min=1), default=None,
+@click.option("--processes", default=None, metavar="N|auto",
               help="Processes that share each batch (same as --set training.processes=N; "
-                   "Linux on x86-64, at most the cores).")
+                   "Linux on x86-64, at most the cores; auto: one per core).")
 @click.option("--folds", type=click.IntRange(min=2), default=None, metavar="K",
               help="K-fold cross-validation: one run per fold in RUN/fold-1..K, scored as mean ± std "
                    "(same as --set training.folds=K).")

@@ -62,7 +62,7 @@ NUMBER_KEYS = {
     "seed": integer(0), "data.validation_split": number(0, 1, closed="left"),
     "data.max_train_samples": integer(1, nullable=True), "data.max_test_samples": integer(1, nullable=True),
     "training.epochs": integer(1), "training.batch_size": integer(1),
-    "training.threads": integer(1, MAX_THREADS, nullable=True), "training.processes": integer(1),
+    "training.threads": integer(1, MAX_THREADS, nullable=True), "training.processes": integer(1, auto=True),
     # K-fold cross-validation (mlpcli.cross_validation): K, and which fold a fold's run trains
     "training.folds": integer(2, nullable=True), "training.fold": integer(1, nullable=True),
     "early_stopping.patience": integer(0), "early_stopping.min_delta": number(0),

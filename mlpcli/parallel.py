@@ -42,6 +42,7 @@ import numpy as np
 
 from mlpcli.errors import TrainingError
 from mlpcli.machine import usable_cores
+from mlpcli.nn.optimizers import PIECE
 
 ALIGN = 16  # float32s per 64-byte cache line: no two processes write one line of weights
 LINE = 8  # int64s per counter: each process's counter on a cache line of its own
@@ -49,18 +50,22 @@ SPINS_BEFORE_YIELD = 1 << 14  # then give the core away on each check (more proc
 SPINS_PER_CHECK = 1 << 12  # how often a waiting process looks for a dead partner
 
 
+AUTO = "auto"  # training.processes: one process per usable core
 CORES_ENV = "MLPCLI_CORES"  # set by sweeps: the cores one of several trials at once may use
 
 
 def usable_processes(requested):
     """How many processes to train with: ``requested``, at most the usable cores (and
-    ``$MLPCLI_CORES``); 1 where fork or x86's store ordering is missing."""
-    if requested <= 1 or not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+    ``$MLPCLI_CORES``); 1 where fork or x86's store ordering is missing. ``"auto"``: one per
+    usable core (measured, benchmarks/profile_step.py: on 2 cores, two processes with one BLAS
+    thread each beat one process with two for the seed model and the wide one alike)."""
+    if requested != AUTO and requested <= 1 or not sys.platform.startswith("linux") or \
+            platform.machine() not in ("x86_64", "AMD64"):
         return 1
     cores = usable_cores()
     if os.environ.get(CORES_ENV, "").isdigit():
         cores = min(cores, int(os.environ[CORES_ENV]))
-    return max(1, min(requested, cores))
+    return max(1, cores if requested == AUTO else min(requested, cores))
 
 
 def shared_empty(shape, dtype=np.float32):
@@ -100,7 +105,7 @@ class DataParallel:
         trained = model.trainable_size  # the leading part of the weights that the optimizer updates
         cuts = [min(trained, round(trained * r / n / ALIGN) * ALIGN) for r in range(n)] + [trained]
         self.shares = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
-        self.mixed = np.empty(max(s.stop - s.start for s in self.shares), np.float32)
+        self.mixed = np.empty(PIECE, np.float32)  # a piece of the mixed gradient (see step)
         self.counters = shared_empty((n + 1) * LINE, np.int64)  # one per rank, then "stop"
         self.numbers = shared_empty(n + 1, np.float64)  # each rank's loss, then the learning rate
         self.outputs = shared_empty((batch_size, n_outputs))
@@ -256,8 +261,9 @@ class DataParallel:
             value = sum(w * float(v) for w, v in zip(weights, self.numbers[:self.n]) if w)
             outputs[...] = self.outputs[:total]
         share = self.shares[rank]
-        optimizer.apply([self.model.flat_params[share]], [self._mixed_gradient(share, weights)],
-                        float(self.numbers[self.n]), part=share)
+        # a piece at a time, mixed then updated while the piece is in the cache
+        optimizer.apply_in_pieces(self.model.flat_params[share], lambda piece: self._mixed_gradient(piece, weights),
+                                  float(self.numbers[self.n]), share)
         self.wait(rank)  # every share of the weights is updated
         return value
 
@@ -270,7 +276,8 @@ class DataParallel:
         return table[:, :values.size].sum(axis=0)
 
     def _mixed_gradient(self, share, weights):
-        """The batch's gradient on ``share``: the row-weighted mean of the processes' gradients."""
+        """The batch's gradient on ``share`` (at most ``PIECE`` values): the row-weighted mean of
+        the processes' gradients."""
         mixed = self.mixed[:share.stop - share.start]
         used = [(w, g[share]) for w, g in zip(weights, self.grads) if w]
         if len(used) == 1:

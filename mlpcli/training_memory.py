@@ -49,9 +49,9 @@ def memory_needed(cfg, model, data_rows):
     """The ``MemoryNeed`` of training ``model``, the unbuilt Sequential of ``cfg``, on
     ``data_rows`` samples.
 
-    Counted per weight: the weight, its gradient and the optimizer's scratch; the optimizer
-    slots and the snapshot of them that saving a checkpoint takes; the best weights early
-    stopping keeps; a gradient and a scratch share for each further process. Per row of a
+    Counted per weight: the weight and its gradient; the optimizer slots and the snapshot of
+    them that saving a checkpoint takes; the best weights early stopping keeps; a gradient
+    for each further process (the optimizer's scratch and the mixed gradient are a piece each). Per row of a
     batch (at most the data's rows; each further process gathers its own): the input as
     gathered and scaled, and every layer's activations and gradients. With several processes,
     the shared outputs of a batch of ``batch_size`` rows. Evaluation's batches on top.
@@ -61,7 +61,7 @@ def memory_needed(cfg, model, data_rows):
     processes = usable_processes(cfg["training"]["processes"])
     slots = len(optimizers.from_config(cfg["optimizer"]).slot_names)
     es = cfg["early_stopping"]
-    per_weight = 3 + 2 * slots + (1 if es and es["restore_best_weights"] else 0) + 2 * (processes - 1)
+    per_weight = 2 + 2 * slots + (1 if es and es["restore_best_weights"] else 0) + (processes - 1)
     batch_size = cfg["training"]["batch_size"]
     per_row = ARRAYS_PER_INPUT * widths[0] * processes + ARRAYS_PER_ACTIVATION * sum(widths[1:]) + widths[-1]
     shared_outputs = batch_size * widths[-1] if processes > 1 else 0

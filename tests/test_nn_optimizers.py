@@ -420,3 +420,53 @@ def test_optimizer_updates_every_array_in_place():
     opt.apply(params, _arrays(5), 0.01)
     assert [id(p) for p in params] == ids
     assert all(not np.array_equal(a, b) for a, b in zip(params, before))
+
+
+def _adam_whole_arrays(p, steps, lr, amsgrad=False, weight_decay=None):
+    """Adam's float32 operations of ``Adam._update_piece`` (with weight decay first) done on
+    whole arrays, one numpy call per operation: what updating in pieces must equal bit for bit."""
+    b1, b2, eps = np.float32(0.1), np.float32(0.001), np.float32(1e-7)
+    m, v, v_hat = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(steps, 1):
+        if weight_decay:
+            p *= np.float32(1.0 - weight_decay * lr)
+        alpha = np.float32(lr * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t))
+        m += (g - m) * b1
+        v += (g * g - v) * b2
+        if amsgrad:
+            np.maximum(v_hat, v, out=v_hat)
+        p -= (m / (np.sqrt(v_hat if amsgrad else v) + eps)) * alpha
+    return p
+
+
+@pytest.mark.parametrize("hyper", [{}, {"amsgrad": True}, {"weight_decay": 0.01}], ids=["plain", "amsgrad", "decay"])
+def test_adam_in_pieces_equals_whole_arrays(hyper):
+    """An array of several pieces (and a ragged last one), updated through ``apply`` and, a
+    share of it, through ``apply_in_pieces`` as a process of several does: the same bits as
+    the operations on whole arrays."""
+    size = 2 * optimizers.PIECE + 77
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(size).astype(np.float32)
+    steps = [rng.standard_normal(size).astype(np.float32) * np.float32(s) for s in (0.1, 1e-3, 3.0)]
+    expected = _adam_whole_arrays(p0.copy(), steps, 0.01, **hyper)
+
+    whole = p0.copy()
+    opt = optimizers.get("adam")(**hyper)
+    opt.build([whole])
+    for g in steps:
+        opt.apply([whole], [g], 0.01)
+    np.testing.assert_array_equal(whole, expected)
+
+    shared = p0.copy()
+    opt = optimizers.get("adam")(**hyper)
+    opt.build([shared])
+    share = slice(5, size)  # a process's share, starting off a piece boundary
+    asked = []
+    for g in steps:
+        def gradient_of(piece, g=g):
+            asked.append(piece)
+            return g[piece]
+        opt.apply_in_pieces(shared[share], gradient_of, 0.01, share)
+    np.testing.assert_array_equal(shared[share], expected[share])
+    np.testing.assert_array_equal(shared[:5], p0[:5])  # outside the share: untouched
+    assert all(p.stop - p.start <= optimizers.PIECE for p in asked) and len(asked) == 3 * 3

@@ -48,7 +48,7 @@ def trainer(processes, batch_size=32, optimizer="adam", dropout=0.3, lr=0.01, se
             {"type": "dropout", "rate": dropout},
             {"type": "dense", "units": 1 if regression else 4, "activation": "linear" if regression else "softmax"}]},
         "loss": "mse" if regression else "categorical_crossentropy",
-        "optimizer": {"type": optimizer, "learning_rate": lr},
+        "optimizer": {"type": optimizer, "learning_rate": lr} if isinstance(optimizer, str) else optimizer,
         "metrics": ["mae"] if regression else ["accuracy"],
         "training": {"batch_size": batch_size, "processes": processes}})
     streams = random_streams(seed)
@@ -294,11 +294,39 @@ def test_processes_are_capped_by_the_usable_cores(monkeypatch):
     assert parallel.usable_processes(1) == 1
 
 
+def test_auto_processes_are_one_per_usable_core(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert parallel.usable_processes("auto") == 3
+    monkeypatch.setenv(parallel.CORES_ENV, "2")  # a sweep's share of the cores
+    assert parallel.usable_processes("auto") == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert parallel.usable_processes("auto") == 1
+    assert trainer("auto").parallel is None
+
+
+@needs_two
+def test_auto_processes_train_as_that_many_do():
+    """auto is one process per core: the same bits as naming that count, and clipping by norm
+    (which needs the whole gradient) quietly trains with one."""
+    count = parallel.usable_processes("auto")
+    auto, named = trainer("auto"), trainer(count)
+    assert auto.parallel.n == count
+    assert train(auto) == train(named)
+    for p, q in zip(auto.model.params, named.model.params):
+        np.testing.assert_array_equal(p, q)
+    clipped = trainer("auto", optimizer={"type": "adam", "clipnorm": 1.0})
+    assert clipped.parallel is None
+
+
 def test_config_checks_processes():
     base = {"name": "t", "model": {"input_shape": [2], "layers": [{"type": "dense", "units": 2}]}}
     for bad in (0, 1.5, "two", True):
         with pytest.raises(ConfigError, match="training.processes"):
             resolve({**base, "training": {"processes": bad}})
+    with pytest.raises(ConfigError, match=r"training.processes: must be an integer or auto, got 'fast'"):
+        resolve({**base, "training": {"processes": "fast"}})
+    assert resolve({**base, "training": {"processes": "auto"}})["training"]["processes"] == "auto"
+    assert resolve({**base, "training": {"processes": "auto"}, "optimizer": {"type": "adam", "clipnorm": 1.0}})
     with pytest.raises(ConfigError, match=r"training.processes: got 2, but optimizer.clipnorm"):
         resolve({**base, "training": {"processes": 2}, "optimizer": {"type": "adam", "clipnorm": 1.0}})
     with pytest.raises(ConfigError, match=r"optimizer.global_clipnorm"):
@@ -319,6 +347,14 @@ def test_cli_trains_with_two_processes_and_refuses_clipping_with_exit_2(tmp_path
                                        "--set", "optimizer.clipnorm=1.0", *settings[:-1], str(tmp_path / "r2")])
     assert result.exit_code == 2
     assert "training.processes: got 2, but optimizer.clipnorm" in result.output
+
+
+def test_cli_takes_auto_processes_and_refuses_other_words_with_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--processes", "auto", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--processes", "many", "--dry-run"])
+    assert result.exit_code == 2
+    assert "training.processes: must be an integer or auto, got 'many'" in result.output
 
 
 @needs_two
@@ -375,7 +411,7 @@ def test_helpers_stop_when_the_parent_is_killed(tmp_path):
 
 
 def test_memory_check_counts_every_process_gradient(monkeypatch):
-    """Each further process holds a gradient and a scratch share of the weights."""
+    """Each further process holds a gradient of the weights (its mixing and scratch are a piece)."""
     from mlpcli.trainer import build_model
 
     real = os.sysconf
@@ -384,9 +420,9 @@ def test_memory_check_counts_every_process_gradient(monkeypatch):
     memory = real("SC_PAGE_SIZE") * 2 ** 18  # 1 GiB with 4 KiB pages
     spec = {"name": "t", "model": {"input_shape": [10_000], "layers": [{"type": "dense", "units": 1000}]}}
     weights = 10_000 * 1000 + 1000
-    # adam: weight, gradient, scratch, 2 slots and their saved copies; 2 more per further process
-    assert weights * 7 * 4 < memory < weights * (7 + 99 * 2) * 4
+    # adam: weight, gradient, 2 slots and their saved copies; 1 more per further process
+    assert weights * 6 * 4 < memory < weights * (6 + 99) * 4
     assert build_model(resolve({**spec, "training": {"processes": 1}}), random_streams(0)).count_params() == weights
     with pytest.raises(ConfigError, match=r"model\.layers\[0\]\.units: the model is too large: 10,001,000 weights "
-                                          r"need about 7\.[0-9] GiB"):
+                                          r"need about 4\.[0-9] GiB"):
         build_model(resolve({**spec, "training": {"processes": 100}}), random_streams(0))

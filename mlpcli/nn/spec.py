@@ -43,11 +43,12 @@ class Constraint:
     closed: str = "both"
     choices: tuple = ()
     nullable: bool = False
+    auto: bool = False  # the string "auto" is allowed too (its meaning is the key's)
 
     def problem(self, value, kind="value"):
         """Why ``value`` is not allowed (``"must be in [0, 1), got 1.5"``), or None; ``kind``
         names a choice in its message. Nested components are checked by their own declarations."""
-        if value is None and self.nullable or self.type in NESTED:
+        if value is None and self.nullable or self.type in NESTED or self.auto and value == "auto":
             return None
         if self.type == "boolean":
             return None if isinstance(value, bool) else f"must be true or false, got {show(value)}"
@@ -90,7 +91,7 @@ class Constraint:
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
             return (f"must be {'an integer' if integer else 'a number'}"
-                    f"{' or null' if self.nullable else ''}, got {show(value)}")
+                    f"{' or null' if self.nullable else ''}{' or auto' if self.auto else ''}, got {show(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             return f"must be a finite number, got {value!r}"
         low_in, high_in = self.closed in ("both", "left"), self.closed in ("both", "right")
@@ -128,11 +129,11 @@ class Constraint:
             text = f"{self.type} (name or mapping)"
         else:
             text = self.type
-        return text + (" or null" if self.nullable else "")
+        return text + (" or null" if self.nullable else "") + (" or `auto`" if self.auto else "")
 
 
-def integer(low=None, high=None, closed="both", nullable=False):
-    return Constraint("integer", low, high, closed, nullable=nullable)
+def integer(low=None, high=None, closed="both", nullable=False, auto=False):
+    return Constraint("integer", low, high, closed, nullable=nullable, auto=auto)
 
 
 def number(low=None, high=None, closed="both", nullable=False):
