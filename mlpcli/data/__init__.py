@@ -12,6 +12,7 @@ import numpy as np
 
 from mlpcli.data.builtin import BUILTINS, load_builtin
 from mlpcli.data.features import preprocessing_arrays, scale_into
+from mlpcli.data.mapped import row_blocks
 from mlpcli.data.image_folder import load_image_folder
 from mlpcli.data.npz import load_npz
 from mlpcli.data.raw import RawData
@@ -35,7 +36,7 @@ __all__ = [
     "stratified_split",
 ]
 
-DATASETS = ("mnist", "fashion_mnist", "npz", "csv", "image_folder")
+DATASETS = ("mnist", "fashion_mnist", "npz", "npy", "csv", "image_folder")
 SCALINGS = ("unit", "none", "standardize")
 TASKS = ("classification", "regression")
 
@@ -46,6 +47,7 @@ DEFAULT_SCALING = {
     "fashion_mnist": "unit",
     "image_folder": "unit",
     "npz": "none",
+    "npy": "none",
     "csv": "none",
 }
 
@@ -78,9 +80,8 @@ class Dataset:
 
 def _float32_blocks(x: np.ndarray):
     """Yield x (n, ...) as float32 (rows, features) blocks, so no full-size copy is made."""
-    rows = x.reshape(len(x), -1)
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        yield rows[start : start + _CHUNK_ROWS].astype(np.float32)
+    for block in row_blocks(x.reshape(len(x), -1), _CHUNK_ROWS):
+        yield block.astype(np.float32)
 
 
 def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,9 +171,9 @@ def _load_raw(
     table: TableEncoding | None = None,
 ) -> tuple[RawData, str]:
     """Read the configured files: the unscaled data and a name for it."""
-    if task == "regression" and kind not in ("csv", "npz"):
+    if task == "regression" and kind not in ("csv", "npz", "npy"):
         raise ConfigError(
-            f"data.dataset: {kind!r} has class labels; task regression needs a csv or npz dataset"
+            f"data.dataset: {kind!r} has class labels; task regression needs a csv, npz or npy dataset"
         )
     if kind in BUILTINS:
         return load_builtin(kind, progress), kind
@@ -181,8 +182,8 @@ def _load_raw(
         "test_path": _path(data_cfg, "test_path", kind, required=False),
         "validation_path": _path(data_cfg, "validation_path", kind, required=False),
     }
-    if kind == "npz":
-        return load_npz(path, task=task), path.name
+    if kind in ("npz", "npy"):
+        return load_npz(path, task=task, folder=kind == "npy"), path.name
     if kind == "csv":
         label_column = data_cfg.get("label_column") or "label"
         return load_csv(path, label_column, task=task, settings=TableSettings.of(data_cfg), warn=progress,
