@@ -88,26 +88,27 @@ class Features:
 
     def __getitem__(self, rows):
         raw = self.raw[rows] if self.rows is None else self.raw.take(self.rows[rows], axis=0)
-        self._pages.read(len(raw), scattered=self.rows is not None)
+        self._pages.read()
         return scale_into(raw, np.empty(raw.shape, np.float32), self.scale, self.offset)
 
     def take_raw(self, idx):
         """Rows ``idx`` (k,) as stored, unscaled: a new array."""
         raw = self.raw.take(self._source(idx), axis=0)
-        self._pages.read(len(idx))
+        self._pages.read()
         return raw
 
     def take(self, idx, out):
         """Rows ``idx`` (k,), scaled, into ``out`` float32 (k, *input_shape)."""
         idx = self._source(idx)
-        self._pages.read(len(idx))
         if self.identity:
             np.take(self.raw, idx, axis=0, out=out)
+            self._pages.read()
             return out
         if self._gathered is None or self._gathered.shape[0] < len(idx):
             self._gathered = np.empty((len(idx),) + self.shape[1:], self.raw.dtype)
         raw = self._gathered[:len(idx)]
         np.take(self.raw, idx, axis=0, out=raw)
+        self._pages.read()
         return scale_into(raw, out, self.scale, self.offset)
 
     def _source(self, idx):

@@ -4,20 +4,19 @@ A mapped array costs no memory of its own: the kernel reads its pages on first t
 and keeps them in its page cache. But every page the process has touched counts in its
 resident memory until it lets go of it, so a pass over a 3 GB file would leave the
 process 3 GB resident. ``PageBudget`` lets go (``madvise(MADV_DONTNEED)``: the pages
-stay cached, only this process's claim on them goes) each time the rows read since the
-last time could hold ``RESIDENT_BUDGET`` bytes of pages.
+stay cached, only this process's claim on them goes) each time its file pages have grown
+by ``RESIDENT_BUDGET``. It measures rather than estimates: one row read at random brings
+64 KiB of pages (Linux's fault-around) or, where the page cache holds 2 MiB folios, 2 MiB.
+Letting go has a price: the next read of those pages faults again (a few microseconds).
 """
 
-import math
 import mmap
 
 import numpy as np
 
-# the resident pages a mapped array may hold before they are let go of
+# how far a process's resident file pages may grow before a mapped array's are let go of
 RESIDENT_BUDGET = 128 * 2**20
-# a fault on a cached file page maps up to 16 pages around it (Linux's fault_around_bytes):
-# what one row read at random may add to the resident pages
-FAULT_AROUND_BYTES = 64 * 2**10
+STATM = "/proc/self/statm"  # Linux: sizes in pages; the third is the resident file-backed ones
 
 
 def map_array(path, shape, dtype, offset, fortran_order=False) -> np.ndarray:
@@ -40,26 +39,31 @@ def is_mapped(x) -> bool:
     return file_pages(x) is not None
 
 
+def resident_file_bytes():
+    """This process's resident file-backed (and shared) memory; None where the system does not say."""
+    try:
+        with open(STATM, "rb") as f:
+            return int(f.read().split()[2]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class PageBudget:
-    """Counts the rows read from an array and lets go of its resident pages once they could
-    exceed ``RESIDENT_BUDGET``; does nothing for an array held in memory."""
+    """Lets go of a mapped array's resident pages each time the process's file pages have grown
+    by ``RESIDENT_BUDGET`` since the last time; does nothing for an array held in memory."""
 
     def __init__(self, x):
         self._pages = file_pages(x)
-        row_bytes = x.itemsize * math.prod(x.shape[1:])
-        self._random_row = max(row_bytes, FAULT_AROUND_BYTES)
-        self._row = row_bytes
-        self._used = 0
+        self._since = resident_file_bytes() if self._pages is not None else None
 
-    def read(self, rows, scattered=True):
-        """``rows`` rows were read: at random places (each may bring a fault-around's pages),
-        or, with ``scattered=False``, one after another."""
-        if self._pages is None:
+    def read(self):
+        """Some rows were read: let go of the pages if they have grown past the budget."""
+        if self._since is None:
             return
-        self._used += rows * (self._random_row if scattered else self._row)
-        if self._used >= RESIDENT_BUDGET:
+        now = resident_file_bytes()
+        if now - self._since >= RESIDENT_BUDGET:
             self._pages.madvise(mmap.MADV_DONTNEED)
-            self._used = 0
+            self._since = resident_file_bytes()
 
 
 def row_blocks(x, rows):
@@ -68,4 +72,4 @@ def row_blocks(x, rows):
     for start in range(0, len(x), rows):
         block = x[start:start + rows]
         yield block
-        budget.read(len(block), scattered=False)
+        budget.read()
