@@ -73,6 +73,7 @@ def test_mapped_training_gives_the_weights_of_training_in_memory(tmp_path, array
         assert same_weights(mapped, in_memory), kind
 
 
+@pytest.mark.slow
 def test_mapped_training_resumes_bit_exactly(tmp_path):
     data = save(mnist_arrays(12000), tmp_path / "data", "npy")
     settings = [*dataset_settings(data, "npy"), "--set", "training.epochs=3", "--set", "training.processes=1",
@@ -116,3 +117,44 @@ def test_a_truncated_npy_is_a_one_line_error_naming_the_file(tmp_path, arrays):
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     with pytest.raises(DataError, match="but only"):
         load_npz(data, folder=True)
+
+
+def test_predict_reads_mapped_rows_in_chunks_as_it_reads_them_in_memory(tmp_path, tiny_run, monkeypatch):
+    from mlpcli.predict import predict
+    from mlpcli.predictor import Predictor
+
+    x = mnist_arrays(600)["x_test"]
+    np.save(tmp_path / "rows.npy", x)
+    np.savez(tmp_path / "stored.npz", x=x)
+    np.savez_compressed(tmp_path / "compressed.npz", x=x)
+    predictor = Predictor.open(tiny_run)
+    whole = predictor.outputs(predictor.prepare(x, "x"))
+
+    def predicted(name):
+        predict([str(tmp_path / name)], run_dir=tiny_run, out=str(tmp_path / f"{name}-out.npy"), chunk_rows=32)
+        return np.load(tmp_path / f"{name}-out.npy")
+
+    in_memory = predicted("compressed.npz")
+    np.testing.assert_allclose(in_memory, whole, rtol=1e-5, atol=1e-7)  # other batch sizes, other roundings
+    monkeypatch.setattr("mlpcli.data.npy.available_memory", lambda: 1000)  # features read whole would not fit
+    for name in ("rows.npy", "stored.npz"):
+        np.testing.assert_array_equal(predicted(name), in_memory, err_msg=name)
+    with pytest.raises(DataError, match="more than the 0.0 GiB of memory available"):
+        predict([str(tmp_path / "compressed.npz")], run_dir=tiny_run, out=str(tmp_path / "refused.npy"))
+
+
+def test_evaluate_scores_a_mapped_file_in_chunks_as_one_held_in_memory(tmp_path, tiny_run, monkeypatch):
+    from mlpcli import evaluate as evaluate_mod
+
+    arrays = mnist_arrays(600)
+    tests = {"x_test": arrays["x_test"], "y_test": arrays["y_test"]}
+    np.savez_compressed(tmp_path / "compressed.npz", **tests)
+    np.savez(tmp_path / "stored.npz", **tests)
+    whole = evaluate_mod.evaluate(tiny_run, data=str(tmp_path / "compressed.npz")).report
+    monkeypatch.setattr(evaluate_mod, "PREDICT_CHUNK_ROWS", 32)
+    monkeypatch.setattr("mlpcli.data.npy.available_memory", lambda: 1000)  # the labels fit, the features would not
+    chunked = evaluate_mod.evaluate(tiny_run, data=str(tmp_path / "stored.npz")).report
+    assert chunked["samples"] == whole["samples"] == 100
+    assert chunked["confusion_matrix"] == whole["confusion_matrix"]
+    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    assert chunked["metrics"] == pytest.approx(whole["metrics"], rel=1e-6)
