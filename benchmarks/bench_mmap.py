@@ -132,10 +132,10 @@ def main():
               f"{time.perf_counter() - t0:.0f} s; load: {os.getloadavg()[0]:.2f}", flush=True)
         results = {v: [] for v in args.variants.split(",")}
         for repeat in range(args.repeats):
-            for variant in results:
+            for variant, runs in results.items():
                 rows = memory_rows if variant == "memory" else args.rows
                 r = run_child(variant, folder, rows)
-                results[variant].append(r)
+                runs.append(r)
                 print(f"  {variant:14s} {r['rows']:>10,} training rows: {r['seconds']:7.1f} s, "
                       f"{r['seconds'] / (r['rows'] + r['val_rows']) * 1e6:6.2f} us/row, peak RSS "
                       f"{r['peak_rss'] / 2**20:6.0f} MiB (helper {r['helper_peak_rss'] / 2**20:4.0f} MiB); load {os.getloadavg()[0]:.2f}", flush=True)
@@ -147,9 +147,9 @@ def main():
                   f"{per_row[variant] * 1e6:6.2f} us/row, peak RSS "
                   f"{statistics.median(r['peak_rss'] for r in rs) / 2**20:6.0f} MiB")
         if "memory" in per_row:
-            for variant in per_row:
+            for variant, seconds in per_row.items():
                 if variant != "memory":
-                    print(f"  {variant} / memory, time per row: {per_row[variant] / per_row['memory']:.2f}x")
+                    print(f"  {variant} / memory, time per row: {seconds / per_row['memory']:.2f}x")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

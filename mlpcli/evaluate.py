@@ -22,7 +22,6 @@ from mlpcli.data.mapped import row_blocks
 from mlpcli.errors import DataError, MlpError
 from mlpcli.predictor import Predictor
 
-
 # samples prepared (as float32) and predicted at a time
 PREDICT_CHUNK_ROWS = 8192
 

@@ -252,7 +252,7 @@ class Predictor:
                                          if name not in listed)]
         loss = losses.from_spec(self.loss_name)
         penalty = model.weight_penalty() + activity_penalty
-        report = {"samples": int(len(y_pred)),
+        report = {"samples": len(y_pred),
                   "loss": loss.value(losses.encode_targets(loss, y, model.n_outputs), y_pred) + penalty,
                   "metrics": metrics.compute(metric_specs, y, y_pred)}
         if self.task != "classification":

@@ -12,8 +12,8 @@ import numpy as np
 
 from mlpcli.data.builtin import BUILTINS, load_builtin
 from mlpcli.data.features import preprocessing_arrays, scale_into
-from mlpcli.data.mapped import row_blocks
 from mlpcli.data.image_folder import load_image_folder
+from mlpcli.data.mapped import row_blocks
 from mlpcli.data.npz import load_npz
 from mlpcli.data.raw import RawData
 from mlpcli.data.split import kfold_split, stratified_split

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from mlpcli.errors import DataError, FileSystemError, os_error_text
 from mlpcli.data.mapped import map_array
+from mlpcli.errors import DataError, FileSystemError, os_error_text
 from mlpcli.files import open_input
 from mlpcli.machine import available_memory
 
