@@ -158,3 +158,17 @@ def test_evaluate_scores_a_mapped_file_in_chunks_as_one_held_in_memory(tmp_path,
     assert chunked["confusion_matrix"] == whole["confusion_matrix"]
     assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
     assert chunked["metrics"] == pytest.approx(whole["metrics"], rel=1e-6)
+
+
+def test_an_npy_dataset_is_a_folder_whose_headers_give_the_input_shape(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    np.save(folder / "x_train.npy", np.zeros((50, 6, 5), np.uint8))
+    np.save(folder / "y_train.npy", np.zeros(50, np.int64))
+    base = ["train", "configs/quick.yaml", "--dry-run", "--set", "data.dataset=npy", "--set", "model.input_shape=null"]
+    result = CliRunner().invoke(main, [*base, "--set", f"data.path={folder}"])
+    assert result.exit_code == 2
+    assert f"model.input_shape [6, 5] was inferred from {folder}" in result.output
+    result = CliRunner().invoke(main, [*base, "--set", f"data.path={folder / 'x_train.npy'}"])
+    assert result.exit_code == 2
+    assert f"Error: {folder / 'x_train.npy'}: not a folder (of .npy files: x_train.npy, y_train.npy" in result.output
