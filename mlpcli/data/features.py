@@ -87,28 +87,25 @@ class Features:
         return self.shape[0]
 
     def __getitem__(self, rows):
-        raw = self.raw[rows] if self.rows is None else self.raw.take(self.rows[rows], axis=0)
-        self._pages.read()
+        if self.rows is None:
+            raw = self.raw[rows]
+            self._pages.read()
+        else:
+            raw = self._pages.take(self.raw, self.rows[rows])
         return scale_into(raw, np.empty(raw.shape, np.float32), self.scale, self.offset)
 
     def take_raw(self, idx):
         """Rows ``idx`` (k,) as stored, unscaled: a new array."""
-        raw = self.raw.take(self._source(idx), axis=0)
-        self._pages.read()
-        return raw
+        return self._pages.take(self.raw, self._source(idx))
 
     def take(self, idx, out):
         """Rows ``idx`` (k,), scaled, into ``out`` float32 (k, *input_shape)."""
         idx = self._source(idx)
         if self.identity:
-            np.take(self.raw, idx, axis=0, out=out)
-            self._pages.read()
-            return out
+            return self._pages.take(self.raw, idx, out)
         if self._gathered is None or self._gathered.shape[0] < len(idx):
             self._gathered = np.empty((len(idx),) + self.shape[1:], self.raw.dtype)
-        raw = self._gathered[:len(idx)]
-        np.take(self.raw, idx, axis=0, out=raw)
-        self._pages.read()
+        raw = self._pages.take(self.raw, idx, self._gathered[:len(idx)])
         return scale_into(raw, out, self.scale, self.offset)
 
     def _source(self, idx):

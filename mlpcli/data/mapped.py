@@ -16,6 +16,8 @@ import numpy as np
 
 # how far a process's resident file pages may grow before a mapped array's are let go of
 RESIDENT_BUDGET = 128 * 2**20
+# rows read at random between two looks at the budget: at most 64 MiB of pages (2 MiB each)
+SCATTERED_PIECE_ROWS = 32
 STATM = "/proc/self/statm"  # Linux: sizes in pages; the third is the resident file-backed ones
 
 
@@ -55,6 +57,19 @@ class PageBudget:
     def __init__(self, x):
         self._pages = file_pages(x)
         self._since = resident_file_bytes() if self._pages is not None else None
+
+    def take(self, x, rows, out=None):
+        """``x[rows]`` (into ``out`` when given) for the array ``x`` this budget is of; a mapped
+        ``x`` is read ``SCATTERED_PIECE_ROWS`` rows at a time, the budget looked at after each."""
+        if out is None:
+            out = np.empty((len(rows),) + x.shape[1:], x.dtype)
+        if self._since is None:
+            return np.take(x, rows, axis=0, out=out)
+        for start in range(0, len(rows), SCATTERED_PIECE_ROWS):
+            stop = start + SCATTERED_PIECE_ROWS
+            np.take(x, rows[start:stop], axis=0, out=out[start:stop])
+            self.read()
+        return out
 
     def read(self):
         """Some rows were read: let go of the pages if they have grown past the budget."""
