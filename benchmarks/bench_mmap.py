@@ -74,7 +74,7 @@ def work(variant, folder, rows):
     data = prepare_data(cfg, model, streams["split"])
     (x, y), (x_val, y_val) = data.train, data.val
     if variant == "memory":  # the same rows, copied out of the map
-        held = np.ascontiguousarray(x.raw)
+        held = np.array(x.raw)  # a copy (np.ascontiguousarray would return the mapped array itself)
         x, x_val = (Features(held, data.preprocessing, model.input_shape, f.rows) for f in (x, x_val))
     elif variant == "mapped_sorted":
         read_in_file_order(Features)
