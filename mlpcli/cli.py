@@ -105,7 +105,7 @@ def _images_option(fn):
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="Any Keras-layout .h5 or Keras 3 .keras MLP instead of a run's model.")
 @click.option("--data", default=None, metavar="DATASET|FILE",
-              help="Evaluate on mnist, fashion_mnist, or a .npz/.csv file or image folder instead of the run's test split.")
+              help="Evaluate on mnist, fashion_mnist, a .npz/.csv file, or a folder (of images, or of .npy arrays for an npy run) instead of the run's test split.")
 @_scaling_option
 @_images_option
 @click.option("--runs-root", type=click.Path(file_okay=False), default="runs", show_default=True)

@@ -279,7 +279,7 @@ def resolve(raw):
                                       "color mode")
     for key in PATH_KEYS + ("label_column",):
         data[key] = check.string(f"data.{key}", data[key], nullable=key != "label_column")
-    if data["dataset"] in ("npz", "csv", "image_folder") and not data["path"]:
+    if data["dataset"] in ("npz", "npy", "csv", "image_folder") and not data["path"]:
         check.error("data.path", f"is required for dataset '{data['dataset']}' (a file or folder)")
 
     model = cfg["model"] = check.mapping("model", cfg["model"], set(SECTION_DEFAULTS["model"]),
@@ -390,7 +390,7 @@ def has_validation(cfg):
     """Whether a run of ``cfg`` has validation data (cross-validation always has: a fold)."""
     data = cfg["data"]
     return (bool(cfg["training"]["folds"]) or bool(data["validation_split"]) or bool(data["validation_path"])
-            or data["dataset"] == "npz")
+            or data["dataset"] in ("npz", "npy"))
 
 
 def _check_monitors(check, cfg, with_validation):

@@ -18,8 +18,12 @@ from mlpcli import config as config_mod
 from mlpcli import files, run_models, runs
 from mlpcli.data import holds_pixels, load_raw
 from mlpcli.data.builtin import BUILTINS
+from mlpcli.data.mapped import row_blocks
 from mlpcli.errors import DataError, MlpError
 from mlpcli.predictor import Predictor
+
+# samples prepared (as float32) and predicted at a time
+PREDICT_CHUNK_ROWS = 8192
 
 
 class NoTestSplit(MlpError):
@@ -45,8 +49,8 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, scali
                                note=note, scaling=scaling)
     if image_steps is not None and (data is None or not Path(data).is_dir()):
         raise MlpError("--images: is for --data FOLDER (of class sub-folders of images)")
-    x, y, source, notes = _test_data(predictor, data, image_steps)
-    report = predictor.score(x, y)
+    outputs, y, source, notes = _test_data(predictor, data, image_steps)
+    report = predictor.score(outputs.rows, y, outputs.activity_penalty)
     model_path = predictor.path
     report = {"checkpoint": model_path.name, "model_file": str(model_path.resolve()), "data": source,
               "run_test_split": data is None and predictor.config is not None, "scaling": predictor.scaling,
@@ -55,9 +59,30 @@ def evaluate(run_dir=None, *, checkpoint=None, model_path=None, data=None, scali
                       notes + predictor.warnings())
 
 
+class Outputs:
+    """The model's outputs for samples given a chunk at a time (a file larger than memory
+    is never read whole), and the activity regularizers' penalty on them."""
+
+    def __init__(self, predictor):
+        self.predictor, self.parts, self.activity = predictor, [], 0.0
+
+    def add(self, x, sources=None):
+        """Outputs for prepared samples ``x``."""
+        self.parts.append(self.predictor.outputs(x, sources))
+        self.activity += self.predictor.model.predict_activity_penalty * len(x)
+
+    @property
+    def rows(self):
+        return np.concatenate(self.parts)
+
+    @property
+    def activity_penalty(self):
+        return self.activity / max(sum(map(len, self.parts)), 1)
+
+
 def _test_data(predictor, data, image_steps=None):
-    """(prepared features, targets as the model's class indices, description, notes) of the
-    evaluation data.
+    """(the model's ``Outputs``, targets as the model's class indices, description, notes) of
+    the evaluation data.
 
     Data paths come only from the user: ``--data``, or the config.yaml of the
     run being evaluated; the paths in a model file's stored config are never
@@ -97,10 +122,12 @@ def _test_data(predictor, data, image_steps=None):
     else:
         raise NoTestSplit(f"the run's dataset ({name}) has no test split; pass --data FILE to evaluate on")
     where = str(data) if data is not None else name
-    x = predictor.prepare(x, where, pixels=holds_pixels(data_cfg["dataset"]))
+    outputs = Outputs(predictor)
+    for block in row_blocks(x, PREDICT_CHUNK_ROWS):
+        outputs.add(predictor.prepare(block, where, pixels=holds_pixels(data_cfg["dataset"])))
     if predictor.task == "classification":
         y = predictor.remap_labels(y, raw.class_names, where)
-    return x, y, f"{what} ({len(x)} samples)", []
+    return outputs, y, f"{what} ({len(x)} samples)", []
 
 
 def _takes_images(predictor, image_steps):
@@ -130,9 +157,10 @@ def _labelled_folder(predictor, root, image_steps):
         # them: by their folders' sorted names
         labels = np.searchsorted(np.unique(labels), labels)
     y = predictor.encode_labels(labels, str(root), lambda i: f"folder {files[i].parent}")
-    notices = Notices()
-    x = np.concatenate([batch.x for batch in image_batches(predictor, files, image_steps, notices)])
-    return x, y, f"{root.name} ({len(x)} samples)", notices.text()
+    notices, outputs = Notices(), Outputs(predictor)
+    for batch in image_batches(predictor, files, image_steps, notices):
+        outputs.add(batch.x, batch.sources)
+    return outputs, y, f"{root.name} ({len(y)} samples)", notices.text()
 
 
 def _labelled_file(predictor, path):
@@ -140,18 +168,17 @@ def _labelled_file(predictor, path):
     .npz archive's x_test and y_test (or x and y, or x_train and y_train)."""
     from mlpcli.predict_inputs import Notices, read_batches
 
-    xs, ys, notices = [], [], Notices()
-    for batch in read_batches(predictor, [path], notices=notices):
+    outputs, ys, notices = Outputs(predictor), [], Notices()
+    for batch in read_batches(predictor, [path], chunk_rows=PREDICT_CHUNK_ROWS, notices=notices):
         if batch.y is None:
             if path.suffix.lower() == ".npz":
                 raise DataError(f"{path}: no labels (y_test, y or y_train) to score the predictions against")
             label = predictor.pipeline.label_column if predictor.pipeline and predictor.pipeline.label_column \
                 else "label"
             raise DataError(f"{path}: no label column {label!r} to score the predictions against")
-        xs.append(batch.x)
+        outputs.add(batch.x, batch.sources)
         ys.append(batch.y)
-    return (np.concatenate(xs), np.concatenate(ys), f"{path.name} ({sum(map(len, xs))} samples)",
-            notices.text())
+    return outputs, np.concatenate(ys), f"{path.name} ({sum(map(len, ys))} samples)", notices.text()
 
 
 def _stored_builtin_data(data_cfg, model_path):
@@ -169,7 +196,7 @@ def _stored_builtin_data(data_cfg, model_path):
 
 def _kind_of(path, cfg):
     if path.is_dir():
-        return "image_folder"
+        return "npy" if cfg and cfg["data"]["dataset"] == "npy" else "image_folder"
     if cfg and cfg["data"]["dataset"] not in BUILTINS:
         return cfg["data"]["dataset"]
     raise MlpError(f"--data {path}: expected mnist, fashion_mnist, a .npz or .csv file, or a folder of images")

@@ -46,7 +46,7 @@ AXES_TEXT = {"digits": f"{list(DIGITS_SHAPE)} (MNIST's digits)", "image": "[heig
              "table": "[columns]"}
 # which kind of input each dataset of a config gives
 KIND_OF_DATASET = {"mnist": "digits", "fashion_mnist": "image", "image_folder": "image",
-                   "csv": "table", "npz": "array"}
+                   "csv": "table", "npz": "array", "npy": "array"}
 
 
 @dataclass

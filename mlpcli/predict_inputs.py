@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli import images
+from mlpcli.data.mapped import row_blocks
 from mlpcli.data.npy import NpzArchive, read_npy
 
 # Imported here, before `mlp predict --out` opens its file: imported inside that window, where
@@ -83,7 +84,8 @@ def read_batches(predictor, inputs, *, chunk_rows=8192, image_steps=None, notice
         if suffix == CSV_SUFFIX:
             yield from _csv_batches(predictor, path, chunk_rows, notices)
         elif suffix == NPY_SUFFIX:
-            yield from _array_batches(predictor, read_npy(path), None, str(path), str(path), chunk_rows)
+            yield from _array_batches(predictor, read_npy(path, mapped=True), None, str(path), str(path),
+                                      chunk_rows)
         else:
             yield from _npz_batches(predictor, path, chunk_rows)
     if pending:
@@ -102,8 +104,7 @@ def _array_batches(predictor, stored, labels, where, name, chunk_rows):
     shape = predictor.feature_shape
     if stored.shape in (tuple(shape), tuple(predictor.model.input_shape)):
         stored = stored[None]  # a single sample
-    for start in range(0, len(stored), chunk_rows):
-        part = stored[start:start + chunk_rows]
+    for start, part in zip(range(0, len(stored), chunk_rows), row_blocks(stored, chunk_rows)):
         y = None if labels is None else labels[start:start + chunk_rows]
         yield Batch([f"{name}[{i}]" for i in range(start, start + len(part))], predictor.prepare(part, where), y)
 
@@ -117,7 +118,7 @@ def _npz_batches(predictor, path, chunk_rows):
                             f"named {' or '.join(NPZ_FEATURES)} (with {' or '.join(NPZ_LABELS.values())} "
                             "as labels), or a single array")
         label_name = NPZ_LABELS.get(chosen)
-        arrays = archive.read([chosen] + ([label_name] if label_name in names else []))
+        arrays = archive.read([chosen] + ([label_name] if label_name in names else []), mapped={chosen})
     labels = arrays.get(label_name)
     if labels is not None:
         if len(labels) != len(arrays[chosen]):

@@ -246,9 +246,11 @@ class Predictor:
     # ---------------------------------------------------------------- scoring
     # (mlp evaluate's: the metrics and curves are imported here, not by `mlp predict`)
 
-    def score(self, x, y, metric_specs=None):
+    def score(self, y_pred, y, activity_penalty, metric_specs=None):
         """Loss, metrics (with ``ALWAYS_SCORED``), the curves ``mlp plot`` draws and, for
-        classification, the per-class report on prepared (x, y)."""
+        classification, the per-class report on the model's outputs ``y_pred`` for samples
+        labelled ``y``; ``activity_penalty``: the activity regularizers' on those samples
+        (``Sequential.predict_activity_penalty``, weighted by rows over several calls)."""
         from mlpcli import evaluation_curves
         from mlpcli.nn import metrics
 
@@ -258,9 +260,8 @@ class Predictor:
         metric_specs = [*metric_specs, *({"type": name} for name in ALWAYS_SCORED.get(self.task, ())
                                          if name not in listed)]
         loss = losses.from_spec(self.loss_name)
-        y_pred = self.outputs(x)
-        penalty = model.weight_penalty() + model.predict_activity_penalty
-        report = {"samples": int(len(x)),
+        penalty = model.weight_penalty() + activity_penalty
+        report = {"samples": len(y_pred),
                   "loss": loss.value(losses.encode_targets(loss, y, model.n_outputs), y_pred) + penalty,
                   "metrics": metrics.compute(metric_specs, y, y_pred)}
         if self.task != "classification":

@@ -41,9 +41,9 @@ def prepare_data(cfg, model, split_rng, progress=None):
     for y, part in ((data.y_train, "training"), (data.y_val, "validation"), (data.y_test, "test")):
         _check_targets(y, model, cfg, part)
     x_train, y_train, w_train, x_val, y_val = _split(cfg, data, split_rng)
-    feature_shape = x_train.shape[1:]
+    feature_shape = x_train[0].shape[1:]
     x_train, x_val, x_test = (_fit_input(x, model, data.preprocessing, part) for x, part in
-                              ((x_train, "training"), (x_val, "validation"), (data.x_test, "test")))
+                              ((x_train, "training"), (x_val, "validation"), ((data.x_test, None), "test")))
     return TrainingData((x_train, y_train), (x_val, y_val), (x_test, data.y_test), feature_shape,
                         data.preprocessing, data.class_names, data.table,
                         _weights(cfg["training"]["class_weight"], y_train, w_train, data.class_names, model))
@@ -80,18 +80,20 @@ def _class_index(key, class_names, n_classes):
 
 
 def _split(cfg, data, rng):
-    """Training arrays (features, targets, sample weights or None) and validation ones:
-    explicit validation data, or a stratified split, or one fold of cross-validation."""
+    """Training data (features, targets, sample weights or None) and validation data:
+    explicit validation data, or a stratified split, or one fold of cross-validation.
+    Features are (array, rows): the rows of the array that are the part (None: all of
+    them), so that a split copies no features (they may be mapped from a file)."""
     if cfg["training"]["folds"]:
         return _fold(cfg["training"], data, rng)
     if data.x_val is not None:
-        return data.x_train, data.y_train, data.w_train, data.x_val, data.y_val
+        return (data.x_train, None), data.y_train, data.w_train, (data.x_val, None), data.y_val
     fraction = cfg["data"]["validation_split"]
     if not fraction:
-        return data.x_train, data.y_train, data.w_train, None, None
+        return (data.x_train, None), data.y_train, data.w_train, (None, None), None
     train_idx, val_idx = stratified_split(data.y_train, fraction, rng)
     w_train = None if data.w_train is None else data.w_train[train_idx]
-    return (data.x_train[train_idx], data.y_train[train_idx], w_train, data.x_train[val_idx],
+    return ((data.x_train, train_idx), data.y_train[train_idx], w_train, (data.x_train, val_idx),
             data.y_train[val_idx])
 
 
@@ -115,7 +117,8 @@ def _most_folds(y):
 
 def _fold(training, data, rng):
     """Cross-validation folds the training data and the validation data together (what the run would
-    otherwise train and validate on; the test data stays out) and holds out fold ``training.fold``."""
+    otherwise train and validate on; the test data stays out; joining them copies the features)
+    and holds out fold ``training.fold``."""
     x, y, weights = data.x_train, data.y_train, data.w_train
     if data.x_val is not None:
         x, y = np.concatenate([x, data.x_val]), np.concatenate([y, data.y_val])
@@ -124,7 +127,7 @@ def _fold(training, data, rng):
     if training["fold"] is None:
         raise config_mod.ConfigError("training.fold: a run of one fold needs it (mlp train sets it for each fold)")
     train_idx, val_idx = fold_indices(training, y, rng)
-    return (x[train_idx], y[train_idx], None if weights is None else weights[train_idx], x[val_idx],
+    return ((x, train_idx), y[train_idx], None if weights is None else weights[train_idx], (x, val_idx),
             y[val_idx])
 
 
@@ -137,19 +140,20 @@ def _weights(class_weight, labels, given, class_names, model):
     return given * by_class
 
 
-def _fit_input(x, model, preprocessing, part):
-    """The features as the model sees them (scaled a batch at a time, in the model's
-    input_shape), or an explanation of why they do not fit."""
+def _fit_input(x_rows, model, preprocessing, part):
+    """The features (array, rows: see ``_split``) as the model sees them (scaled a batch at
+    a time, in the model's input_shape), or an explanation of why they do not fit."""
+    x, rows = x_rows
     if x is None:
         return None
-    if len(x) == 0:
+    if len(x) == 0 or (rows is not None and len(rows) == 0):
         raise DataError(f"the {part} data is empty")
     want = model.input_shape
     if int(np.prod(x.shape[1:])) != int(np.prod(want)):
         raise DataError(f"the {part} data has samples of shape {tuple(x.shape[1:])} "
                         f"({int(np.prod(x.shape[1:]))} values) but model.input_shape is "
                         f"{list(want)}; set model.input_shape to match the data")
-    return Features(x, preprocessing, want)
+    return Features(x, preprocessing, want, rows)
 
 
 def _check_classes(class_names, model, cfg):

@@ -12,6 +12,7 @@ from numpy.lib import format as npy_format
 
 from mlpcli.cli import main
 from mlpcli.data import load_dataset
+from mlpcli.data.mapped import is_mapped
 from mlpcli.data.npz import load_npz
 from mlpcli.errors import DataError
 
@@ -82,10 +83,22 @@ def test_npz_header_claiming_a_huge_shape_is_refused(tmp_path, member):
 
 
 def test_arrays_larger_than_the_memory_available_are_refused(tmp_path, monkeypatch):
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((100, 10), np.float32), y_train=np.zeros(100, np.int64))
+    # compressed: x_train cannot be mapped, so it would be read into memory
+    np.savez_compressed(tmp_path / "d.npz", x_train=np.zeros((100, 10), np.float32),
+                        y_train=np.zeros(100, np.int64))
     monkeypatch.setattr("mlpcli.data.npy.available_memory", lambda: 4000)
     with pytest.raises(DataError, match=r"d\.npz: the arrays need .* more than the 0\.0 GiB of memory"):
         load_npz(tmp_path / "d.npz")
+
+
+def test_mapped_features_are_not_counted_against_the_memory_available(tmp_path, monkeypatch):
+    # stored: x_train (4,000 bytes) is mapped; only y_train (800 bytes) is read into memory
+    x = np.arange(1000, dtype=np.float32).reshape(100, 10)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.zeros(100, np.int64))
+    monkeypatch.setattr("mlpcli.data.npy.available_memory", lambda: 1000)
+    raw = load_npz(tmp_path / "d.npz")
+    assert is_mapped(raw.x_train)
+    np.testing.assert_array_equal(raw.x_train, x)
 
 
 def test_available_memory_is_known_here():

@@ -81,11 +81,15 @@ def test_fold_runs_validate_on_the_folds_of_train_plus_validation_and_keep_the_t
 
     plain = data()
     held_out = [data(folds=3, fold=i) for i in (1, 2, 3)]
-    all_rows = np.concatenate([plain.train[0].raw, plain.val[0].raw]).reshape(300, -1)
+    def samples(features):  # the rows of a split, as stored
+        return features.take_raw(np.arange(len(features)))
+
+    all_rows = np.concatenate([samples(plain.train[0]), samples(plain.val[0])]).reshape(300, -1)
     for fold in held_out:
         assert len(fold.train[0]) + len(fold.val[0]) == 300
-        assert np.array_equal(fold.test[0].raw, plain.test[0].raw) and np.array_equal(fold.test[1], plain.test[1])
-    validated = np.concatenate([f.val[0].raw for f in held_out]).reshape(300, -1)
+        assert np.array_equal(samples(fold.test[0]), samples(plain.test[0]))
+        assert np.array_equal(fold.test[1], plain.test[1])
+    validated = np.concatenate([samples(f.val[0]) for f in held_out]).reshape(300, -1)
     # the three validation folds are the 300 rows, each once
     assert sorted(map(bytes, validated)) == sorted(map(bytes, all_rows))
     assert np.array_equal(data(folds=3, fold=2).val[1], held_out[1].val[1])  # the same seed, the same fold

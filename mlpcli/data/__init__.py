@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpcli.data.features import preprocessing_arrays, scale_into
+from mlpcli.data.mapped import row_blocks
 from mlpcli.data.raw import RawData
 from mlpcli.data.split import kfold_split, stratified_split
 from mlpcli.data.table_encoding import TableEncoding, TableSettings
@@ -33,7 +34,7 @@ __all__ = [
     "stratified_split",
 ]
 
-DATASETS = ("mnist", "fashion_mnist", "npz", "csv", "image_folder")
+DATASETS = ("mnist", "fashion_mnist", "npz", "npy", "csv", "image_folder")
 SCALINGS = ("unit", "none", "standardize")
 TASKS = ("classification", "regression")
 
@@ -44,6 +45,7 @@ DEFAULT_SCALING = {
     "fashion_mnist": "unit",
     "image_folder": "unit",
     "npz": "none",
+    "npy": "none",
     "csv": "none",
 }
 
@@ -76,9 +78,8 @@ class Dataset:
 
 def _float32_blocks(x: np.ndarray):
     """Yield x (n, ...) as float32 (rows, features) blocks, so no full-size copy is made."""
-    rows = x.reshape(len(x), -1)
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        yield rows[start : start + _CHUNK_ROWS].astype(np.float32)
+    for block in row_blocks(x.reshape(len(x), -1), _CHUNK_ROWS):
+        yield block.astype(np.float32)
 
 
 def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,9 +174,9 @@ def _load_raw(
     from mlpcli.data.npz import load_npz
     from mlpcli.data.tabular import load_csv
 
-    if task == "regression" and kind not in ("csv", "npz"):
+    if task == "regression" and kind not in ("csv", "npz", "npy"):
         raise ConfigError(
-            f"data.dataset: {kind!r} has class labels; task regression needs a csv or npz dataset"
+            f"data.dataset: {kind!r} has class labels; task regression needs a csv, npz or npy dataset"
         )
     if kind in BUILTINS:
         return load_builtin(kind, progress), kind
@@ -184,8 +185,8 @@ def _load_raw(
         "test_path": _path(data_cfg, "test_path", kind, required=False),
         "validation_path": _path(data_cfg, "validation_path", kind, required=False),
     }
-    if kind == "npz":
-        return load_npz(path, task=task), path.name
+    if kind in ("npz", "npy"):
+        return load_npz(path, task=task, folder=kind == "npy"), path.name
     if kind == "csv":
         label_column = data_cfg.get("label_column") or "label"
         return load_csv(path, label_column, task=task, settings=TableSettings.of(data_cfg), warn=progress,

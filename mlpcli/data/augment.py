@@ -399,7 +399,7 @@ class AugmentedFeatures:
 
     def take(self, idx, out):
         features = self.features
-        raw = features.raw.take(idx, axis=0)
+        raw = features.take_raw(idx)
         self.augmenter.apply(raw, np.asarray(idx), self.bank, out.reshape(len(idx), -1))
         if not features.identity:
             out *= features.scale

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from mlpcli.data.mapped import PageBudget, row_blocks
 from mlpcli.errors import DataError
 
 _CHECK_ROWS = 4096
@@ -31,12 +32,12 @@ def check_finite(x: np.ndarray, where: str) -> None:
     scaled), naming the first one's index; checked a block of rows at a time."""
     rows = x.reshape(len(x), math.prod(x.shape[1:]))
     with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, len(rows), _CHECK_ROWS):
-            bad = ~np.isfinite(rows[start : start + _CHECK_ROWS].astype(np.float32))
+        for block_index, block in enumerate(row_blocks(rows, _CHECK_ROWS)):
+            bad = ~np.isfinite(block.astype(np.float32))
             if bad.any():
                 row, column = divmod(int(np.argmax(bad)), rows.shape[1])
                 index = np.unravel_index(column, x.shape[1:])
-                index = (start + row, *map(int, index))
+                index = (block_index * _CHECK_ROWS + row, *map(int, index))
                 raise DataError(f"{where} holds {x[index].item()!r} at index {index}; "
                                 "features must be finite float32 numbers")
 
@@ -56,13 +57,18 @@ class Features:
 
     ``preprocessing`` is ``{"scale", "offset"}`` (numbers, or arrays of the
     feature shape); ``features[a:b]`` is a scaled float32 copy of those rows and
-    ``take(idx, out)`` scales rows ``idx`` into ``out``.
+    ``take(idx, out)`` scales rows ``idx`` into ``out``. ``rows`` (int64): the rows of
+    ``raw`` that are the samples, in order (a split of them: no copy is made); None: all.
+    ``raw`` may be mapped from a file (``mlpcli.data.mapped``): only the rows asked for are
+    read, and the pages read are let go of as they add up.
     """
 
-    def __init__(self, raw, preprocessing, input_shape):
+    def __init__(self, raw, preprocessing, input_shape, rows=None):
         input_shape = tuple(input_shape)
         self.raw = raw.reshape((len(raw),) + input_shape)
-        self.shape = self.raw.shape
+        self.rows = rows
+        self.shape = (len(raw) if rows is None else len(rows),) + input_shape
+        self._pages = PageBudget(self.raw)
         scale, offset = preprocessing_arrays(preprocessing)
         # per-feature arrays are given in the data's feature shape: broadcast them over the input shape
         self.scale, self.offset = (a.reshape(input_shape) if a.size > 1 else a.reshape(())
@@ -81,16 +87,27 @@ class Features:
         return self.shape[0]
 
     def __getitem__(self, rows):
-        raw = self.raw[rows]
+        if self.rows is None:
+            raw = self.raw[rows]
+            self._pages.read()
+        else:
+            raw = self._pages.take(self.raw, self.rows[rows])
         return scale_into(raw, np.empty(raw.shape, np.float32), self.scale, self.offset)
+
+    def take_raw(self, idx):
+        """Rows ``idx`` (k,) as stored, unscaled: a new array."""
+        return self._pages.take(self.raw, self._source(idx))
 
     def take(self, idx, out):
         """Rows ``idx`` (k,), scaled, into ``out`` float32 (k, *input_shape)."""
+        idx = self._source(idx)
         if self.identity:
-            np.take(self.raw, idx, axis=0, out=out)
-            return out
+            return self._pages.take(self.raw, idx, out)
         if self._gathered is None or self._gathered.shape[0] < len(idx):
             self._gathered = np.empty((len(idx),) + self.shape[1:], self.raw.dtype)
-        raw = self._gathered[:len(idx)]
-        np.take(self.raw, idx, axis=0, out=raw)
+        raw = self._pages.take(self.raw, idx, self._gathered[:len(idx)])
         return scale_into(raw, out, self.scale, self.offset)
+
+    def _source(self, idx):
+        """The rows of ``raw`` that samples ``idx`` are."""
+        return idx if self.rows is None else self.rows[idx]

@@ -1,5 +1,10 @@
 """Loader for .npz archives holding x_train, y_train and optional val/test arrays, and an
-optional w_train: each training sample's weight in the loss."""
+optional w_train: each training sample's weight in the loss; and for folders holding the
+same arrays as .npy files (``x_train.npy``, ...).
+
+Features are mapped, not copied, where they can be (an .npy file, or an .npz member
+stored without compression; see ``mlpcli.data.npy``): a data set larger than memory
+trains a batch at a time from its file. Labels and weights are read into memory."""
 
 from pathlib import Path
 
@@ -7,7 +12,7 @@ import numpy as np
 
 from mlpcli.data.features import check_finite
 from mlpcli.data.labels import class_indices, encode_strings, regression_targets, string_class_names
-from mlpcli.data.npy import NpzArchive
+from mlpcli.data.npy import NpyFolder, NpzArchive
 from mlpcli.data.raw import RawData, sample_weights
 from mlpcli.errors import DataError
 
@@ -31,7 +36,11 @@ def _features(x: np.ndarray, where: str) -> np.ndarray:
     return x
 
 
-def _splits(archive: NpzArchive) -> list[str]:
+def _archive(path, folder: bool):
+    return NpyFolder(path) if folder else NpzArchive(path)
+
+
+def _splits(archive) -> list[str]:
     """The splits the archive holds (train first); DataError unless x_train and y_train are
     there and every x_<split> has its y_<split>."""
     present = set(archive.names)
@@ -49,29 +58,31 @@ def _splits(archive: NpzArchive) -> list[str]:
     return [s for s in SPLITS if f"x_{s}" in present]
 
 
-def feature_shape(path) -> tuple:
-    """The shape of one sample of x_train in the .npz at ``path``, from the array's header
-    alone: nothing is decompressed."""
+def feature_shape(path, folder=False) -> tuple:
+    """The shape of one sample of x_train in the .npz (``folder``: the folder of .npy files)
+    at ``path``, from the array's header alone: nothing is decompressed."""
     path = Path(path)
-    with NpzArchive(path) as archive:
+    with _archive(path, folder) as archive:
         _splits(archive)
         header = archive.header("x_train")
     _check_features(header.shape, header.dtype, f"{path}: x_train")
     return header.shape[1:]
 
 
-def load_npz(path, *, task: str = "classification") -> RawData:
-    """Load x_train/y_train and optional x_val/y_val, x_test/y_test from an .npz.
+def load_npz(path, *, task: str = "classification", folder: bool = False) -> RawData:
+    """Load x_train/y_train and optional x_val/y_val, x_test/y_test from an .npz (``folder``:
+    from the .npy files of the folder ``path``).
 
     x arrays keep their numeric dtype and shape (n, ...). y arrays become
     int64 (n,) class indices (string labels map to sorted class names taken
     from y_train) or, for task "regression", float32 (n, k) targets.
     """
     path = Path(path)
-    with NpzArchive(path) as archive:
+    with _archive(path, folder) as archive:
         splits = _splits(archive)
         weighted = "w_train" in archive.names
-        arrays = archive.read([f"{xy}_{s}" for s in splits for xy in "xy"] + ["w_train"] * weighted)
+        arrays = archive.read([f"{xy}_{s}" for s in splits for xy in "xy"] + ["w_train"] * weighted,
+                              mapped={f"x_{s}" for s in splits})
     xs = {s: _features(arrays[f"x_{s}"], f"{path}: x_{s}") for s in splits}
     ys = {s: arrays[f"y_{s}"] for s in splits}
 

@@ -17,7 +17,7 @@ from mlpcli.data.table_encoding import TableSettings
 from mlpcli.data.tabular import table_encoding
 
 # the datasets whose sample shape their files tell (the built-in ones have a fixed shape)
-SHAPE_FROM_FILES = ("npz", "csv", "image_folder")
+SHAPE_FROM_FILES = ("npz", "npy", "csv", "image_folder")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ def infer_shape(data_cfg: dict) -> InferredShape:
         how = f"{len(encoding.columns)} feature columns" + (
             f", {len(encoding.categories)} of them categorical ({categories} categories)" if categories else "")
         return InferredShape([encoding.width], path, path.name, how)
-    if kind == "npz":
-        shape = npz_feature_shape(path)
+    if kind in ("npz", "npy"):
+        shape = npz_feature_shape(path, folder=kind == "npy")
         return InferredShape(list(shape), path, path.name, f"x_train holds samples of shape {shape}")
     if kind == "image_folder":
         shape, image = image_shape(path, data_cfg["color_mode"])

@@ -1,0 +1,174 @@
+"""Data larger than memory: features read through a memory map of their file (an .npy, or
+an .npz member stored without compression) train as the same rows held in memory do."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import interrupt_and_resume, same_weights
+
+from mlpcli.cli import main
+from mlpcli.data import load_dataset
+from mlpcli.data.features import Features
+from mlpcli.data.mapped import is_mapped, resident_file_bytes
+from mlpcli.data.npy import read_npy
+from mlpcli.data.npz import load_npz
+from mlpcli.errors import DataError
+
+
+def mnist_arrays(rows):
+    data = load_dataset({"dataset": "mnist", "max_train_samples": rows}, scale=False)
+    return {"x_train": data.x_train.reshape(rows, 784), "y_train": data.y_train,
+            "x_test": data.x_test[:100].reshape(100, 784), "y_test": data.y_test[:100]}
+
+
+def save(arrays, folder, kind):
+    """``arrays`` as ``kind``: a folder of .npy files, a stored .npz or a compressed one."""
+    if kind == "npy":
+        folder.mkdir()
+        for name, array in arrays.items():
+            np.save(folder / f"{name}.npy", array)
+        return folder
+    path = folder.with_suffix(".npz")
+    (np.savez if kind == "npz" else np.savez_compressed)(path, **arrays)
+    return path
+
+
+def dataset_settings(path, kind):
+    return ["--set", f"data.dataset={'npy' if kind == 'npy' else 'npz'}", "--set", f"data.path={path}",
+            "--set", "data.scaling=unit", "--set", "data.validation_split=0.2"]
+
+
+def train(run_dir, *settings):
+    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--run-dir", str(run_dir), "-q", "--no-plots",
+                                       "--set", "training.epochs=2", *settings])
+    assert result.exit_code == 0, result.output
+    return run_dir / "model.h5"
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    return mnist_arrays(600)
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_the_features_are_mapped_unless_compressed(tmp_path, arrays, kind):
+    mapped = load_npz(save(arrays, tmp_path / "d", kind), folder=kind == "npy")
+    compressed = load_npz(save(arrays, tmp_path / "c", "compressed"))
+    assert is_mapped(mapped.x_train) and is_mapped(mapped.x_test) and not is_mapped(mapped.y_train)
+    assert not is_mapped(compressed.x_train)
+    np.testing.assert_array_equal(mapped.x_train, compressed.x_train)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_mapped_training_gives_the_weights_of_training_in_memory(tmp_path, arrays, processes):
+    workers = ["--set", f"training.processes={processes}"]
+    in_memory = train(tmp_path / "memory", *dataset_settings(save(arrays, tmp_path / "c", "compressed"), "npz"),
+                      *workers)
+    for kind in ("npy", "npz"):
+        data = save(arrays, tmp_path / f"data-{kind}", kind)
+        mapped = train(tmp_path / f"run-{kind}", *dataset_settings(data, kind), *workers)
+        assert same_weights(mapped, in_memory), kind
+
+
+@pytest.mark.slow
+def test_mapped_training_resumes_bit_exactly(tmp_path):
+    data = save(mnist_arrays(12000), tmp_path / "data", "npy")
+    settings = [*dataset_settings(data, "npy"), "--set", "training.epochs=3", "--set", "training.processes=1",
+                "--no-plots", "-q"]
+    whole = tmp_path / "whole"
+    done = subprocess.run([sys.executable, "-m", "mlpcli", "train", "configs/mnist.yaml", "--run-dir", str(whole),
+                           *settings], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    cut = tmp_path / "cut"
+    interrupt_and_resume(cut, settings, after_epoch=1)  # 9,600 training rows: epoch 2 outlasts the signal
+    assert same_weights(cut / "model.h5", whole / "model.h5")
+
+
+@pytest.mark.skipif(resident_file_bytes() is None, reason="the system does not say what is resident")
+def test_a_pass_over_a_mapped_file_lets_go_of_its_pages(tmp_path, monkeypatch):
+    monkeypatch.setattr("mlpcli.data.mapped.RESIDENT_BUDGET", 4 * 2**20)
+    rows = 16 * 2**20 // 784
+    np.save(tmp_path / "x.npy", np.arange(rows * 784, dtype=np.uint8).reshape(rows, 784))
+    order = np.random.default_rng(0).permutation(rows)
+
+    def grown_by_a_pass(gather):
+        before = resident_file_bytes()
+        for start in range(0, rows - 4, 4):  # a row may bring 2 MiB of pages (a folio of the page cache)
+            gather(order[start:start + 4])
+        return resident_file_bytes() - before
+
+    held = read_npy(tmp_path / "x.npy", mapped=True)
+    assert grown_by_a_pass(lambda idx: np.take(held, idx, axis=0, out=np.empty((4, 784), np.uint8))) > 12 * 2**20  # kept resident
+    features = Features(read_npy(tmp_path / "x.npy", mapped=True), {"scale": 1.0, "offset": 0.0}, [784])
+    assert grown_by_a_pass(lambda idx: features.take(idx, np.empty((4, 784), np.float32))) < 8 * 2**20  # 4 MiB, and what the last rows brought
+
+
+def test_a_truncated_npy_is_a_one_line_error_naming_the_file(tmp_path, arrays):
+    data = save(arrays, tmp_path / "data", "npy")
+    whole = (data / "x_train.npy").read_bytes()
+    (data / "x_train.npy").write_bytes(whole[:len(whole) // 2])
+    result = CliRunner().invoke(main, ["train", "configs/quick.yaml", "--run-dir", str(tmp_path / "run"), "-q",
+                                       "--no-plots", *dataset_settings(data, "npy")])
+    assert result.exit_code == 2, result.output
+    assert f"{data / 'x_train.npy'}: the header claims shape (600, 784)" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    with pytest.raises(DataError, match="but only"):
+        load_npz(data, folder=True)
+
+
+def test_predict_reads_mapped_rows_in_chunks_as_it_reads_them_in_memory(tmp_path, tiny_run, monkeypatch):
+    from mlpcli.predict import predict
+    from mlpcli.predictor import Predictor
+
+    x = mnist_arrays(600)["x_test"]
+    np.save(tmp_path / "rows.npy", x)
+    np.savez(tmp_path / "stored.npz", x=x)
+    np.savez_compressed(tmp_path / "compressed.npz", x=x)
+    predictor = Predictor.open(tiny_run)
+    whole = predictor.outputs(predictor.prepare(x, "x"))
+
+    def predicted(name):
+        predict([str(tmp_path / name)], run_dir=tiny_run, out=str(tmp_path / f"{name}-out.npy"), chunk_rows=32)
+        return np.load(tmp_path / f"{name}-out.npy")
+
+    in_memory = predicted("compressed.npz")
+    np.testing.assert_allclose(in_memory, whole, rtol=1e-5, atol=1e-7)  # other batch sizes, other roundings
+    monkeypatch.setattr("mlpcli.data.npy.available_memory", lambda: 1000)  # features read whole would not fit
+    for name in ("rows.npy", "stored.npz"):
+        np.testing.assert_array_equal(predicted(name), in_memory, err_msg=name)
+    with pytest.raises(DataError, match="more than the 0.0 GiB of memory available"):
+        predict([str(tmp_path / "compressed.npz")], run_dir=tiny_run, out=str(tmp_path / "refused.npy"))
+
+
+def test_evaluate_scores_a_mapped_file_in_chunks_as_one_held_in_memory(tmp_path, tiny_run, monkeypatch):
+    from mlpcli import evaluate as evaluate_mod
+
+    arrays = mnist_arrays(600)
+    tests = {"x_test": arrays["x_test"], "y_test": arrays["y_test"]}
+    np.savez_compressed(tmp_path / "compressed.npz", **tests)
+    np.savez(tmp_path / "stored.npz", **tests)
+    whole = evaluate_mod.evaluate(tiny_run, data=str(tmp_path / "compressed.npz")).report
+    monkeypatch.setattr(evaluate_mod, "PREDICT_CHUNK_ROWS", 32)
+    monkeypatch.setattr("mlpcli.data.npy.available_memory", lambda: 1000)  # the labels fit, the features would not
+    chunked = evaluate_mod.evaluate(tiny_run, data=str(tmp_path / "stored.npz")).report
+    assert chunked["samples"] == whole["samples"] == 100
+    assert chunked["confusion_matrix"] == whole["confusion_matrix"]
+    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    assert chunked["metrics"] == pytest.approx(whole["metrics"], rel=1e-6)
+
+
+def test_an_npy_dataset_is_a_folder_whose_headers_give_the_input_shape(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    np.save(folder / "x_train.npy", np.zeros((50, 6, 5), np.uint8))
+    np.save(folder / "y_train.npy", np.zeros(50, np.int64))
+    base = ["train", "configs/quick.yaml", "--dry-run", "--set", "data.dataset=npy", "--set", "model.input_shape=null"]
+    result = CliRunner().invoke(main, [*base, "--set", f"data.path={folder}"])
+    assert result.exit_code == 2
+    assert f"model.input_shape [6, 5] was inferred from {folder}" in result.output
+    result = CliRunner().invoke(main, [*base, "--set", f"data.path={folder / 'x_train.npy'}"])
+    assert result.exit_code == 2
+    assert f"Error: {folder / 'x_train.npy'}: not a folder (of .npy files: x_train.npy, y_train.npy" in result.output
