@@ -30,7 +30,7 @@ def npz(tmp_path):
 
 
 def test_exports():
-    assert DATASETS == ("mnist", "fashion_mnist", "npz", "csv", "image_folder")
+    assert DATASETS == ("mnist", "fashion_mnist", "npz", "npy", "csv", "image_folder")
     assert set(SCALINGS) == {"unit", "none", "standardize"}
 
 
@@ -115,7 +115,7 @@ def test_apply_preprocessing_non_numeric_input():
         ({"dataset": "cifar"}, "classification", "data.dataset: must be one of"),
         ({}, "classification", "data.dataset: must be one of"),
         ({"dataset": "csv"}, "classification", "data.path: required for dataset 'csv'"),
-        ({"dataset": "mnist"}, "regression", "task regression needs a csv or npz dataset"),
+        ({"dataset": "mnist"}, "regression", "task regression needs a csv, npz or npy dataset"),
         ({"dataset": "mnist"}, "ranking", "task: must be one of"),
         (
             {"dataset": "mnist", "scaling": "minmax"},
