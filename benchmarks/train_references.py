@@ -80,9 +80,15 @@ def from_config(cfg, data):
         raise SystemExit("the reference loops follow per-step schedules (or a constant rate)")
     widths = [n_inputs] + [units for kind, units in layers if kind == "dense"]
     return Reference(layers, n_inputs, optimizer, schedule, cfg["training"]["batch_size"], cfg["seed"],
-                     (x.raw.reshape(len(x), n_inputs), y.astype(np.int64)),
-                     (x_val.raw.reshape(len(x_val), n_inputs), y_val.astype(np.int64)),
+                     (_rows(x).reshape(len(x), n_inputs), y.astype(np.int64)),
+                     (_rows(x_val).reshape(len(x_val), n_inputs), y_val.astype(np.int64)),
                      x.scale.reshape(-1), x.offset.reshape(-1), predict_rows(widths))
+
+
+def _rows(features):
+    """The stored (unscaled) samples of a split, as one array: a split keeps row numbers into
+    the loaded array, not a copy (``mlpcli.data.features.Features``)."""
+    return features.take_raw(np.arange(len(features)))
 
 
 def torch_loop(ref, epochs, threads):
