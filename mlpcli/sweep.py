@@ -36,6 +36,7 @@ from mlpcli.machine import usable_cores
 from mlpcli.sweep_folder import (
     BASE_CONFIG,
     BEST_VALUE_STD,
+    EXECUTORS,
     FOLDS,
     PRUNED_EPOCH,
     RESULTS_FILE,
@@ -48,7 +49,6 @@ from mlpcli.sweep_folder import (
     write_sweep_spec,
 )
 from mlpcli.sweep_spec import (
-    EXECUTORS,
     SweepPlan,
     plan_sweep,
     show_values,

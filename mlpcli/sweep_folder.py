@@ -26,6 +26,9 @@ BEST_VALUE_STD, FOLDS = "best_value_std", "folds"
 FOLD_COLUMNS = (BEST_VALUE_STD, FOLDS)
 # a pruned trial's last epoch: the key in its results.json, and a pruning sweep's results.csv column
 PRUNED_EPOCH = "pruned_epoch"
+# what sweep.yaml's executor and a TPE search's prune may say
+EXECUTORS = ("local", "dask")
+PRUNERS = ("median", "hyperband", "none")
 TRIAL_NAME = re.compile(r"^trial-[0-9]{3,}$")
 
 
@@ -68,8 +71,6 @@ def newest_sweep(runs_root):
 
 def load_sweep_file(folder):
     """The sweep.yaml of a sweep folder, checked enough to rebuild its trials."""
-    from mlpcli.sweep_spec import EXECUTORS  # which imports numpy, through config
-
     folder = Path(folder)
     path = folder / SWEEP_FILE
     if not folder.is_dir():

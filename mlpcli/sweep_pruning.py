@@ -28,7 +28,6 @@ from mlpcli.fit_loop import Callback
 from mlpcli.sweep_folder import PRUNED_EPOCH
 
 OPTUNA_HINT = "pip install 'mlpcli[optuna]'"
-PRUNERS = ("median", "hyperband", "none")
 MEDIAN_STARTUP_TRIALS = 3
 HYPERBAND_REDUCTION = 3
 STUDY_NAME = "mlp-sweep"  # Hyperband assigns brackets by the study's name and the trial's number

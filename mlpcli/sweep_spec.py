@@ -32,9 +32,8 @@ import yaml
 from mlpcli import config as config_mod
 from mlpcli.config_yaml import KEY_PATTERN
 from mlpcli.errors import ConfigError, MlpError
-from mlpcli.sweep_pruning import PRUNERS
+from mlpcli.sweep_folder import EXECUTORS, PRUNERS
 
-EXECUTORS = ("local", "dask")
 SECTION_KEYS = ("name", "grid", "random", "ranges", "set", "seed", "workers", "executor", "scheduler",
                 "search", "trials", "prune")
 SEARCHES = ("random", "tpe")

@@ -25,12 +25,11 @@ import math
 
 from mlpcli.errors import MlpError
 from mlpcli.ranking import best_of
-from mlpcli.sweep_folder import FOLDS
+from mlpcli.sweep_folder import FOLDS, PRUNERS
 from mlpcli.sweep_pruning import (
     COMPLETE,
     FAIL,
     PRUNED,
-    PRUNERS,
     PruningPlan,
     Told,
     import_optuna,
