@@ -45,7 +45,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from bench_train import epoch_flops, matmul_peak, mnist_config, mnist_split
+from bench_train import blas_lines, epoch_flops, matmul_peak, mnist_split
+
+from mlpcli.config import load_config
 
 N_TRAIN = 48_000
 PARTS = ("gather", "forward products", "backward products", "activations", "dropout", "loss",
@@ -112,7 +114,7 @@ def profile(config, processes, use_cprofile):
     """(epoch seconds, {part: seconds}, n_train, layer sizes, cProfile text or None)."""
     from mlpcli.trainer import Trainer
 
-    cfg = mnist_config(config)
+    cfg = load_config(os.path.join(HERE, "..", "configs", config))
     cfg["data"]["validation_split"] = 0.2  # 48,000 training images for both models
     cfg["training"]["processes"] = processes
     streams, model, data = mnist_split(cfg)
@@ -152,7 +154,7 @@ def pieces_vs_whole(config, processes, pairs):
     from mlpcli.nn import optimizers
     from mlpcli.trainer import Trainer
 
-    cfg = mnist_config(config)
+    cfg = load_config(os.path.join(HERE, "..", "configs", config))
     cfg["data"].update(validation_split=0.2, max_train_samples=16_000)
     cfg["training"]["processes"] = processes
     streams, model, data = mnist_split(cfg)
@@ -202,12 +204,10 @@ def main():
                       f"{statistics.median(ratios):.3f} (median of {len(ratios)} pairs, quartiles "
                       f"{quartiles[0]:.3f}-{quartiles[2]:.3f}); load {os.getloadavg()[0]:.2f}")
         return
-    from threadpoolctl import threadpool_info
-
-    blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads")) for i in threadpool_info()]
+    for line in blas_lines():
+        print(line)
     peak = matmul_peak()
-    print(f"BLAS {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
-          f"float32 matmul peak {peak:.1f} GFLOP/s; load {os.getloadavg()[0]:.2f}")
+    print(f"float32 matmul peak {peak:.1f} GFLOP/s; load {os.getloadavg()[0]:.2f}")
     for config in args.configs:
         for processes in args.processes:
             epoch, parts, n, sizes, text = profile(config, processes, args.cprofile)
