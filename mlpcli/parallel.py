@@ -224,10 +224,11 @@ class DataParallel:
 
     # ---------------------------------------------------------------- one step
 
-    def step(self, rank, x, y_enc, idx, loss, optimizer, buffers, lr=None, outputs=None, weights=None):
+    def step(self, rank, x, targets, idx, loss, optimizer, buffers, lr=None, outputs=None, weights=None):
         """This process's part of one training step on the batch of rows ``idx``.
 
-        ``buffers``: (x, y) float32 arrays of at least a share's rows, reused every step.
+        ``targets``: a ``losses.BatchTargets`` of the training targets; ``buffers``: (x, y)
+        arrays of at least a share's rows, reused every step.
         Rank 0 passes ``lr`` and ``outputs`` (where the batch's predictions go) and gets
         the batch's loss; helpers pass neither and get None. ``weights``: every training
         sample's weight (None: 1 each); a share's loss is over the whole batch's size, so the
@@ -241,7 +242,7 @@ class DataParallel:
         if stop > start or self.model.needs_every_share:
             xb, yb = buffers[0][:stop - start], buffers[1][:stop - start]
             x.take(idx[start:stop], xb)
-            np.take(y_enc, idx[start:stop], axis=0, out=yb)
+            targets.take(idx[start:stop], yb)
             if weights is not None:
                 loss = loss.weighted(weights[idx[start:stop]])
             with contextlib.ExitStack() as quiet:

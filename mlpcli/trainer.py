@@ -64,15 +64,21 @@ def build_model(cfg, streams):
     return model
 
 
+# where a resume state written before EpochMetrics holds the done batches' outputs
+EARLIER_OUTPUTS = "progress/outputs"
+
+
 @dataclass
 class EpochProgress:
     """Where an epoch stands: its shuffled order and what the done batches gave."""
 
     order: np.ndarray  # int64 (n,)
-    outputs: np.ndarray  # float32 (n, outputs); rows of done batches are filled
+    metrics: metrics_mod.EpochMetrics  # over the done batches
     batch: int = 0  # batches done
     total_loss: float = 0.0
-    correct: int = 0
+    # outputs of the done batches from a resume state written before EpochMetrics (which
+    # kept the epoch's outputs): counted into ``metrics`` when the epoch goes on
+    earlier_outputs: np.ndarray | None = None
 
 
 class EpochPaused(Exception):
@@ -144,13 +150,16 @@ class Trainer:
             if self.progress is None:
                 n = len(x)
                 order = self.shuffle_rng.permutation(n) if self.shuffle else np.arange(n)
-                self.progress = EpochProgress(order, np.empty((n, self.model.n_outputs), np.float32))
-            y_enc = self.targets(y)
+                self.progress = EpochProgress(order, self._epoch_metrics())
+            targets = losses_mod.BatchTargets(self.loss, y, self.model.n_outputs)
             if self.parallel is None:
-                return self._run_epoch(x, y, y_enc, on_batch, stop_requested)
+                return self._run_epoch(x, y, targets, on_batch, stop_requested)
             # one BLAS thread per process: the processes are the parallelism
-            with blas_threads(1), self.parallel.running(lambda rank: self._helper_epoch(rank, x, y_enc)):
-                return self._run_epoch(x, y, y_enc, on_batch, stop_requested)
+            with blas_threads(1), self.parallel.running(lambda rank: self._helper_epoch(rank, x, targets)):
+                return self._run_epoch(x, y, targets, on_batch, stop_requested)
+
+    def _epoch_metrics(self, state=None):
+        return metrics_mod.EpochMetrics(self.metric_specs, self.model.n_outputs, state)
 
     def _batches(self):
         """(batch number, its rows) of the epoch's batches not done yet."""
@@ -158,39 +167,44 @@ class Trainer:
         for b in range(p.batch, math.ceil(len(p.order) / self.batch_size)):
             yield b, p.order[b * self.batch_size:(b + 1) * self.batch_size]
 
-    def _buffers(self, x, y_enc):
-        """Float32 arrays a batch is gathered into, reused every step (no batch has more
-        rows than the data)."""
+    def _buffers(self, x, targets):
+        """Arrays a batch is gathered into, reused every step (no batch has more rows than
+        the data)."""
         rows = min(self.batch_size, len(x))
-        return (np.empty((rows,) + x.shape[1:], np.float32), np.empty((rows,) + y_enc.shape[1:], y_enc.dtype))
+        return (np.empty((rows,) + x.shape[1:], np.float32),
+                np.empty((rows,) + targets.row_shape, targets.dtype))
 
-    def _helper_epoch(self, rank, x, y_enc):
+    def _helper_epoch(self, rank, x, targets):
         """A helper process's part of the epoch (see mlpcli/parallel.py)."""
-        buffers = self._buffers(x, y_enc)
+        buffers = self._buffers(x, targets)
         for _, idx in self._batches():
-            self.parallel.step(rank, x, y_enc, idx, self.loss, self.optimizer, buffers,
+            self.parallel.step(rank, x, targets, idx, self.loss, self.optimizer, buffers,
                                weights=self.sample_weights)
 
-    def _run_epoch(self, x, y, y_enc, on_batch, stop_requested):
+    def _run_epoch(self, x, y, targets, on_batch, stop_requested):
         p = self.progress
         n = len(x)
         n_batches = math.ceil(n / self.batch_size)
+        if p.earlier_outputs is not None:
+            p.metrics.add(y[p.order[:len(p.earlier_outputs)]], p.earlier_outputs)
+            p.earlier_outputs = None
         track_accuracy = on_batch is not None and any(m["type"] == "accuracy" for m in self.metric_specs)
-        x_buf, y_buf = buffers = self._buffers(x, y_enc)
+        x_buf, y_buf = buffers = self._buffers(x, targets)
+        y_pred = np.empty((min(self.batch_size, n), self.model.n_outputs), np.float32)
         for b, idx in self._batches():
-            start = b * self.batch_size
-            y_pred = p.outputs[start:start + len(idx)]
+            batch_pred = y_pred[:len(idx)]
             if self.parallel is None:
                 xb, yb = x_buf[:len(idx)], y_buf[:len(idx)]
                 x.take(idx, xb)
-                np.take(y_enc, idx, axis=0, out=yb)
+                targets.take(idx, yb)
                 loss = self.loss if self.sample_weights is None else self.loss.weighted(self.sample_weights[idx])
                 value, out = self.model.train_step(xb, yb, loss, self.optimizer, self.learning_rate,
                                                    flat=self.flat)
-                y_pred[...] = out.reshape(len(idx), -1)
+                batch_pred[...] = out.reshape(len(idx), -1)
             else:
-                value = self.parallel.step(0, x, y_enc, idx, self.loss, self.optimizer, buffers,
-                                           self.learning_rate, y_pred, weights=self.sample_weights)
+                value = self.parallel.step(0, x, targets, idx, self.loss, self.optimizer, buffers,
+                                           self.learning_rate, batch_pred, weights=self.sample_weights)
+            p.metrics.add(y[idx], batch_pred)
             p.total_loss += value * len(idx)
             p.batch = b + 1
             self.step += 1
@@ -198,13 +212,12 @@ class Trainer:
                 seen = min(n, p.batch * self.batch_size)
                 running = {"loss": p.total_loss / seen}
                 if track_accuracy:
-                    p.correct += int((metrics_mod.predicted_classes(y_pred) == y[idx]).sum())
-                    running["accuracy"] = p.correct / seen
+                    running["accuracy"] = p.metrics.value("accuracy")
                 on_batch(p.batch, running)
             if stop_requested is not None and stop_requested() and p.batch < n_batches:
                 raise EpochPaused(p.batch, n_batches)
         logs = {"loss": p.total_loss / n}
-        logs.update(metrics_mod.compute(self.metric_specs, y[p.order], p.outputs))
+        logs.update(p.metrics.values())
         self.progress = None
         return logs
 
@@ -217,8 +230,11 @@ class Trainer:
         arrays = {}
         if self.progress is not None:
             p = self.progress
-            state["progress"] = {"batch": p.batch, "total_loss": p.total_loss, "correct": p.correct}
-            arrays = {"progress/order": p.order, "progress/outputs": p.outputs[:p.batch * self.batch_size]}
+            state["progress"] = {"batch": p.batch, "total_loss": p.total_loss}
+            arrays = {"progress/order": p.order}
+            arrays.update({f"progress/metrics/{name}": value for name, value in p.metrics.state().items()})
+            if p.earlier_outputs is not None:
+                arrays[EARLIER_OUTPUTS] = p.earlier_outputs
         return state, arrays
 
     def set_state(self, state, arrays):
@@ -230,11 +246,10 @@ class Trainer:
         progress = state.get("progress")
         if progress:
             order = arrays["progress/order"].astype(np.int64)
-            outputs = np.empty((len(order), self.model.n_outputs), np.float32)
-            done = arrays["progress/outputs"]
-            outputs[:len(done)] = done
-            self.progress = EpochProgress(order, outputs, progress["batch"], progress["total_loss"],
-                                          progress["correct"])
+            prefix = "progress/metrics/"
+            metrics = self._epoch_metrics({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+            self.progress = EpochProgress(order, metrics, progress["batch"], progress["total_loss"],
+                                          arrays.get(EARLIER_OUTPUTS))
 
     def _dropouts(self):
         return [layer for layer in self.model.layers if hasattr(layer, "rng")]

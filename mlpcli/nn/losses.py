@@ -239,3 +239,18 @@ def encode_targets(loss, y, n_outputs):
     s = loss.label_smoothing
     classes = 2 if loss.name == "binary_crossentropy" else targets.shape[1]
     return targets * np.float32(1.0 - s) + np.float32(s / classes)
+
+
+class BatchTargets:
+    """``encode_targets`` of any rows of ``y``, made a batch at a time: one-hot targets of
+    millions of labels would be training's largest array. A row's encoding does not depend
+    on the others, so a batch's rows are those of the whole array's encoding, bit for bit."""
+
+    def __init__(self, loss, y, n_outputs):
+        self.loss, self.y, self.n_outputs = loss, y, n_outputs
+        first = encode_targets(loss, y[:1], n_outputs)  # (a reshape cannot tell the width of no rows)
+        self.dtype, self.row_shape = first.dtype, first.shape[1:]
+
+    def take(self, rows, out):
+        """Write the targets of ``rows`` (indices into y) into ``out``."""
+        out[...] = encode_targets(self.loss, self.y[rows], self.n_outputs)

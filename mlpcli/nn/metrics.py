@@ -83,11 +83,15 @@ def f1(y_true, y_pred):
     Param("k", 5, integer(1), "how many of the highest scores count"),), keras="TopKCategoricalAccuracy"))
 def top_k_accuracy(y_true, y_pred, k):
     """Share of samples whose true class is among the k highest scores."""
+    return float(_top_k_hits(y_true, y_pred, k).mean())
+
+
+def _top_k_hits(y_true, y_pred, k):
     if y_pred.shape[1] == 1:  # one sigmoid output: the scores of classes 0 and 1
         y_pred = np.hstack([1.0 - y_pred, y_pred])
     k = min(k, y_pred.shape[1])
     top = np.argpartition(-y_pred, k - 1, axis=1)[:, :k]
-    return float((top == _labels(y_true)[:, None]).any(axis=1).mean())
+    return (top == _labels(y_true)[:, None]).any(axis=1)
 
 
 def _as_targets(y_true, y_pred):
@@ -124,10 +128,15 @@ def pr_auc(y_true, y_pred):
 def log_loss(y_true, y_pred):
     """Mean -log of the true class's probability, clipped to [eps, 1 - eps] with the eps of
     its float type, as scikit-learn's ``log_loss``."""
+    return float(_true_class_losses(y_true, y_pred).mean())
+
+
+def _true_class_losses(y_true, y_pred):
+    """float64 (n,): -log of each sample's true class's probability, clipped as ``log_loss`` says."""
     probs = np.hstack([1 - y_pred, y_pred]) if y_pred.shape[1] == 1 else y_pred
     eps = np.finfo(probs.dtype).eps
     true = np.take_along_axis(probs, _labels(y_true)[:, None], axis=1)
-    return float(-np.log(np.clip(true, eps, 1 - eps).astype(np.float64)).mean())
+    return -np.log(np.clip(true, eps, 1 - eps).astype(np.float64))[:, 0]
 
 
 @declare(Component("r2", "coefficient of determination, the mean over outputs", keras="R2Score"))
@@ -163,6 +172,105 @@ def higher_is_better(monitor, mode="auto"):
 
 def get(name):
     return METRICS.lookup(name)
+
+
+def _confusion_sums(y_true, y_pred):
+    n_classes = max(y_pred.shape[1], 2)
+    return confusion_matrix(_labels(y_true), predicted_classes(y_pred), n_classes).ravel().astype(np.float64)
+
+
+def _from_confusion(which):
+    def value(sums, n_outputs):
+        n_classes = max(n_outputs, 2)
+        return _average(per_class_scores(sums.reshape(n_classes, n_classes).astype(np.int64))[which],
+                        n_outputs == 1)
+    return value
+
+
+def _error_sums(error):
+    def sums(y_true, y_pred):
+        return np.array([error(y_pred - _as_targets(y_true, y_pred)).sum(dtype=np.float64), y_pred.size])
+    return sums
+
+
+def _mean_of_sums(sums, n_outputs):
+    return float(sums[0] / sums[1])
+
+
+# metric name -> (sums of a batch: (y_true, y_pred, **params) -> float64 (k,), the value of
+# the sums over all batches: (sums, n_outputs) -> float); counted and summed quantities only
+_BATCH_SUMS = {
+    "accuracy": (lambda y_true, y_pred: np.array([(predicted_classes(y_pred) == _labels(y_true)).sum(),
+                                                  len(y_pred)], np.float64), _mean_of_sums),
+    "precision": (_confusion_sums, _from_confusion(0)),
+    "recall": (_confusion_sums, _from_confusion(1)),
+    "f1": (_confusion_sums, _from_confusion(2)),
+    "top_k_accuracy": (lambda y_true, y_pred, k: np.array([_top_k_hits(y_true, y_pred, k).sum(), len(y_pred)],
+                                                          np.float64), _mean_of_sums),
+    "mse": (_error_sums(np.square), _mean_of_sums),
+    "mae": (_error_sums(np.abs), _mean_of_sums),
+    "log_loss": (lambda y_true, y_pred: np.array([_true_class_losses(y_true, y_pred).sum(), len(y_pred)]),
+                 _mean_of_sums),
+}
+
+
+class EpochMetrics:
+    """The values ``compute`` gives over all of an epoch's outputs, from its batches one at a
+    time, so that no epoch-long array of outputs is held (at millions of rows it would be the
+    trainer's largest): each metric keeps counts and sums over the batches. auc and pr_auc
+    rank every output, and r2 needs the targets' spread, so only when one of them is asked
+    are the outputs kept, with their targets.
+
+    ``state()`` and ``EpochMetrics(..., state)`` carry the sums across an interrupted epoch."""
+
+    def __init__(self, specs, n_outputs, state=None):
+        self.specs, self.n_outputs = specs, n_outputs
+        self.sums = [None] * len(specs)  # float64 sums of the streamed metrics, None before a batch
+        self.kept_true, self.kept_pred = [], []
+        self.keeps = any(s["type"] not in _BATCH_SUMS for s in specs)
+        for key, value in (state or {}).items():
+            if key.startswith("sums"):
+                self.sums[int(key[4:])] = value
+        if state and "kept_pred" in state:
+            self.kept_true, self.kept_pred = [state["kept_true"]], [state["kept_pred"]]
+
+    @staticmethod
+    def _params(spec):
+        return {k: v for k, v in spec.items() if k != "type"}
+
+    def add(self, y_true, y_pred):
+        """Count a batch: its targets (as ``compute`` takes them) and outputs (n, outputs)."""
+        for i, spec in enumerate(self.specs):
+            if spec["type"] in _BATCH_SUMS:
+                batch = _BATCH_SUMS[spec["type"]][0](y_true, y_pred, **self._params(spec))
+                self.sums[i] = batch if self.sums[i] is None else self.sums[i] + batch
+        if self.keeps:
+            self.kept_true.append(np.array(y_true))
+            self.kept_pred.append(np.array(y_pred, np.float32))
+
+    def value(self, name):
+        """The named streamed metric over the batches so far."""
+        i = next(i for i, s in enumerate(self.specs) if s["type"] == name)
+        return _BATCH_SUMS[name][1](self.sums[i], self.n_outputs)
+
+    def values(self):
+        """{name: value} over every batch added, as ``compute(specs, all targets, all outputs)``."""
+        if self.keeps:
+            y_true, y_pred = np.concatenate(self.kept_true), np.concatenate(self.kept_pred)
+        out = {}
+        for i, spec in enumerate(self.specs):
+            if spec["type"] in _BATCH_SUMS:
+                out[spec["type"]] = _BATCH_SUMS[spec["type"]][1](self.sums[i], self.n_outputs)
+            else:
+                out[spec["type"]] = get(spec["type"])(y_true, y_pred, **self._params(spec))
+        return out
+
+    def state(self):
+        """{name: array} to resume from (``EpochMetrics(specs, n_outputs, state)``)."""
+        state = {f"sums{i}": s for i, s in enumerate(self.sums) if s is not None}
+        if self.keeps and self.kept_pred:
+            state.update(kept_true=np.concatenate(self.kept_true), kept_pred=np.concatenate(self.kept_pred))
+        return state
 
 
 def compute(specs, y_true, y_pred):
