@@ -172,3 +172,25 @@ def test_an_npy_dataset_is_a_folder_whose_headers_give_the_input_shape(tmp_path)
     result = CliRunner().invoke(main, [*base, "--set", f"data.path={folder / 'x_train.npy'}"])
     assert result.exit_code == 2
     assert f"Error: {folder / 'x_train.npy'}: not a folder (of .npy files: x_train.npy, y_train.npy" in result.output
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_shuffled_rows_read_from_the_file_are_the_rows_of_the_map(tmp_path, kind, dtype):
+    x = np.arange(300 * 6, dtype=dtype).reshape(300, 2, 3)  # rows of 2x3: a view of the file's rows
+    path = save({"x_train": x, "y_train": np.zeros(300, np.int64)}, tmp_path / "d", kind)
+    mapped = load_npz(path, folder=kind == "npy").x_train
+    features = Features(mapped, {"scale": 1.0, "offset": 0.0}, [2, 3], rows=np.arange(299, -1, -1))
+    idx = np.random.default_rng(0).permutation(300)[:77]
+    np.testing.assert_array_equal(features.take_raw(idx), x[::-1][idx])
+    out = np.empty((77, 2, 3), np.float32)
+    np.testing.assert_array_equal(features.take(idx, out), x[::-1][idx].astype(np.float32))
+
+
+def test_a_file_cut_short_while_training_reads_is_an_error_naming_it(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1000, 784), np.uint8))
+    features = Features(read_npy(tmp_path / "x.npy", mapped=True), {"scale": 1.0, "offset": 0.0}, [784])
+    with open(tmp_path / "x.npy", "r+b") as f:  # another program truncates it (through the map: SIGBUS)
+        f.truncate(500 * 784)
+    with pytest.raises(DataError, match=f"{tmp_path / 'x.npy'}: the file ended before row 900"):
+        features.take(np.array([3, 900]), np.empty((2, 784), np.float32))

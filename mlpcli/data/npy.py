@@ -281,7 +281,7 @@ def _check_memory(headers, where: str) -> None:
 def _map(path, header: ArrayHeader, data_offset: int) -> np.ndarray:
     """The array of ``header`` whose data starts at ``data_offset`` of file ``path``, mapped."""
     try:
-        return map_array(path, header.shape, header.dtype, data_offset, header.fortran_order)
+        return map_array(path, header.shape, header.dtype, data_offset)
     except (OSError, ValueError) as e:
         raise DataError(f"{header.where}: cannot be mapped: {e}") from None
 
