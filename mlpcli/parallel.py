@@ -40,7 +40,7 @@ import warnings
 
 import numpy as np
 
-from mlpcli.errors import TrainingError
+from mlpcli.errors import MlpError, TrainingError
 from mlpcli.machine import usable_cores
 from mlpcli.nn.optimizers import PIECE
 
@@ -109,7 +109,9 @@ class DataParallel:
         self.counters = shared_empty((n + 1) * LINE, np.int64)  # one per rank, then "stop"
         self.numbers = shared_empty(n + 1, np.float64)  # each rank's loss, then the learning rate
         self.outputs = shared_empty((batch_size, n_outputs))
-        self.error = shared_empty(4000, np.uint8)  # a failed helper's traceback, NUL-terminated
+        self.error = shared_empty(4000, np.uint8)  # a failed helper's message, NUL-terminated
+        # 0: that message is a traceback; else the exit code of the MlpError whose message it is
+        self.error_code = shared_empty(1, np.int64)
         combined = [layer for layer in model.layers if layer.combines_batches]
         for layer in combined:
             layer.all_sum = self.all_sum
@@ -132,6 +134,7 @@ class DataParallel:
         self.tick = 0
         self.sums_done = 0
         self.error[0] = 0
+        self.error_code[0] = 0
         self.parent, self.pids, self.pids_ranks = os.getpid(), [], {}
         try:
             for rank in range(1, self.n):
@@ -169,13 +172,29 @@ class DataParallel:
             work(rank)
         except Stopped:
             pass
+        except MlpError as exc:  # the user's data or files: told in one line, as this process would
+            self._record(str(exc))
+            self.error_code[0] = exc.exit_code
+            status = 1
         except BaseException:
-            text = traceback.format_exc().encode("utf-8", "replace")[-(self.error.size - 1):]
-            self.error[:len(text)] = np.frombuffer(text, np.uint8)
-            self.error[len(text)] = 0
+            self._record(traceback.format_exc())
             status = 1
         finally:
             os._exit(status)
+
+    def _record(self, message):
+        text = message.encode("utf-8", "replace")[-(self.error.size - 1):]
+        self.error[:len(text)] = np.frombuffer(text, np.uint8)
+        self.error[len(text)] = 0
+
+    def _failure(self, what):
+        """The error to raise for a helper that failed: its own MlpError, one line as it was,
+        or a TrainingError saying ``what`` with the helper's traceback."""
+        if self.error_code[0]:
+            error = MlpError(self._error_text())
+            error.exit_code = int(self.error_code[0])
+            return error
+        return TrainingError(f"{what}:\n{self._error_text()}")
 
     def _reap(self, check=True):
         """Wait for every helper; TrainingError if one failed (and ``check``)."""
@@ -185,7 +204,7 @@ class DataParallel:
             failed = failed or os.waitstatus_to_exitcode(status) != 0
         self.pids = []
         if failed and check:
-            raise TrainingError(f"a training process failed:\n{self._error_text()}")
+            raise self._failure("a training process failed")
 
     def _error_text(self):
         raw = self.error.tobytes()
@@ -205,8 +224,7 @@ class DataParallel:
                 if code == 0 and self.counters[self.pids_ranks[pid] * LINE] >= self.tick:
                     continue  # it passed the epoch's last meeting point, which this process is leaving
                 self.counters[self.n * LINE] = 1
-                raise TrainingError(f"a training process ended (exit status {code}) during the epoch:\n"
-                                    f"{self._error_text()}")
+                raise self._failure(f"a training process ended (exit status {code}) during the epoch")
 
     def wait(self, rank):
         """Arrive at the next meeting point; return when every process has arrived."""

@@ -247,9 +247,10 @@ class Trainer:
         if progress:
             order = arrays["progress/order"].astype(np.int64)
             prefix = "progress/metrics/"
-            metrics = self._epoch_metrics({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
-            self.progress = EpochProgress(order, metrics, progress["batch"], progress["total_loss"],
-                                          arrays.get(EARLIER_OUTPUTS))
+            earlier = arrays.get(EARLIER_OUTPUTS)  # (then there are no sums: they are counted from it)
+            metrics = self._epoch_metrics(None if earlier is not None else
+                                          {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+            self.progress = EpochProgress(order, metrics, progress["batch"], progress["total_loss"], earlier)
 
     def _dropouts(self):
         return [layer for layer in self.model.layers if hasattr(layer, "rng")]

@@ -1,6 +1,7 @@
 """Data larger than memory: features read through a memory map of their file (an .npy, or
 an .npz member stored without compression) train as the same rows held in memory do."""
 
+import os
 import subprocess
 import sys
 
@@ -12,10 +13,10 @@ from conftest import interrupt_and_resume, same_weights
 from mlpcli.cli import main
 from mlpcli.data import load_dataset
 from mlpcli.data.features import Features
-from mlpcli.data.mapped import is_mapped, resident_file_bytes
+from mlpcli.data.mapped import is_mapped, take_rows
 from mlpcli.data.npy import read_npy
 from mlpcli.data.npz import load_npz
-from mlpcli.errors import DataError
+from mlpcli.errors import DataError, MlpError
 
 
 def mnist_arrays(rows):
@@ -87,23 +88,23 @@ def test_mapped_training_resumes_bit_exactly(tmp_path):
     assert same_weights(cut / "model.h5", whole / "model.h5")
 
 
-@pytest.mark.skipif(resident_file_bytes() is None, reason="the system does not say what is resident")
-def test_a_pass_over_a_mapped_file_lets_go_of_its_pages(tmp_path, monkeypatch):
-    monkeypatch.setattr("mlpcli.data.mapped.RESIDENT_BUDGET", 4 * 2**20)
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux's /proc says what is resident")
+def test_reading_a_mapped_file_leaves_none_of_it_resident(tmp_path):
     rows = 16 * 2**20 // 784
     np.save(tmp_path / "x.npy", np.arange(rows * 784, dtype=np.uint8).reshape(rows, 784))
-    order = np.random.default_rng(0).permutation(rows)
-
-    def grown_by_a_pass(gather):
-        before = resident_file_bytes()
-        for start in range(0, rows - 4, 4):  # a row may bring 2 MiB of pages (a folio of the page cache)
-            gather(order[start:start + 4])
-        return resident_file_bytes() - before
-
-    held = read_npy(tmp_path / "x.npy", mapped=True)
-    assert grown_by_a_pass(lambda idx: np.take(held, idx, axis=0, out=np.empty((4, 784), np.uint8))) > 12 * 2**20  # kept resident
     features = Features(read_npy(tmp_path / "x.npy", mapped=True), {"scale": 1.0, "offset": 0.0}, [784])
-    assert grown_by_a_pass(lambda idx: features.take(idx, np.empty((4, 784), np.float32))) < 8 * 2**20  # 4 MiB, and what the last rows brought
+    before = file_backed_bytes()
+    for idx in np.array_split(np.random.default_rng(0).permutation(rows), rows // 64):
+        features.take(idx, np.empty((len(idx), 784), np.float32))
+    for start in range(0, rows, 4096):
+        features[start:start + 4096]
+    assert file_backed_bytes() - before < 2**20  # the 16 MiB file was read twice over
+
+
+def file_backed_bytes():
+    """This process's resident file-backed memory (Linux's /proc/self/statm, third field)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[2]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def test_a_truncated_npy_is_a_one_line_error_naming_the_file(tmp_path, arrays):
@@ -194,3 +195,53 @@ def test_a_file_cut_short_while_training_reads_is_an_error_naming_it(tmp_path):
         f.truncate(500 * 784)
     with pytest.raises(DataError, match=f"{tmp_path / 'x.npy'}: the file ended before row 900"):
         features.take(np.array([3, 900]), np.empty((2, 784), np.float32))
+
+
+def mapped_rows(tmp_path, rows=300, width=7):
+    x = np.arange(rows * width, dtype=np.float32).reshape(rows, width)
+    np.save(tmp_path / "x.npy", x)
+    return x, read_npy(tmp_path / "x.npy", mapped=True)
+
+
+def test_runs_of_rows_and_rows_out_of_range(tmp_path):
+    x, mapped = mapped_rows(tmp_path)
+    rows = np.array([5, 6, 7, 8, 2, 299, 0, 1, 150, 151])  # runs of 4, 1, 1, 2, 2
+    np.testing.assert_array_equal(take_rows(mapped, rows), x[rows])
+    np.testing.assert_array_equal(take_rows(mapped, np.arange(300)), x)
+    for bad in ([300], [-1]):
+        with pytest.raises(IndexError):
+            take_rows(mapped, np.array(bad))
+
+
+def test_a_read_that_returns_less_than_asked_reads_on(tmp_path, monkeypatch):
+    x, mapped = mapped_rows(tmp_path)
+    preadv = os.preadv
+
+    def short(fd, buffers, offset):  # as a signal or a network file system may make it
+        return preadv(fd, [buffers[0][:min(len(buffers[0]), 5)]], offset)
+    monkeypatch.setattr(os, "preadv", short)
+    rows = np.array([3, 4, 5, 100, 9])
+    np.testing.assert_array_equal(take_rows(mapped, rows), x[rows])
+
+
+@pytest.mark.skipif(__import__("mlpcli.parallel").parallel.usable_processes(2) < 2,
+                    reason="data-parallel training needs Linux on x86-64 with 2 cores")
+def test_a_file_cut_short_under_a_helper_process_is_the_same_one_line_error(tmp_path):
+    """The rows the helper process reads are gone: its DataError reaches the user as the
+    one-line error the main process would give, not a helper's traceback."""
+    from mlpcli.config import resolve
+    from mlpcli.trainer import Trainer, build_model, random_streams
+
+    np.save(tmp_path / "x.npy", np.ones((64, 12), np.float32))
+    cfg = resolve({"name": "t", "seed": 0, "model": {"input_shape": [12], "layers": [
+                       {"type": "dense", "units": 4, "activation": "softmax"}]},
+                   "training": {"batch_size": 64, "processes": 2, "shuffle": False}})
+    streams = random_streams(0)
+    trainer = Trainer(build_model(cfg, streams), cfg, streams)
+    features = Features(read_npy(tmp_path / "x.npy", mapped=True), {"scale": 1.0, "offset": 0.0}, [12])
+    with open(tmp_path / "x.npy", "r+b") as f:  # rows 56-63, of the helper's share (32-63), are cut off
+        f.truncate(f.seek(0, 2) - 8 * 12 * 4)
+    with pytest.raises(MlpError) as caught:
+        trainer.run_epoch(features, np.zeros(64, np.int64))
+    assert str(caught.value) == f"{tmp_path / 'x.npy'}: the file ended before row 56; it was changed while being read"
+    assert caught.value.exit_code == 2

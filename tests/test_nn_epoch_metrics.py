@@ -75,6 +75,34 @@ def test_outputs_are_kept_only_for_metrics_that_rank_or_need_the_spread():
     assert ranked.state()["kept_pred"].shape == (200, 4)
 
 
+def test_precision_recall_and_f1_share_one_confusion_matrix():
+    specs = [{"type": "precision"}, {"type": "recall"}, {"type": "f1"}, {"type": "accuracy"}]
+    epoch = metrics.EpochMetrics(specs, 1000)
+    y_pred = scores(64, 1000)
+    epoch.add(np.arange(64) * 7 % 1000, y_pred)
+    assert sorted(epoch.state()) == [metrics.CONFUSION, "sums3"]
+    assert epoch.state()[metrics.CONFUSION].shape == (1000, 1000) and epoch.state()[metrics.CONFUSION].sum() == 64
+
+
+@pytest.mark.parametrize("specs, damage", [
+    ([{"type": "accuracy"}], lambda state: state.pop("sums0")),
+    ([{"type": "accuracy"}], lambda state: state.update(sums0=np.zeros(3))),
+    ([{"type": "f1"}], lambda state: state.update({metrics.CONFUSION: np.zeros((4, 4), np.int64)})),
+    ([{"type": "accuracy"}, {"type": "auc"}], lambda state: state.pop("kept_pred")),
+    ([{"type": "auc"}], lambda state: state.update(kept_true=state["kept_true"][:5])),
+])
+def test_a_state_missing_or_misshapen_sums_is_refused(specs, damage):
+    """A damaged resume state must not go on with wrong sums: KeyError makes resuming warn
+    and fall back to an older state."""
+    epoch = metrics.EpochMetrics(specs, 3)
+    epoch.add(np.arange(30) % 3, scores(30, 3))
+    state = epoch.state()
+    metrics.EpochMetrics(specs, 3, dict(state))  # whole: taken
+    damage(state)
+    with pytest.raises(KeyError):
+        metrics.EpochMetrics(specs, 3, state)
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("loss_name, outputs, y", [
     ("categorical_crossentropy", 5, np.arange(40) % 5),

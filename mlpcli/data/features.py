@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from mlpcli.data.mapped import PageBudget, row_blocks
+from mlpcli.data.mapped import is_mapped, row_blocks, take_rows
 from mlpcli.errors import DataError
 
 _CHECK_ROWS = 4096
@@ -60,7 +60,7 @@ class Features:
     ``take(idx, out)`` scales rows ``idx`` into ``out``. ``rows`` (int64): the rows of
     ``raw`` that are the samples, in order (a split of them: no copy is made); None: all.
     ``raw`` may be mapped from a file (``mlpcli.data.mapped``): only the rows asked for are
-    read, and the pages read are let go of as they add up.
+    read from it.
     """
 
     def __init__(self, raw, preprocessing, input_shape, rows=None):
@@ -68,7 +68,7 @@ class Features:
         self.raw = raw.reshape((len(raw),) + input_shape)
         self.rows = rows
         self.shape = (len(raw) if rows is None else len(rows),) + input_shape
-        self._pages = PageBudget(self.raw)
+        self._mapped = is_mapped(self.raw)
         scale, offset = preprocessing_arrays(preprocessing)
         # per-feature arrays are given in the data's feature shape: broadcast them over the input shape
         self.scale, self.offset = (a.reshape(input_shape) if a.size > 1 else a.reshape(())
@@ -87,25 +87,27 @@ class Features:
         return self.shape[0]
 
     def __getitem__(self, rows):
-        if self.rows is None:
-            raw = self.raw[rows]
-            self._pages.read()
+        if self.rows is not None:
+            raw = take_rows(self.raw, self.rows[rows])
+        elif self._mapped:  # the slice's row numbers (not an arange of millions for a block)
+            raw = take_rows(self.raw, np.arange(*rows.indices(len(self))) if isinstance(rows, slice)
+                            else np.arange(len(self))[rows])
         else:
-            raw = self._pages.take(self.raw, self.rows[rows])
+            raw = self.raw[rows]
         return scale_into(raw, np.empty(raw.shape, np.float32), self.scale, self.offset)
 
     def take_raw(self, idx):
         """Rows ``idx`` (k,) as stored, unscaled: a new array."""
-        return self._pages.take(self.raw, self._source(idx))
+        return take_rows(self.raw, self._source(idx))
 
     def take(self, idx, out):
         """Rows ``idx`` (k,), scaled, into ``out`` float32 (k, *input_shape)."""
         idx = self._source(idx)
         if self.identity:
-            return self._pages.take(self.raw, idx, out)
+            return take_rows(self.raw, idx, out)
         if self._gathered is None or self._gathered.shape[0] < len(idx):
             self._gathered = np.empty((len(idx),) + self.shape[1:], self.raw.dtype)
-        raw = self._pages.take(self.raw, idx, self._gathered[:len(idx)])
+        raw = take_rows(self.raw, idx, self._gathered[:len(idx)])
         return scale_into(raw, out, self.scale, self.offset)
 
     def _source(self, idx):

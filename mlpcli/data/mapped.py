@@ -1,18 +1,14 @@
-"""Arrays read straight from a file's pages (a memory map) instead of copied into memory.
+"""Arrays of a file that are not loaded: mapped for their shape, dtype and views, and read
+from the file only where rows are asked for.
 
-A mapped array costs no memory of its own: the kernel reads its pages on first touch
-and keeps them in its page cache. But every page the process has touched counts in its
-resident memory until it lets go of it, so a pass over a 3 GB file would leave the
-process 3 GB resident. ``PageBudget`` lets go (``madvise(MADV_DONTNEED)``: the pages
-stay cached, only this process's claim on them goes) each time its file pages have grown
-by ``RESIDENT_BUDGET``. It measures rather than estimates: one row read at random brings
-64 KiB of pages (Linux's fault-around) or, where the page cache holds 2 MiB folios, 2 MiB.
-Letting go has a price: the next read of those pages faults again (a few microseconds).
-
-Rows read at random (a shuffled batch) do not go through the map at all: each is read with
-one ``pread`` into the batch's buffer. Through the map, each such row faulted in 64 KiB
-that was soon let go of again: 6.5 µs a row on a 3 GB file against 2 µs for the read
-(measured on this project's 2-core machine), and the read leaves no file pages resident.
+A ``FileMap`` keeps its file open, and every read of a mapped array's rows (a shuffled
+batch, a block of validation or prediction rows, the finite check) is a ``pread`` from
+that file into memory the caller owns: runs of consecutive rows in one call, other rows
+one call each. Nothing goes through the map's pages, so the process holds none of the
+file (reading a 3 GB file through the map left it 3 GB resident unless its pages were let
+go of, and each row read at random then faulted in 64 KiB again: 6.5 µs a row against
+2 µs for its ``pread``, measured on this project's 2-core machine), and a file cut short
+by another program while it is read is an error naming it instead of a SIGBUS.
 """
 
 import mmap
@@ -22,14 +18,10 @@ import numpy as np
 
 from mlpcli.errors import DataError
 
-# how far a process's resident file pages may grow before a mapped array's are let go of
-RESIDENT_BUDGET = 128 * 2**20
-STATM = "/proc/self/statm"  # Linux: sizes in pages; the third is the resident file-backed ones
-
 
 class FileMap(mmap.mmap):
-    """A read-only map of a file that keeps the file open (``file``, at ``path``) so that
-    rows can also be read from it without the map; ``start``: the address the map begins at."""
+    """A read-only map of a file that keeps the file open (``file``, at ``path``) for reading
+    rows without the map; ``start``: the address the map begins at."""
 
 
 def map_array(path, shape, dtype, offset) -> np.ndarray:
@@ -43,79 +35,67 @@ def map_array(path, shape, dtype, offset) -> np.ndarray:
 
 
 def file_pages(x):
-    """The ``mmap`` that array ``x`` (or the array it views) reads from; None when ``x`` is
+    """The ``FileMap`` that array ``x`` (or the array it views) is of; None when ``x`` is
     held in memory."""
     while x is not None and not isinstance(x, mmap.mmap):
         x = getattr(x, "base", None)
-    return x
+    return x if isinstance(x, FileMap) else None
 
 
 def is_mapped(x) -> bool:
     return file_pages(x) is not None
 
 
-def resident_file_bytes():
-    """This process's resident file-backed (and shared) memory; None where the system does not say."""
-    try:
-        with open(STATM, "rb") as f:
-            return int(f.read().split()[2]) * mmap.PAGESIZE
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class PageBudget:
-    """Lets go of a mapped array's resident pages each time the process's file pages have grown
-    by ``RESIDENT_BUDGET`` since the last time; does nothing for an array held in memory."""
-
-    def __init__(self, x):
-        self._pages = file_pages(x)
-        self._since = resident_file_bytes() if self._pages is not None else None
-
-    def take(self, x, rows, out=None):
-        """``x[rows]`` (into ``out`` when given: C-contiguous) for the array ``x`` this budget
-        is of; a mapped ``x`` is read from its file a row at a time (``read_rows``)."""
-        if out is None:
-            out = np.empty((len(rows),) + x.shape[1:], x.dtype)
-        if self._since is None:
-            return np.take(x, rows, axis=0, out=out)
-        if not hasattr(os, "preadv"):  # Windows: through the map
-            np.take(x, rows, axis=0, out=out)
-            self.read()
-            return out
-        return read_rows(self._pages, x, rows, out)
-
-    def read(self):
-        """Some rows were read: let go of the pages if they have grown past the budget."""
-        if self._since is None:
-            return
-        now = resident_file_bytes()
-        if now - self._since >= RESIDENT_BUDGET:
-            self._pages.madvise(mmap.MADV_DONTNEED)
-            self._since = resident_file_bytes()
-
-
-def read_rows(pages, x, rows, out):
-    """``x[rows]`` into ``out`` (C-contiguous, x's dtype), for ``x`` C-contiguous in the map
-    ``pages``: one ``pread`` a row from the file. A row-at-a-time loop, because numpy has no
-    scattered read and each read is a system call either way (the map's is a page fault)."""
-    row_bytes = x.strides[0] if len(x) else 0
-    first = x.ctypes.data - pages.start  # x[0]'s place in the file (the map begins at byte 0)
-    fd = pages.file.fileno()
-    buffer = memoryview(out.reshape(-1).view(np.uint8))
-    for i, row in enumerate(rows.tolist()):
-        try:
-            got = os.preadv(fd, [buffer[i * row_bytes:(i + 1) * row_bytes]], first + row * row_bytes)
-        except OSError as exc:
-            raise DataError(f"{pages.path}: could not read row {row}: {exc.strerror or exc}") from None
-        if got != row_bytes:
-            raise DataError(f"{pages.path}: the file ended before row {row}; it was changed while being read")
-    return out
+def take_rows(x, rows, out=None):
+    """``x[rows]`` (``rows``: int array) into ``out`` (C-contiguous, of x's dtype; a new
+    array when None): read from the file for a mapped ``x``, by ``np.take`` otherwise."""
+    if out is None:
+        out = np.empty((len(rows),) + x.shape[1:], x.dtype)
+    pages = file_pages(x)
+    if pages is None or not hasattr(os, "preadv"):  # (Windows has no preadv: through the map)
+        return np.take(x, rows, axis=0, out=out)
+    return _read_rows(pages, x, rows, out)
 
 
 def row_blocks(x, rows):
-    """``x``'s consecutive blocks of ``rows`` rows, a mapped ``x``'s pages let go of as they go."""
-    budget = PageBudget(x)
+    """``x``'s consecutive blocks of ``rows`` rows: views of an array held in memory, new
+    arrays read from the file for a mapped one."""
+    mapped = is_mapped(x)
     for start in range(0, len(x), rows):
-        block = x[start:start + rows]
-        yield block
-        budget.read()
+        stop = min(start + rows, len(x))
+        yield take_rows(x, np.arange(start, stop)) if mapped else x[start:stop]
+
+
+def _read_rows(pages, x, rows, out):
+    """Rows ``rows`` of ``x`` (C-contiguous in the map ``pages``) read from the file into
+    ``out``. A loop over runs of consecutive rows, because numpy has no scattered read: a
+    shuffled batch costs a system call a row (through the map, each was a page fault)."""
+    rows = np.asarray(rows, np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(x)):
+        raise IndexError(f"rows {rows.min()}..{rows.max()} of an array of {len(x)}")
+    if not x.flags.c_contiguous or not out.flags.c_contiguous or out.dtype != x.dtype:
+        raise ValueError("reading rows from a file needs C-ordered arrays of one dtype")
+    row_bytes = x.itemsize * (x.size // len(x)) if len(x) else 0
+    first = x.ctypes.data - pages.start  # x[0]'s place in the file (the map begins at byte 0)
+    buffer = memoryview(out.reshape(-1).view(np.uint8))
+    starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # where each run of consecutive rows begins
+    for run_start, run_stop in zip(starts.tolist(), starts[1:].tolist() + [len(rows)]):
+        row = int(rows[run_start])
+        _read_fully(pages, buffer[run_start * row_bytes:run_stop * row_bytes], first + row * row_bytes,
+                    row, row_bytes)
+    return out
+
+
+def _read_fully(pages, buffer, offset, row, row_bytes):
+    """Fill ``buffer`` (rows from ``row`` on) from byte ``offset`` of the file; a read may
+    return less than asked (a signal, a network file system): read on."""
+    fd, done = pages.file.fileno(), 0
+    while done < len(buffer):
+        at = row + done // row_bytes
+        try:
+            got = os.preadv(fd, [buffer[done:]], offset + done)
+        except OSError as exc:
+            raise DataError(f"{pages.path}: could not read row {at}: {exc.strerror or exc}") from None
+        if got == 0:
+            raise DataError(f"{pages.path}: the file ended before row {at}; it was changed while being read")
+        done += got

@@ -174,16 +174,9 @@ def get(name):
     return METRICS.lookup(name)
 
 
-def _confusion_sums(y_true, y_pred):
-    n_classes = max(y_pred.shape[1], 2)
-    return confusion_matrix(_labels(y_true), predicted_classes(y_pred), n_classes).ravel().astype(np.float64)
-
-
 def _from_confusion(which):
-    def value(sums, n_outputs):
-        n_classes = max(n_outputs, 2)
-        return _average(per_class_scores(sums.reshape(n_classes, n_classes).astype(np.int64))[which],
-                        n_outputs == 1)
+    def value(cm, n_outputs):
+        return _average(per_class_scores(cm)[which], n_outputs == 1)
     return value
 
 
@@ -197,14 +190,11 @@ def _mean_of_sums(sums, n_outputs):
     return float(sums[0] / sums[1])
 
 
-# metric name -> (sums of a batch: (y_true, y_pred, **params) -> float64 (k,), the value of
-# the sums over all batches: (sums, n_outputs) -> float); counted and summed quantities only
+# metric name -> (a batch's (total, count) as float64 (2,): (y_true, y_pred, **params), the
+# value of the summed pairs over all batches: (sums, n_outputs) -> float)
 _BATCH_SUMS = {
     "accuracy": (lambda y_true, y_pred: np.array([(predicted_classes(y_pred) == _labels(y_true)).sum(),
                                                   len(y_pred)], np.float64), _mean_of_sums),
-    "precision": (_confusion_sums, _from_confusion(0)),
-    "recall": (_confusion_sums, _from_confusion(1)),
-    "f1": (_confusion_sums, _from_confusion(2)),
     "top_k_accuracy": (lambda y_true, y_pred, k: np.array([_top_k_hits(y_true, y_pred, k).sum(), len(y_pred)],
                                                           np.float64), _mean_of_sums),
     "mse": (_error_sums(np.square), _mean_of_sums),
@@ -212,27 +202,49 @@ _BATCH_SUMS = {
     "log_loss": (lambda y_true, y_pred: np.array([_true_class_losses(y_true, y_pred).sum(), len(y_pred)]),
                  _mean_of_sums),
 }
+# metric name -> its value from the confusion matrix over all batches (one matrix serves all three)
+_FROM_CONFUSION = {"precision": _from_confusion(0), "recall": _from_confusion(1), "f1": _from_confusion(2)}
+CONFUSION = "confusion"  # the state's name for that matrix
 
 
 class EpochMetrics:
     """The values ``compute`` gives over all of an epoch's outputs, from its batches one at a
     time, so that no epoch-long array of outputs is held (at millions of rows it would be the
-    trainer's largest): each metric keeps counts and sums over the batches. auc and pr_auc
-    rank every output, and r2 needs the targets' spread, so only when one of them is asked
-    are the outputs kept, with their targets.
+    trainer's largest): each metric keeps a total and a count over the batches, and
+    precision, recall and F1 share one confusion matrix. auc and pr_auc rank every output,
+    and r2 needs the targets' spread, so only when one of them is asked are the outputs
+    kept, with their targets.
 
-    ``state()`` and ``EpochMetrics(..., state)`` carry the sums across an interrupted epoch."""
+    ``state()`` and ``EpochMetrics(..., state)`` carry the sums across an interrupted epoch;
+    a state that lacks one of them, or holds one of the wrong shape, is a KeyError."""
 
     def __init__(self, specs, n_outputs, state=None):
         self.specs, self.n_outputs = specs, n_outputs
-        self.sums = [None] * len(specs)  # float64 sums of the streamed metrics, None before a batch
+        self.n_classes = max(n_outputs, 2)
+        self.keeps = any(s["type"] not in _BATCH_SUMS and s["type"] not in _FROM_CONFUSION for s in specs)
+        self.sums = {}  # state name -> float64 (2,) pair, or the int64 confusion matrix
         self.kept_true, self.kept_pred = [], []
-        self.keeps = any(s["type"] not in _BATCH_SUMS for s in specs)
-        for key, value in (state or {}).items():
-            if key.startswith("sums"):
-                self.sums[int(key[4:])] = value
-        if state and "kept_pred" in state:
-            self.kept_true, self.kept_pred = [state["kept_true"]], [state["kept_pred"]]
+        if state is not None:
+            self._restore(state)
+
+    def _sums_names(self):
+        """{state name: shape} of the sums the specs need."""
+        names = {f"sums{i}": (2,) for i, s in enumerate(self.specs) if s["type"] in _BATCH_SUMS}
+        if any(s["type"] in _FROM_CONFUSION for s in self.specs):
+            names[CONFUSION] = (self.n_classes, self.n_classes)
+        return names
+
+    def _restore(self, state):
+        for name, shape in self._sums_names().items():
+            if name not in state or np.shape(state[name]) != shape:
+                raise KeyError(f"the epoch's metric sums ({name}) are missing or of the wrong shape")
+            self.sums[name] = np.array(state[name], np.int64 if name == CONFUSION else np.float64)
+        if self.keeps:
+            true, pred = state.get("kept_true"), state.get("kept_pred")
+            if true is None or pred is None or pred.ndim != 2 or pred.shape[1] != self.n_outputs \
+                    or len(true) != len(pred):
+                raise KeyError("the epoch's kept outputs are missing or of the wrong shape")
+            self.kept_true, self.kept_pred = [true], [pred]
 
     @staticmethod
     def _params(spec):
@@ -243,15 +255,25 @@ class EpochMetrics:
         for i, spec in enumerate(self.specs):
             if spec["type"] in _BATCH_SUMS:
                 batch = _BATCH_SUMS[spec["type"]][0](y_true, y_pred, **self._params(spec))
-                self.sums[i] = batch if self.sums[i] is None else self.sums[i] + batch
+                name = f"sums{i}"
+                self.sums[name] = batch if name not in self.sums else self.sums[name] + batch
+        if CONFUSION in self._sums_names():
+            cm = self.sums.setdefault(CONFUSION, np.zeros((self.n_classes, self.n_classes), np.int64))
+            np.add.at(cm, (_labels(y_true), predicted_classes(y_pred)), 1)
         if self.keeps:
             self.kept_true.append(np.array(y_true))
             self.kept_pred.append(np.array(y_pred, np.float32))
 
+    def _value(self, i, spec):
+        name = spec["type"]
+        if name in _BATCH_SUMS:
+            return _BATCH_SUMS[name][1](self.sums[f"sums{i}"], self.n_outputs)
+        return _FROM_CONFUSION[name](self.sums[CONFUSION], self.n_outputs)
+
     def value(self, name):
-        """The named streamed metric over the batches so far."""
-        i = next(i for i, s in enumerate(self.specs) if s["type"] == name)
-        return _BATCH_SUMS[name][1](self.sums[i], self.n_outputs)
+        """The named counted metric over the batches so far."""
+        i, spec = next((i, s) for i, s in enumerate(self.specs) if s["type"] == name)
+        return self._value(i, spec)
 
     def values(self):
         """{name: value} over every batch added, as ``compute(specs, all targets, all outputs)``."""
@@ -259,15 +281,15 @@ class EpochMetrics:
             y_true, y_pred = np.concatenate(self.kept_true), np.concatenate(self.kept_pred)
         out = {}
         for i, spec in enumerate(self.specs):
-            if spec["type"] in _BATCH_SUMS:
-                out[spec["type"]] = _BATCH_SUMS[spec["type"]][1](self.sums[i], self.n_outputs)
+            if spec["type"] in _BATCH_SUMS or spec["type"] in _FROM_CONFUSION:
+                out[spec["type"]] = self._value(i, spec)
             else:
                 out[spec["type"]] = get(spec["type"])(y_true, y_pred, **self._params(spec))
         return out
 
     def state(self):
         """{name: array} to resume from (``EpochMetrics(specs, n_outputs, state)``)."""
-        state = {f"sums{i}": s for i, s in enumerate(self.sums) if s is not None}
+        state = dict(self.sums)
         if self.keeps and self.kept_pred:
             state.update(kept_true=np.concatenate(self.kept_true), kept_pred=np.concatenate(self.kept_pred))
         return state
