@@ -18,6 +18,9 @@ SEED_DIGESTS = {
     "Haswell": "54f7b5c1406fa93f0709f5cca2da0f7ba28fca6f982c3428c4ede66fc9b22cf1",
     "Sandybridge": "c1706b0c12c3b62432ae517373f5f6f0d62d26d62635d18f6b35f9942fb64eca",
     "Katmai": "bbad7fbb6fcf1936b6a9d45e601bb72f104b96db9b5eab4fe99f75189e7e6868",
+    # recorded at issue 16 (the three above still matched then), for machines that run the
+    # SkylakeX kernel when OPENBLAS_CORETYPE is not set
+    "SkylakeX": "0595c033885b5b5c72aa31af33d9ae3d86fef8a1ee1c8326fa8082fc3d4ed80c",
 }
 
 
