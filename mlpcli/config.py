@@ -210,7 +210,7 @@ def _check_fold(check, training):
         check.error("training.fold", f"got {_show(fold)}, but is for a run of cross-validation; set "
                                      "training.folds (K) too")
     elif isinstance(fold, int) and not isinstance(fold, bool) and not 1 <= fold <= folds:
-        check.error("training.fold", f"must be between 1 and training.folds ({folds}), got {fold}")
+        check.error("training.fold", f"must be between 1 and training.folds ({_brief(folds)}), got {_brief(fold)}")
 
 
 def _check_loss_fits(check, cfg, outputs):
