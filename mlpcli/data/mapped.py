@@ -79,23 +79,27 @@ def _read_rows(pages, x, rows, out):
     first = x.ctypes.data - pages.start  # x[0]'s place in the file (the map begins at byte 0)
     buffer = memoryview(out.reshape(-1).view(np.uint8))
     starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # where each run of consecutive rows begins
-    for run_start, run_stop in zip(starts.tolist(), starts[1:].tolist() + [len(rows)]):
-        row = int(rows[run_start])
-        _read_fully(pages, buffer[run_start * row_bytes:run_stop * row_bytes], first + row * row_bytes,
-                    row, row_bytes)
+    ends = (np.append(starts[1:], len(rows)) * row_bytes).tolist()
+    fd = pages.file.fileno()
+    run = 0
+    try:
+        for run, (start, end, offset) in enumerate(zip((starts * row_bytes).tolist(), ends,
+                                                       (first + rows[starts] * row_bytes).tolist())):
+            if os.preadv(fd, [buffer[start:end]], offset) != end - start:
+                _read_on(pages, fd, buffer[start:end], offset, int(rows[starts[run]]), row_bytes)
+    except OSError as exc:
+        raise DataError(f"{pages.path}: could not read row {int(rows[starts[run]])}: "
+                        f"{exc.strerror or exc}") from None
     return out
 
 
-def _read_fully(pages, buffer, offset, row, row_bytes):
-    """Fill ``buffer`` (rows from ``row`` on) from byte ``offset`` of the file; a read may
-    return less than asked (a signal, a network file system): read on."""
-    fd, done = pages.file.fileno(), 0
+def _read_on(pages, fd, buffer, offset, row, row_bytes):
+    """Fill ``buffer`` (rows from ``row`` on) from byte ``offset`` of the file after a read
+    that returned less than asked, as a signal or a network file system may make it."""
+    done = 0
     while done < len(buffer):
-        at = row + done // row_bytes
-        try:
-            got = os.preadv(fd, [buffer[done:]], offset + done)
-        except OSError as exc:
-            raise DataError(f"{pages.path}: could not read row {at}: {exc.strerror or exc}") from None
+        got = os.preadv(fd, [buffer[done:]], offset + done)
         if got == 0:
-            raise DataError(f"{pages.path}: the file ended before row {at}; it was changed while being read")
+            raise DataError(f"{pages.path}: the file ended before row {row + done // row_bytes}; "
+                            "it was changed while being read")
         done += got
