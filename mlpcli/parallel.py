@@ -109,9 +109,9 @@ class DataParallel:
         self.counters = shared_empty((n + 1) * LINE, np.int64)  # one per rank, then "stop"
         self.numbers = shared_empty(n + 1, np.float64)  # each rank's loss, then the learning rate
         self.outputs = shared_empty((batch_size, n_outputs))
-        self.error = shared_empty(4000, np.uint8)  # a failed helper's message, NUL-terminated
-        # 0: that message is a traceback; else the exit code of the MlpError whose message it is
-        self.error_code = shared_empty(1, np.int64)
+        self.error = shared_empty((n, 4000), np.uint8)  # each failed helper's message, NUL-terminated
+        # per helper, 0: its message is a traceback; else the exit code of the MlpError it is of
+        self.error_code = shared_empty(n, np.int64)
         combined = [layer for layer in model.layers if layer.combines_batches]
         for layer in combined:
             layer.all_sum = self.all_sum
@@ -133,8 +133,8 @@ class DataParallel:
         self.counters[:] = 0
         self.tick = 0
         self.sums_done = 0
-        self.error[0] = 0
-        self.error_code[0] = 0
+        self.error[:, 0] = 0
+        self.error_code[:] = 0
         self.parent, self.pids, self.pids_ranks = os.getpid(), [], {}
         try:
             for rank in range(1, self.n):
@@ -173,42 +173,47 @@ class DataParallel:
         except Stopped:
             pass
         except MlpError as exc:  # the user's data or files: told in one line, as this process would
-            self._record(str(exc))
-            self.error_code[0] = exc.exit_code
+            self._record(rank, str(exc), keep="start")
+            self.error_code[rank] = exc.exit_code
             status = 1
         except BaseException:
-            self._record(traceback.format_exc())
+            self._record(rank, traceback.format_exc(), keep="end")
             status = 1
         finally:
             os._exit(status)
 
-    def _record(self, message):
-        text = message.encode("utf-8", "replace")[-(self.error.size - 1):]
-        self.error[:len(text)] = np.frombuffer(text, np.uint8)
-        self.error[len(text)] = 0
+    def _record(self, rank, message, keep):
+        """Leave ``message`` for the parent in helper ``rank``'s slot; one too long for it keeps
+        its ``keep`` ("start": a one-line error, its path first; "end": a traceback's last call).
+        Undecodable bytes of paths go through as they were (surrogateescape)."""
+        data, room = message.encode("utf-8", "surrogateescape"), self.error.shape[1] - 1
+        text = data[:room] if keep == "start" else data[-room:]
+        self.error[rank, :len(text)] = np.frombuffer(text, np.uint8)
+        self.error[rank, len(text)] = 0
 
-    def _failure(self, what):
-        """The error to raise for a helper that failed: its own MlpError, one line as it was,
-        or a TrainingError saying ``what`` with the helper's traceback."""
-        if self.error_code[0]:
-            error = MlpError(self._error_text())
-            error.exit_code = int(self.error_code[0])
+    def _failure(self, what, rank):
+        """The error to raise for helper ``rank``, which failed: its own MlpError, one line as
+        it was, or a TrainingError saying ``what`` with the helper's traceback."""
+        if self.error_code[rank]:
+            error = MlpError(self._error_text(rank))
+            error.exit_code = int(self.error_code[rank])
             return error
-        return TrainingError(f"{what}:\n{self._error_text()}")
+        return TrainingError(f"{what}:\n{self._error_text(rank)}")
 
     def _reap(self, check=True):
-        """Wait for every helper; TrainingError if one failed (and ``check``)."""
-        failed = False
+        """Wait for every helper; if one failed (and ``check``), raise the first one's error."""
+        failed = None
         for pid in self.pids:
             _, status = os.waitpid(pid, 0)
-            failed = failed or os.waitstatus_to_exitcode(status) != 0
+            if failed is None and os.waitstatus_to_exitcode(status) != 0:
+                failed = self.pids_ranks[pid]
         self.pids = []
-        if failed and check:
-            raise self._failure("a training process failed")
+        if failed is not None and check:
+            raise self._failure("a training process failed", failed)
 
-    def _error_text(self):
-        raw = self.error.tobytes()
-        return raw[:raw.index(0)].decode("utf-8", "replace").strip() or "(it left no message)"
+    def _error_text(self, rank):
+        raw = self.error[rank].tobytes()
+        return raw[:raw.index(0)].decode("utf-8", "surrogateescape").strip() or "(it left no message)"
 
     def _check_partners(self, rank):
         """While waiting: a helper whose parent is gone stops; the parent raises when a helper died."""
@@ -224,7 +229,8 @@ class DataParallel:
                 if code == 0 and self.counters[self.pids_ranks[pid] * LINE] >= self.tick:
                     continue  # it passed the epoch's last meeting point, which this process is leaving
                 self.counters[self.n * LINE] = 1
-                raise self._failure(f"a training process ended (exit status {code}) during the epoch")
+                raise self._failure(f"a training process ended (exit status {code}) during the epoch",
+                                    self.pids_ranks[pid])
 
     def wait(self, rank):
         """Arrive at the next meeting point; return when every process has arrived."""

@@ -245,3 +245,10 @@ def test_a_file_cut_short_under_a_helper_process_is_the_same_one_line_error(tmp_
         trainer.run_epoch(features, np.zeros(64, np.int64))
     assert str(caught.value) == f"{tmp_path / 'x.npy'}: the file ended before row 56; it was changed while being read"
     assert caught.value.exit_code == 2
+
+
+def test_one_sample_of_mapped_features_is_its_row(tmp_path):
+    x, mapped = mapped_rows(tmp_path, rows=10, width=6)
+    features = Features(mapped, {"scale": 2.0, "offset": 0.0}, [6])
+    for i in (3, -1, np.int64(0)):
+        np.testing.assert_array_equal(features[i], x[i] * 2)

@@ -426,3 +426,22 @@ def test_memory_check_counts_every_process_gradient(monkeypatch):
     with pytest.raises(ConfigError, match=r"model\.layers\[0\]\.units: the model is too large: 10,001,000 weights "
                                           r"need about 4\.[0-9] GiB"):
         build_model(resolve({**spec, "training": {"processes": 100}}), random_streams(0))
+
+
+def test_each_helper_tells_its_own_failure_and_a_one_line_error_keeps_its_start():
+    """Three processes' slots (made without forking): a helper's one-line error and another's
+    traceback stay each its own, a path's undecodable bytes come through, and a one-line error
+    too long for its slot keeps its beginning (the path) where a traceback keeps its end."""
+    from mlpcli.errors import MlpError
+
+    t = trainer(1)
+    par = parallel.DataParallel(t.model, 3, 32, t.model.n_outputs)
+    path = os.fsdecode(b"/data/caf\xe9/" + b"d" * 5000 + b"/x.npy")
+    par._record(1, f"{path}: the file ended before row 3", keep="start")
+    par.error_code[1] = 2
+    par._record(2, "Traceback (most recent call last):\n" + "  frame\n" * 1000 + "RuntimeError: boom", keep="end")
+    one_line, crash = par._failure("a training process failed", 1), par._failure("a training process failed", 2)
+    assert type(one_line) is MlpError and one_line.exit_code == 2
+    assert str(one_line).startswith("/data/caf\udce9/ddd") and len(str(one_line)) < 4000
+    assert isinstance(crash, TrainingError) and crash.exit_code == 1
+    assert str(crash).startswith("a training process failed:\n") and str(crash).endswith("RuntimeError: boom")
