@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_IMPORTS = 10
-LIBRARIES = "import numpy, numpy.random, h5py, PIL.Image, PIL.PngImagePlugin, click"  # what predict needs
+LIBRARIES = "import numpy, h5py, PIL.Image, PIL.PngImagePlugin, click"  # what predict needs
 
 
 def train_quick(folder):

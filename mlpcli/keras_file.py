@@ -24,8 +24,6 @@ import re
 import zipfile
 import zlib
 
-import numpy as np
-
 from mlpcli import pipeline as input_pipeline
 from mlpcli.errors import MlpError, ModelFileError
 from mlpcli.files import atomic_path
@@ -161,7 +159,7 @@ def _read(archive, path):
     if Sequential(specs, input_shape).planned_weight_count() > len(weights):
         raise ModelFileError(f"{path}: {CONFIG} describes more weights than the {len(weights):,}-byte "
                              f"{WEIGHTS} can hold; damaged or not a model file")
-    model = Sequential(specs, input_shape, name=name).build(np.random.default_rng(0))
+    model = Sequential(specs, input_shape, name=name).build(None)  # its weights are read next
     _load_weights(weights, model, path)
     pipeline = None
     if PIPELINE in members:

@@ -199,7 +199,7 @@ def _read(f, path):
     config = _json_attr(f, "model_config", path, required=True)
     specs, input_shape, name = layer_specs_from_keras(config, path)
     _check_weight_count(specs, input_shape, path)
-    model = Sequential(specs, input_shape, name=name).build(np.random.default_rng(0))
+    model = Sequential(specs, input_shape, name=name).build(None)  # its weights are read next
     if "model_weights" not in f:
         raise ModelFileError(f"{path}: no 'model_weights' group")
     _load_weights(f["model_weights"], model, path)

@@ -23,6 +23,7 @@ NOT_NEEDED = (
     "matplotlib", "tqdm", "yaml",  # plots, progress bars, config files
     "http.client", "urllib.request", "ssl",  # downloading data sets
     "numpy.ma",  # np.median's NaN check (images.median)
+    "numpy.random",  # a model read from a file draws no initial weights
     "statistics",  # ranking a sweep's trials
     "mlpcli.config", "mlpcli.config_check", "mlpcli.nn.optimizers",  # checking a config
     "mlpcli.data.builtin", "mlpcli.data.image_folder", "mlpcli.data.npz",  # loading data sets

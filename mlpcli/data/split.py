@@ -6,7 +6,7 @@ from mlpcli.errors import DataError
 
 
 def stratified_split(
-    y: np.ndarray, fraction: float, rng: np.random.Generator
+    y: np.ndarray, fraction: float, rng: "np.random.Generator"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split sample indices into (train_idx, val_idx), both int64 and shuffled.
 
@@ -55,7 +55,7 @@ def _split_classes(y, fraction, rng):
     return rng.permutation(np.concatenate(train_parts)), rng.permutation(np.concatenate(val_parts))
 
 
-def kfold_split(y: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+def kfold_split(y: np.ndarray, k: int, rng: "np.random.Generator") -> list[np.ndarray]:
     """Split sample indices into ``k`` disjoint folds that cover them all (int64, sorted).
 
     y: int (n,) class labels -> stratified: each class's members, shuffled, are dealt to the

@@ -131,8 +131,11 @@ def get(name):
 def initialize(spec, shape, rng):
     """Draw weights for ``spec`` = ``{"type": name, **params}`` (a parameter left out has its default).
 
-    A ``seed`` in the spec gives the initializer its own generator, as in Keras.
+    A ``seed`` in the spec gives the initializer its own generator, as in Keras. ``rng``
+    None: zeros, for weights about to be loaded from a file (nothing is drawn).
     """
+    if rng is None:
+        return np.zeros(tuple(shape), np.float32)
     function = get(spec["type"])
     params = {**function.spec.defaults(), **{k: v for k, v in spec.items() if k != "type"}}
     seed = params.pop("seed")

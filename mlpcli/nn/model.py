@@ -32,7 +32,8 @@ class Sequential:
         """Create the weights from ``rng``; dropout masks come from ``dropout_rng``.
 
         Separate generators keep weight initialisation independent of how many
-        masks were drawn, and let training resume each stream exactly.
+        masks were drawn, and let training resume each stream exactly. ``rng`` None:
+        zero weights, for a model whose weights are loaded next (it cannot train).
         """
         dropout_rng = rng if dropout_rng is None else dropout_rng
         output_shapes(self.layers, self.input_shape)  # refuses a stack that does not fit before drawing
