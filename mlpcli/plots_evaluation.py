@@ -86,7 +86,9 @@ def _misclassified_plot(ev, cfg, path, fmt, report, label, source, cache):
         try:
             from mlpcli.data import load_dataset
 
-            cache["data"] = load_dataset(data_cfg, task=cfg.get("task") or "classification")
+            # unscaled: a scaled copy would be of every split, training's too (a mapped file's
+            # millions of rows); the few images drawn are scaled one by one below
+            cache["data"] = load_dataset(data_cfg, task=cfg.get("task") or "classification", scale=False)
         except (MlpError, OSError, ValueError) as exc:
             cache["data"] = f"cannot load the test data ({exc})"
     data = cache["data"]
@@ -120,13 +122,16 @@ def _misclassified_plot(ev, cfg, path, fmt, report, label, source, cache):
     rows = math.ceil(len(items) / cols)
     import numpy as np
 
+    from mlpcli.data import apply_preprocessing
+
     plt = figures.pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(figures.FIGSIZE[0], 0.4 + 1.45 * rows), dpi=figures.DPI,
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, item in zip(axes.flat, items):
-        image = np.asarray(data.x_test[item["index"]], dtype=np.float32).reshape(shape)
+        index = item["index"]
+        image = apply_preprocessing(data.x_test[index:index + 1], data.preprocessing)[0].reshape(shape)
         if image.ndim == 3 and image.shape[2] == 1:
             image = image[:, :, 0]
         if image.ndim == 3:  # colour: stretch to [0, 1] for imshow

@@ -347,7 +347,8 @@ def evaluation(n_classes=10, misclassified=()):
             "confusion_matrix": cm, "misclassified": list(misclassified)}
 
 
-def test_evaluation_confusion_matrix_and_misclassified_grid(tmp_path, figures):
+def test_evaluation_confusion_matrix_and_misclassified_grid(tmp_path, figures, monkeypatch):
+    import mlpcli.data
     from mlpcli.data import load_dataset
 
     cfg = mnist_config()
@@ -357,7 +358,10 @@ def test_evaluation_confusion_matrix_and_misclassified_grid(tmp_path, figures):
               "probability": 0.6} for i in range(0, 300, 10)]  # 30 entries, 25 drawn
     wrong.append({"index": 5000, "true": 1, "predicted": 2, "probability": 0.5})  # beyond the split
     (run / "evaluation.json").write_text(json.dumps(evaluation(misclassified=wrong)))
+    scaled_rows, scale = [], mlpcli.data.apply_preprocessing
+    monkeypatch.setattr(mlpcli.data, "apply_preprocessing", lambda x, p: scaled_rows.append(len(x)) or scale(x, p))
     report = plot_runs([run])
+    assert scaled_rows == [1] * 25  # the images drawn, not a scaled copy of the data set
     names = {p.name for p in report.written}
     assert {"confusion_matrix.png", "misclassified.png"} <= names
     assert_png(run / "plots" / "confusion_matrix.png", size=(640, 480))
