@@ -142,7 +142,7 @@ class Dropout(Layer):
 
     def build(self, input_shape, rng):
         seed = self.config["seed"]
-        self.rng = rng if seed is None or rng is None else np.random.default_rng(seed)
+        self.rng = rng if seed is None else np.random.default_rng(seed)
         rate = self.config["rate"]
         self._threshold = np.uint32(min(math.ceil(rate * 2.0 ** 32), 2 ** 32 - 1))
         self._scale = _F(1.0 / (1.0 - rate))  # rate < 1: config and model-file checks
