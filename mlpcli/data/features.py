@@ -87,8 +87,9 @@ class Features:
         return self.shape[0]
 
     def __getitem__(self, rows):
-        if np.ndim(rows) == 0 and not isinstance(rows, slice):  # one sample: the row of a one-row batch
-            return self[[rows]][0]
+        if np.ndim(rows) == 0 and not isinstance(rows, slice):  # one sample: the row of a one-row block
+            row = range(len(self))[rows]  # (as numpy: negative from the end, IndexError beyond)
+            return self[row:row + 1][0]
         if self.rows is not None:
             raw = take_rows(self.raw, self.rows[rows])
         elif self._mapped:  # the slice's row numbers (not an arange of millions for a block)

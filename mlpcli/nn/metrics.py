@@ -61,7 +61,11 @@ def _average(values, binary):
 
 @declare(Component("accuracy", "share of samples whose predicted class is right (binary for one output)"))
 def accuracy(y_true, y_pred):
-    return float((predicted_classes(y_pred) == _labels(y_true)).mean())
+    return float(_hits(y_true, y_pred).mean())
+
+
+def _hits(y_true, y_pred):
+    return predicted_classes(y_pred) == _labels(y_true)
 
 
 @declare(Component("precision", "macro average over classes (the positive class for one output)", keras="Precision"))
@@ -193,8 +197,8 @@ def _mean_of_sums(sums, n_outputs):
 # metric name -> (a batch's (total, count) as float64 (2,): (y_true, y_pred, **params), the
 # value of the summed pairs over all batches: (sums, n_outputs) -> float)
 _BATCH_SUMS = {
-    "accuracy": (lambda y_true, y_pred: np.array([(predicted_classes(y_pred) == _labels(y_true)).sum(),
-                                                  len(y_pred)], np.float64), _mean_of_sums),
+    "accuracy": (lambda y_true, y_pred: np.array([_hits(y_true, y_pred).sum(), len(y_pred)], np.float64),
+                 _mean_of_sums),
     "top_k_accuracy": (lambda y_true, y_pred, k: np.array([_top_k_hits(y_true, y_pred, k).sum(), len(y_pred)],
                                                           np.float64), _mean_of_sums),
     "mse": (_error_sums(np.square), _mean_of_sums),
@@ -221,21 +225,21 @@ class EpochMetrics:
     def __init__(self, specs, n_outputs, state=None):
         self.specs, self.n_outputs = specs, n_outputs
         self.n_classes = max(n_outputs, 2)
+        # (state name, a batch's pair, its params) of each metric kept as a total and a count
+        self.counted = [(f"sums{i}", _BATCH_SUMS[s["type"]][0], self._params(s))
+                        for i, s in enumerate(specs) if s["type"] in _BATCH_SUMS]
+        self.confused = any(s["type"] in _FROM_CONFUSION for s in specs)
         self.keeps = any(s["type"] not in _BATCH_SUMS and s["type"] not in _FROM_CONFUSION for s in specs)
         self.sums = {}  # state name -> float64 (2,) pair, or the int64 confusion matrix
         self.kept_true, self.kept_pred = [], []
         if state is not None:
             self._restore(state)
 
-    def _sums_names(self):
-        """{state name: shape} of the sums the specs need."""
-        names = {f"sums{i}": (2,) for i, s in enumerate(self.specs) if s["type"] in _BATCH_SUMS}
-        if any(s["type"] in _FROM_CONFUSION for s in self.specs):
-            names[CONFUSION] = (self.n_classes, self.n_classes)
-        return names
-
     def _restore(self, state):
-        for name, shape in self._sums_names().items():
+        shapes = {name: (2,) for name, _, _ in self.counted}
+        if self.confused:
+            shapes[CONFUSION] = (self.n_classes, self.n_classes)
+        for name, shape in shapes.items():
             if name not in state or np.shape(state[name]) != shape:
                 raise KeyError(f"the epoch's metric sums ({name}) are missing or of the wrong shape")
             self.sums[name] = np.array(state[name], np.int64 if name == CONFUSION else np.float64)
@@ -252,12 +256,10 @@ class EpochMetrics:
 
     def add(self, y_true, y_pred):
         """Count a batch: its targets (as ``compute`` takes them) and outputs (n, outputs)."""
-        for i, spec in enumerate(self.specs):
-            if spec["type"] in _BATCH_SUMS:
-                batch = _BATCH_SUMS[spec["type"]][0](y_true, y_pred, **self._params(spec))
-                name = f"sums{i}"
-                self.sums[name] = batch if name not in self.sums else self.sums[name] + batch
-        if CONFUSION in self._sums_names():
+        for name, pair, params in self.counted:
+            batch = pair(y_true, y_pred, **params)
+            self.sums[name] = batch if name not in self.sums else self.sums[name] + batch
+        if self.confused:
             cm = self.sums.setdefault(CONFUSION, np.zeros((self.n_classes, self.n_classes), np.int64))
             np.add.at(cm, (_labels(y_true), predicted_classes(y_pred)), 1)
         if self.keeps:
